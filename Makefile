@@ -1,0 +1,54 @@
+# Everything a fresh machine needs: `make serve` and `make test` create .venv and install first.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+HOST ?= 127.0.0.1
+BUNDLES ?= bundles
+BUNDLE ?= $(BUNDLES)
+SEEDS ?= seeds
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install serve train test lint fix bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: the CPU wheel on this disk; nothing later may upgrade it.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+# Train a bundle from seeds/ only when no bundle exists yet, then serve it.
+$(BUNDLES)/.trained: | $(VENV)/.installed
+	@if ls $(BUNDLES)/*/manifest.json >/dev/null 2>&1; then echo "bundle found in $(BUNDLES)/"; \
+	else $(PY) -m training fit --seeds $(SEEDS) --out $(BUNDLES); fi
+	@touch $@
+
+train: install
+	$(PY) -m training fit --seeds $(SEEDS) --out $(BUNDLES)
+
+serve: install
+	@if [ "$(BUNDLE)" = "$(BUNDLES)" ]; then $(MAKE) --no-print-directory $(BUNDLES)/.trained; fi
+	NEWSDESK_BUNDLE=$(BUNDLE) $(PY) -m uvicorn service.main:app --host $(HOST) --port $(PORT)
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+fix: install
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+bench: install
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

