@@ -154,8 +154,20 @@ class Article:
 
 _KNOWN_FIELDS = frozenset(
     {
-        "id", "title", "excerpt", "publishedDateTime", *URL_FIELDS, "provider", "topics",
-        "quality", "heat", "published", "category", "type", "images", "related",
+        "id",
+        "title",
+        "excerpt",
+        "publishedDateTime",
+        *URL_FIELDS,
+        "provider",
+        "topics",
+        "quality",
+        "heat",
+        "published",
+        "category",
+        "type",
+        "images",
+        "related",
     }
 )
 
@@ -229,7 +241,9 @@ def _parse_provider(value: Any) -> Provider | None:
     if isinstance(value, str):
         return Provider(name=value.strip() or None)
     if not isinstance(value, Mapping):
-        raise InvalidArticleError("provider", f"expected a mapping with name and domain, got {_type_name(value)}")
+        raise InvalidArticleError(
+            "provider", f"expected a mapping with name and domain, got {_type_name(value)}"
+        )
     name = _optional_str(value, "name")
     domain = _optional_str(value, "domain")
     if name is None and domain is None:
@@ -307,14 +321,16 @@ def article_from_record(
     heat = _optional_number(record, "heat")
     published = record.get("published")
     if published is not None and not isinstance(published, bool):
-        raise InvalidArticleError("published", f"expected true or false, got {_type_name(published)} {published!r:.40}")
+        raise InvalidArticleError(
+            "published", f"expected true or false, got {_type_name(published)} {published!r:.40}"
+        )
     related = record.get("related")
     if related is not None and not isinstance(related, list):
-        raise InvalidArticleError("related", f"expected a list of article mappings, got {_type_name(related)}")
+        raise InvalidArticleError(
+            "related", f"expected a list of article mappings, got {_type_name(related)}"
+        )
     explicit_id = _optional_str(record, "id")
-    canonical = next(
-        (canonical_url(urls[name]) for name in _URL_PREFERENCE if urls.get(name)), None
-    )
+    canonical = next((canonical_url(urls[name]) for name in _URL_PREFERENCE if urls.get(name)), None)
     return Article(
         id=explicit_id
         or article_id(
@@ -322,6 +338,7 @@ def article_from_record(
             provider=provider.key if provider else None,
             title=title,
             published_at=published_at,
+            excerpt=excerpt,
         ),
         title=title,
         excerpt=excerpt,

@@ -21,6 +21,9 @@ from model.errors import InvalidArticleError, SeedFormatError
 
 logger = logging.getLogger(__name__)
 
+# The C loader is ~10x faster on large seed folders; same safe semantics.
+_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 FRONT_MATTER_SUFFIXES = frozenset({".md", ".txt", ".yaml", ".yml", ".markdown"})
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
 SEED_SUFFIXES = FRONT_MATTER_SUFFIXES | JSONL_SUFFIXES
@@ -107,7 +110,9 @@ def _records_in_file(path: Path) -> Iterator[tuple[int | None, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise SeedFormatError(path, "encoding", f"expected UTF-8 text ({error.reason} at byte {error.start})") from None
+        raise SeedFormatError(
+            path, "encoding", f"expected UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
     if path.suffix.lower() in JSONL_SUFFIXES:
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -116,13 +121,16 @@ def _records_in_file(path: Path) -> Iterator[tuple[int | None, Any]]:
                 yield number, json.loads(line)
             except json.JSONDecodeError as error:
                 # Yielded, not raised: with --skip-invalid one bad line must not cost the rest.
-                yield number, SeedFormatError(
-                    path, "json", f"invalid JSON: {error.msg} at column {error.colno}", line=number
+                yield (
+                    number,
+                    SeedFormatError(
+                        path, "json", f"invalid JSON: {error.msg} at column {error.colno}", line=number
+                    ),
                 )
         return
     front = split_front_matter(text, path)
     try:
-        record = yaml.safe_load(front)
+        record = yaml.load(front, Loader=_YamlLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 2 if mark is not None else None  # +1 for 1-based, +1 for the '---' line
@@ -196,6 +204,10 @@ def read_seeds(
     corpus.links = list(dict.fromkeys(corpus.links))
     logger.info(
         "read %d articles (%d seeds, %d related links) from %d files, %d skipped",
-        len(corpus.articles), len(corpus.main_ids), len(corpus.links), corpus.files, len(corpus.errors),
+        len(corpus.articles),
+        len(corpus.main_ids),
+        len(corpus.links),
+        corpus.files,
+        len(corpus.errors),
     )
     return corpus

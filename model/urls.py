@@ -15,10 +15,41 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 # Query parameters that only track the click, never select content.
 _TRACKING_PARAMS = frozenset(
     {
-        "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "igshid", "mc_cid",
-        "mc_eid", "ref", "ref_src", "ref_url", "referrer", "cmpid", "ocid", "icid", "ito", "smid",
-        "_ga", "_gl", "ncid", "sr_share", "soc_src", "soc_trk", "outputtype", "amp", "amp_js_v",
-        "usqp", "__twitter_impression", "s_cid", "xtor", "spm", "guccounter", "guce_referrer",
+        "fbclid",
+        "gclid",
+        "dclid",
+        "gbraid",
+        "wbraid",
+        "msclkid",
+        "yclid",
+        "igshid",
+        "mc_cid",
+        "mc_eid",
+        "ref",
+        "ref_src",
+        "ref_url",
+        "referrer",
+        "cmpid",
+        "ocid",
+        "icid",
+        "ito",
+        "smid",
+        "_ga",
+        "_gl",
+        "ncid",
+        "sr_share",
+        "soc_src",
+        "soc_trk",
+        "outputtype",
+        "amp",
+        "amp_js_v",
+        "usqp",
+        "__twitter_impression",
+        "s_cid",
+        "xtor",
+        "spm",
+        "guccounter",
+        "guce_referrer",
         "guce_referrer_sig",
     }
 )
@@ -87,16 +118,22 @@ def article_id(
     provider: str | None = None,
     title: str | None = None,
     published_at: datetime | None = None,
+    excerpt: str | None = None,
 ) -> str:
     """A stable 16-hex-digit id: from the canonical URL, else from provider + title + date.
 
-    The fallback normalises case and spaces in the title, and uses the date (not the time), so
-    the same headline re-sent with a later timestamp on the same day keeps its id.
+    Without a URL, the start of the excerpt joins the key too: corpora without dates or
+    providers reuse headlines for different stories, and merging those would lose one.
+
+    The fallback normalises case and spaces in the title and keeps the timestamp to the minute:
+    wire services re-use headlines for recurring reports on the same day ("FED WEEKLY REPORT"),
+    which are different articles.
     """
     canonical = canonical_url(url) if url else None
     if canonical:
         return _digest("url:" + canonical)
     norm_title = _SPACES.sub(" ", (title or "").strip().lower())
-    day = published_at.date().isoformat() if published_at else ""
+    day = published_at.strftime("%Y-%m-%dT%H:%M") if published_at else ""
     norm_provider = (provider or "").strip().lower()
-    return _digest(f"text:{norm_provider}|{norm_title}|{day}")
+    lead = _SPACES.sub(" ", (excerpt or "").strip().lower())[:200]
+    return _digest(f"text:{norm_provider}|{norm_title}|{day}|{lead}")
