@@ -1,0 +1,245 @@
+"""`NewsModel`: the one object training writes and the service loads.
+
+It joins the embedder with the trained heads (topics, scores, pair scorer), the index of known
+articles and the story clusterer, and offers the high-level calls: classify, compare, similar,
+add. Everything here takes seed-shaped dicts or `Article` records.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from model.article import Article, article_from_record
+from model.embedding import Embedder
+from model.errors import ArticleNotFoundError, NotFittedError
+from model.index import ArticleIndex
+from model.pairs import PairScorer
+from model.results import Classification, Comparison, SearchFilters, SimilarHit
+from model.scores import ScoreHead
+from model.stories import StoryClusterer
+from model.topics import TopicTagger
+
+logger = logging.getLogger(__name__)
+
+ArticleLike = Article | Mapping[str, Any]
+
+
+def as_article(item: ArticleLike) -> Article:
+    """Accept either a parsed `Article` or a mapping in the seed's field names."""
+    return item if isinstance(item, Article) else article_from_record(item)
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """What `NewsModel.add` did with one article."""
+
+    article_id: str
+    story_id: str
+    duplicate_of: str | None
+    is_new: bool
+
+
+class NewsModel:
+    """Topic tagging, score prediction, pair comparison and related search over one bundle.
+
+    Build it with `training` (``python -m training fit``) and load it with `NewsModel.load`.
+    The similarity index and the story clusterer grow as articles are added; `add` is
+    thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        embedder: Embedder,
+        topics: TopicTagger | None,
+        scores: Mapping[str, ScoreHead],
+        pair_scorer: PairScorer,
+        index: ArticleIndex,
+        stories: StoryClusterer,
+        manifest: Mapping[str, Any] | None = None,
+        path: Path | None = None,
+    ) -> None:
+        self.embedder = embedder
+        self.topics = topics
+        self.scores = dict(scores)
+        self.pair_scorer = pair_scorer
+        self.index = index
+        self.stories = stories
+        self.manifest = dict(manifest or {})
+        self.path = path
+        self._lock = threading.RLock()
+
+    # --- loading -------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path, *, embedder: Embedder | None = None) -> NewsModel:
+        """Load a bundle: a version folder with ``manifest.json``, or a folder of versions
+        (the newest is taken)."""
+        from model.bundle import load_bundle
+
+        return load_bundle(path, embedder=embedder)
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("version", "unsaved"))
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.topics.labels_) if self.topics is not None else []
+
+    # --- embedding -----------------------------------------------------------------------
+
+    def embed(self, articles: Sequence[Article]) -> npt.NDArray[np.float32]:
+        return self.embedder.encode([article.text for article in articles])
+
+    # --- topics and scores ---------------------------------------------------------------
+
+    def classify(
+        self,
+        articles: Sequence[ArticleLike],
+        *,
+        all_scores: bool = False,
+        embeddings: npt.NDArray[np.float32] | None = None,
+    ) -> list[Classification]:
+        """Topics (above each label's threshold) and score predictions for each article."""
+        parsed = [as_article(item) for item in articles]
+        if not parsed:
+            return []
+        vectors = self.embed(parsed) if embeddings is None else embeddings
+        topic_rows: list[tuple[list[Any], list[Any] | None]]
+        if self.topics is not None:
+            topic_rows = self.topics.predict(parsed, vectors, all_scores=all_scores)
+        else:
+            topic_rows = [([], [] if all_scores else None)] * len(parsed)
+        score_rows = {name: head.predict(parsed, vectors) for name, head in self.scores.items()}
+        return [
+            Classification(
+                article_id=article.id,
+                topics=topic_rows[i][0],
+                all_topics=topic_rows[i][1],
+                scores={name: rows[i] for name, rows in score_rows.items()},
+            )
+            for i, article in enumerate(parsed)
+        ]
+
+    # --- pairs, search, stories ----------------------------------------------------------
+
+    def compare(self, a: ArticleLike, b: ArticleLike) -> Comparison:
+        """Score how closely two articles cover the same thing, with a graded verdict."""
+        first, second = as_article(a), as_article(b)
+        vectors = self.embed([first, second])
+        return self.pair_scorer.compare(first, second, vectors[0], vectors[1])
+
+    def similar(
+        self,
+        article: ArticleLike | str,
+        k: int = 10,
+        filters: SearchFilters | None = None,
+        *,
+        exclude_same_provider: bool = False,
+        candidates: int | None = None,
+    ) -> list[SimilarHit]:
+        """The ``k`` known articles closest to ``article`` (an article, or the id of a known one).
+
+        Hits below the `related` level are dropped; the query article itself never appears.
+        """
+        if isinstance(article, str):
+            query = self.index.get(article)
+            vector = self.index.vector(article)
+        else:
+            query = as_article(article)
+            vector = self.index.vector(query.id) if query.id in self.index else self.embed([query])[0]
+        filters = filters or SearchFilters()
+        if exclude_same_provider and query.provider_key:
+            filters = SearchFilters(
+                since=filters.since,
+                until=filters.until,
+                providers=filters.providers,
+                exclude_provider=query.provider_key,
+                exclude_ids=filters.exclude_ids,
+            )
+        filters = SearchFilters(
+            since=filters.since,
+            until=filters.until,
+            providers=filters.providers,
+            exclude_provider=filters.exclude_provider,
+            exclude_ids=filters.exclude_ids | {query.id},
+        )
+        # Over-fetch by cosine, then let the pair scorer (which sees time, provider, text) rerank.
+        pool = self.index.search(vector, candidates or max(3 * k, 30), filters)
+        hits = []
+        for other_id, cosine in pool:
+            other = self.index.get(other_id)
+            comparison = self.pair_scorer.compare(query, other, vector, self.index.vector(other_id))
+            if comparison.verdict == "unrelated":
+                continue
+            hits.append(
+                SimilarHit(
+                    article_id=other_id,
+                    score=comparison.score,
+                    verdict=comparison.verdict,
+                    cosine=float(cosine),
+                    story_id=self.stories.story_of(other_id),
+                    evidence=comparison.evidence,
+                )
+            )
+        hits.sort(key=lambda hit: (-hit.score, -hit.cosine))
+        return hits[:k]
+
+    def add(
+        self,
+        articles: Sequence[ArticleLike],
+        embeddings: npt.NDArray[np.float32] | None = None,
+        *,
+        story_ids: Sequence[str | None] | None = None,
+    ) -> list[Ingested]:
+        """Index articles and assign each to a story (new or existing).
+
+        ``story_ids`` restores known assignments (a service rebuilding its index from its
+        store) instead of clustering again, so story ids never change across restarts.
+        """
+        parsed = [as_article(item) for item in articles]
+        vectors = self.embed(parsed) if embeddings is None else embeddings
+        results = []
+        with self._lock:
+            for i, article in enumerate(parsed):
+                if article.id in self.index:
+                    results.append(
+                        Ingested(article.id, self.stories.story_of(article.id) or article.id, None, False)
+                    )
+                    continue
+                duplicate_of = self._find_duplicate(article, vectors[i])
+                known_story = story_ids[i] if story_ids is not None else None
+                if known_story is not None:
+                    story_id = self.stories.restore(article, vectors[i], known_story)
+                else:
+                    story_id = self.stories.assign(article, vectors[i])
+                self.index.add([article], vectors[i : i + 1], [story_id])
+                results.append(Ingested(article.id, story_id, duplicate_of, True))
+        return results
+
+    def _find_duplicate(self, article: Article, vector: npt.NDArray[np.float32]) -> str | None:
+        for other_id, _ in self.index.search(vector, 5, SearchFilters()):
+            other = self.index.get(other_id)
+            comparison = self.pair_scorer.compare(article, other, vector, self.index.vector(other_id))
+            if comparison.verdict == "duplicate":
+                return other_id
+        return None
+
+    def get(self, article_id: str) -> Article:
+        if article_id not in self.index:
+            raise ArticleNotFoundError(article_id)
+        return self.index.get(article_id)
+
+    def score_head(self, name: str) -> ScoreHead:
+        if name not in self.scores:
+            raise NotFittedError(f"this bundle has no {name} model (the seeds had too few {name} values)")
+        return self.scores[name]

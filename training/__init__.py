@@ -1,0 +1,1 @@
+"""Training: read seeds, fit and evaluate through `model`, write a versioned bundle."""

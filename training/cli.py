@@ -1,0 +1,282 @@
+"""``python -m training``: fit a bundle, evaluate it, or dedup a bulk import.
+
+Examples::
+
+    python -m training fit --seeds seeds --out bundles
+    python -m training fit --seeds ../shared/data/reuters/train --out bundles \
+        --eval ../shared/data/reuters/test
+    python -m training evaluate --model bundles --seeds ../shared/data/reuters/test
+    python -m training dedup --seeds ../shared/data/reuters --out report.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from model.embedding import Embedder, EmbeddingCache
+from model.errors import NewsDeskError
+from model.seeds import SeedCorpus, read_seeds
+
+logger = logging.getLogger("training")
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("NEWSDESK_CACHE_DIR"):
+        return Path(os.environ["NEWSDESK_CACHE_DIR"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "news-desk"
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="seed files or folders (read recursively): .md/.txt/.yaml front matter or .jsonl",
+    )
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="report malformed seed files and go on, instead of stopping at the first one",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where embeddings are cached (default: $NEWSDESK_CACHE_DIR or ~/.cache/news-desk)",
+    )
+    parser.add_argument(
+        "--no-cache", action="store_true", help="embed everything afresh; read and write no cache"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train, evaluate and dedup with the news-desk model. Each command reads seed files "
+        "(one article per file, YAML front matter between '---' lines, or JSON lines).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("Examples::", 1)[1] if __doc__ else None,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fit = commands.add_parser(
+        "fit",
+        help="train a model bundle from seeds",
+        description="Embed title + excerpt, fit the topic classifier, the score regressors (quality, heat) "
+        "where the seeds carry enough values, the pair scorer and the story clusters, evaluate, and "
+        "write a new version folder under --out.",
+    )
+    _common(fit)
+    fit.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="folder of bundle versions; a new one is added"
+    )
+    fit.add_argument(
+        "--eval",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="held-out seeds to evaluate on (recorded in the manifest)",
+    )
+    fit.add_argument(
+        "--holdout",
+        type=float,
+        default=0.2,
+        metavar="FRACTION",
+        help="without --eval: fit on the rest, evaluate on this share of the seeds, then refit on all "
+        "(default 0.2; 0 skips evaluation)",
+    )
+    fit.add_argument(
+        "--pairs",
+        type=Path,
+        metavar="FILE.tsv",
+        help="graded pairs (columns id1 id2 overall title1 title2 excerpt1 excerpt2) "
+        "to learn the same-story scale from",
+    )
+    fit.add_argument(
+        "--story-window-days",
+        type=float,
+        default=3.0,
+        help="how long a story stays open for new articles (default 3)",
+    )
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="print metrics of a bundle on seeds as one JSON object",
+        description="Topics (micro/macro-F1, exact-set accuracy, per label), each score field present "
+        "(n, MAE, Spearman), related retrieval (recall@10, MRR) when seeds have related lists, and "
+        "graded pairs (Pearson, same-story F1) with --pairs.",
+    )
+    _common(evaluate)
+    evaluate.add_argument(
+        "--model",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="a bundle version folder, or a folder of versions (newest is used)",
+    )
+    evaluate.add_argument("--pairs", type=Path, metavar="FILE.tsv", help="graded pairs to score")
+
+    dedup = commands.add_parser(
+        "dedup",
+        help="list duplicate groups and story clusters of a bulk import",
+        description="Find duplicates (same canonical URL, identical or near-identical text) and group "
+        "same-story coverage; writes one JSON object per group.",
+    )
+    _common(dedup)
+    dedup.add_argument(
+        "--out", type=Path, metavar="report.jsonl", help="write the report here (default: stdout)"
+    )
+    dedup.add_argument(
+        "--story-window-days", type=float, default=3.0, help="story window for clustering (default 3)"
+    )
+    return parser
+
+
+def _embedder(args: argparse.Namespace) -> Embedder:
+    if args.no_cache:
+        return Embedder()
+    cache_dir = args.cache_dir or default_cache_dir()
+    return Embedder(cache=EmbeddingCache(cache_dir / "embeddings.sqlite"))
+
+
+def _read(paths: Sequence[Path], args: argparse.Namespace) -> SeedCorpus:
+    corpus = read_seeds(paths, skip_invalid=args.skip_invalid, progress=not args.no_progress)
+    for error in corpus.errors:
+        print(f"skipped: {error}", file=sys.stderr)
+    return corpus
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from model.bundle import save_bundle
+    from training.fingerprint import seed_fingerprint
+    from training.trainer import TrainingOptions, evaluate_model, fit_news_model, split_holdout
+
+    started = time.perf_counter()
+    corpus = _read(args.seeds, args)
+    embedder = _embedder(args)
+
+    def options() -> TrainingOptions:
+        return TrainingOptions(
+            pairs=args.pairs, story_window_days=args.story_window_days, progress=not args.no_progress
+        )
+
+    metrics: dict[str, Any] = {}
+    if args.eval:
+        eval_corpus = _read(args.eval, args)
+        model = fit_news_model(corpus, embedder, opts := options())
+        metrics = evaluate_model(model, eval_corpus, pairs=args.pairs, progress=not args.no_progress)
+        metrics["evaluated_on"] = ", ".join(str(p) for p in args.eval)
+    elif args.holdout > 0 and len(corpus.main_ids) >= 20:
+        train, held = split_holdout(corpus, args.holdout)
+        logger.info("holdout: fitting on %d seeds, evaluating on %d", len(train.main_ids), len(held.main_ids))
+        metrics = evaluate_model(
+            fit_news_model(train, embedder, options()), held, progress=not args.no_progress
+        )
+        metrics["evaluated_on"] = (
+            f"holdout {args.holdout:.0%} of the seeds ({len(held.main_ids)} seeds), before refitting on all"
+        )
+        model = fit_news_model(corpus, embedder, opts := options())
+    else:
+        if args.holdout > 0:
+            logger.warning(
+                "only %d seeds: too few to hold some out, so the bundle has no metrics", len(corpus.main_ids)
+            )
+        model = fit_news_model(corpus, embedder, opts := options())
+    opts.timings["total"] = round(time.perf_counter() - started, 3)
+    path = save_bundle(
+        model,
+        args.out,
+        seed_fingerprint=seed_fingerprint(corpus),
+        metrics=metrics,
+        training={
+            "timings_s": opts.timings,
+            "story_window_days": args.story_window_days,
+            "pairs": str(args.pairs) if args.pairs else None,
+        },
+    )
+    summary = {
+        "bundle": str(path),
+        "version": model.version,
+        "metrics": _headline(metrics),
+        "seconds": opts.timings["total"],
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics without per-label tables, for a terminal."""
+    return {
+        key: {k: v for k, v in value.items() if k != "per_label"} if isinstance(value, dict) else value
+        for key, value in metrics.items()
+    }
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from model.bundle import load_bundle
+    from training.trainer import evaluate_model
+
+    corpus = _read(args.seeds, args)
+    model = load_bundle(args.model, embedder=_embedder(args))
+    metrics = evaluate_model(model, corpus, pairs=args.pairs, progress=not args.no_progress)
+    metrics["model_version"] = model.version
+    print(json.dumps(metrics, indent=2, default=str))
+    return 0
+
+
+def cmd_dedup(args: argparse.Namespace) -> int:
+    from model.dedup import dedup_corpus
+
+    corpus = _read(args.seeds, args)
+    articles = list(corpus.articles.values())
+    embedder = _embedder(args)
+    started = time.perf_counter()
+    vectors = embedder.encode([a.text for a in articles], show_progress_bar=not args.no_progress)
+    embedded = time.perf_counter()
+    report = dedup_corpus(articles, vectors, story_window_days=args.story_window_days)
+    finished = time.perf_counter()
+    if args.out:
+        report.to_jsonl(args.out)
+    else:
+        for record in report.records():
+            print(json.dumps(record, default=str))
+    summary = report.summary() | {
+        "articles": len(articles),
+        "embed_seconds": round(embedded - started, 2),
+        "dedup_seconds": round(finished - embedded, 2),
+    }
+    print(json.dumps(summary), file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "dedup": cmd_dedup}
+    try:
+        return handlers[args.command](args)
+    except NewsDeskError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,188 @@
+"""Fit every part of a `NewsModel` from a seed corpus, and evaluate a model on seeds."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from model.index import ArticleIndex
+from model.pairs import PairScorer, pair_evidence, pair_feature_matrix, read_pairs_tsv
+from model.related_eval import pair_metrics, related_retrieval_metrics
+from model.scores import ScoreHead
+from model.stories import StoryClusterer
+from model.topics import TopicTagger
+
+from model.article import Article
+from model.embedding import Embedder
+from model.metrics import score_metrics, topic_metrics
+from model.news_model import NewsModel
+from model.seeds import SeedCorpus
+
+logger = logging.getLogger(__name__)
+
+SCORE_FIELDS: dict[str, bool] = {"quality": False, "heat": True}  # field -> modelled on log1p scale
+
+
+@dataclass
+class TrainingOptions:
+    """What `fit_news_model` does beyond the defaults of each head."""
+
+    score_fields: dict[str, bool] = field(default_factory=lambda: dict(SCORE_FIELDS))
+    pairs: Path | None = None
+    story_window_days: float = 3.0
+    progress: bool = True
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _timed(options: TrainingOptions, name: str, started: float) -> None:
+    options.timings[name] = round(time.perf_counter() - started, 3)
+    logger.info("%s: %.1fs", name, options.timings[name])
+
+
+def embed_articles(
+    embedder: Embedder, articles: Sequence[Article], progress: bool
+) -> npt.NDArray[np.float32]:
+    return embedder.encode([article.text for article in articles], show_progress_bar=progress)
+
+
+def fit_pair_scorer(path: Path, embedder: Embedder) -> PairScorer:
+    """Learn the same-story scale from graded pairs (columns as in semeval's pairs.tsv)."""
+    pairs = read_pairs_tsv(path)
+    vectors_a = embedder.encode([pair.a.text for pair in pairs])
+    vectors_b = embedder.encode([pair.b.text for pair in pairs])
+    evidence = [
+        pair_evidence(pair.a, pair.b, va, vb)
+        for pair, va, vb in zip(pairs, vectors_a, vectors_b, strict=True)
+    ]
+    overall = np.array([pair.overall for pair in pairs], dtype=float)
+    return PairScorer().fit(pair_feature_matrix(evidence), overall)
+
+
+def fit_news_model(
+    corpus: SeedCorpus, embedder: Embedder, options: TrainingOptions | None = None
+) -> NewsModel:
+    """Embed the corpus once, then fit topics, scores, the pair scorer, stories and the index."""
+    options = options or TrainingOptions()
+    articles = list(corpus.articles.values())
+    if not articles:
+        raise ValueError("the seeds hold no articles")
+    started = time.perf_counter()
+    vectors = embed_articles(embedder, articles, options.progress)
+    _timed(options, "embed", started)
+
+    labelled = [i for i, article in enumerate(articles) if article.topics]
+    topics = None
+    if labelled:
+        started = time.perf_counter()
+        topics = TopicTagger().fit([articles[i] for i in labelled], vectors[labelled])
+        _timed(options, "topics", started)
+    else:
+        logger.warning("no seed carries topics: the bundle will tag no topics")
+
+    scores: dict[str, ScoreHead] = {}
+    for name, log_scale in options.score_fields.items():
+        head = ScoreHead(field=name, log_scale=log_scale)
+        have = [i for i, article in enumerate(articles) if getattr(article, name) is not None]
+        if not head.has_enough(len(have)):
+            logger.info("%s: %d values, too few to train a %s model", name, len(have), name)
+            continue
+        started = time.perf_counter()
+        scores[name] = head.fit([articles[i] for i in have], vectors[have])
+        _timed(options, f"score_{name}", started)
+
+    started = time.perf_counter()
+    pair_scorer = fit_pair_scorer(options.pairs, embedder) if options.pairs else PairScorer.default()
+    stories = StoryClusterer(window_days=options.story_window_days)
+    story_ids = stories.fit(articles, vectors)
+    index = ArticleIndex()
+    index.add(articles, vectors, story_ids)
+    _timed(options, "pairs_stories_index", started)
+    return NewsModel(
+        embedder=embedder,
+        topics=topics,
+        scores=scores,
+        pair_scorer=pair_scorer,
+        index=index,
+        stories=stories,
+    )
+
+
+def split_holdout(corpus: SeedCorpus, fraction: float, seed: int = 0) -> tuple[SeedCorpus, SeedCorpus]:
+    """Split by seed (a main article travels with its related items) into train and held-out."""
+    main_ids = list(corpus.main_ids)
+    random.Random(seed).shuffle(main_ids)
+    cut = round(len(main_ids) * fraction)
+    held = set(main_ids[:cut])
+    related = corpus.related_of()
+
+    def subset(mains: list[str]) -> SeedCorpus:
+        part = SeedCorpus(files=len(mains))
+        for main_id in mains:
+            part.add(corpus.articles[main_id], main=True)
+            for other_id in related.get(main_id, []):
+                part.add(corpus.articles[other_id], main=False)
+                part.links.append((main_id, other_id))
+        return part
+
+    train = subset([m for m in corpus.main_ids if m not in held])
+    test = subset([m for m in corpus.main_ids if m in held])
+    # An article related to both sides stays in train only, so no text leaks into the test.
+    for article_id in list(test.articles):
+        if article_id in train.articles and article_id not in held:
+            del test.articles[article_id]
+    test.links = [(a, b) for a, b in test.links if b in test.articles]
+    return train, test
+
+
+def evaluate_model(
+    model: NewsModel,
+    corpus: SeedCorpus,
+    *,
+    pairs: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Every metric the seeds allow: topics, each score field, related retrieval, graded pairs."""
+    articles = list(corpus.articles.values())
+    vectors = embed_articles(model.embedder, articles, progress) if articles else None
+    metrics: dict[str, Any] = {}
+    labelled = [i for i, article in enumerate(articles) if article.topics]
+    if labelled and model.topics is not None and vectors is not None:
+        chosen = [articles[i] for i in labelled]
+        predicted = model.topics.predict(chosen, vectors[labelled])
+        metrics["topics"] = topic_metrics(
+            [a.topics for a in chosen], [[t.label for t in row[0]] for row in predicted]
+        )
+    for name, head in model.scores.items():
+        have = [i for i, article in enumerate(articles) if getattr(article, name) is not None]
+        if not have or vectors is None:
+            continue
+        chosen = [articles[i] for i in have]
+        predictions = head.predict(chosen, vectors[have])
+        metrics[name] = score_metrics(
+            [getattr(a, name) for a in chosen],
+            [p.value for p in predictions],
+            intervals=[(p.low, p.high) for p in predictions],
+        )
+    if corpus.links and vectors is not None:
+        by_id = {article.id: vectors[i] for i, article in enumerate(articles)}
+        metrics["related"] = related_retrieval_metrics(corpus, by_id, model.pair_scorer)
+    if pairs is not None:
+        graded = read_pairs_tsv(pairs)
+        va = model.embedder.encode([pair.a.text for pair in graded])
+        vb = model.embedder.encode([pair.b.text for pair in graded])
+        comparisons = [
+            model.pair_scorer.compare(pair.a, pair.b, a, b) for pair, a, b in zip(graded, va, vb, strict=True)
+        ]
+        metrics["pairs"] = pair_metrics(
+            [pair.overall for pair in graded],
+            [c.score for c in comparisons],
+            [c.verdict for c in comparisons],
+        )
+    return metrics
