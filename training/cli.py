@@ -169,9 +169,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
     corpus = _read(args.seeds, args)
     embedder = _embedder(args)
 
+    from training.fit_cache import FitCache
+
+    fit_cache = None if args.no_cache else FitCache((args.cache_dir or default_cache_dir()) / "fits")
+
     def options() -> TrainingOptions:
         return TrainingOptions(
-            pairs=args.pairs, story_window_days=args.story_window_days, progress=not args.no_progress
+            fit_cache=fit_cache,
+            pairs=args.pairs,
+            story_window_days=args.story_window_days,
+            progress=not args.no_progress,
         )
 
     metrics: dict[str, Any] = {}

@@ -12,18 +12,19 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from model.index import ArticleIndex
-from model.pairs import PairScorer, pair_evidence, pair_feature_matrix, read_pairs_tsv
-from model.related_eval import pair_metrics, related_retrieval_metrics
-from model.scores import ScoreHead
-from model.stories import StoryClusterer
-from model.topics import TopicTagger
 
 from model.article import Article
 from model.embedding import Embedder
+from model.index import ArticleIndex
 from model.metrics import score_metrics, topic_metrics
 from model.news_model import NewsModel
+from model.pairs import PairScorer, pair_evidence, pair_feature_matrix, read_pairs_tsv
+from model.related_eval import pair_metrics, related_retrieval_metrics
+from model.scores import ScoreHead
 from model.seeds import SeedCorpus
+from model.stories import StoryClusterer
+from model.topics import TopicTagger
+from training.fit_cache import FitCache, data_digest
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,21 @@ class TrainingOptions:
     pairs: Path | None = None
     story_window_days: float = 3.0
     progress: bool = True
+    fit_cache: FitCache | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+
+def _fit_head(
+    options: TrainingOptions, head: Any, articles: list[Article], vectors: npt.NDArray[np.float32]
+) -> Any:
+    """Fit ``head`` on (articles, vectors), through the fit cache when there is one."""
+    if options.fit_cache is None:
+        return head.fit(articles, vectors)
+    facts = [
+        [a.id, a.text, list(a.topics), a.provider_key, a.quality, a.heat, str(a.published_at)]
+        for a in articles
+    ]
+    return options.fit_cache.fit(head, data_digest([vectors, facts]), lambda h: h.fit(articles, vectors))
 
 
 def _timed(options: TrainingOptions, name: str, started: float) -> None:
@@ -81,7 +96,7 @@ def fit_news_model(
     topics = None
     if labelled:
         started = time.perf_counter()
-        topics = TopicTagger().fit([articles[i] for i in labelled], vectors[labelled])
+        topics = _fit_head(options, TopicTagger(), [articles[i] for i in labelled], vectors[labelled])
         _timed(options, "topics", started)
     else:
         logger.warning("no seed carries topics: the bundle will tag no topics")
@@ -94,7 +109,7 @@ def fit_news_model(
             logger.info("%s: %d values, too few to train a %s model", name, len(have), name)
             continue
         started = time.perf_counter()
-        scores[name] = head.fit([articles[i] for i in have], vectors[have])
+        scores[name] = _fit_head(options, head, [articles[i] for i in have], vectors[have])
         _timed(options, f"score_{name}", started)
 
     started = time.perf_counter()
