@@ -1,0 +1,183 @@
+"""The training CLI end to end on small real data: fit, evaluate, reload, retrain."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, SAMPLE_SEED, corpus_path, shared_embedder
+
+from model.bundle import MANIFEST, load_bundle, resolve_bundle
+from model.errors import BundleError
+from model.seeds import read_seeds
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory) -> Path:
+    """The user's sample seed, 120 AG News articles (topics) and 120 Hacker News stories (heat)."""
+    folder = tmp_path_factory.mktemp("seeds")
+    shutil.copy(SAMPLE_SEED, folder)
+    for name in ("agnews", "hn"):
+        for path in sorted(corpus_path(name).glob("*.md"))[:120]:
+            shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(seeds, tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    cache = root / "cache"
+    result = run_cli(
+        "fit",
+        "--seeds",
+        str(seeds),
+        "--out",
+        str(root / "bundles"),
+        "--cache-dir",
+        str(cache),
+        "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr
+    return root, cache, json.loads(result.stdout)
+
+
+def test_fit_writes_a_complete_versioned_bundle(trained, seeds):
+    root, _, summary = trained
+    folder = resolve_bundle(root / "bundles")
+    assert str(folder) == summary["bundle"]
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["format_version"] == 1
+    assert manifest["embedding"] == {**manifest["embedding"], "dim": 384, "normalized": True}
+    assert {"World", "Sports", "Business", "Sci/Tech", "AI"} <= set(manifest["labels"])
+    assert set(manifest["thresholds"]) == set(manifest["labels"])
+    assert manifest["scores"] == ["heat"]  # hn carries heat; too few quality values to train on
+    assert manifest["seed_fingerprint"]["articles"] == len(read_seeds([seeds]))
+    assert manifest["metrics"]["topics"]["n"] > 0
+    assert "evaluated_on" in manifest["metrics"]
+    for name in manifest["files"]:
+        assert (folder / name).is_file()
+    card = (folder / "README.md").read_text()
+    assert manifest["version"] in card
+    assert not list((root / "bundles").glob(".tmp-*")), "no staging folder may be left behind"
+
+
+def test_loaded_bundle_classifies_with_topics_and_heat_intervals(trained):
+    root, _, _ = trained
+    model = load_bundle(root / "bundles", embedder=shared_embedder())
+    [sport, tech] = model.classify(
+        [
+            {
+                "title": "Yankees beat Red Sox 5-3",
+                "excerpt": "A late home run sealed the win in the ninth inning.",
+            },
+            {"title": "Show HN: a faster JSON parser in Rust", "provider": {"domain": "github.com"}},
+        ],
+        all_scores=True,
+    )
+    assert sport.labels and sport.labels[0] == "Sports"
+    assert len(sport.all_topics) == len(model.labels)
+    heat = tech.scores["heat"]
+    assert heat.low <= heat.value <= heat.high
+    assert heat.low >= 0
+
+
+def test_evaluate_prints_one_json_object_with_the_documented_keys(trained, seeds):
+    root, cache, _ = trained
+    result = run_cli(
+        "evaluate",
+        "--model",
+        str(root / "bundles"),
+        "--seeds",
+        str(seeds),
+        "--cache-dir",
+        str(cache),
+        "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    for key in ("micro_f1", "macro_f1", "accuracy", "n", "per_label"):
+        assert key in metrics["topics"]
+    assert 0.5 < metrics["topics"]["micro_f1"] <= 1.0  # seen data: must fit it well
+    assert {"n", "mae", "spearman"} <= set(metrics["heat"])
+    assert 100 <= metrics["heat"]["n"] <= 120
+    assert {"recall_at_10", "mrr"} <= set(metrics["related"])
+
+
+def test_retrain_on_unchanged_seeds_reuses_embeddings_and_fits(trained, seeds):
+    root, cache, first = trained
+    result = run_cli(
+        "fit",
+        "--seeds",
+        str(seeds),
+        "--out",
+        str(root / "bundles"),
+        "--cache-dir",
+        str(cache),
+        "--no-progress",
+        "--holdout",
+        "0",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "reused the fit" in result.stderr
+    second = json.loads(result.stdout)
+    assert second["version"] != first["version"]
+    assert resolve_bundle(root / "bundles").name == second["version"]  # newest wins
+
+
+def test_tampered_bundle_is_refused_with_the_file_named(trained, tmp_path):
+    root, _, _ = trained
+    copy = tmp_path / "bundle"
+    shutil.copytree(resolve_bundle(root / "bundles"), copy)
+    (copy / "pairs.joblib").write_bytes(b"not a model")
+    with pytest.raises(BundleError, match=r"pairs\.joblib: sha256 differs"):
+        load_bundle(copy, embedder=shared_embedder())
+
+
+def test_other_format_version_is_refused(trained, tmp_path):
+    root, _, _ = trained
+    copy = tmp_path / "bundle"
+    shutil.copytree(resolve_bundle(root / "bundles"), copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["format_version"] = 99
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format 99"):
+        load_bundle(copy, embedder=shared_embedder())
+
+
+def test_missing_bundle_says_how_to_train_one(tmp_path):
+    with pytest.raises(BundleError, match="python -m training fit"):
+        resolve_bundle(tmp_path / "nothing")
+
+
+def test_malformed_seed_fails_with_file_and_field(tmp_path):
+    bad = tmp_path / "bad.md"
+    bad.write_text("---\ntitle: Fine\nquality: 140\n---\n")
+    result = run_cli("fit", "--seeds", str(bad), "--out", str(tmp_path / "b"), "--no-cache", "--no-progress")
+    assert result.returncode == 2
+    assert f"{bad}: quality: expected a number from 0 to 100, got 140" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_every_command():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("fit", "evaluate", "dedup"):
+        assert command in result.stdout
+    fit_help = run_cli("fit", "--help").stdout
+    for option in ("--seeds", "--out", "--eval", "--pairs", "--skip-invalid", "--holdout"):
+        assert option in fit_help
