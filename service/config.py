@@ -1,0 +1,86 @@
+"""Service settings: one typed class, read once by the entry points (lifespan, ``python -m service``).
+
+Precedence, highest first: explicit keyword arguments > ``NEWSDESK_*`` environment variables >
+the YAML file named by ``NEWSDESK_CONFIG`` > the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+CONFIG_ENV = "NEWSDESK_CONFIG"
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told; each field is also ``NEWSDESK_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="NEWSDESK_", extra="ignore", validate_default=True)
+
+    bundle: Path = Field(
+        Path("bundles"),
+        description="A bundle version folder (with manifest.json), or a folder of them (the newest).",
+    )
+    # Not `data_dir`: NEWSDESK_DATA_DIR already names the shared training corpora in CI and tests.
+    store_dir: Path = Field(
+        Path("data"), description="Folder of the SQLite article store (created if missing)."
+    )
+    store_backend: Literal["sqlite"] = Field("sqlite", description="Article store backend.")
+    require_bundle: bool = Field(
+        False,
+        description="Refuse to start without a loadable bundle (default: start, answer 503 until one is).",
+    )
+    host: str = Field("127.0.0.1", description="Interface `python -m service` binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `python -m service` listens on.")
+    log_level: str = Field("info", description="Logging level of the service's own loggers.")
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token for /v1/admin/*; unset disables the admin endpoints."
+    )
+    max_batch: int = Field(256, ge=1, description="Most articles in one classify or ingest request.")
+    max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest request body accepted, in bytes.")
+    max_k: int = Field(100, ge=1, description="Largest `k` a similarity search may ask for.")
+    batch_max_size: int = Field(
+        64, ge=1, description="Most texts the micro-batcher sends to the encoder in one call."
+    )
+    batch_max_wait_ms: float = Field(
+        2.0, ge=0, description="How long the micro-batcher waits for more requests before encoding."
+    )
+
+    @property
+    def store_path(self) -> Path:
+        return self.store_dir / "articles.sqlite3"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_ENV)
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                # A named but missing file is a typo, not "use the defaults".
+                raise FileNotFoundError(f"{CONFIG_ENV}={config_file}: no such settings file")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, built once (tests pass their own to `create_app` instead)."""
+    return Settings()

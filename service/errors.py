@@ -1,0 +1,164 @@
+"""One table from exceptions to HTTP status codes, and the handlers that apply it.
+
+Routes never raise `HTTPException`: they (and `model/`) raise typed errors, and this module
+turns each into ``{"detail": "<field>: <what was expected>, got <what came>"}`` with the status
+below. Handlers are registered once, by `register_error_handlers`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from model.errors import (
+    ArticleNotFoundError,
+    BundleError,
+    EmbeddingModelError,
+    InvalidArticleError,
+    NewsDeskError,
+    NotFittedError,
+)
+from service.store import StoreError
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(NewsDeskError):
+    """Base of the errors only the HTTP layer raises."""
+
+
+class ModelUnavailableError(ServiceError):
+    """No bundle is loaded (the message says why and how to fix it)."""
+
+
+class StoreUnavailableError(ServiceError):
+    """The article store could not be opened."""
+
+
+class BadRequestError(ServiceError):
+    """A request parameter is out of range or inconsistent (e.g. ``k`` above the limit)."""
+
+
+class PayloadTooLargeError(ServiceError):
+    """Too many articles in one request, or too many bytes in its body."""
+
+
+class AdminDisabledError(ServiceError):
+    """Admin endpoints are off because no admin token is configured."""
+
+
+class UnauthorizedError(ServiceError):
+    """Missing or wrong bearer token."""
+
+
+class StoryNotFoundError(ServiceError):
+    """No stored article belongs to this story id."""
+
+
+# Looked up along the exception's MRO, so the most specific entry wins.
+STATUS_CODES: dict[type[BaseException], int] = {
+    InvalidArticleError: 422,
+    BadRequestError: 422,
+    ArticleNotFoundError: 404,
+    StoryNotFoundError: 404,
+    PayloadTooLargeError: 413,
+    UnauthorizedError: 401,
+    AdminDisabledError: 403,
+    NotFittedError: 409,
+    BundleError: 503,
+    EmbeddingModelError: 503,
+    ModelUnavailableError: 503,
+    StoreUnavailableError: 503,
+    StoreError: 503,
+    NewsDeskError: 400,
+}
+
+
+def status_for(error: BaseException) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]
+    return 500
+
+
+async def _newsdesk_error(request: Request, error: Exception) -> JSONResponse:
+    status = status_for(error)
+    if status >= 500:
+        logger.warning("%s %s -> %d: %s", request.method, request.url.path, status, error)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
+
+
+async def _sqlite_error(request: Request, error: Exception) -> JSONResponse:
+    logger.exception("article store failed on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": f"article store unavailable: {error}"}, status_code=503)
+
+
+# Discriminator tags of the one-or-many bodies: not field names, so left out of error paths.
+_UNION_TAGS = frozenset({"one-article", "batch-of-articles"})
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc[1:] if loc and loc[0] in ("body", "query", "path") else loc:
+        if isinstance(item, str) and (item in _UNION_TAGS or item.startswith("function-")):
+            continue
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    if parts:
+        return "".join(parts)
+    return str(loc[0]) if loc else "body"
+
+
+def describe_validation_error(error: dict[str, Any]) -> str:
+    """One pydantic error as ``field: problem, got value`` (a person reads it, not a parser)."""
+    where = _location(tuple(error.get("loc", ())))
+    kind = error.get("type", "")
+    message = str(error.get("msg", "invalid"))
+    message = message.removeprefix("Value error, ")
+    if kind == "json_invalid":
+        reason = (error.get("ctx") or {}).get("error", "")
+        return f"body: not valid JSON ({reason}); send a JSON object"
+    if kind == "missing" and where == "body":
+        return "body: missing; send a JSON object (Content-Type: application/json)"
+    if kind == "missing":
+        return f"{where}: required field is missing"
+    if "input" in error and kind not in ("value_error", "assertion_error"):
+        shown = repr(error["input"])
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        return f"{where}: {message}, got {shown}"
+    return f"{where}: {message}"
+
+
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    problems = [describe_validation_error(dict(e)) for e in error.errors()]
+    detail = "; ".join(dict.fromkeys(problems[:5]))
+    if len(problems) > 5:
+        detail += f"; and {len(problems) - 5} more"
+    structured = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in error.errors()
+    ]
+    return JSONResponse({"detail": detail, "errors": structured}, status_code=422)
+
+
+async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        {"detail": f"internal error ({type(error).__name__}); the service log has the details"},
+        status_code=500,
+    )
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(NewsDeskError, _newsdesk_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(sqlite3.Error, _sqlite_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,58 @@
+"""Assembles the app: settings, lifespan (bundle, store, index), middleware, routers, error handlers.
+
+``uvicorn service.main:app`` or ``python -m service`` runs it. The model loads in the lifespan,
+not at import, so importing this module (and tests that need no model) stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.config import Settings, get_settings
+from service.errors import register_error_handlers
+from service.middleware import BodySizeLimit
+from service.routes import admin, articles, classify, health, similar
+from service.runtime import ServiceState
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app; ``settings`` default to `get_settings()` (env, then YAML, then defaults)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not logging.getLogger().handlers:
+            # Started by `uvicorn service.main:app`, which configures only its own loggers.
+            logging.basicConfig(
+                level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+            )
+        logging.getLogger("service").setLevel(settings.log_level.upper())
+        state = ServiceState(settings)
+        app.state.news = state
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    app = FastAPI(
+        title="news-desk",
+        summary="Topic tagging, quality and heat scores, same-story detection and related-coverage search.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.dependency_overrides[get_settings] = lambda: settings
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    register_error_handlers(app)
+    for module in (health, classify, similar, articles, admin):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,188 @@
+"""Ingest (POST /v1/articles), and read back articles and stories."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path, Response
+
+from model.article import Article, article_from_record
+from service.deps import ModelDep, SettingsDep, StateDep, StoreDep
+from service.errors import StoryNotFoundError
+from service.routes.classify import ARTICLES_EXAMPLES
+from service.runtime import classify, parse_articles, unpack_batch
+from service.schemas import (
+    ClassificationOut,
+    ErrorOut,
+    IngestBatchOut,
+    IngestResultOut,
+    OneOrManyArticles,
+    StoredArticleOut,
+    StoryArticleOut,
+    StoryOut,
+)
+from service.store import StoredArticle
+
+router = APIRouter(prefix="/v1", tags=["articles"])
+
+ArticleId = Annotated[str, Path(description="Article id, as returned by ingest or search.", max_length=200)]
+
+
+def _result(stored: StoredArticle, created: bool) -> IngestResultOut:
+    return IngestResultOut(
+        id=stored.id,
+        created=created,
+        story_id=stored.story_id,
+        duplicate_of=stored.duplicate_of,
+        classification=ClassificationOut.model_validate(stored.classification),
+    )
+
+
+@router.post(
+    "/articles",
+    response_model=IngestResultOut | IngestBatchOut,
+    status_code=201,
+    responses={
+        200: {
+            "model": IngestResultOut,
+            "description": "Already stored (or a batch): nothing changed for it.",
+        },
+        413: {"model": ErrorOut, "description": "Batch or body too large."},
+        422: {"model": ErrorOut, "description": "A field is missing or of the wrong type."},
+        503: {"model": ErrorOut, "description": "No model bundle loaded, or the store is unavailable."},
+    },
+    summary="Classify, find duplicates, assign a story, store and index",
+)
+async def ingest(
+    body: Annotated[OneOrManyArticles, Body(openapi_examples=ARTICLES_EXAMPLES)],
+    state: StateDep,
+    model: ModelDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    response: Response,
+) -> IngestResultOut | IngestBatchOut:
+    """Idempotent on the canonical URL: posting an article again (under any URL variant)
+    returns the stored one with ``created: false``. The article is on disk before the answer.
+    A single new article answers 201, a known one 200; a batch always answers 200."""
+    items, batch = unpack_batch(body, settings)
+    articles = parse_articles(items, batch=batch)
+    first: dict[str, Article] = {}
+    for article in articles:
+        first.setdefault(article.id, article)
+    known = await asyncio.to_thread(store.get_many, list(first))
+    fresh = [article for article_id, article in first.items() if article_id not in known]
+    created: set[str] = set()
+    if fresh:
+        results, vectors = await classify(state, model, fresh)
+        async with state.write_lock:
+            # Re-check under the lock: a concurrent request may have stored the same article, and
+            # a reload may have swapped the model while we encoded (add to the current one).
+            current = state.require_model()
+            again = await asyncio.to_thread(store.get_many, [a.id for a in fresh])
+            known.update(again)
+            rows = [i for i, article in enumerate(fresh) if article.id not in again]
+            if rows:
+                todo = [fresh[i] for i in rows]
+                ingested = await asyncio.to_thread(current.add, todo, vectors[rows])
+                now = datetime.now(UTC)
+                records = [
+                    StoredArticle(
+                        id=article.id,
+                        record=article.to_record(),
+                        embedding=vectors[i],
+                        story_id=done.story_id,
+                        classification=ClassificationOut.of(results[i], model.version).model_dump(
+                            mode="json"
+                        ),
+                        created_at=now,
+                        canonical_url=article.canonical_url,
+                        published_at=article.published_at,
+                        duplicate_of=done.duplicate_of,
+                        model_version=model.version,
+                    )
+                    for i, article, done in zip(rows, todo, ingested, strict=True)
+                ]
+                inserted = await asyncio.to_thread(store.put_many, records)
+                for record, new in zip(records, inserted, strict=True):
+                    known[record.id] = record
+                    if new:
+                        created.add(record.id)
+    out: list[IngestResultOut] = []
+    for article in articles:
+        # Only the first copy of an article in this request counts as created.
+        out.append(_result(known[article.id], article.id in created))
+        created.discard(article.id)
+    if batch:
+        response.status_code = 200
+        return IngestBatchOut(model_version=model.version, results=out)
+    response.status_code = 201 if out[0].created else 200
+    return out[0]
+
+
+@router.get(
+    "/articles/{article_id}",
+    responses={404: {"model": ErrorOut, "description": "No article with this id."}},
+    summary="A stored article with its classification and story",
+)
+async def get_article(article_id: ArticleId, state: StateDep) -> StoredArticleOut:
+    """Ingested articles come from the store; articles of the bundle's own corpus are answered
+    from the model's index (``stored: false``, classified now)."""
+    stored = await asyncio.to_thread(state.store.get, article_id) if state.store is not None else None
+    if stored is not None:
+        return StoredArticleOut(
+            id=stored.id,
+            article=stored.record,
+            story_id=stored.story_id,
+            duplicate_of=stored.duplicate_of,
+            classification=ClassificationOut.model_validate(stored.classification),
+            stored=True,
+            created_at=stored.created_at,
+        )
+    model = state.require_model()
+    article = model.get(article_id)  # ArticleNotFoundError: 404
+    vector = model.index.vector(article_id)[None, :]
+    classification = model.classify([article], embeddings=vector)[0]
+    return StoredArticleOut(
+        id=article.id,
+        article=article.to_record(),
+        story_id=model.stories.story_of(article.id),
+        classification=ClassificationOut.of(classification, model.version),
+        stored=False,
+    )
+
+
+@router.get(
+    "/stories/{story_id}",
+    responses={404: {"model": ErrorOut, "description": "No known article belongs to this story."}},
+    summary="A story's articles, newest first",
+)
+async def get_story(
+    story_id: Annotated[str, Path(description="Story id, as returned by ingest or search.", max_length=200)],
+    state: StateDep,
+    store: StoreDep,
+) -> StoryOut:
+    """Stored articles of the story, plus those of the bundle's own corpus in it."""
+    members = await asyncio.to_thread(store.by_story, story_id)
+    rows = [(article_from_record(stored.record), stored.created_at) for stored in members]
+    model = state.model
+    if model is not None:
+        seen = {stored.id for stored in members}
+        rows += [
+            (model.get(article_id), None)
+            for article_id in model.stories.members(story_id)
+            if article_id not in seen and article_id in model.index
+        ]
+    if not rows:
+        raise StoryNotFoundError(f"no known article belongs to story {story_id!r}")
+    # Newest publication first; unknown dates last.
+    rows.sort(
+        key=lambda row: row[0].published_at.timestamp() if row[0].published_at else float("-inf"),
+        reverse=True,
+    )
+    articles = [
+        StoryArticleOut(**StoryArticleOut.of(article).model_dump(exclude={"created_at"}), created_at=created)
+        for article, created in rows
+    ]
+    return StoryOut(id=story_id, count=len(articles), articles=articles)

@@ -1,0 +1,64 @@
+"""POST /v1/similar (related coverage of an article) and POST /v1/compare (one pair)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+
+from model.article import Article, Provider
+from model.results import SearchFilters
+from service.deps import ModelDep, SettingsDep
+from service.errors import BadRequestError
+from service.runtime import parse_article
+from service.schemas import CompareOut, CompareRequest, ErrorOut, SimilarHitOut, SimilarOut, SimilarRequest
+
+router = APIRouter(prefix="/v1", tags=["similar"])
+
+_ERRORS = {
+    404: {"model": ErrorOut, "description": "No article with this id."},
+    422: {"model": ErrorOut, "description": "A field is missing, of the wrong type or out of range."},
+    503: {"model": ErrorOut, "description": "No model bundle is loaded."},
+}
+
+
+def _provider_keys(providers: list[str] | None) -> frozenset[str] | None:
+    # The same normalisation the index keys articles by (lower case, no www.).
+    if not providers:
+        return None
+    return frozenset(key for p in providers if (key := Provider(domain=p.strip() or None).key))
+
+
+@router.post("/similar", responses=_ERRORS, summary="Known articles covering the same thing")
+async def similar(request: SimilarRequest, model: ModelDep, settings: SettingsDep) -> SimilarOut:
+    """Hits are graded `duplicate`, `same_story` or `related` (unrelated ones are dropped),
+    best first, each with its story id. The query article itself never appears."""
+    if request.k > settings.max_k:
+        raise BadRequestError(f"k: at most {settings.max_k}, got {request.k}")
+    filters = SearchFilters(
+        since=request.since, until=request.until, providers=_provider_keys(request.providers)
+    )
+    query: Article | str
+    if request.id is not None:
+        query_id = model.get(request.id).id  # 404 before searching
+        query = query_id
+    else:
+        assert request.article is not None  # the schema asks for exactly one of them
+        query = parse_article(request.article, "article")
+        query_id = query.id
+    hits = await asyncio.to_thread(
+        model.similar, query, request.k, filters, exclude_same_provider=request.exclude_same_provider
+    )
+    return SimilarOut(
+        query_id=query_id,
+        model_version=model.version,
+        hits=[SimilarHitOut.from_hit(hit, model.get(hit.article_id)) for hit in hits],
+    )
+
+
+@router.post("/compare", responses=_ERRORS, summary="How closely two articles cover the same thing")
+async def compare(request: CompareRequest, model: ModelDep) -> CompareOut:
+    """A score in [0, 1], a verdict (duplicate, same_story, related, unrelated) and the evidence."""
+    a, b = parse_article(request.a, "a"), parse_article(request.b, "b")
+    comparison = await asyncio.to_thread(model.compare, a, b)
+    return CompareOut.of(comparison, model.version)

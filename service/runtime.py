@@ -1,0 +1,228 @@
+"""The service's live state: the loaded model, the store, the encode batcher, and bundle reloads.
+
+A request takes the current `NewsModel` reference once and uses it to the end, so a reload
+(which builds the new model fully before swapping the reference) never changes a model under
+a request in flight. Index and store writes go through ``write_lock``; a reload takes it only for
+its last step (re-adding what was ingested meanwhile, then swapping), so ingests wait for
+milliseconds, never fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from model.article import Article, article_from_record
+from model.bundle import resolve_bundle
+from model.embedding import Embedder
+from model.errors import InvalidArticleError, NewsDeskError
+from model.news_model import NewsModel
+from model.results import Classification
+from service.batching import EncodeBatcher
+from service.config import Settings
+from service.errors import ModelUnavailableError, PayloadTooLargeError, StoreUnavailableError
+from service.schemas import ArticleBatch, ArticleIn
+from service.store import ArticleStore, StoredArticle, open_store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    changed: bool
+    previous_version: str | None
+    model_version: str
+    restored_articles: int
+    seconds: float
+
+
+def restore_index(
+    model: NewsModel, store: ArticleStore, *, since: int = 0, chunk: int = 1000
+) -> tuple[int, int]:
+    """Re-add stored articles (after ``since``) with their stored vectors and story ids.
+
+    Nothing is re-embedded unless the stored vectors are of another size than the bundle's
+    encoder (a bundle built on a different embedding model). Returns (articles added, last seq).
+    """
+    added, last = 0, since
+    batch: list[StoredArticle] = []
+
+    def flush() -> None:
+        nonlocal added
+        if not batch:
+            return
+        articles = [article_from_record(stored.record) for stored in batch]
+        dims = {stored.embedding.shape[0] for stored in batch}
+        vectors = np.stack([stored.embedding for stored in batch]) if dims == {model.embedder.dim} else None
+        if vectors is None:
+            logger.warning(
+                "stored vectors have dim %s, the bundle's encoder %d: re-embedding", dims, model.embedder.dim
+            )
+        model.add(articles, vectors, story_ids=[stored.story_id for stored in batch])
+        added += len(batch)
+        batch.clear()
+
+    for stored in store.iter_since(since, chunk):
+        batch.append(stored)
+        last = stored.seq
+        if len(batch) >= chunk:
+            flush()
+    flush()
+    return added, last
+
+
+class ServiceState:
+    """Everything the routes share; built by the lifespan, reached through `service.deps`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model: NewsModel | None = None
+        self.model_error: str | None = "the model bundle is still loading"
+        self.store: ArticleStore | None = None
+        self.store_error: str | None = "the article store is not open yet"
+        self.batcher = EncodeBatcher(max_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms)
+        self.write_lock = asyncio.Lock()
+        self._reload_lock = asyncio.Lock()
+
+    # --- what routes ask for ---------------------------------------------------------------
+
+    def require_model(self) -> NewsModel:
+        model = self.model  # one read: the caller keeps this reference even if a reload swaps
+        if model is None:
+            raise ModelUnavailableError(f"no model loaded: {self.model_error}")
+        return model
+
+    def require_store(self) -> ArticleStore:
+        if self.store is None:
+            raise StoreUnavailableError(f"article store unavailable: {self.store_error}")
+        return self.store
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, load the bundle and rebuild the index from the store.
+
+        A missing bundle leaves the service up (health answers, model endpoints say 503 and
+        why) unless ``require_bundle`` is set.
+        """
+        try:
+            self.store = await asyncio.to_thread(
+                open_store, self.settings.store_backend, self.settings.store_dir
+            )
+            self.store_error = None
+        except NewsDeskError as error:
+            self.store_error = str(error)
+            logger.error("article store unavailable: %s", error)
+        try:
+            started = time.perf_counter()
+            self.model, restored, _ = await asyncio.to_thread(
+                self._build, resolve_bundle(self.settings.bundle), None
+            )
+            self.model_error = None
+            logger.info(
+                "serving bundle %s from %s (%d stored articles re-indexed) in %.1fs",
+                self.model.version,
+                self.model.path,
+                restored,
+                time.perf_counter() - started,
+            )
+        except NewsDeskError as error:
+            self.model_error = str(error)
+            logger.error("no model bundle loaded: %s", error)
+            if self.settings.require_bundle:
+                raise
+        self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        if self.store is not None:
+            self.store.close()
+
+    def _build(self, folder: Path, embedder: Embedder | None) -> tuple[NewsModel, int, int]:
+        model = NewsModel.load(folder, embedder=embedder)
+        restored, last = restore_index(model, self.store) if self.store is not None else (0, 0)
+        return model, restored, last
+
+    async def reload(self, *, force: bool = False) -> ReloadResult:
+        """Load the newest bundle under the configured path and swap it in."""
+        async with self._reload_lock:
+            started = time.perf_counter()
+            current = self.model
+            folder = await asyncio.to_thread(resolve_bundle, self.settings.bundle)
+            previous = current.version if current is not None else None
+            if (
+                current is not None
+                and not force
+                and current.path is not None
+                and Path(current.path) == folder
+            ):
+                return ReloadResult(False, previous, current.version, 0, time.perf_counter() - started)
+            # Reuse the loaded encoder: same weights (the loader checks), no second copy in memory.
+            embedder = current.embedder if isinstance(getattr(current, "embedder", None), Embedder) else None
+            model, restored, last = await asyncio.to_thread(self._build, folder, embedder)
+            async with self.write_lock:
+                if self.store is not None:
+                    more, _ = await asyncio.to_thread(restore_index, model, self.store, since=last)
+                    restored += more
+                self.model = model
+                self.model_error = None
+            seconds = time.perf_counter() - started
+            logger.info(
+                "reloaded: %s -> %s (%d stored articles) in %.1fs", previous, model.version, restored, seconds
+            )
+            return ReloadResult(True, previous, model.version, restored, seconds)
+
+
+# --- shared request steps ------------------------------------------------------------------
+
+
+def parse_article(item: ArticleIn, where: str | None = None) -> Article:
+    """An `Article` from a request item; ``where`` prefixes the field in errors (``articles[3].webUrl``)."""
+    try:
+        return article_from_record(item.to_record())
+    except InvalidArticleError as error:
+        if where is None:
+            raise
+        raise InvalidArticleError(f"{where}.{error.field}", error.reason) from None
+
+
+def parse_articles(items: list[ArticleIn], *, batch: bool) -> list[Article]:
+    return [parse_article(item, f"articles[{i}]" if batch else None) for i, item in enumerate(items)]
+
+
+def unpack_batch(body: ArticleIn | ArticleBatch, settings: Settings) -> tuple[list[ArticleIn], bool]:
+    """The request's articles and whether it was a batch; a batch over the limit is refused."""
+    if isinstance(body, ArticleBatch):
+        if len(body.articles) > settings.max_batch:
+            raise PayloadTooLargeError(
+                f"articles: at most {settings.max_batch} articles per request, got {len(body.articles)}; "
+                "split the batch"
+            )
+        return body.articles, True
+    return [body], False
+
+
+async def embed(
+    state: ServiceState, model: NewsModel, articles: Sequence[Article]
+) -> npt.NDArray[np.float32]:
+    """Vectors for ``articles`` through the micro-batcher (shared with concurrent requests)."""
+    return await state.batcher.encode(model.embedder, [article.text for article in articles])
+
+
+async def classify(
+    state: ServiceState, model: NewsModel, articles: Sequence[Article], *, all_scores: bool = False
+) -> tuple[list[Classification], npt.NDArray[np.float32]]:
+    vectors = await embed(state, model, articles)
+    # The heads are cheap next to the encoder, but a 256-article batch is worth a thread.
+    if len(articles) > 8:
+        results = await asyncio.to_thread(model.classify, articles, all_scores=all_scores, embeddings=vectors)
+    else:
+        results = model.classify(articles, all_scores=all_scores, embeddings=vectors)
+    return results, vectors

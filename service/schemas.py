@@ -1,0 +1,390 @@
+"""Request and response shapes of the HTTP API (a layer apart from `model/`'s dataclasses).
+
+Article fields keep the seed's names (``publishedDateTime``, ``webUrl``, ``provider{name,domain}``),
+so a seed record can be posted as it is. Pydantic checks the types; `model.article` then checks
+the values (absolute URLs, ISO dates, a title or an excerpt) and names the field when one is wrong.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+from model.article import Article
+from model.results import Classification, Comparison, PairEvidence, ScorePrediction, SimilarHit, TopicScore
+
+Verdict = Literal["duplicate", "same_story", "related", "unrelated"]
+
+ARTICLE_EXAMPLE: dict[str, Any] = {
+    "title": "Amazon Suspends Police Use of Its Facial Recognition",
+    "excerpt": "Civil rights groups and Amazon's own employees have pushed the company to stop selling "
+    "its technology, called Rekognition, to government agencies.",
+    "publishedDateTime": "2021-08-28T00:01:00Z",
+    "webUrl": "https://www.courthousenews.com/amazon-suspends-police-use-of-its-facial-recognition/",
+    "provider": {"name": "Courthouse News Service", "domain": "courthousenews.com"},
+}
+ARTICLE_EXAMPLE_B: dict[str, Any] = {
+    "title": "Amazon halts police use of Rekognition for a year",
+    "excerpt": "Amazon said it would stop police from using its facial recognition software for one year.",
+    "publishedDateTime": "2021-08-28T09:30:00Z",
+    "webUrl": "https://www.example-news.com/tech/amazon-rekognition-police-moratorium",
+    "provider": {"name": "Example News", "domain": "example-news.com"},
+}
+
+
+# --- articles in ---------------------------------------------------------------------------
+
+
+class ProviderIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = Field(None, description="Outlet name, e.g. `Reuters`.")
+    domain: str | None = Field(None, description="Outlet domain, e.g. `reuters.com`.")
+
+
+class ImageIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    url: str
+    width: int | None = None
+    height: int | None = None
+    isCached: bool | None = None
+
+
+class ArticleIn(BaseModel):
+    """One article in the seed's field names. Unknown fields are accepted and kept."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [ARTICLE_EXAMPLE]})
+
+    title: str | None = Field(None, description="Headline. An article needs a title or an excerpt.")
+    excerpt: str | None = Field(None, description="Lead paragraph or summary.")
+    publishedDateTime: str | None = Field(
+        None, description="ISO 8601 date-time, e.g. `2021-08-28T00:01:00Z` (no zone: UTC)."
+    )
+    webUrl: str | None = Field(None, description="Article URL; its canonical form gives the article id.")
+    originalUrl: str | None = Field(
+        None, description="Publisher's own URL (preferred over webUrl for the id)."
+    )
+    ampWebUrl: str | None = Field(None, description="AMP copy URL.")
+    cdnAmpWebUrl: str | None = Field(None, description="AMP cache URL.")
+    provider: ProviderIn | None = Field(None, description="The outlet.")
+    topics: list[str] | None = Field(
+        None, description="Known topics (kept with the record; not used to classify)."
+    )
+    quality: float | None = Field(None, description="Known quality score 0–100 (kept with the record).")
+    heat: float | None = Field(None, description="Known heat score (kept with the record).")
+    published: bool | None = None
+    category: str | None = None
+    type: str | None = None
+    images: list[ImageIn | str] | None = None
+    id: str | None = Field(
+        None, description="Ignored: the service derives every id from the canonical URL (else from the text)."
+    )
+
+    def to_record(self) -> dict[str, Any]:
+        """The seed-shaped mapping `model.article.article_from_record` reads (client ids dropped)."""
+        return self.model_dump(exclude_none=True, exclude={"id"})
+
+
+class ArticleBatch(BaseModel):
+    """Several articles in one request."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"articles": [ARTICLE_EXAMPLE, ARTICLE_EXAMPLE_B]}]}
+    )
+
+    articles: list[ArticleIn] = Field(description="The articles, at most the service's `max_batch`.")
+    all_scores: bool = Field(False, description="Classify only: also return every label's probability.")
+
+    @field_validator("articles")
+    @classmethod
+    def _not_empty(cls, articles: list[ArticleIn]) -> list[ArticleIn]:
+        if not articles:
+            raise ValueError("empty batch; send at least one article")
+        return articles
+
+
+def _body_kind(value: Any) -> str:
+    if isinstance(value, ArticleBatch) or (isinstance(value, dict) and "articles" in value):
+        return "batch-of-articles"
+    return "one-article"
+
+
+OneOrManyArticles = Annotated[
+    Annotated[ArticleIn, Tag("one-article")] | Annotated[ArticleBatch, Tag("batch-of-articles")],
+    Discriminator(_body_kind),
+]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class SimilarRequest(BaseModel):
+    """Find known articles covering the same thing: give an article body or a known article's id."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"article": ARTICLE_EXAMPLE, "k": 5, "exclude_same_provider": True},
+                {"id": "3f9a1c2b4d5e6f70", "k": 10, "since": "2021-08-01T00:00:00Z"},
+            ]
+        },
+    )
+
+    article: ArticleIn | None = Field(None, description="The query article (not stored).")
+    id: str | None = Field(None, description="Id of an ingested (or bundle) article to search around.")
+    k: int = Field(10, ge=1, description="How many hits at most (up to the service's `max_k`).")
+    since: datetime | None = Field(None, description="Only hits published at or after this time.")
+    until: datetime | None = Field(None, description="Only hits published at or before this time.")
+    providers: list[str] | None = Field(None, description="Only hits from these outlets (domain or name).")
+    exclude_same_provider: bool = Field(False, description="Drop hits from the query article's own outlet.")
+
+    @model_validator(mode="after")
+    def _one_query(self) -> SimilarRequest:
+        if (self.article is None) == (self.id is None):
+            raise ValueError("give exactly one of `article` (an article body) or `id` (a known article's id)")
+        self.since, self.until = _utc(self.since), _utc(self.until)
+        if self.since and self.until and self.since > self.until:
+            raise ValueError(f"since ({self.since.isoformat()}) is after until ({self.until.isoformat()})")
+        return self
+
+
+class CompareRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"a": ARTICLE_EXAMPLE, "b": ARTICLE_EXAMPLE_B}]}
+    )
+
+    a: ArticleIn = Field(description="First article.")
+    b: ArticleIn = Field(description="Second article.")
+
+
+# --- results out ---------------------------------------------------------------------------
+
+
+class TopicOut(BaseModel):
+    label: str
+    probability: float = Field(description="Calibrated probability that the label applies.")
+
+    @classmethod
+    def of(cls, topic: TopicScore) -> TopicOut:
+        return cls(label=topic.label, probability=round(float(topic.probability), 6))
+
+
+class ScoreOut(BaseModel):
+    value: float = Field(description="Central prediction.")
+    low: float = Field(description="Lower end of the prediction interval.")
+    high: float = Field(description="Upper end of the prediction interval.")
+    coverage: float = Field(description="Nominal coverage of [low, high], e.g. 0.8.")
+
+    @classmethod
+    def of(cls, score: ScorePrediction) -> ScoreOut:
+        return cls(value=score.value, low=score.low, high=score.high, coverage=score.coverage)
+
+
+class ClassificationOut(BaseModel):
+    """Topics and scores of one article."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "3f9a1c2b4d5e6f70",
+                    "topics": [{"label": "AI", "probability": 0.91}],
+                    "all_topics": None,
+                    "scores": {"quality": {"value": 48.2, "low": 31.0, "high": 63.5, "coverage": 0.8}},
+                    "model_version": "20261126T031800000000Z-1a2b3c4d",
+                }
+            ]
+        }
+    )
+
+    id: str = Field(description="Article id (from the canonical URL).")
+    topics: list[TopicOut] = Field(description="Labels above their threshold, most probable first.")
+    all_topics: list[TopicOut] | None = Field(
+        None, description="Every label's probability; only when `all_scores` was asked for."
+    )
+    scores: dict[str, ScoreOut] = Field(
+        description="Predicted scores with intervals (`quality`, `heat`: only those the bundle has)."
+    )
+    model_version: str
+
+    @classmethod
+    def of(cls, result: Classification, version: str) -> ClassificationOut:
+        return cls(
+            id=result.article_id,
+            topics=[TopicOut.of(t) for t in result.topics],
+            all_topics=[TopicOut.of(t) for t in result.all_topics] if result.all_topics is not None else None,
+            scores={name: ScoreOut.of(score) for name, score in result.scores.items()},
+            model_version=version,
+        )
+
+
+class ClassifyBatchOut(BaseModel):
+    model_version: str
+    results: list[ClassificationOut] = Field(description="One result per article, in request order.")
+
+
+class EvidenceOut(BaseModel):
+    """The signals behind a verdict."""
+
+    cosine: float = Field(description="Cosine similarity of the embeddings.")
+    lexical: float = Field(description="Word overlap of title and excerpt.")
+    near_duplicate: float = Field(description="Near-duplicate text signal.")
+    time_gap_hours: float | None = Field(description="Hours between publication times (null if unknown).")
+    same_provider: bool | None = Field(description="Both from the same outlet (null if unknown).")
+    url_match: bool = Field(description="Same canonical URL.")
+
+    @classmethod
+    def of(cls, evidence: PairEvidence) -> EvidenceOut:
+        return cls(
+            cosine=evidence.cosine,
+            lexical=evidence.lexical,
+            near_duplicate=evidence.near_duplicate,
+            time_gap_hours=evidence.time_gap_hours,
+            same_provider=evidence.same_provider,
+            url_match=evidence.url_match,
+        )
+
+
+class CompareOut(BaseModel):
+    score: float = Field(description="How closely the two cover the same thing, 0–1.")
+    verdict: Verdict
+    evidence: EvidenceOut
+    model_version: str
+
+    @classmethod
+    def of(cls, comparison: Comparison, version: str) -> CompareOut:
+        return cls(
+            score=comparison.score,
+            verdict=comparison.verdict,
+            evidence=EvidenceOut.of(comparison.evidence),
+            model_version=version,
+        )
+
+
+class ProviderOut(BaseModel):
+    name: str | None = None
+    domain: str | None = None
+
+
+class ArticleSummary(BaseModel):
+    """The fields a person needs to recognise an article in a list."""
+
+    id: str
+    title: str
+    url: str | None = None
+    provider: ProviderOut | None = None
+    publishedDateTime: str | None = None
+
+    @classmethod
+    def of(cls, article: Article) -> ArticleSummary:
+        return cls(
+            id=article.id,
+            title=article.title,
+            url=article.url,
+            provider=ProviderOut(name=article.provider.name, domain=article.provider.domain)
+            if article.provider
+            else None,
+            publishedDateTime=article.published_at.isoformat().replace("+00:00", "Z")
+            if article.published_at
+            else None,
+        )
+
+
+class SimilarHitOut(ArticleSummary):
+    score: float = Field(description="Pair score, 0–1 (hits are sorted by it).")
+    verdict: Verdict = Field(description="duplicate, same_story or related.")
+    cosine: float
+    story_id: str | None = Field(description="The story the hit belongs to.")
+    evidence: EvidenceOut | None = None
+
+    @classmethod
+    def from_hit(cls, hit: SimilarHit, article: Article) -> SimilarHitOut:
+        return cls(
+            **ArticleSummary.of(article).model_dump(),
+            score=hit.score,
+            verdict=hit.verdict,
+            cosine=hit.cosine,
+            story_id=hit.story_id,
+            evidence=EvidenceOut.of(hit.evidence) if hit.evidence else None,
+        )
+
+
+class SimilarOut(BaseModel):
+    query_id: str = Field(description="Id of the query article.")
+    model_version: str
+    hits: list[SimilarHitOut]
+
+
+class IngestResultOut(BaseModel):
+    id: str = Field(description="Article id (the same for every URL variant of the article).")
+    created: bool = Field(description="False when the article was already stored (nothing changed).")
+    story_id: str
+    duplicate_of: str | None = Field(description="A known article this one duplicates, if any.")
+    classification: ClassificationOut
+
+
+class IngestBatchOut(BaseModel):
+    model_version: str
+    results: list[IngestResultOut] = Field(description="One result per article, in request order.")
+
+
+class StoredArticleOut(BaseModel):
+    id: str
+    article: dict[str, Any] = Field(description="The article record in the seed's field names.")
+    story_id: str | None
+    duplicate_of: str | None = None
+    classification: ClassificationOut | None = Field(description="As computed when the article was ingested.")
+    stored: bool = Field(description="True for ingested articles; false for articles of the bundle's corpus.")
+    created_at: datetime | None = None
+
+
+class StoryArticleOut(ArticleSummary):
+    created_at: datetime | None = None
+
+
+class StoryOut(BaseModel):
+    id: str
+    count: int
+    articles: list[StoryArticleOut] = Field(description="Newest publication first.")
+
+
+class ModelOut(BaseModel):
+    version: str
+    path: str | None
+    created: str | None = None
+    labels: list[str]
+    scores: list[str] = Field(description="Score heads the bundle has (e.g. quality, heat).")
+    embedding: dict[str, Any]
+    metrics: dict[str, Any] = Field(description="Evaluation metrics recorded in the bundle's manifest.")
+    indexed_articles: int
+    stored_articles: int | None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not ready"]
+    model_version: str | None
+    store: str = Field(description="`ok` or why the store cannot be reached.")
+    reasons: list[str] = Field(description="What keeps the service from being ready.")
+
+
+class ReloadOut(BaseModel):
+    changed: bool = Field(description="False when the newest bundle was already being served.")
+    previous_version: str | None
+    model_version: str
+    restored_articles: int = Field(description="Stored articles re-added to the new model's index.")
+    seconds: float
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What was wrong, e.g. `excerpt: expected a string, got 42`.")
