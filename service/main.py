@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from model.embedding import Embedder
 from service.config import Settings, get_settings
 from service.errors import register_error_handlers
 from service.middleware import BodySizeLimit
@@ -21,8 +22,12 @@ from service.runtime import ServiceState
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """A new app; ``settings`` default to `get_settings()` (env, then YAML, then defaults)."""
+def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> FastAPI:
+    """A new app; ``settings`` default to `get_settings()` (env, then YAML, then defaults).
+
+    ``embedder``: an already loaded encoder to reuse (tests share one across apps); by default
+    the bundle's loader builds its own.
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -33,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
             )
         logging.getLogger("service").setLevel(settings.log_level.upper())
-        state = ServiceState(settings)
+        state = ServiceState(settings, embedder=embedder)
         app.state.news = state
         await state.start()
         try:

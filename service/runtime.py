@@ -81,8 +81,9 @@ def restore_index(
 class ServiceState:
     """Everything the routes share; built by the lifespan, reached through `service.deps`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None) -> None:
         self.settings = settings
+        self._embedder = embedder
         self.model: NewsModel | None = None
         self.model_error: str | None = "the model bundle is still loading"
         self.store: ArticleStore | None = None
@@ -123,7 +124,7 @@ class ServiceState:
         try:
             started = time.perf_counter()
             self.model, restored, _ = await asyncio.to_thread(
-                self._build, resolve_bundle(self.settings.bundle), None
+                self._build, resolve_bundle(self.settings.bundle), self._embedder
             )
             self.model_error = None
             logger.info(
@@ -165,7 +166,7 @@ class ServiceState:
             ):
                 return ReloadResult(False, previous, current.version, 0, time.perf_counter() - started)
             # Reuse the loaded encoder: same weights (the loader checks), no second copy in memory.
-            embedder = current.embedder if isinstance(getattr(current, "embedder", None), Embedder) else None
+            embedder = current.embedder if current is not None else self._embedder
             model, restored, last = await asyncio.to_thread(self._build, folder, embedder)
             async with self.write_lock:
                 if self.store is not None:
