@@ -1,0 +1,135 @@
+"""ArticleIndex: exact search, filters, updates, persistence; the sample seed's related items."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from helpers import SAMPLE_SEED, shared_embedder
+
+from model.article import Article, Provider
+from model.errors import ArticleNotFoundError
+from model.index import ArticleIndex
+from model.results import SearchFilters
+from model.seeds import read_seeds
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+def _unit(rng: np.random.Generator, n: int, dim: int = 8) -> np.ndarray:
+    v = rng.normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def small_index():
+    rng = np.random.default_rng(0)
+    articles = [
+        Article(
+            id=f"a{i}",
+            title=f"title {i}",
+            published_at=T0 + timedelta(days=i) if i != 5 else None,
+            provider=Provider(domain=("one.example", "two.example")[i % 2]),
+        )
+        for i in range(10)
+    ]
+    vectors = _unit(rng, 10)
+    index = ArticleIndex(dim=8)
+    index.add(articles, vectors, [f"s{i // 2}" for i in range(10)])
+    return index, articles, vectors
+
+
+def test_search_returns_the_exact_neighbours_by_cosine(small_index):
+    index, _, vectors = small_index
+    hits = index.search(vectors[3], k=3)
+    assert hits[0][0] == "a3"
+    assert hits[0][1] == pytest.approx(1.0, abs=2e-3)  # float16 storage
+    expected = np.argsort(-(vectors @ vectors[3]))[:3]
+    assert [h[0] for h in hits] == [f"a{i}" for i in expected]
+
+
+def test_search_honours_every_filter(small_index):
+    index, _, vectors = small_index
+    since, until = T0 + timedelta(days=2), T0 + timedelta(days=6)
+    hits = index.search(vectors[0], k=10, filters=SearchFilters(since=since, until=until))
+    assert {h[0] for h in hits} == {"a2", "a3", "a4", "a6"}  # a5 has no date
+    hits = index.search(vectors[0], k=10, filters=SearchFilters(providers=frozenset({"two.example"})))
+    assert {h[0] for h in hits} == {f"a{i}" for i in range(1, 10, 2)}
+    hits = index.search(vectors[0], k=10, filters=SearchFilters(exclude_provider="one.example"))
+    assert {h[0] for h in hits} == {f"a{i}" for i in range(1, 10, 2)}
+    hits = index.search(vectors[0], k=10, filters=SearchFilters(exclude_ids=frozenset({"a0", "a1"})))
+    assert {h[0] for h in hits} == {f"a{i}" for i in range(2, 10)}
+
+
+def test_get_vector_contains_and_missing_ids(small_index):
+    index, articles, vectors = small_index
+    assert len(index) == 10 and "a4" in index and "zz" not in index
+    assert index.get("a4") == articles[4]
+    np.testing.assert_allclose(index.vector("a4"), vectors[4], atol=2e-3)
+    assert index.story_of("a4") == "s2"
+    with pytest.raises(ArticleNotFoundError):
+        index.get("zz")
+    with pytest.raises(ArticleNotFoundError):
+        index.vector("zz")
+
+
+def test_re_adding_an_id_updates_it_in_place(small_index):
+    index, articles, vectors = small_index
+    index.add([articles[0]], vectors[1:2], ["s-new"])
+    assert len(index) == 10
+    assert index.story_of("a0") == "s-new"
+    np.testing.assert_allclose(index.vector("a0"), vectors[1], atol=2e-3)
+
+
+def test_save_and_load_round_trip(small_index, tmp_path):
+    index, _, vectors = small_index
+    index.save(tmp_path / "idx")
+    loaded = ArticleIndex.load(tmp_path / "idx")
+    assert loaded.ids() == index.ids()
+    assert loaded.get("a3").published_at == index.get("a3").published_at
+    assert loaded.get("a3").provider_key == "two.example"
+    assert loaded.story_of("a7") == "s3"
+    assert loaded.search(vectors[7], k=1)[0][0] == "a7"
+
+
+def test_readers_see_consistent_results_while_one_writer_adds():
+    rng = np.random.default_rng(1)
+    index = ArticleIndex(dim=8)
+    first = _unit(rng, 50)
+    index.add([Article(id=f"x{i}", title="t") for i in range(50)], first, ["s"] * 50)
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for _ in range(200):
+                hits = index.search(first[0], k=5)
+                assert hits[0][0] == "x0"
+        except BaseException as error:  # surfaced in the main thread
+            errors.append(error)
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for thread in readers:
+        thread.start()
+    for batch in range(20):
+        more = _unit(rng, 10) * 0.5 + 0.0  # never closer to first[0] than itself
+        index.add([Article(id=f"y{batch}_{i}", title="t") for i in range(10)], more, ["s"] * 10)
+    for thread in readers:
+        thread.join()
+    assert not errors
+    assert len(index) == 250
+
+
+def test_sample_seed_related_items_are_found_by_similarity():
+    corpus = read_seeds([SAMPLE_SEED])
+    articles = list(corpus.articles.values())
+    vectors = shared_embedder().encode([a.text for a in articles])
+    index = ArticleIndex(dim=vectors.shape[1])
+    index.add(articles, vectors, [a.id for a in articles])
+    main_id = corpus.main_ids[0]
+    related = set(corpus.related_of()[main_id])
+    hits = index.search(
+        index.vector(main_id), k=len(related), filters=SearchFilters(exclude_ids=frozenset({main_id}))
+    )
+    assert {h[0] for h in hits} == related

@@ -1,0 +1,184 @@
+"""Pair scorer: each verdict level on real MiniLM embeddings, fitting, pickling, SemEval metrics."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from helpers import corpus_path, shared_embedder
+from sklearn.base import clone
+
+from model.article import Article, Provider
+from model.pairs import (
+    FEATURE_NAMES,
+    PairScorer,
+    graded_pair_evidence,
+    pair_evidence,
+    pair_feature_matrix,
+    pair_texts,
+    read_pairs_tsv,
+)
+from model.related_eval import pair_metrics
+
+T0 = datetime(2021, 8, 28, 9, 0, tzinfo=UTC)
+
+BASE = Article(
+    id="base",
+    title="Amazon suspends police use of its Rekognition facial recognition software for a year",
+    excerpt="Amazon said on Wednesday it would stop police departments from using its facial recognition "
+    "software Rekognition for one year, following pressure from civil rights groups.",
+    published_at=T0,
+    urls={"webUrl": "https://www.example-news.com/tech/amazon-rekognition-police"},
+    provider=Provider("Example News", "example-news.com"),
+)
+SAME_STORY = Article(
+    id="same",
+    title="Amazon bans police from using its face recognition technology for 12 months",
+    excerpt="The online retailer announced a one-year moratorium on law enforcement use of Rekognition, "
+    "its facial recognition service, after protests over police brutality.",
+    published_at=T0 + timedelta(hours=3),
+    provider=Provider("Other Outlet", "other.example"),
+)
+RELATED = Article(
+    id="related",
+    title="Scottish council switches off facial recognition cameras in schools",
+    excerpt="A local authority in Scotland has halted the use of facial recognition to take payments for "
+    "school lunches after privacy campaigners raised concerns.",
+    published_at=T0 + timedelta(days=2),
+)
+UNRELATED = Article(
+    id="unrelated",
+    title="Manchester City win the Premier League title on the final day",
+    excerpt="Pep Guardiola's side came from behind to beat Aston Villa 3-2 and clinch the championship.",
+    published_at=T0,
+)
+
+
+def _compare(a: Article, b: Article, scorer: PairScorer | None = None):
+    va, vb = shared_embedder().encode([a.text, b.text])
+    return (scorer or PairScorer.default()).compare(a, b, va, vb)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://www.example-news.com/tech/amazon-rekognition-police/amp/",
+        "https://www-example-news-com.cdn.ampproject.org/c/s/www.example-news.com/tech/amazon-rekognition-police/amp/",
+        "https://example-news.com/tech/amazon-rekognition-police?utm_source=twitter&fbclid=abc",
+    ],
+)
+def test_url_variants_of_one_article_are_duplicates_even_with_different_text(url):
+    repost = Article(
+        id="repost", title="Totally different headline", excerpt="Nothing alike.", urls={"webUrl": url}
+    )
+    result = _compare(BASE, repost)
+    assert result.evidence.url_match
+    assert result.verdict == "duplicate"
+    assert result.score == 1.0
+
+
+def test_syndicated_copy_with_tiny_edits_is_a_duplicate():
+    copy = Article(
+        id="copy",
+        title=BASE.title + " - Reuters",
+        excerpt=BASE.excerpt.replace("on Wednesday", "on Wednesday,") + " (Reporting by Jane Doe)",
+        published_at=T0 + timedelta(hours=1),
+    )
+    result = _compare(BASE, copy)
+    assert not result.evidence.url_match
+    assert result.evidence.near_duplicate >= 0.8
+    assert result.verdict == "duplicate"
+
+
+def test_other_write_up_of_the_same_event_is_same_story():
+    result = _compare(BASE, SAME_STORY)
+    assert result.verdict == "same_story"
+    assert result.evidence.near_duplicate < 0.5
+    assert result.evidence.time_gap_hours == pytest.approx(3.0)
+    assert result.evidence.same_provider is False
+
+
+def test_same_topic_different_event_is_related():
+    assert _compare(BASE, RELATED).verdict == "related"
+
+
+def test_other_topic_is_unrelated_and_scores_lowest():
+    unrelated = _compare(BASE, UNRELATED)
+    assert unrelated.verdict == "unrelated"
+    scores = [_compare(BASE, other).score for other in (SAME_STORY, RELATED)]
+    assert scores[0] > scores[1] > unrelated.score
+
+
+def test_same_story_weeks_apart_is_capped_at_related():
+    late = Article(
+        id="late", title=SAME_STORY.title, excerpt=SAME_STORY.excerpt, published_at=T0 + timedelta(days=30)
+    )
+    assert _compare(BASE, late).verdict == "related"
+
+
+def test_missing_dates_and_providers_read_as_unknown():
+    evidence = pair_evidence(UNRELATED, Article(id="x", title="y"), np.ones(2) / 2**0.5, np.ones(2) / 2**0.5)
+    assert evidence.time_gap_hours is None
+    assert evidence.same_provider is None
+    assert evidence.cosine == pytest.approx(1.0)
+
+
+def _synthetic(n: int = 80, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    overall = rng.uniform(1, 4, n)
+    X = np.zeros((n, len(FEATURE_NAMES)))
+    X[:, 0] = np.clip((4 - overall) / 3 + rng.normal(0, 0.1, n), -1, 1)
+    return X, overall
+
+
+def test_fit_learns_monotone_score_and_thresholds_from_graded_pairs():
+    X, overall = _synthetic()
+    scorer = PairScorer().fit(X, overall)
+    assert scorer.feature_names_ == ("cosine",)  # no dates or providers in X
+    assert scorer.coef_[0] > 0
+    scores = scorer.predict(X)
+    assert np.corrcoef(scores, overall)[0, 1] < -0.8
+    assert 0 <= scorer.related_threshold_ <= scorer.same_story_threshold_ <= 1
+
+
+def test_fit_uses_time_gap_when_pairs_have_dates_and_accepts_binary_labels():
+    X, overall = _synthetic()
+    X[:, 4] = 1.0
+    X[:, 5] = np.log1p(np.where(overall < 2, 2.0, 200.0))
+    scorer = PairScorer().fit(X, (overall <= 2).astype(int))
+    assert scorer.target_ == "binary"
+    assert "log_time_gap" in scorer.feature_names_
+    assert scorer.coef_[scorer.feature_names_.index("log_time_gap")] < 0
+
+
+def test_fit_rejects_bad_input_with_the_allowed_shape():
+    with pytest.raises(ValueError, match="columns"):
+        PairScorer().fit(np.zeros((3, 2)), [1, 2, 3])
+    with pytest.raises(ValueError, match=r"\[1, 4\]"):
+        PairScorer().fit(np.zeros((3, len(FEATURE_NAMES))), [1, 2, 7])
+    with pytest.raises(ValueError, match="unknown features"):
+        PairScorer(features=("nope",)).fit(*_synthetic())
+
+
+def test_scorer_pickles_and_clones_with_its_params():
+    scorer = PairScorer.default(max_same_story_gap_hours=24.0)
+    restored = pickle.loads(pickle.dumps(scorer))
+    X, _ = _synthetic()
+    np.testing.assert_allclose(restored.predict(X), scorer.predict(X))
+    assert clone(scorer).get_params()["max_same_story_gap_hours"] == 24.0
+
+
+def test_default_scorer_tracks_semeval_grades():
+    path = corpus_path("semeval") / "pairs.tsv"
+    pairs = read_pairs_tsv(path)
+    assert len(pairs) == 161
+    pairs = pairs[:80]  # half the pairs keep the test under a minute; the benchmark runs all 161
+    evidences = graded_pair_evidence(pairs, shared_embedder().encode(pair_texts(pairs)))
+    scorer = PairScorer.default()
+    scores = scorer.predict(pair_feature_matrix(evidences))
+    verdicts = [scorer.verdict(e, s) for e, s in zip(evidences, scores, strict=True)]
+    metrics = pair_metrics(pairs, scores, verdicts)
+    assert metrics["pearson"] < -0.8  # similarity score vs overall (1 = same story): negative
+    assert metrics["same_story_f1"] > 0.6
