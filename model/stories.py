@@ -51,6 +51,9 @@ class StoryClusterer:
         first..last member.
     max_active : int, default=5000
         Undated articles are compared with stories touched by the last ``max_active`` assignments.
+    max_span_days : float, default=7.0
+        A story accepts no article more than this many days after (or before) its first member:
+        templated wire items (earnings tables) would otherwise chain into one endless "story".
 
     Examples
     --------
@@ -62,10 +65,17 @@ class StoryClusterer:
     True
     """
 
-    def __init__(self, threshold: float = 0.65, window_days: float = 3.0, max_active: int = 5000) -> None:
+    def __init__(
+        self,
+        threshold: float = 0.65,
+        window_days: float = 3.0,
+        max_active: int = 5000,
+        max_span_days: float = 7.0,
+    ) -> None:
         self.threshold = threshold
         self.window_days = window_days
         self.max_active = max_active
+        self.max_span_days = max_span_days
         self._lock = threading.RLock()
         self._story_ids: list[str] = []
         self._story_pos: dict[str, int] = {}
@@ -135,7 +145,10 @@ class StoryClusterer:
             return np.flatnonzero(self._touched[:n] > self._counter - self.max_active)
         moment = published.timestamp()
         window = self.window_days * 86400.0
-        dated = (self._first[:n] - window <= moment) & (moment <= self._last[:n] + window)
+        span = self.max_span_days * 86400.0
+        first, last = self._first[:n], self._last[:n]
+        dated = (first - window <= moment) & (moment <= last + window)
+        dated &= (moment - first <= span) & (last - moment <= span)
         # Stories of undated members only are matched like undated articles (recency).
         undated = np.isinf(self._first[:n]) & (self._touched[:n] > self._counter - self.max_active)
         return np.flatnonzero(dated | undated)
