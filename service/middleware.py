@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    # An HTTPException, so FastAPI's body reader re-raises it as is (it turns other errors into 400).
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"body: over the limit of {limit} bytes; send fewer articles per request")
 
 
 class BodySizeLimit:
@@ -36,7 +39,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:

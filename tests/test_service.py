@@ -395,3 +395,27 @@ def test_without_a_bundle_health_answers_and_model_endpoints_say_503_and_why(no_
 def test_admin_endpoints_are_disabled_without_a_token(no_bundle_client):
     response = no_bundle_client.post("/v1/admin/reload", headers={"Authorization": "Bearer anything"})
     assert response.status_code == 403 and "NEWSDESK_ADMIN_TOKEN" in response.json()["detail"]
+
+
+def test_a_chunked_body_over_the_limit_is_refused_while_streaming(client):
+    def chunks():
+        yield b'{"title": "'
+        for _ in range(100):
+            yield b"x" * 1000
+        yield b'"}'
+
+    response = client.post("/v1/classify", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "over the limit" in response.json()["detail"]
+
+
+def test_a_broken_newer_bundle_fails_the_reload_and_the_old_model_keeps_serving(client, bundle_copy):
+    serving = client.app.state.news.model.version
+    broken = bundle_copy / "99999999T999999Z-broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text('{"format_version": 999}')
+    try:
+        response = client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert response.status_code == 503 and "format" in response.json()["detail"]
+        assert client.post("/v1/classify", json=AI).json()["model_version"] == serving
+    finally:
+        shutil.rmtree(broken)
