@@ -1,10 +1,10 @@
-"""Micro-batching of encoder calls across concurrent requests.
+"""Micro-batching of model calls across concurrent requests.
 
-The encoder is several times faster per text on a batch than one text at a time, and a
-request handler only has one or a few texts. `EncodeBatcher` queues every request's texts,
-and one worker task takes whatever is waiting (up to ``max_size`` texts, waiting at most
-``max_wait_ms`` for more once the first arrives), encodes it in a worker thread so the event
-loop keeps accepting requests, and hands each request its own rows back.
+The encoder (and, less so, the heads) is several times faster per article on a batch than one
+article at a time, and a request handler usually has one article. `MicroBatcher` queues every
+request's items; one worker task takes whatever is waiting (up to ``max_size`` items, waiting at
+most ``max_wait_ms`` for more once the first arrives), runs the batch in a worker thread so the
+event loop keeps accepting requests, and hands each request its own slice of the results.
 """
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 logger = logging.getLogger(__name__)
+
+# Runs one batch: a result per item, in order (a list, or an array with a row per item).
+Process = Callable[[list[Any]], Sequence[Any]]
 
 
 class Encoder(Protocol):
@@ -29,17 +32,21 @@ class Encoder(Protocol):
 
 @dataclass
 class _Job:
-    texts: list[str]
-    encoder: Encoder
-    future: asyncio.Future[npt.NDArray[np.float32]] = field(repr=False)
+    key: Hashable
+    items: list[Any]
+    process: Process
+    future: asyncio.Future[Sequence[Any]] = field(repr=False)
 
 
-class EncodeBatcher:
-    """Collects `encode` calls from concurrent requests into few encoder calls.
+class MicroBatcher:
+    """Collects calls from concurrent requests into few batched calls.
+
+    Jobs with the same ``key`` must accept the same ``process``; they are merged into one call
+    (e.g. key = which model, and whether all label scores are wanted).
 
     Parameters
     ----------
-    max_size : most texts per encoder call (one request's texts are never split, so a large
+    max_size : most items per batched call (one request's items are never split, so a large
         request may exceed it on its own).
     max_wait_ms : how long to wait for more requests after the first one arrives; 0 sends
         whatever is already queued at once.
@@ -50,12 +57,12 @@ class EncodeBatcher:
         self.max_wait_ms = max_wait_ms
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self.calls = 0  # encoder calls made, for the logs and the tests
-        self.texts = 0
+        self.calls = 0  # batched calls made, for the logs and the tests
+        self.items = 0
 
     def start(self) -> None:
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name="encode-batcher")
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -68,18 +75,23 @@ class EncodeBatcher:
             if not job.future.done():
                 job.future.set_exception(RuntimeError("the service is shutting down"))
 
+    async def submit(self, key: Hashable, items: Sequence[Any], process: Process) -> Sequence[Any]:
+        """``process(items)``, run in a thread together with other requests' items of the same key."""
+        if self._worker is None or self._worker.done():
+            # No running worker (used outside the app's lifespan): run directly.
+            return await asyncio.to_thread(process, list(items))
+        future: asyncio.Future[Sequence[Any]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(key, list(items), process, future))
+        return await future
+
     async def encode(self, encoder: Encoder, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Rows for ``texts`` (in order), encoded together with other requests' texts."""
-        if self._worker is None or self._worker.done():
-            # No running worker (e.g. used outside the app's lifespan): encode directly.
-            return await asyncio.to_thread(encoder.encode, list(texts))
-        future: asyncio.Future[npt.NDArray[np.float32]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(list(texts), encoder, future))
-        return await future
+        rows = await self.submit(("encode", id(encoder)), texts, encoder.encode)
+        return np.asarray(rows, dtype=np.float32)
 
     async def _gather(self) -> list[_Job]:
         jobs = [await self._queue.get()]
-        size = len(jobs[0].texts)
+        size = len(jobs[0].items)
         deadline = time.monotonic() + self.max_wait_ms / 1000
         while size < self.max_size:
             if self._queue.empty():
@@ -93,44 +105,43 @@ class EncodeBatcher:
             else:
                 job = self._queue.get_nowait()
             jobs.append(job)
-            size += len(job.texts)
+            size += len(job.items)
         return jobs
 
     async def _run(self) -> None:
         while True:
             jobs = await self._gather()
-            # A reload may swap the encoder between requests; each encoder gets its own call.
-            groups: dict[int, list[_Job]] = {}
+            groups: dict[Hashable, list[_Job]] = {}
             for job in jobs:
-                groups.setdefault(id(job.encoder), []).append(job)
+                groups.setdefault(job.key, []).append(job)
             for group in groups.values():
-                await self._encode_group(group)
+                await self._process_group(group)
 
-    async def _encode_group(self, jobs: list[_Job]) -> None:
-        live = [job for job in jobs if not job.future.done()]  # a cancelled request needs no rows
+    async def _process_group(self, jobs: list[_Job]) -> None:
+        live = [job for job in jobs if not job.future.done()]  # a cancelled request needs no results
         if not live:
             return
-        texts = [text for job in live for text in job.texts]
+        items = [item for job in live for item in job.items]
         started = time.perf_counter()
         try:
-            vectors = await asyncio.to_thread(live[0].encoder.encode, texts)
-        except Exception as error:  # every waiting request gets the error, the worker lives on
-            logger.exception("encoder call failed for %d texts", len(texts))
+            results = await asyncio.to_thread(live[0].process, items)
+        except Exception as error:  # every waiting request gets the error; the worker lives on
+            logger.exception("batched call failed for %d items", len(items))
             for job in live:
                 if not job.future.done():
                     job.future.set_exception(error)
             return
         self.calls += 1
-        self.texts += len(texts)
+        self.items += len(items)
         logger.debug(
-            "encoded %d texts for %d requests in %.1f ms",
-            len(texts),
+            "ran %d items for %d requests in %.1f ms",
+            len(items),
             len(live),
             (time.perf_counter() - started) * 1000,
         )
         start = 0
         for job in live:
-            end = start + len(job.texts)
+            end = start + len(job.items)
             if not job.future.done():
-                job.future.set_result(vectors[start:end])
+                job.future.set_result(results[start:end])
             start = end

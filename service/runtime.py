@@ -25,7 +25,7 @@ from model.embedding import Embedder
 from model.errors import InvalidArticleError, NewsDeskError
 from model.news_model import NewsModel
 from model.results import Classification
-from service.batching import EncodeBatcher
+from service.batching import MicroBatcher
 from service.config import Settings
 from service.errors import ModelUnavailableError, PayloadTooLargeError, StoreUnavailableError
 from service.schemas import ArticleBatch, ArticleIn
@@ -88,7 +88,7 @@ class ServiceState:
         self.model_error: str | None = "the model bundle is still loading"
         self.store: ArticleStore | None = None
         self.store_error: str | None = "the article store is not open yet"
-        self.batcher = EncodeBatcher(max_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms)
+        self.batcher = MicroBatcher(max_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms)
         self.write_lock = asyncio.Lock()
         self._reload_lock = asyncio.Lock()
 
@@ -210,20 +210,19 @@ def unpack_batch(body: ArticleIn | ArticleBatch, settings: Settings) -> tuple[li
     return [body], False
 
 
-async def embed(
-    state: ServiceState, model: NewsModel, articles: Sequence[Article]
-) -> npt.NDArray[np.float32]:
-    """Vectors for ``articles`` through the micro-batcher (shared with concurrent requests)."""
-    return await state.batcher.encode(model.embedder, [article.text for article in articles])
-
-
 async def classify(
     state: ServiceState, model: NewsModel, articles: Sequence[Article], *, all_scores: bool = False
 ) -> tuple[list[Classification], npt.NDArray[np.float32]]:
-    vectors = await embed(state, model, articles)
-    # The heads are cheap next to the encoder, but a 256-article batch is worth a thread.
-    if len(articles) > 8:
-        results = await asyncio.to_thread(model.classify, articles, all_scores=all_scores, embeddings=vectors)
-    else:
-        results = model.classify(articles, all_scores=all_scores, embeddings=vectors)
-    return results, vectors
+    """Classifications and vectors of ``articles``, micro-batched with concurrent requests.
+
+    One worker-thread call encodes the whole micro-batch and runs the heads on it, so the
+    heads' per-call overhead is paid once per batch and never on the event loop.
+    """
+
+    def run(batch: list[Article]) -> list[tuple[Classification, npt.NDArray[np.float32]]]:
+        vectors = model.embedder.encode([article.text for article in batch])
+        results = model.classify(batch, all_scores=all_scores, embeddings=vectors)
+        return list(zip(results, vectors, strict=True))
+
+    pairs = await state.batcher.submit(("classify", id(model), all_scores), articles, run)
+    return [result for result, _ in pairs], np.stack([vector for _, vector in pairs])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import shared_embedder
 
-from service.batching import EncodeBatcher
+from service.batching import MicroBatcher
 from service.config import Settings
 from service.store import ArticleStore, SqliteArticleStore, StoredArticle, StoreError
 
@@ -128,7 +128,7 @@ def test_batcher_merges_concurrent_requests_and_returns_each_its_rows():
     texts = [[f"story number {i} about rockets"] for i in range(6)] + [["a", "pair of texts"]]
 
     async def run() -> list[np.ndarray]:
-        batcher = EncodeBatcher(max_size=64, max_wait_ms=20)
+        batcher = MicroBatcher(max_size=64, max_wait_ms=20)
         batcher.start()
         try:
             return await asyncio.gather(*(batcher.encode(encoder, t) for t in texts))
@@ -147,7 +147,7 @@ def test_batcher_passes_encoder_errors_to_the_waiting_requests():
             raise RuntimeError("encoder exploded")
 
     async def run() -> None:
-        batcher = EncodeBatcher(max_wait_ms=1)
+        batcher = MicroBatcher(max_wait_ms=1)
         batcher.start()
         try:
             with pytest.raises(RuntimeError, match="exploded"):
