@@ -143,7 +143,7 @@ async def get_article(article_id: ArticleId, state: StateDep) -> StoredArticleOu
     model = state.require_model()
     article = model.get(article_id)  # ArticleNotFoundError: 404
     vector = model.index.vector(article_id)[None, :]
-    classification = model.classify([article], embeddings=vector)[0]
+    classification = (await asyncio.to_thread(model.classify, [article], embeddings=vector))[0]
     return StoredArticleOut(
         id=article.id,
         article=article.to_record(),
