@@ -419,3 +419,27 @@ def test_a_broken_newer_bundle_fails_the_reload_and_the_old_model_keeps_serving(
         assert client.post("/v1/classify", json=AI).json()["model_version"] == serving
     finally:
         shutil.rmtree(broken)
+
+
+def test_concurrent_posts_of_one_new_article_store_it_once(client):
+    article = {**SPACE, "webUrl": "https://spacedaily.example/race", "title": "Race to store one article"}
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(lambda _: client.post("/v1/articles", json=article), range(6)))
+    assert sorted(r.status_code for r in responses) == [200] * 5 + [201]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert sum(r.json()["created"] for r in responses) == 1
+
+
+def test_an_unreachable_store_fails_readiness_and_ingest_but_not_classify(small_bundle, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store folder should be")
+    settings = make_settings(tmp_path, small_bundle, store_dir=blocker)
+    with TestClient(create_app(settings, embedder=shared_embedder())) as broken:
+        ready = broken.get("/readyz")
+        assert ready.status_code == 503 and "article store" in ready.json()["reasons"][0]
+        ingest_response = broken.post("/v1/articles", json=AI)
+        assert (
+            ingest_response.status_code == 503
+            and "cannot open the article store" in ingest_response.json()["detail"]
+        )
+        assert broken.post("/v1/classify", json=AI).status_code == 200
