@@ -107,11 +107,7 @@ def save_bundle(
                 "normalized": True,
             },
             "labels": list(topics.labels_) if topics is not None else [],
-            "thresholds": (
-                {label: float(t) for label, t in zip(topics.labels_, topics.thresholds_, strict=True)}
-                if topics is not None
-                else {}
-            ),
+            "thresholds": dict(topics.thresholds_) if topics is not None else {},
             "rare_labels": list(getattr(topics, "rare_labels_", []) or []) if topics is not None else [],
             "scores": sorted(model.scores),
             "seed_fingerprint": dict(seed_fingerprint),

@@ -105,8 +105,8 @@ def fit_news_model(
     for name, log_scale in options.score_fields.items():
         head = ScoreHead(field=name, log_scale=log_scale)
         have = [i for i, article in enumerate(articles) if getattr(article, name) is not None]
-        if not head.has_enough(len(have)):
-            logger.info("%s: %d values, too few to train a %s model", name, len(have), name)
+        if not ScoreHead.can_fit(articles, name, head.min_samples):
+            logger.info("%s: %d values (need %d), no %s model", name, len(have), head.min_samples, name)
             continue
         started = time.perf_counter()
         scores[name] = _fit_head(options, head, [articles[i] for i in have], vectors[have])
@@ -183,7 +183,8 @@ def evaluate_model(
         metrics[name] = score_metrics(
             [getattr(a, name) for a in chosen],
             [p.value for p in predictions],
-            intervals=[(p.low, p.high) for p in predictions],
+            low=[p.low for p in predictions],
+            high=[p.high for p in predictions],
         )
     if corpus.links and vectors is not None:
         by_id = {article.id: vectors[i] for i, article in enumerate(articles)}
