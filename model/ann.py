@@ -78,7 +78,7 @@ class AnnIndex:
         M: int = 32,
         ef_construction: int = 100,
         ef_search: int = 64,
-        exact_below: int = 20_000,
+        exact_below: int = 2_000,
     ) -> None:
         if metric not in ("cos", "ip", "l2"):
             raise ValueError(f"unknown metric {metric!r}, expected one of 'cos', 'ip', 'l2'")
@@ -194,15 +194,15 @@ class AnnIndex:
             count = int(mask.sum())
             if count == 0:
                 return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-            bits = np.packbits(mask, bitorder="little")
-            selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
             if count <= self.exact_below or count < 0.01 * n:
-                # Few allowed vectors: an exact scan of them beats walking a graph of mostly misses.
-                params = faiss.SearchParameters(sel=selector)
-                scores, labels = self._index.storage.search(query, min(k, count), params=params)
+                # Few allowed vectors: decoding just those and scoring them exactly beats walking a
+                # graph of mostly misses (and faiss' flat scan with a selector still visits all n).
+                return self._exact_subset(query[0], np.flatnonzero(mask), k)
             else:
                 # The beam must grow as the filter tightens, or it fills with rejected nodes.
                 fraction = count / n
+                bits = np.packbits(mask, bitorder="little")
+                selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
                 params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(min(ef / fraction**0.5, 2048)))
                 scores, labels = self._index.search(query, k, params=params)
             return self._result(labels[0], scores[0])
@@ -220,6 +220,28 @@ class AnnIndex:
             if keep.sum() >= k or fetch >= n:
                 return found[keep][:k], values[keep][:k]
             fetch *= 2
+
+    def _codes(self) -> npt.NDArray[np.uint8]:
+        """Zero-copy (n, code_size) view of the stored codes (float16 or int8 rows)."""
+        faiss = _faiss()
+        storage = faiss.downcast_index(self._index.storage)
+        size = int(storage.code_size)
+        flat = faiss.rev_swig_ptr(storage.codes.data(), len(self) * size)
+        return np.asarray(flat).reshape(len(self), size)
+
+    def _exact_subset(
+        self, query: npt.NDArray[np.float32], positions: npt.NDArray[np.int64], k: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        storage = _faiss().downcast_index(self._index.storage)
+        vectors = storage.sa_decode(np.ascontiguousarray(self._codes()[positions]))
+        if self.metric == "l2":
+            scores = ((vectors - query) ** 2).sum(axis=1)
+            order = np.argsort(scores)[:k]
+        else:
+            scores = vectors @ query
+            top = np.argpartition(-scores, min(k, len(scores)) - 1)[:k]
+            order = top[np.argsort(-scores[top])]
+        return self._keys[positions[order]], scores[order].astype(np.float32)
 
     def search_many(
         self, vectors: npt.ArrayLike, k: int = 10, *, ef_search: int | None = None
