@@ -1,0 +1,326 @@
+"""Numeric score heads (quality, heat) with prediction intervals.
+
+`ScoreRegressor` is a ridge regression on a feature matrix whose interval comes from
+cross-validated residual quantiles (split-conformal style, asymmetric, so skewed targets such as
+log-points get a longer upper tail). `ScoreHead` fits it on the articles that carry a field, with
+embedding, word TF-IDF and provider features, and returns `ScorePrediction`s clipped to the field's
+range.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import KFold
+from sklearn.preprocessing import TargetEncoder
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from model.article import Article
+from model.errors import NewsDeskError, NotFittedError
+from model.features import ArticleFeaturizer
+from model.results import ScorePrediction
+
+logger = logging.getLogger(__name__)
+
+# Each field's valid range; None = unbounded on that side.
+FIELD_RANGES: dict[str, tuple[float | None, float | None]] = {"quality": (0.0, 100.0), "heat": (0.0, None)}
+
+
+class InsufficientDataError(NewsDeskError, ValueError):
+    """Too few articles carry the field to fit a score head."""
+
+
+class ScoreRegressor(RegressorMixin, BaseEstimator):
+    """Ridge regression with a cross-validated prediction interval.
+
+    Out-of-fold residuals (``cv`` folds on the training data) give the empirical
+    ``(1 - coverage) / 2`` and ``(1 + coverage) / 2`` quantiles that ``predict_interval`` adds
+    to each prediction, so about ``coverage`` of new targets fall inside (split-conformal style).
+
+    Parameters
+    ----------
+    alpha : float, default=1.0
+        Ridge penalty.
+    coverage : float, default=0.8
+        Target share of true values inside the interval, in (0, 1).
+    cv : int, default=5
+        Folds for the out-of-fold residuals.
+    random_state : int, default=0
+        Seed of the fold shuffle.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,)
+    intercept_ : float
+    residual_quantiles_ : ndarray of shape (2,)
+        Lower and upper residual offsets of the interval.
+    cv_residuals_ : ndarray of shape (n_samples,)
+        Out-of-fold residuals (true - predicted).
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 3))
+    >>> y = X @ [1.0, 2.0, 0.0] + rng.normal(size=200)
+    >>> reg = ScoreRegressor(coverage=0.8).fit(X, y)
+    >>> low, high = reg.predict_interval(X).T
+    >>> bool(0.7 < np.mean((y >= low) & (y <= high)) < 0.9)
+    True
+    """
+
+    def __init__(
+        self, *, alpha: float = 1.0, coverage: float = 0.8, cv: int = 5, random_state: int = 0
+    ) -> None:
+        self.alpha = alpha
+        self.coverage = coverage
+        self.cv = cv
+        self.random_state = random_state
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    def fit(self, X: Any, y: npt.ArrayLike) -> ScoreRegressor:
+        """Fit the ridge model and the residual quantiles.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self
+        """
+        if not 0 < self.coverage < 1:
+            raise ValueError(f"coverage must be in (0, 1), got {self.coverage}")
+        if self.cv < 2:
+            raise ValueError(f"cv must be ≥ 2 folds, got {self.cv}")
+        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32], y_numeric=True)
+        y = np.asarray(y, dtype=np.float64)
+        n = X.shape[0]
+        residuals = np.zeros(0)
+        if n >= 2:
+            oof = np.zeros(n)
+            for train, test in KFold(min(self.cv, n), shuffle=True, random_state=self.random_state).split(X):
+                oof[test] = self._ridge().fit(X[train], y[train]).predict(X[test])
+            residuals = y - oof
+        model = self._ridge().fit(X, y)
+        self.coef_ = np.asarray(model.coef_, dtype=np.float64)
+        self.intercept_ = float(model.intercept_)
+        self.cv_residuals_ = residuals
+        tail = (1 - self.coverage) / 2
+        if residuals.size:
+            # the finite-sample (n+1) correction of split-conformal intervals
+            level = min(1.0, (1 - tail) * (1 + 1 / residuals.size))
+            self.residual_quantiles_ = np.array(
+                [np.quantile(residuals, 1 - level), np.quantile(residuals, level)]
+            )
+        else:
+            self.residual_quantiles_ = np.zeros(2)
+        return self
+
+    def _ridge(self) -> Ridge:
+        # sparse_cg keeps memory flat on wide TF-IDF blocks; for dense input use Ridge's default.
+        return Ridge(alpha=self.alpha)
+
+    def predict(self, X: Any) -> npt.NDArray[np.float64]:
+        """Point predictions, shape (n_samples,)."""
+        check_is_fitted(self, "coef_")
+        X = validate_data(self, X, accept_sparse="csr", dtype=[np.float64, np.float32], reset=False)
+        return np.asarray(X @ self.coef_).ravel() + self.intercept_
+
+    def predict_interval(self, X: Any) -> npt.NDArray[np.float64]:
+        """(low, high) bounds, shape (n_samples, 2), of the ``coverage`` prediction interval."""
+        value = self.predict(X)
+        return np.column_stack([value + self.residual_quantiles_[0], value + self.residual_quantiles_[1]])
+
+
+def _field_values(articles: Sequence[Article], field: str) -> list[float | None]:
+    return [getattr(article, field) for article in articles]
+
+
+class ScoreHead:
+    """Predict one numeric article field (``quality`` or ``heat``) with an interval.
+
+    Parameters
+    ----------
+    field : str
+        Article attribute to learn, e.g. "heat" or "quality".
+    log_scale : bool
+        Model log1p(value) instead of the value (heavy-tailed fields such as heat).
+    featurizer : ArticleFeaturizer or None
+        Default: embeddings + word TF-IDF (1-2 grams) + provider one-hot, no char n-grams.
+    regressor : ScoreRegressor or None
+        Default: `ScoreRegressor(alpha=3.0, coverage=coverage)`.
+    coverage : float, default=0.8
+    min_samples : int, default=30
+        Fewest articles with the field that `fit` accepts.
+    provider_encoding : bool, default=True
+        Add a cross-fitted target encoding of the provider (its smoothed mean score) and
+        log(1 + the provider's training count) as two extra features.
+
+    Attributes
+    ----------
+    featurizer_ : ArticleFeaturizer
+    regressor_ : ScoreRegressor
+    provider_encoder_ : TargetEncoder or None
+    provider_counts_ : dict of str to int
+    report_ : dict
+        n_train, n_ignored, target mean/std, residual quantiles, fit seconds, params.
+    """
+
+    def __init__(
+        self,
+        field: str,
+        log_scale: bool,
+        *,
+        featurizer: ArticleFeaturizer | None = None,
+        regressor: ScoreRegressor | None = None,
+        coverage: float = 0.8,
+        min_samples: int = 30,
+        provider_encoding: bool = True,
+    ) -> None:
+        self.field = field
+        self.log_scale = log_scale
+        self.featurizer = featurizer
+        self.regressor = regressor
+        self.coverage = coverage
+        self.min_samples = min_samples
+        self.provider_encoding = provider_encoding
+
+    @staticmethod
+    def count_values(articles: Sequence[Article], field: str) -> int:
+        """How many articles carry ``field``."""
+        return sum(value is not None for value in _field_values(articles, field))
+
+    @classmethod
+    def can_fit(cls, articles: Sequence[Article], field: str, min_samples: int = 30) -> bool:
+        """Whether enough articles carry ``field`` to fit a head (check before `fit`)."""
+        return cls.count_values(articles, field) >= min_samples
+
+    def _to_model_scale(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return np.log1p(np.maximum(values, 0.0)) if self.log_scale else values
+
+    def _from_model_scale(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return np.expm1(values) if self.log_scale else values
+
+    def _provider_block(
+        self, articles: Sequence[Article], y: npt.NDArray[np.float64] | None
+    ) -> sp.csr_matrix:
+        keys = np.array([[article.provider_key or "?"] for article in articles], dtype=object)
+        if y is not None:
+            encoded = self.provider_encoder_.fit_transform(keys, y)  # cross-fitted: no target leak
+        else:
+            encoded = self.provider_encoder_.transform(keys)
+        counts = np.log1p([self.provider_counts_.get(key[0], 0) for key in keys])[:, None]
+        return sp.csr_matrix(np.hstack([encoded - self.target_mean_, counts]).astype(np.float32))
+
+    def _design(
+        self, articles: Sequence[Article], embeddings: npt.ArrayLike, y: npt.NDArray[np.float64] | None = None
+    ) -> sp.csr_matrix:
+        X = (
+            self.featurizer_.fit_transform(articles, embeddings)
+            if y is not None
+            else (self.featurizer_.transform(articles, embeddings))
+        )
+        if self.provider_encoder_ is not None:
+            X = sp.hstack([X, self._provider_block(articles, y)], format="csr")
+        return X
+
+    def fit(self, articles: Sequence[Article], embeddings: npt.ArrayLike) -> ScoreHead:
+        """Fit on the articles where ``field`` is present (others are ignored and counted)."""
+        start = time.perf_counter()
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[0] != len(articles):
+            raise ValueError(
+                f"expected one embedding row per article ({len(articles)}), got shape {emb.shape}"
+            )
+        if self.field not in FIELD_RANGES and not all(hasattr(a, self.field) for a in articles[:1]):
+            raise ValueError(f"unknown field {self.field!r}, expected one of {sorted(FIELD_RANGES)}")
+        values = _field_values(articles, self.field)
+        keep = [i for i, value in enumerate(values) if value is not None]
+        if len(keep) < self.min_samples:
+            raise InsufficientDataError(
+                f"only {len(keep)} of {len(articles)} articles have {self.field!r}; a score head needs at "
+                f"least {self.min_samples} (min_samples). Add labelled articles or skip this head "
+                "(ScoreHead.can_fit tells in advance)."
+            )
+        train = [articles[i] for i in keep]
+        y = self._to_model_scale(np.array([values[i] for i in keep], dtype=np.float64))
+        self.target_mean_ = float(y.mean())
+        self.featurizer_ = (
+            clone(self.featurizer)
+            if self.featurizer is not None
+            else ArticleFeaturizer(char_ngrams=None, provider=True)
+        )
+        self.provider_encoder_ = None
+        if self.provider_encoding:
+            keys = [article.provider_key or "?" for article in train]
+            self.provider_counts_ = {key: keys.count(key) for key in set(keys)}
+            self.provider_encoder_ = TargetEncoder(target_type="continuous", random_state=0)
+        X = self._design(train, emb[keep], y)
+        self.regressor_ = (
+            clone(self.regressor)
+            if self.regressor is not None
+            else ScoreRegressor(alpha=3.0, coverage=self.coverage)
+        )
+        self.regressor_.fit(X, y)
+        self.report_ = {
+            "field": self.field,
+            "log_scale": self.log_scale,
+            "n_train": len(train),
+            "n_ignored": len(articles) - len(train),
+            "n_features": int(X.shape[1]),
+            "target_mean": self.target_mean_,
+            "target_std": float(y.std()),
+            "residual_quantiles": self.regressor_.residual_quantiles_.tolist(),
+            "coverage": self.regressor_.coverage,
+            "params": {
+                "featurizer": self.featurizer_.get_params(),
+                "regressor": self.regressor_.get_params(),
+            },
+            "fit_seconds": round(time.perf_counter() - start, 2),
+        }
+        logger.info(
+            "fitted %s head on %d articles in %.1fs", self.field, len(train), self.report_["fit_seconds"]
+        )
+        return self
+
+    def predict_values(
+        self, articles: Sequence[Article], embeddings: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """(value, low, high) arrays on the field's own scale, clipped to its range."""
+        if not hasattr(self, "regressor_"):
+            raise NotFittedError(
+                f"the {self.field!r} score head is not fitted: call fit(articles, embeddings)"
+            )
+        if not len(articles):
+            empty = np.zeros(0)
+            return empty, empty, empty
+        X = self._design(articles, embeddings)
+        value = self.regressor_.predict(X)
+        low, high = self.regressor_.predict_interval(X).T
+        lo, hi = FIELD_RANGES.get(self.field, (None, None))
+        out = [np.clip(self._from_model_scale(v), lo, hi) for v in (value, low, high)]
+        return out[0], out[1], out[2]
+
+    def predict(self, articles: Sequence[Article], embeddings: npt.ArrayLike) -> list[ScorePrediction]:
+        """One `ScorePrediction` (value, low, high, coverage) per article."""
+        value, low, high = self.predict_values(articles, embeddings)
+        coverage = float(self.regressor_.coverage)
+        return [
+            ScorePrediction(float(v), float(lo), float(hi), coverage)
+            for v, lo, hi in zip(value, low, high, strict=True)
+        ]

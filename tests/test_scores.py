@@ -1,0 +1,114 @@
+"""ScoreRegressor (estimator contract, interval coverage) and ScoreHead on real HN headlines."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from model.article import Article, Provider
+from model.errors import NotFittedError
+from model.metrics import score_metrics
+from model.results import ScorePrediction
+from model.scores import InsufficientDataError, ScoreHead, ScoreRegressor
+
+DATA_DIR = Path(os.environ.get("NEWSDESK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@parametrize_with_checks([ScoreRegressor()])
+def test_score_regressor_follows_the_sklearn_contract(estimator, check):
+    check(estimator)
+
+
+def test_interval_contains_about_the_coverage_share_of_new_targets():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 5))
+    y = X @ np.array([1.0, -2.0, 0.5, 0.0, 0.0]) + rng.gumbel(size=3000)  # skewed noise
+    reg = ScoreRegressor(coverage=0.8).fit(X[:2000], y[:2000])
+    low, high = reg.predict_interval(X[2000:]).T
+    inside = np.mean((y[2000:] >= low) & (y[2000:] <= high))
+    assert 0.76 < inside < 0.84
+    # skewed residuals give an asymmetric interval: the upper tail is longer
+    lo_q, hi_q = reg.residual_quantiles_
+    assert hi_q > -lo_q
+    wider = ScoreRegressor(coverage=0.95).fit(X[:2000], y[:2000]).predict_interval(X[2000:])
+    assert np.all(wider[:, 1] - wider[:, 0] > high - low)
+
+
+def test_coverage_outside_zero_one_is_rejected():
+    with pytest.raises(ValueError, match=r"coverage must be in \(0, 1\), got 1.5"):
+        ScoreRegressor(coverage=1.5).fit(np.zeros((5, 2)), np.zeros(5))
+
+
+def _synthetic_articles(n: int, seed: int = 0) -> tuple[list[Article], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(n, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    domains = ["big.example", "small.example", "mid.example"]
+    articles = []
+    for i in range(n):
+        domain = domains[i % 3]
+        base = {"big.example": 4.0, "small.example": 1.0, "mid.example": 2.5}[domain]
+        heat = float(np.expm1(max(0.0, base + 2 * emb[i, 0] + rng.normal(0, 0.3))))
+        articles.append(Article(id=str(i), title=f"story {i}", provider=Provider(domain, domain), heat=heat))
+    return articles, emb
+
+
+def test_score_head_ignores_missing_values_clips_and_pickles(tmp_path):
+    articles, emb = _synthetic_articles(300)
+    articles[0] = Article(id="0", title="no heat here")  # no heat: ignored when fitting
+    head = ScoreHead("heat", log_scale=True).fit(articles[:240], emb[:240])
+    assert head.report_["n_train"] == 239 and head.report_["n_ignored"] == 1
+    preds = head.predict(articles[240:], emb[240:])
+    assert all(isinstance(p, ScorePrediction) and 0 <= p.low <= p.value <= p.high for p in preds)
+    assert all(p.coverage == 0.8 for p in preds)
+    truth = [a.heat for a in articles[240:]]
+    assert score_metrics(truth, [p.value for p in preds])["spearman"] > 0.8
+    joblib.dump(head, tmp_path / "head.joblib")
+    again = joblib.load(tmp_path / "head.joblib").predict(articles[240:], emb[240:])
+    assert again == preds
+
+
+def test_score_head_says_when_there_is_too_little_data():
+    articles, emb = _synthetic_articles(10)
+    assert not ScoreHead.can_fit(articles, "heat", min_samples=30)
+    assert ScoreHead.count_values(articles, "quality") == 0
+    with pytest.raises(InsufficientDataError, match="only 0 of 10 articles have 'quality'"):
+        ScoreHead("quality", log_scale=False).fit(articles, emb)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        ScoreHead("quality", log_scale=False).predict(articles, emb)
+
+
+def test_quality_predictions_stay_within_0_to_100():
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(200, 8)).astype(np.float32)
+    articles = [
+        Article(id=str(i), title="t", quality=float(np.clip(50 + 60 * emb[i, 0], 0, 100))) for i in range(200)
+    ]
+    head = ScoreHead("quality", log_scale=False).fit(articles, emb)
+    value, low, high = head.predict_values(articles, emb * 5)  # far outside the training range
+    assert value.min() >= 0 and high.max() <= 100 and low.min() >= 0
+
+
+@pytest.mark.slow
+def test_score_head_beats_the_provider_mean_on_real_hn_headlines():
+    from model.embedding import Embedder, EmbeddingCache
+    from model.seeds import read_seeds
+
+    path = DATA_DIR / "hn"
+    if not path.is_dir():
+        pytest.skip(f"shared data {path} not found (set NEWSDESK_DATA_DIR to the shared/data folder)")
+    articles = sorted(read_seeds([path]).articles.values(), key=lambda a: a.id)[:3000]
+    emb = Embedder(cache=EmbeddingCache(Path.home() / ".cache" / "news-desk" / "embeddings.sqlite")).encode(
+        [a.text for a in articles]
+    )
+    head = ScoreHead("heat", log_scale=True).fit(articles[:2400], emb[:2400])
+    value, low, high = head.predict_values(articles[2400:], emb[2400:])
+    truth = np.array([a.heat for a in articles[2400:]])
+    metrics = score_metrics(truth, value, low=low, high=high)
+    assert metrics["spearman"] > 0.15
+    assert 0.7 < metrics["coverage"] < 0.9
