@@ -47,8 +47,10 @@ class ScoreRegressor(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    alpha : float, default=1.0
-        Ridge penalty.
+    alpha : float or None, default=None
+        Ridge penalty; None picks the one of ``alphas`` with the lowest out-of-fold squared error.
+    alphas : tuple of float, default=(1, 3, 10, 30, 100)
+        Candidates when ``alpha`` is None.
     coverage : float, default=0.8
         Target share of true values inside the interval, in (0, 1).
     cv : int, default=5
@@ -58,6 +60,8 @@ class ScoreRegressor(RegressorMixin, BaseEstimator):
 
     Attributes
     ----------
+    alpha_ : float
+        The penalty used.
     coef_ : ndarray of shape (n_features,)
     intercept_ : float
     residual_quantiles_ : ndarray of shape (2,)
@@ -79,9 +83,16 @@ class ScoreRegressor(RegressorMixin, BaseEstimator):
     """
 
     def __init__(
-        self, *, alpha: float = 1.0, coverage: float = 0.8, cv: int = 5, random_state: int = 0
+        self,
+        *,
+        alpha: float | None = None,
+        alphas: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0),
+        coverage: float = 0.8,
+        cv: int = 5,
+        random_state: int = 0,
     ) -> None:
         self.alpha = alpha
+        self.alphas = alphas
         self.coverage = coverage
         self.cv = cv
         self.random_state = random_state
@@ -110,13 +121,24 @@ class ScoreRegressor(RegressorMixin, BaseEstimator):
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32], y_numeric=True)
         y = np.asarray(y, dtype=np.float64)
         n = X.shape[0]
+        candidates = [self.alpha] if self.alpha is not None else list(self.alphas)
+        if not candidates or min(candidates) < 0:
+            raise ValueError(
+                f"alpha must be ≥ 0 and alphas non-empty, got alpha={self.alpha}, alphas={self.alphas}"
+            )
         residuals = np.zeros(0)
+        self.alpha_ = float(candidates[0])
         if n >= 2:
-            oof = np.zeros(n)
-            for train, test in KFold(min(self.cv, n), shuffle=True, random_state=self.random_state).split(X):
-                oof[test] = self._ridge().fit(X[train], y[train]).predict(X[test])
-            residuals = y - oof
-        model = self._ridge().fit(X, y)
+            folds = list(KFold(min(self.cv, n), shuffle=True, random_state=self.random_state).split(X))
+            best = np.inf
+            for alpha in candidates:
+                oof = np.zeros(n)
+                for train, test in folds:
+                    oof[test] = Ridge(alpha=alpha).fit(X[train], y[train]).predict(X[test])
+                error = float(np.mean((y - oof) ** 2))
+                if error < best:  # the first of equal errors wins, so ties keep the smaller penalty
+                    best, self.alpha_, residuals = error, float(alpha), y - oof
+        model = Ridge(alpha=self.alpha_).fit(X, y)
         self.coef_ = np.asarray(model.coef_, dtype=np.float64)
         self.intercept_ = float(model.intercept_)
         self.cv_residuals_ = residuals
@@ -130,10 +152,6 @@ class ScoreRegressor(RegressorMixin, BaseEstimator):
         else:
             self.residual_quantiles_ = np.zeros(2)
         return self
-
-    def _ridge(self) -> Ridge:
-        # sparse_cg keeps memory flat on wide TF-IDF blocks; for dense input use Ridge's default.
-        return Ridge(alpha=self.alpha)
 
     def predict(self, X: Any) -> npt.NDArray[np.float64]:
         """Point predictions, shape (n_samples,)."""
@@ -163,7 +181,7 @@ class ScoreHead:
     featurizer : ArticleFeaturizer or None
         Default: embeddings + word TF-IDF (1-2 grams) + provider one-hot, no char n-grams.
     regressor : ScoreRegressor or None
-        Default: `ScoreRegressor(alpha=3.0, coverage=coverage)`.
+        Default: `ScoreRegressor(coverage=coverage)` (penalty picked by CV).
     coverage : float, default=0.8
     min_samples : int, default=30
         Fewest articles with the field that `fit` accepts.
@@ -272,9 +290,7 @@ class ScoreHead:
             self.provider_encoder_ = TargetEncoder(target_type="continuous", random_state=0)
         X = self._design(train, emb[keep], y)
         self.regressor_ = (
-            clone(self.regressor)
-            if self.regressor is not None
-            else ScoreRegressor(alpha=3.0, coverage=self.coverage)
+            clone(self.regressor) if self.regressor is not None else ScoreRegressor(coverage=self.coverage)
         )
         self.regressor_.fit(X, y)
         self.report_ = {
@@ -285,6 +301,7 @@ class ScoreHead:
             "n_features": int(X.shape[1]),
             "target_mean": self.target_mean_,
             "target_std": float(y.std()),
+            "alpha": self.regressor_.alpha_,
             "residual_quantiles": self.regressor_.residual_quantiles_.tolist(),
             "coverage": self.regressor_.coverage,
             "params": {

@@ -131,6 +131,11 @@ class TopicClassifier(ClassifierMixin, BaseEstimator):
         Always emit at least this many labels (the most probable) in multi-label ``predict``.
     max_labels : int or None, default=None
         Emit at most this many labels; 1 makes multi-label ``predict`` single-label.
+    rare_calibration_support : int, default=50
+        The nearest-example sigmoid is learnt from labels with 2 to this many examples (all
+        labels with ≥ 2 when none qualifies): frequent labels have a far higher base rate and
+        would make rare-label probabilities overconfident (on Reuters, all labels: +1.2 points of
+        false-positive-driven micro-F1 loss).
     random_state : int, default=0
         Seed of the CV fold shuffle, so refits are identical.
     show_progress : bool or None, default=None
@@ -183,6 +188,7 @@ class TopicClassifier(ClassifierMixin, BaseEstimator):
         threshold_shrinkage: float = 10.0,
         min_labels: int = 1,
         max_labels: int | None = None,
+        rare_calibration_support: int = 50,
         random_state: int = 0,
         show_progress: bool | None = None,
     ) -> None:
@@ -197,6 +203,7 @@ class TopicClassifier(ClassifierMixin, BaseEstimator):
         self.threshold_shrinkage = threshold_shrinkage
         self.min_labels = min_labels
         self.max_labels = max_labels
+        self.rare_calibration_support = rare_calibration_support
         self.random_state = random_state
         self.show_progress = show_progress
 
@@ -357,7 +364,9 @@ class TopicClassifier(ClassifierMixin, BaseEstimator):
         rng = np.random.default_rng(self.random_state)
         sims, hits, weights = [], [], []
         n = Xn.shape[0]
-        for label in np.flatnonzero(Y.sum(axis=0) >= 2):
+        support = Y.sum(axis=0)
+        like_rare = np.flatnonzero((support >= 2) & (support <= self.rare_calibration_support))
+        for label in like_rare if len(like_rare) else np.flatnonzero(support >= 2):
             members = np.flatnonzero(Y[:, label])
             for anchor in rng.choice(members, size=min(5, len(members)), replace=False):
                 sim = np.asarray(Xn @ Xn[anchor].T.toarray() if sp.issparse(Xn) else Xn @ Xn[anchor]).ravel()
