@@ -287,7 +287,9 @@ class ScoreHead:
         if self.provider_encoding:
             keys = [article.provider_key or "?" for article in train]
             self.provider_counts_ = {key: keys.count(key) for key in set(keys)}
-            self.provider_encoder_ = TargetEncoder(target_type="continuous", random_state=0)
+            self.provider_encoder_ = TargetEncoder(
+                target_type="continuous", cv=KFold(5, shuffle=True, random_state=0)
+            )
         X = self._design(train, emb[keep], y)
         self.regressor_ = (
             clone(self.regressor) if self.regressor is not None else ScoreRegressor(coverage=self.coverage)
