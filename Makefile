@@ -48,6 +48,7 @@ fix: install
 	$(PY) -m ruff format .
 
 bench: install
+	$(PY) -m pip install --quiet torch==2.13.0 -e ".[dev,bench]"
 	$(PY) -m benchmarks
 
 clean:

@@ -56,10 +56,15 @@ class ArticleIndex:
         self._pos: dict[str, int] = {}
         self._articles: list[Article] = []
         self._story_ids: list[str] = []
-        self._vectors = np.zeros((0, dim), dtype=np.float16)
+        # Row buffers with spare capacity; rows [0, _count) are live.
+        self._count = 0
+        self._buffer = np.zeros((0, dim), dtype=np.float16)
         # Published time (epoch seconds, NaN = unknown) as an array, so date filters are vectorised.
-        self._times = np.zeros(0, dtype=np.float64)
+        self._time_buffer = np.zeros(0, dtype=np.float64)
         self._providers: list[str | None] = []
+        # Provider keys as small ints, so provider filters are one vectorised comparison.
+        self._code_buffer = np.zeros(0, dtype=np.int32)
+        self._provider_vocab: dict[str | None, int] = {None: 0}
         self._ann: Any = None  # model.ann.AnnIndex once the index grows past ann_threshold
 
     # --- writing -------------------------------------------------------------------------
@@ -97,31 +102,70 @@ class ArticleIndex:
                 if position >= base:
                     pending[position] = i
                 else:
-                    self._vectors[position] = vectors[i].astype(np.float16)
-                    self._times[position] = _timestamp(article.published_at)
+                    self._buffer[position] = vectors[i].astype(np.float16)
+                    self._time_buffer[position] = _timestamp(article.published_at)
+                    self._code_buffer[position] = self._provider_code(article.provider_key)
             if pending:
                 fresh = [pending[position] for position in sorted(pending)]
-                # A new matrix (not a resize in place): readers holding the old one keep a valid view.
-                self._vectors = np.concatenate([self._vectors, vectors[fresh].astype(np.float16)])
-                self._times = np.concatenate(
-                    [self._times, np.array([_timestamp(articles[i].published_at) for i in fresh])]
-                )
+                self._reserve(base + len(fresh))
+                end = base + len(fresh)
+                # Rows past the published count are invisible to readers until _count moves.
+                self._buffer[base:end] = vectors[fresh].astype(np.float16)
+                self._time_buffer[base:end] = [_timestamp(articles[i].published_at) for i in fresh]
+                self._code_buffer[base:end] = [self._provider_code(articles[i].provider_key) for i in fresh]
+                self._count = end
             self._sync_ann()
 
+    def _provider_code(self, key: str | None) -> int:
+        return self._provider_vocab.setdefault(key, len(self._provider_vocab))
+
+    def _reserve(self, rows: int) -> None:
+        """Grow the row buffers geometrically, so adding one article is amortised O(1), not a copy.
+
+        A grown buffer is a new array: readers holding the old one keep a valid snapshot.
+        """
+        capacity = len(self._buffer)
+        if rows <= capacity:
+            return
+        capacity = max(rows, 2 * capacity, 1024)
+        for name, dtype in (
+            ("_buffer", np.float16),
+            ("_time_buffer", np.float64),
+            ("_code_buffer", np.int32),
+        ):
+            old = getattr(self, name)
+            grown = np.zeros((capacity, *old.shape[1:]), dtype=dtype)
+            grown[: self._count] = old[: self._count]
+            setattr(self, name, grown)
+
+    @property
+    def _vectors(self) -> npt.NDArray[np.float16]:
+        return self._buffer[: self._count]
+
+    @property
+    def _times(self) -> npt.NDArray[np.float64]:
+        return self._time_buffer[: self._count]
+
+    @property
+    def _provider_codes(self) -> npt.NDArray[np.int32]:
+        return self._code_buffer[: self._count]
+
     def _sync_ann(self) -> None:
+        """Past ``ann_threshold`` articles, mirror the vectors into a faiss HNSW graph.
+
+        ANN keys are row positions, so a filter mask over rows is also the ANN's allow-mask.
+        A vector updated in place keeps its old graph entry (faiss HNSW has no delete); search
+        rescoring below uses the current vectors, so scores stay exact.
+        """
         if len(self._ids) <= self.ann_threshold:
             return
-        try:
-            from model.ann import AnnIndex  # built by another team member; optional
-        except ImportError:
-            return  # hook: exact search stays correct, only slower, until model/ann.py exists
         if self._ann is None:
-            self._ann = AnnIndex(dim=self.dim)
-            self._ann_count = 0
-        start = self._ann_count
+            from model.ann import AnnIndex
+
+            self._ann = AnnIndex(dim=self.dim, dtype="f16")
+        start = len(self._ann)
         if start < len(self._ids):
-            self._ann.add(self._ids[start:], self._vectors[start:].astype(np.float32))
-            self._ann_count = len(self._ids)
+            self._ann.add(np.arange(start, len(self._ids), dtype=np.int64), self._vectors[start:])
 
     # --- reading -------------------------------------------------------------------------
 
@@ -163,12 +207,11 @@ class ArticleIndex:
         if filters.providers is not None or filters.exclude_provider is not None:
             wanted = {p.lower() for p in filters.providers} if filters.providers is not None else None
             excluded = filters.exclude_provider.lower() if filters.exclude_provider else None
-            providers = self._providers[:n]
-            mask &= np.fromiter(
-                ((wanted is None or p in wanted) and (excluded is None or p != excluded) for p in providers),
-                dtype=bool,
-                count=n,
-            )
+            codes = self._provider_codes[:n]
+            if wanted is not None:
+                mask &= np.isin(codes, [self._provider_vocab[p] for p in wanted if p in self._provider_vocab])
+            if excluded is not None and excluded in self._provider_vocab:
+                mask &= codes != self._provider_vocab[excluded]
         for article_id in filters.exclude_ids:
             position = self._pos.get(article_id)
             if position is not None and position < n:
@@ -207,24 +250,19 @@ class ArticleIndex:
         n: int,
         times: npt.NDArray[np.float64],
     ) -> list[tuple[str, float]] | None:
-        mask = self._mask(n, times, filters)
-        passing = int(mask.sum())
-        if passing == 0:
-            return []
-        # Over-fetch in proportion to how selective the filter is; a very selective filter is
-        # cheaper exactly (returns None so the caller falls back).
-        fetch = int(k * n / passing * 2) + 10
-        if fetch > n // 4:
+        ann = self._ann
+        covered = len(ann)
+        if covered < n:  # rows added since the last sync: answer exactly rather than miss them
             return None
-        hits = self._ann.search(query, fetch)
-        out = []
-        for article_id, score in hits:
-            position = self._pos.get(article_id)
-            if position is not None and position < n and mask[position]:
-                out.append((article_id, float(score)))
-                if len(out) == k:
-                    break
-        return out if len(out) == k else None
+        mask = self._mask(n, times, filters)
+        keys, _ = ann.search(query, k, allowed=mask)
+        if len(keys) == 0:
+            return []
+        # Rescore with the stored float16 rows: exact cosines, and any in-place update honoured.
+        rows = keys.astype(np.int64)
+        sims = self._vectors[rows].astype(np.float32) @ query
+        order = np.argsort(-sims, kind="stable")
+        return [(self._ids[rows[i]], float(sims[i])) for i in order]
 
     # --- persistence ---------------------------------------------------------------------
 

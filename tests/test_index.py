@@ -133,3 +133,45 @@ def test_sample_seed_related_items_are_found_by_similarity():
         index.vector(main_id), k=len(related), filters=SearchFilters(exclude_ids=frozenset({main_id}))
     )
     assert {h[0] for h in hits} == related
+
+
+def test_above_the_threshold_search_goes_through_the_ann_graph_and_keeps_filters():
+    pytest.importorskip("faiss", reason="faiss-cpu is not installed")
+    rng = np.random.default_rng(3)
+    centres = _unit(rng, 50, dim=32)
+    n = 6_000
+    vectors = centres[rng.integers(0, 50, n)] + rng.normal(scale=0.15, size=(n, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    articles = [
+        Article(
+            id=f"n{i}",
+            title=f"t{i}",
+            published_at=T0 + timedelta(hours=i),
+            provider=Provider(domain=f"p{i % 7}.example"),
+        )
+        for i in range(n)
+    ]
+    exact = ArticleIndex(dim=32, ann_threshold=10**9)
+    approximate = ArticleIndex(dim=32, ann_threshold=1_000)
+    # One by one past the threshold too: the graph must follow articles added later.
+    for index in (exact, approximate):
+        index.add(articles[:4_000], vectors[:4_000], ["s"] * 4_000)
+        for i in range(4_000, n, 500):
+            index.add(articles[i : i + 500], vectors[i : i + 500], ["s"] * 500)
+    assert approximate._ann is not None and len(approximate._ann) == n
+    window = SearchFilters(
+        since=T0 + timedelta(hours=1_000),
+        until=T0 + timedelta(hours=4_000),
+        providers=frozenset({"p3.example", "p4.example"}),
+    )
+    recalls = []
+    for query in vectors[rng.choice(n, 40, replace=False)]:
+        for filters in (SearchFilters(), window):
+            truth = {i for i, _ in exact.search(query, 10, filters)}
+            found = approximate.search(query, 10, filters)
+            assert (
+                all(approximate.get(i).provider_key in {"p3.example", "p4.example"} for i, _ in found)
+                or filters is not window
+            )
+            recalls.append(len(truth & {i for i, _ in found}) / len(truth))
+    assert np.mean(recalls) >= 0.95
