@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks.common import corpus_dir
 from model.article import Article
 from model.seeds import read_seeds
 
-DATA = Path(os.environ.get("NEWS_DESK_DATA", "/work/shared/data"))
+DATA = corpus_dir()
 CACHE = Path(".cache/fast_encoders")
 Encode = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 

@@ -47,7 +47,7 @@ logger = logging.getLogger("benchmarks.pairs")
 
 
 def _default_data_dir() -> Path:
-    env = os.environ.get("NEWSDESK_DATA_DIR")
+    env = os.environ.get("NEWSDESK_CORPUS_DIR")
     return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         help="graded pair TSV (id1 id2 overall title1 title2 excerpt1 excerpt2 [file]); "
-        "default: $NEWSDESK_DATA_DIR/semeval/pairs.tsv or ../shared/data/semeval/pairs.tsv",
+        "default: $NEWSDESK_CORPUS_DIR/semeval/pairs.tsv or ../shared/data/semeval/pairs.tsv",
     )
     parser.add_argument("--folds", type=int, default=10, help="CV folds (default 10)")
     parser.add_argument("--repeats", type=int, default=5, help="CV repeats with reshuffled folds (default 5)")
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     path = args.pairs or _default_data_dir() / "semeval" / "pairs.tsv"
     if not path.is_file():
-        parser.error(f"no pair file at {path}; pass --pairs or set NEWSDESK_DATA_DIR")
+        parser.error(f"no pair file at {path}; pass --pairs or set NEWSDESK_CORPUS_DIR")
     pairs = read_pairs_tsv(path)
     overall = np.array([p.overall for p in pairs])
     texts = pair_texts(pairs)

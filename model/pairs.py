@@ -204,7 +204,7 @@ class PairScorer(BaseEstimator):
         self.related_threshold = related_threshold
         self.max_same_story_gap_hours = max_same_story_gap_hours
 
-    # Measured on /work/shared/data/semeval/pairs.tsv (161 en-en pairs, no dates or providers):
+    # Measured on ../shared/data/semeval/pairs.tsv (161 en-en pairs, no dates or providers):
     #   .venv/bin/python -m benchmarks.pairs --fit-default
     # fits sigmoid(w*cosine + b) to (4 - overall)/3 on all pairs, and the thresholds as best-F1
     # cuts for overall <= 1.5 (same_story) and <= 2.5 (related). Cross-validated figures of the

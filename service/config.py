@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,15 +25,19 @@ CONFIG_ENV = "NEWSDESK_CONFIG"
 class Settings(BaseSettings):
     """Everything the service can be told; each field is also ``NEWSDESK_<FIELD>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="NEWSDESK_", extra="ignore", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="NEWSDESK_", extra="ignore", validate_default=True, populate_by_name=True
+    )
 
     bundle: Path = Field(
         Path("bundles"),
         description="A bundle version folder (with manifest.json), or a folder of them (the newest).",
     )
-    # Not `data_dir`: NEWSDESK_DATA_DIR already names the shared training corpora in CI and tests.
-    store_dir: Path = Field(
-        Path("data"), description="Folder of the SQLite article store (created if missing)."
+    data_dir: Path = Field(
+        Path("data"),
+        # STORE_DIR is the name this setting had first; still accepted.
+        validation_alias=AliasChoices("data_dir", "NEWSDESK_DATA_DIR", "store_dir", "NEWSDESK_STORE_DIR"),
+        description="Data folder: holds the SQLite article store (created if missing).",
     )
     store_backend: Literal["sqlite"] = Field("sqlite", description="Article store backend.")
     require_bundle: bool = Field(
@@ -58,7 +62,7 @@ class Settings(BaseSettings):
 
     @property
     def store_path(self) -> Path:
-        return self.store_dir / "articles.sqlite3"
+        return self.data_dir / "articles.sqlite3"
 
     @classmethod
     def settings_customise_sources(

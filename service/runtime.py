@@ -115,7 +115,7 @@ class ServiceState:
         """
         try:
             self.store = await asyncio.to_thread(
-                open_store, self.settings.store_backend, self.settings.store_dir
+                open_store, self.settings.store_backend, self.settings.data_dir
             )
             self.store_error = None
         except NewsDeskError as error:

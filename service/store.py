@@ -125,7 +125,7 @@ class SqliteArticleStore:
         if int(found) != SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path}: store schema version {found}, this service reads {SCHEMA_VERSION}; "
-                "point NEWSDESK_STORE_DIR at a new folder or migrate the store"
+                "point NEWSDESK_DATA_DIR at a new folder or migrate the store"
             )
         logger.info("article store %s (journal %s, %d articles)", self.path, mode, self.count())
 

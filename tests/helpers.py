@@ -21,12 +21,12 @@ def shared_embedder() -> Embedder:
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("NEWSDESK_DATA_DIR") or ROOT.parent / "shared" / "data")
+    return Path(os.environ.get("NEWSDESK_CORPUS_DIR") or ROOT.parent / "shared" / "data")
 
 
 def corpus_path(name: str) -> Path:
     """A shared corpus folder, or skip the test with the reason."""
     path = data_dir() / name
     if not path.exists():
-        pytest.skip(f"shared corpus {path} is absent (set NEWSDESK_DATA_DIR to the shared data folder)")
+        pytest.skip(f"shared corpus {path} is absent (set NEWSDESK_CORPUS_DIR to the shared data folder)")
     return path

@@ -71,7 +71,7 @@ def test_ingested_article_survives_a_restart_then_classify_and_similar_work(smal
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "NEWSDESK_BUNDLE": str(small_bundle),
-        "NEWSDESK_STORE_DIR": str(tmp_path / "store"),
+        "NEWSDESK_DATA_DIR": str(tmp_path / "store"),
         "NEWSDESK_HOST": "127.0.0.1",
         "NEWSDESK_PORT": str(port),
         "NEWSDESK_LOG_LEVEL": "warning",

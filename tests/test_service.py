@@ -40,7 +40,7 @@ FOOTBALL = {
 def make_settings(tmp_path, bundle, **overrides) -> Settings:
     values = {
         "bundle": bundle,
-        "store_dir": tmp_path / "store",
+        "data_dir": tmp_path / "store",
         "admin_token": TOKEN,
         "max_batch": 8,
         "max_body_bytes": 64_000,
@@ -433,7 +433,7 @@ def test_concurrent_posts_of_one_new_article_store_it_once(client):
 def test_an_unreachable_store_fails_readiness_and_ingest_but_not_classify(small_bundle, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the store folder should be")
-    settings = make_settings(tmp_path, small_bundle, store_dir=blocker)
+    settings = make_settings(tmp_path, small_bundle, data_dir=blocker)
     with TestClient(create_app(settings, embedder=shared_embedder())) as broken:
         ready = broken.get("/readyz")
         assert ready.status_code == 503 and "article store" in ready.json()["reasons"][0]
