@@ -112,3 +112,10 @@ def test_score_head_beats_the_provider_mean_on_real_hn_headlines():
     metrics = score_metrics(truth, value, low=low, high=high)
     assert metrics["spearman"] > 0.15
     assert 0.7 < metrics["coverage"] < 0.9
+
+
+def test_score_metrics_reports_error_rank_correlation_and_coverage():
+    m = score_metrics([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.5, 5.0], low=[0, 0, 0, 0], high=[2, 1, 4, 4])
+    assert m["n"] == 4 and m["mae"] == pytest.approx(0.625)
+    assert m["rmse"] == pytest.approx(np.sqrt((0 + 1 + 0.25 + 1) / 4))
+    assert m["spearman"] == pytest.approx(0.8) and m["coverage"] == 0.75 and m["mean_width"] == 2.75

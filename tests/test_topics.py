@@ -184,3 +184,17 @@ def test_unfitted_tagger_says_how_to_fit():
 
     with pytest.raises(NotFittedError, match="call fit"):
         TopicTagger().predict([Article(id="x", title="t")], np.zeros((1, 384), dtype=np.float32))
+
+
+def test_topic_metrics_macro_averages_over_the_true_labels_only():
+    truth = [("earn",), ("grain", "wheat"), ("acq",)]
+    pred = [("earn",), ("grain",), ("acq", "crude")]
+    m = topic_metrics(truth, pred)
+    assert m["n"] == 3 and m["accuracy"] == 1 / 3
+    # tp 3 (earn, grain, acq), fp 1 (crude), fn 1 (wheat)
+    assert m["micro_f1"] == pytest.approx(2 * 3 / (2 * 3 + 1 + 1))
+    # macro over earn, grain, wheat, acq: 1, 1, 0, 1; crude (never true) is left out
+    assert m["macro_f1"] == pytest.approx(3 / 4) and m["macro_labels"] == 4
+    assert m["macro_f1_union"] == pytest.approx(3 / 5)
+    assert m["per_label"]["wheat"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert topic_metrics(truth, pred, labels=["earn"])["macro_f1"] == 1.0
