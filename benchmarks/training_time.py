@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         "--sources",
         nargs="+",
         default=["reuters/train", "agnews"],
-        help="corpus folders under --corpus-dir, read in order up to --n files (default: reuters/train agnews)",
+        help="corpus folders under --corpus-dir, read in order up to --n files\n"
+        "(default: reuters/train, agnews)",
     )
     parser.add_argument(
         "--corpus-dir",
