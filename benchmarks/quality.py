@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -94,6 +95,7 @@ def bench_reuters(data_dir: Path, embedder: Embedder) -> dict:
             "macro_f1_r90": round(ours_r90["macro_f1"], 4),
             "r90_labels": len(r90),
             "fit_seconds": round(fit_seconds, 1),
+            "pickled_mb": round(len(pickle.dumps(tagger)) / 1e6, 1),
             "rare_labels": len(tagger.rare_labels_),
             "labels": len(tagger.labels_),
             "cv_scores": tagger.report_["cv_scores"],
