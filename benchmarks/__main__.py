@@ -71,7 +71,7 @@ BENCHMARKS: tuple[Bench, ...] = (
           about="topic tagger (reuters, agnews) and heat head (hn) vs plain baselines"),
     Bench("training_time", ("--n", "10000", "--keep-bundle", LARGE_BUNDLE), ("--n", "200",),
           "training_time.json", about="retrain on ~10k seeds: cold vs warm caches"),
-    Bench("service_load", ("--texts", "512", "--rounds", "3", "--latency-requests", "200"),
+    Bench("service_load", ("--texts", "256", "--rounds", "3", "--latency-requests", "200"),
           ("--texts", "48", "--rounds", "1", "--latency-requests", "20", "--warmup", "5",
            "--startup-repeats", "1"),
           "service_load.json", about="real uvicorn: throughput vs raw encoder, latency, start-up"),

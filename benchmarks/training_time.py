@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sources",
         nargs="+",
         default=["reuters/train", "agnews"],
-        help="corpus folders under --corpus-dir, read in order up to --n files\n"
+        help="corpus folders under --corpus-dir, read in order up to --n files "
         "(default: reuters/train, agnews)",
     )
     parser.add_argument(
