@@ -247,6 +247,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_dedup(args: argparse.Namespace) -> int:
     from model.dedup import dedup_corpus
+    from model.stories import StoryClusterer
 
     corpus = _read(args.seeds, args)
     articles = list(corpus.articles.values())
@@ -254,7 +255,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     vectors = embedder.encode([a.text for a in articles], show_progress_bar=not args.no_progress)
     embedded = time.perf_counter()
-    report = dedup_corpus(articles, vectors, story_window_days=args.story_window_days)
+    report = dedup_corpus(articles, vectors, clusterer=StoryClusterer(window_days=args.story_window_days))
     finished = time.perf_counter()
     if args.out:
         report.to_jsonl(args.out)
