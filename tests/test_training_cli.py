@@ -181,3 +181,32 @@ def test_help_lists_every_command():
     fit_help = run_cli("fit", "--help").stdout
     for option in ("--seeds", "--out", "--eval", "--pairs", "--skip-invalid", "--holdout"):
         assert option in fit_help
+
+
+def test_dedup_reports_url_and_text_duplicates_with_evidence(tmp_path):
+    folder = tmp_path / "import"
+    folder.mkdir()
+    shutil.copy(SAMPLE_SEED, folder)
+    body = (
+        "Amazon did not respond to questions about it. Civil rights groups have pushed the company to stop."
+    )
+    (folder / "amp_copy.md").write_text(
+        "---\ntitle: Amazon suspends police use of facial recognition\n"
+        "webUrl: https://www-courthousenews-com.cdn.ampproject.org/c/s/www.courthousenews.com/"
+        "amazon-suspends-police-use-of-its-facial-recognition/amp/?utm_source=feed\n---\n"
+    )
+    (folder / "wire_a.md").write_text(f'---\ntitle: Wire copy\nexcerpt: "{body}"\n---\n')
+    (folder / "wire_b.md").write_text(f'---\ntitle: Wire copy (updated)\nexcerpt: "{body}"\n---\n')
+    report = tmp_path / "report.jsonl"
+    result = run_cli("dedup", "--seeds", str(folder), "--out", str(report), "--no-cache", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in report.read_text().splitlines()]
+    assert records[0]["type"] == "summary"
+    groups = [r for r in records if r["type"] == "duplicate_group"]
+    # The AMP-cache copy merges with the sample at read time (one canonical URL, one id);
+    # the two wire copies share an excerpt under different headlines.
+    assert records[0]["articles"] == 6
+    assert len(groups) == 1
+    assert {"excerpt"} <= set(groups[0]["kinds"])
+    assert len(groups[0]["article_ids"]) == 2
+    assert any(r["type"] == "story" for r in records)
