@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -158,19 +158,9 @@ class NewsModel:
             query = as_article(article)
             vector = self.index.vector(query.id) if query.id in self.index else self.embed([query])[0]
         filters = filters or SearchFilters()
-        if exclude_same_provider and query.provider_key:
-            filters = SearchFilters(
-                since=filters.since,
-                until=filters.until,
-                providers=filters.providers,
-                exclude_provider=query.provider_key,
-                exclude_ids=filters.exclude_ids,
-            )
-        filters = SearchFilters(
-            since=filters.since,
-            until=filters.until,
-            providers=filters.providers,
-            exclude_provider=filters.exclude_provider,
+        filters = replace(
+            filters,
+            exclude_provider=query.provider_key if exclude_same_provider else filters.exclude_provider,
             exclude_ids=filters.exclude_ids | {query.id},
         )
         # Over-fetch by cosine, then let the pair scorer (which sees time, provider, text) rerank.
