@@ -237,13 +237,17 @@ def raw_encoder(texts: list[str], batch_size: int) -> dict[str, float]:
 _EMBEDDER: Any = None
 
 
-def _embedder() -> Any:
-    """One encoder for all rounds, loaded and warmed once (its load is not what is measured)."""
+def _embedder(bundle: Path | None = None) -> Any:
+    """One encoder for all rounds, loaded and warmed once (its load is not what is measured).
+
+    The same backend the served bundle runs (its int8 ONNX encoder when it ships one, as the
+    service's ``encoder=auto`` picks), so the service/raw ratio compares like with like.
+    """
     global _EMBEDDER
     if _EMBEDDER is None:
-        from model.embedding import Embedder
+        from model.bundle import bundle_embedder, resolve_bundle
 
-        _EMBEDDER = Embedder()
+        _EMBEDDER = bundle_embedder(resolve_bundle(bundle), os.environ.get("NEWSDESK_ENCODER", "auto"))
         _EMBEDDER.encode(["warm-up text"], show_progress_bar=False)
     return _EMBEDDER
 
@@ -351,7 +355,7 @@ def run_rounds(args: argparse.Namespace, bundle: Path, work: Path) -> dict[str, 
                 serving(bundle, work, "unbatched", {"NEWSDESK_BATCH_MAX_SIZE": "1"})
             )
         starts = {name: round(server.ready_s, 3) for name, server in variants.items()}
-        _embedder()
+        encoder = _embedder(bundle)
         urls = {name: server.url for name, server in variants.items()}
         asyncio.run(sequential_run(urls, payloads, 0, args.warmup))  # first requests pay one-off costs
         for r in range(args.rounds):
@@ -367,7 +371,13 @@ def run_rounds(args: argparse.Namespace, bundle: Path, work: Path) -> dict[str, 
         latency = asyncio.run(sequential_run(urls, payloads, args.latency_requests, args.warmup))
         for name, entry in latency.items():
             print(f"latency {name}: p50 {entry['p50_ms']} ms, p99 {entry['p99_ms']} ms", file=sys.stderr)
-    return {"rounds": rounds, "latency": latency, "starts_s": starts, "texts_mean_chars": _mean_chars(texts)}
+    return {
+        "rounds": rounds,
+        "latency": latency,
+        "starts_s": starts,
+        "texts_mean_chars": _mean_chars(texts),
+        "encoder": {"backend": encoder.backend, "model_id": encoder.model_id},
+    }
 
 
 def _mean_chars(texts: list[str]) -> float:
@@ -484,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         + " ".join(argv or sys.argv[1:]),
         "machine": machine_info() | {"load_avg_1m_at_start": load_start},
         "served_bundle": served_info,
+        "encoder": measured["encoder"],
         "texts": {"corpus": str(args.corpus), "n": args.texts, "mean_chars": measured["texts_mean_chars"]},
         "targets": TARGETS,
         "throughput": throughput,

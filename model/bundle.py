@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+ENCODER_DIR = "encoder"
+ENCODERS = ("auto", "torch", "onnx-int8")
 _LIBRARIES = ("numpy", "scipy", "scikit-learn", "torch", "sentence-transformers", "joblib", "news-desk")
 
 
@@ -81,8 +83,13 @@ def save_bundle(
     seed_fingerprint: Mapping[str, Any],
     metrics: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
+    encoder_dir: str | Path | None = None,
 ) -> Path:
-    """Write ``model`` as a new version under ``root`` and return the version folder."""
+    """Write ``model`` as a new version under ``root`` and return the version folder.
+
+    ``encoder_dir``: an int8 ONNX export of the embedding model (`export_onnx_int8`) to ship in
+    the bundle as ``encoder/``, so a server can embed without torch.
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     version = new_version(str(seed_fingerprint.get("sha256", "0" * 8)))
@@ -95,6 +102,8 @@ def save_bundle(
         joblib.dump(model.pair_scorer, staging / "pairs.joblib")
         joblib.dump(model.stories, staging / "stories.joblib")
         model.index.save(staging / "index")
+        if encoder_dir is not None:
+            shutil.copytree(encoder_dir, staging / ENCODER_DIR)
         topics = model.topics
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -105,6 +114,7 @@ def save_bundle(
                 "model_id": model.embedder.model_id,
                 "dim": model.embedder.dim,
                 "normalized": True,
+                "serving_backends": ["torch", *(["onnx-int8"] if encoder_dir is not None else [])],
             },
             "labels": list(topics.labels_) if topics is not None else [],
             "thresholds": dict(topics.thresholds_) if topics is not None else {},
@@ -189,8 +199,40 @@ def _check_libraries(manifest: Mapping[str, Any]) -> None:
             )
 
 
-def load_bundle(path: str | Path, *, embedder: Embedder | None = None) -> NewsModel:
-    """Load and verify a bundle (see `resolve_bundle` for what ``path`` may be)."""
+def bundle_embedder(folder: Path, encoder: str = "auto") -> Embedder:
+    """The encoder a bundle should serve with.
+
+    ``auto`` takes the bundle's int8 ONNX export when it has one (faster, and no torch import),
+    else sentence-transformers; ``torch`` and ``onnx-int8`` insist.
+    """
+    if encoder not in ENCODERS:
+        raise BundleError(f"unknown encoder {encoder!r}, expected one of {', '.join(ENCODERS)}")
+    onnx_dir = folder / ENCODER_DIR
+    has_onnx = onnx_dir.is_dir()
+    if encoder == "onnx-int8" and not has_onnx:
+        raise BundleError(
+            f"{folder} has no {ENCODER_DIR}/ (int8 ONNX export); "
+            "retrain without --no-onnx, or serve with the torch encoder"
+        )
+    if has_onnx and encoder != "torch":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            if encoder == "onnx-int8":
+                raise BundleError(
+                    "the onnx-int8 encoder needs onnxruntime: pip install onnxruntime"
+                ) from None
+            logger.warning("onnxruntime is not installed: serving with the fp32 torch encoder")
+            return Embedder()
+        return Embedder(backend="onnx-int8", onnx_dir=onnx_dir)
+    return Embedder()
+
+
+def load_bundle(path: str | Path, *, embedder: Embedder | None = None, encoder: str = "auto") -> NewsModel:
+    """Load and verify a bundle (see `resolve_bundle` for what ``path`` may be).
+
+    Without ``embedder``, one is built as `bundle_embedder` says for ``encoder``.
+    """
     from model.news_model import NewsModel
     from model.pairs import PairScorer
     from model.stories import StoryClusterer
@@ -199,7 +241,7 @@ def load_bundle(path: str | Path, *, embedder: Embedder | None = None) -> NewsMo
     manifest = read_manifest(folder)
     _check_files(folder, manifest)
     _check_libraries(manifest)
-    embedder = embedder or Embedder()
+    embedder = embedder or bundle_embedder(folder, encoder)
     expected = manifest.get("embedding", {})
     if expected.get("model") != embedder.model_name or int(expected.get("dim", -1)) != embedder.dim:
         raise BundleError(

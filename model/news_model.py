@@ -80,12 +80,13 @@ class NewsModel:
     # --- loading -------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | Path, *, embedder: Embedder | None = None) -> NewsModel:
+    def load(cls, path: str | Path, *, embedder: Embedder | None = None, encoder: str = "auto") -> NewsModel:
         """Load a bundle: a version folder with ``manifest.json``, or a folder of versions
-        (the newest is taken)."""
+        (the newest is taken). ``encoder``: "auto" (the bundle's int8 ONNX encoder when it ships
+        one), "torch" or "onnx-int8"."""
         from model.bundle import load_bundle
 
-        return load_bundle(path, embedder=embedder)
+        return load_bundle(path, embedder=embedder, encoder=encoder)
 
     @property
     def version(self) -> str:

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("data_dir", "NEWSDESK_DATA_DIR", "store_dir", "NEWSDESK_STORE_DIR"),
         description="Data folder: holds the SQLite article store (created if missing).",
     )
+    encoder: Literal["auto", "torch", "onnx-int8"] = Field(
+        "auto",
+        description="Embedding backend: the bundle's int8 ONNX encoder when it ships one (auto), "
+        "or force sentence-transformers fp32 (torch) or ONNX int8.",
+    )
     store_backend: Literal["sqlite"] = Field("sqlite", description="Article store backend.")
     require_bundle: bool = Field(
         False,

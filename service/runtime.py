@@ -147,7 +147,9 @@ class ServiceState:
             self.store.close()
 
     def _build(self, folder: Path, embedder: Embedder | None) -> tuple[NewsModel, int, int]:
-        model = NewsModel.load(folder, embedder=embedder)
+        model = NewsModel.load(folder, embedder=embedder, encoder=self.settings.encoder)
+        # Load the encoder's weights now, so "ready" means the first request pays no load time.
+        model.embedder.encode(["warm-up"])
         restored, last = restore_index(model, self.store) if self.store is not None else (0, 0)
         return model, restored, last
 

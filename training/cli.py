@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.tsv",
         help="graded pairs (columns id1 id2 overall title1 title2 excerpt1 excerpt2) "
         "to learn the same-story scale from",
+    )
+    fit.add_argument(
+        "--no-onnx",
+        action="store_true",
+        help="do not ship the int8 ONNX export of the encoder in the bundle (servers then embed with torch)",
     )
     fit.add_argument(
         "--story-window-days",
@@ -204,9 +210,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
             )
         model = fit_news_model(corpus, embedder, opts := options())
     opts.timings["total"] = round(time.perf_counter() - started, 3)
+    encoder_dir = None if args.no_onnx else _export_encoder(args)
     path = save_bundle(
         model,
         args.out,
+        encoder_dir=encoder_dir,
         seed_fingerprint=seed_fingerprint(corpus),
         metrics=metrics,
         training={
@@ -223,6 +231,20 @@ def cmd_fit(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _export_encoder(args: argparse.Namespace) -> Path | None:
+    """The int8 ONNX encoder for the bundle, exported once and kept in the cache folder."""
+    from model.fast_encoders import export_onnx_int8
+
+    cache_dir = args.cache_dir or default_cache_dir()
+    target = cache_dir / "onnx-int8" if not args.no_cache else Path(tempfile.mkdtemp()) / "onnx-int8"
+    try:
+        return export_onnx_int8(target)
+    except (NewsDeskError, ImportError, RuntimeError, OSError) as error:
+        # The bundle still serves with the torch encoder; say why it ships without the fast one.
+        logger.warning("no int8 ONNX encoder in this bundle (%s); servers will embed with torch", error)
+        return None
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
