@@ -330,11 +330,11 @@ def article_from_record(
             "related", f"expected a list of article mappings, got {_type_name(related)}"
         )
     explicit_id = _optional_str(record, "id")
-    canonical = next((canonical_url(urls[name]) for name in _URL_PREFERENCE if urls.get(name)), None)
+    preferred_url = next((urls[name] for name in _URL_PREFERENCE if urls.get(name)), None)
     return Article(
         id=explicit_id
         or article_id(
-            canonical and "https://" + canonical,
+            preferred_url,
             provider=provider.key if provider else None,
             title=title,
             published_at=published_at,
