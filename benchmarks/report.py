@@ -121,11 +121,21 @@ def _encoders(data: Mapping[str, Any]) -> list[Cells]:
     return rows
 
 
+def _ann_ef(by_ef: Mapping[str, Any], target: float) -> str:
+    """The smallest measured beam width whose unfiltered recall meets the target (else the widest):
+    the setting a deployment would pick, and the one model/index.py uses at scale."""
+    widths = sorted(by_ef, key=int)
+    for ef in widths:
+        if (by_ef[ef].get("unfiltered", {}).get("recall_at_10") or 0) >= target:
+            return ef
+    return widths[-1] if widths else "64"
+
+
 def _ann(data: Mapping[str, Any]) -> list[Cells]:
     rows: list[Cells] = []
     n = data.get("n")
     results = data.get("results", {})
-    ef = "64"
+    ef = _ann_ef(results.get("faiss", {}).get("by_ef_search", {}), _get(data, "targets.recall_at_10") or 0.95)
     base = results.get("hnswlib", {}).get("by_ef_search", {}).get(ef, {}).get("unfiltered", {})
     ours = results.get("faiss", {}).get("by_ef_search", {}).get(ef, {}).get("unfiltered", {})
     if ours:
@@ -143,6 +153,18 @@ def _ann(data: Mapping[str, Any]) -> list[Cells]:
                 f"ANN recall@10, faiss AnnIndex, n={n}, ef={ef}",
                 _num(ours.get("recall_at_10"), digits=4),
                 f"{_num(base.get('recall_at_10'), digits=4)} (hnswlib)" if base else "–",
+                "–",
+            )
+        )
+    rss = results.get("faiss", {}).get("rss_delta_mb")
+    if rss is not None:
+        rows.append(
+            (
+                f"ANN index memory (RSS growth), faiss float16 HNSW, n={n}",
+                _num(rss, "MB"),
+                f"{_num(results.get('hnswlib', {}).get('rss_delta_mb'), 'MB')} (hnswlib)"
+                if "hnswlib" in results
+                else f"target ≤ {_num(_get(data, 'targets.rss_mb_at_1M'), 'MB')} at 1M",
                 "–",
             )
         )
