@@ -210,3 +210,18 @@ def test_dedup_reports_url_and_text_duplicates_with_evidence(tmp_path):
     assert {"excerpt"} <= set(groups[0]["kinds"])
     assert len(groups[0]["article_ids"]) == 2
     assert any(r["type"] == "story" for r in records)
+
+
+def test_bundle_ships_an_int8_encoder_that_agrees_with_fp32(trained):
+    root, _, _ = trained
+    folder = resolve_bundle(root / "bundles")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["embedding"]["serving_backends"] == ["torch", "onnx-int8"]
+    assert any(name.startswith("encoder/") for name in manifest["files"])
+    fast = load_bundle(folder)  # encoder="auto": the bundle's ONNX export
+    assert fast.embedder.backend == "onnx-int8"
+    texts = ["Yankees beat Red Sox 5-3 in the ninth", "Show HN: a faster JSON parser in Rust"]
+    int8 = fast.embedder.encode(texts)
+    fp32 = shared_embedder().encode(texts)
+    assert (int8 * fp32).sum(axis=1).min() > 0.97
+    assert load_bundle(folder, encoder="torch").embedder.backend == "torch"
