@@ -1,4 +1,4 @@
-"""ANN at scale: hnswlib vs usearch vs faiss (our `model.ann.AnnIndex`) on news-like vectors.
+"""ANN at scale: hnswlib vs usearch vs faiss (our `model.coverage.faiss_ann.AnnIndex`) on news-like vectors.
 
 Vectors are synthetic but anchored in real data: real MiniLM embeddings of shared-corpus articles
 (encoded once with the int8 ONNX MiniLM and cached), each synthetic vector a real one blended with a
@@ -49,7 +49,7 @@ def base_vectors(n: int, cache: Path) -> npt.NDArray[np.float32]:
     if path.is_file():
         return np.load(path)
     from benchmarks.encoders import load_articles, sample
-    from model.fast_encoders import OnnxEncoder, export_onnx_int8
+    from model.encoders.onnx import OnnxEncoder, export_onnx_int8
 
     articles = load_articles("reuters/train", "reuters/test", "agnews", "hn")
     texts = [a.text for a in sample(articles, n, 7)]
@@ -168,7 +168,7 @@ def build_usearch(
 def build_faiss(data: npt.NDArray[np.float16], args: argparse.Namespace) -> tuple[Search, Callable[[], Any]]:
     import faiss
 
-    from model.ann import AnnIndex
+    from model.coverage.faiss_ann import AnnIndex
 
     faiss.omp_set_num_threads(args.threads)
     index = AnnIndex(
@@ -311,7 +311,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Compare hnswlib, usearch and faiss HNSW (model.ann.AnnIndex) on clustered news-like "
+        description="Compare hnswlib, usearch and faiss HNSW (model.coverage.faiss_ann.AnnIndex) on clustered "
+        "news-like "
         "vectors: build time, memory, single-query p50/p99 latency and recall@10, unfiltered and with "
         "date-range / provider filters. Start with --n 100000.",
     )

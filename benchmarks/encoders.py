@@ -32,8 +32,8 @@ import numpy as np
 import numpy.typing as npt
 
 from benchmarks.common import corpus_dir
-from model.article import Article
-from model.seeds import read_seeds
+from model.articles.article import Article
+from model.articles.seeds import read_seeds
 
 DATA = corpus_dir()
 CACHE = Path(".cache/fast_encoders")
@@ -102,8 +102,9 @@ def semeval_pairs(data: Path = DATA) -> tuple[list[str], list[str], npt.NDArray[
 def build_encoders(
     cache: Path, batch_size: int, threads: int | None
 ) -> dict[str, tuple[Encode, dict[str, Any]]]:
-    from model.embedding import Embedder
-    from model.fast_encoders import OnnxEncoder, StaticEncoder, distill_model2vec, export_onnx_int8
+    from benchmarks.static_encoder import StaticEncoder, distill_model2vec
+    from model.encoders.embedder import Embedder
+    from model.encoders.onnx import OnnxEncoder, export_onnx_int8
 
     encoders: dict[str, tuple[Encode, dict[str, Any]]] = {}
     fp32 = Embedder(batch_size=batch_size)

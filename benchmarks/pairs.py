@@ -32,8 +32,7 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import KFold
 
-from model.embedding import Embedder, EmbeddingCache
-from model.pairs import (
+from model.coverage.pairs import (
     PairScorer,
     _best_f1_threshold,
     graded_pair_evidence,
@@ -41,7 +40,8 @@ from model.pairs import (
     pair_texts,
     read_pairs_tsv,
 )
-from model.related_eval import SAME_STORY_MAX_OVERALL, pair_metrics
+from model.encoders.embedder import Embedder, EmbeddingCache
+from model.evaluation.coverage import SAME_STORY_MAX_OVERALL, pair_metrics
 
 logger = logging.getLogger("benchmarks.pairs")
 

@@ -29,12 +29,12 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import MultiLabelBinarizer
 from sklearn.svm import LinearSVC
 
-from model.article import Article
-from model.embedding import Embedder, EmbeddingCache
-from model.metrics import score_metrics, topic_metrics
-from model.scores import ScoreHead
-from model.seeds import read_seeds
-from model.topics import TopicTagger
+from model.articles.article import Article
+from model.articles.seeds import read_seeds
+from model.encoders.embedder import Embedder, EmbeddingCache
+from model.evaluation.tagging import score_metrics, topic_metrics
+from model.tagging.scores import ScoreHead
+from model.tagging.topics import TopicTagger
 
 logger = logging.getLogger("benchmarks.quality")
 SEED = 0

@@ -18,10 +18,10 @@ import numpy as np
 from sklearn.model_selection import KFold
 
 from benchmarks.common import corpus_dir
-from model.embedding import Embedder, EmbeddingCache
-from model.metrics import topic_metrics
-from model.seeds import read_seeds
-from model.topics import TopicClassifier, TopicTagger
+from model.articles.seeds import read_seeds
+from model.encoders.embedder import Embedder, EmbeddingCache
+from model.evaluation.tagging import topic_metrics
+from model.tagging.topics import TopicClassifier, TopicTagger
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ original) next to the number of groups each method finds.
 
 Methods (same texts, one process):
 
-* ``ours_minhash``: `model.dedup.dedup_corpus` (exact keys + MinHash LSH + shingle Jaccard >= 0.8).
+* ``ours_minhash``: `model.coverage.dedup.dedup_corpus` (exact keys + MinHash LSH + shingle Jaccard >= 0.8).
 * ``ours_embedding``: Model2Vec vectors (distilled locally from the bundled MiniLM), `AnnIndex`
   top-10 per text, cosine >= ``--threshold`` joined by union-find.
 * ``semhash``: ``SemHash.from_records(..., model=<the same Model2Vec>).self_deduplicate(threshold)``;
@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from benchmarks.encoders import CACHE, load_articles
-from model.article import Article
+from model.articles.article import Article
 
 WIRE_PREFIXES = ("(Reuters) - ", "WASHINGTON (AP) - ", "UPDATE 1-", "BREAKING: ")
 WIRE_SUFFIXES = (" | Reuters", " - The Associated Press", " (AFP)", " - Yahoo News")
@@ -121,7 +121,7 @@ def union_groups(n: int, pairs: npt.NDArray[np.int64]) -> list[list[int]]:
 
 
 def ours_embedding(vectors: npt.NDArray[np.float32], threshold: float) -> list[list[int]]:
-    from model.ann import AnnIndex
+    from model.coverage.faiss_ann import AnnIndex
 
     index = AnnIndex(vectors.shape[1], dtype="f16", M=16, ef_construction=64, ef_search=32)
     index.add(np.arange(len(vectors), dtype=np.int64), vectors)
@@ -133,8 +133,8 @@ def ours_embedding(vectors: npt.NDArray[np.float32], threshold: float) -> list[l
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from model.dedup import dedup_corpus
-    from model.fast_encoders import StaticEncoder, distill_model2vec
+    from benchmarks.static_encoder import StaticEncoder, distill_model2vec
+    from model.coverage.dedup import dedup_corpus
 
     started = time.perf_counter()
     articles, variant_of = build_corpus(args.n, args.seed)
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         [list(g.article_ids) for g in report.groups],
         time.perf_counter() - start,
         variant_of,
-        method="model.dedup.dedup_corpus: exact keys + MinHash LSH, shingle Jaccard >= 0.8",
+        method="model.coverage.dedup.dedup_corpus: exact keys + MinHash LSH, shingle Jaccard >= 0.8",
     )
     print(json.dumps({"ours_minhash": results["ours_minhash"]}), file=sys.stderr, flush=True)
 

@@ -177,7 +177,7 @@ def indexed_articles(bundle: Path) -> int | None:
 
 def load_payloads(corpus: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
     """``n`` request bodies from real articles: title, excerpt, date, provider (what a client sends)."""
-    from model.seeds import read_seeds
+    from model.articles.seeds import read_seeds
 
     articles = [a for a in read_seeds([corpus]).articles.values() if a.text]
     if not articles:
@@ -190,7 +190,7 @@ def load_payloads(corpus: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
 
 def payload_text(payload: dict[str, Any]) -> str:
     """The text the service embeds for a body (same rule as the model: `Article.text`)."""
-    from model.article import article_from_record
+    from model.articles.article import article_from_record
 
     return article_from_record(payload).text
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from model.article import Article, Image, Provider, article_from_record
+from model.articles.article import Article, Image, Provider, article_from_record
+from model.articles.seeds import SeedCorpus, read_seeds
 from model.errors import (
     ArticleNotFoundError,
     BundleError,
@@ -18,7 +19,6 @@ from model.errors import (
     NewsDeskError,
     SeedFormatError,
 )
-from model.seeds import SeedCorpus, read_seeds
 
 if TYPE_CHECKING:
     from model.news_model import NewsModel

@@ -12,7 +12,8 @@ Layout of ``<root>/<version>/``::
     index/            ArticleIndex of the seed corpus (vectors + article records)
 
 A bundle is written to a temporary folder and renamed into place, so a crash never leaves half
-a bundle where a loader could find it.
+a bundle where a loader could find it. This module knows the folder (manifest, checks, card);
+`model.news_model.NewsModel.save` / `.load` decide what goes in it.
 """
 
 from __future__ import annotations
@@ -20,29 +21,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import platform
 import shutil
-import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import joblib
 
-from model.embedding import Embedder
+from model.encoders.embedder import Embedder
 from model.errors import BundleError
-from model.index import ArticleIndex
-
-if TYPE_CHECKING:
-    from model.news_model import NewsModel
+from model.files import atomic_folder
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: the library moved into packages (model.tagging, model.coverage, ...); format-1 pickles
+# name modules that no longer exist, so they are refused with a retrain hint.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 ENCODER_DIR = "encoder"
 ENCODERS = ("auto", "torch", "onnx-int8")
@@ -76,65 +74,43 @@ def new_version(fingerprint: str) -> str:
     return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{fingerprint[:8]}"
 
 
-def save_bundle(
-    model: NewsModel,
+def write_bundle(
     root: str | Path,
+    write_parts: Callable[[Path], None],
+    manifest_fields: Mapping[str, Any],
     *,
     seed_fingerprint: Mapping[str, Any],
-    metrics: Mapping[str, Any] | None = None,
-    training: Mapping[str, Any] | None = None,
     encoder_dir: str | Path | None = None,
 ) -> Path:
-    """Write ``model`` as a new version under ``root`` and return the version folder.
+    """Write a new version folder under ``root`` and return it.
 
-    ``encoder_dir``: an int8 ONNX export of the embedding model (`export_onnx_int8`) to ship in
-    the bundle as ``encoder/``, so a server can embed without torch.
+    ``write_parts(folder)`` writes the fitted parts; ``manifest_fields`` (labels, embedding, metrics,
+    ...) join the format version, creation time, seed fingerprint, library versions and the sha256 of
+    every file. ``encoder_dir``: an int8 ONNX export to ship as ``encoder/``.
     """
+
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     version = new_version(str(seed_fingerprint.get("sha256", "0" * 8)))
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=root))
-    try:
-        if model.topics is not None:
-            joblib.dump(model.topics, staging / "topics.joblib")
-        for name, head in model.scores.items():
-            joblib.dump(head, staging / f"score_{name}.joblib")
-        joblib.dump(model.pair_scorer, staging / "pairs.joblib")
-        joblib.dump(model.stories, staging / "stories.joblib")
-        model.index.save(staging / "index")
+    final = root / version
+    with atomic_folder(final) as staging:
+        write_parts(staging)
         if encoder_dir is not None:
             shutil.copytree(encoder_dir, staging / ENCODER_DIR)
-        topics = model.topics
         manifest = {
             "format_version": FORMAT_VERSION,
             "version": version,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "embedding": {
-                "model": model.embedder.model_name,
-                "model_id": model.embedder.model_id,
-                "dim": model.embedder.dim,
-                "normalized": True,
-                "serving_backends": ["torch", *(["onnx-int8"] if encoder_dir is not None else [])],
-            },
-            "labels": list(topics.labels_) if topics is not None else [],
-            "thresholds": dict(topics.thresholds_) if topics is not None else {},
-            "rare_labels": list(getattr(topics, "rare_labels_", []) or []) if topics is not None else [],
-            "scores": sorted(model.scores),
+            **manifest_fields,
             "seed_fingerprint": dict(seed_fingerprint),
-            "metrics": dict(metrics or {}),
-            "training": dict(training or {}),
             "libraries": library_versions(),
+        }
+        manifest["embedding"] = {
+            **manifest.get("embedding", {}),
+            "serving_backends": ["torch", *(["onnx-int8"] if encoder_dir is not None else [])],
         }
         (staging / "README.md").write_text(model_card(manifest), encoding="utf-8")
         manifest["files"] = {str(p.relative_to(staging)): _sha256(p) for p in _files(staging)}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-        final = root / version
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    model.manifest = manifest
-    model.path = final
     logger.info("wrote bundle %s", final)
     return final
 
@@ -228,20 +204,16 @@ def bundle_embedder(folder: Path, encoder: str = "auto") -> Embedder:
     return Embedder()
 
 
-def load_bundle(path: str | Path, *, embedder: Embedder | None = None, encoder: str = "auto") -> NewsModel:
-    """Load and verify a bundle (see `resolve_bundle` for what ``path`` may be).
-
-    Without ``embedder``, one is built as `bundle_embedder` says for ``encoder``.
-    """
-    from model.news_model import NewsModel
-    from model.pairs import PairScorer
-    from model.stories import StoryClusterer
-
-    folder = resolve_bundle(path)
+def verify_bundle(folder: Path) -> dict[str, Any]:
+    """Read the manifest of a version folder and check every file against it; return the manifest."""
     manifest = read_manifest(folder)
     _check_files(folder, manifest)
     _check_libraries(manifest)
-    embedder = embedder or bundle_embedder(folder, encoder)
+    return manifest
+
+
+def check_embedder(folder: Path, manifest: Mapping[str, Any], embedder: Embedder) -> None:
+    """Refuse an embedder other than the one the bundle was trained with."""
     expected = manifest.get("embedding", {})
     if expected.get("model") != embedder.model_name or int(expected.get("dim", -1)) != embedder.dim:
         raise BundleError(
@@ -250,35 +222,17 @@ def load_bundle(path: str | Path, *, embedder: Embedder | None = None, encoder: 
             "retrain, or load the embedding model the bundle names"
         )
 
-    def part(name: str) -> Any:
-        try:
-            return joblib.load(folder / name)
-        except Exception as error:  # a bundle part that cannot be unpickled is a bundle error
-            raise BundleError(
-                f"{folder / name}: cannot be loaded ({type(error).__name__}: {error})"
-            ) from None
 
-    topics = part("topics.joblib") if (folder / "topics.joblib").is_file() else None
-    scores = {name: part(f"score_{name}.joblib") for name in manifest.get("scores", [])}
-    pair_scorer: PairScorer = part("pairs.joblib")
-    stories: StoryClusterer = part("stories.joblib")
-    index = ArticleIndex.load(folder / "index")
-    logger.info(
-        "loaded bundle %s (%d labels, %d indexed articles)",
-        manifest["version"],
-        len(manifest.get("labels", [])),
-        len(index),
-    )
-    return NewsModel(
-        embedder=embedder,
-        topics=topics,
-        scores=scores,
-        pair_scorer=pair_scorer,
-        index=index,
-        stories=stories,
-        manifest=manifest,
-        path=folder,
-    )
+def load_part(folder: Path, name: str) -> Any:
+    """One pickled part; a part that cannot be unpickled is a `BundleError` naming the file."""
+    try:
+        return joblib.load(folder / name)
+    except Exception as error:
+        raise BundleError(f"{folder / name}: cannot be loaded ({type(error).__name__}: {error})") from None
+
+
+def save_part(value: Any, path: Path) -> None:
+    joblib.dump(value, path)
 
 
 def _flatten(prefix: str, value: Any, rows: list[tuple[str, Any]]) -> None:

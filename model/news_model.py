@@ -17,19 +17,26 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from model.article import Article, article_from_record
-from model.embedding import Embedder
+from model import bundle
+from model.articles.article import Article, article_from_record
+from model.coverage.article_index import ArticleIndex
+from model.coverage.pairs import PairScorer
+from model.coverage.stories import StoryClusterer
+from model.encoders.embedder import Embedder
 from model.errors import ArticleNotFoundError, NotFittedError
-from model.index import ArticleIndex
-from model.pairs import PairScorer
 from model.results import Classification, Comparison, SearchFilters, SimilarHit
-from model.scores import ScoreHead
-from model.stories import StoryClusterer
-from model.topics import TopicTagger
+from model.tagging.scores import ScoreHead
+from model.tagging.topics import TopicTagger
 
 logger = logging.getLogger(__name__)
 
 ArticleLike = Article | Mapping[str, Any]
+
+# The parts of a bundle folder (see `model.bundle` for the manifest and the checks).
+_TOPICS = "topics.joblib"
+_PAIRS = "pairs.joblib"
+_STORIES = "stories.joblib"
+_INDEX = "index"
 
 
 def as_article(item: ArticleLike) -> Article:
@@ -81,12 +88,77 @@ class NewsModel:
 
     @classmethod
     def load(cls, path: str | Path, *, embedder: Embedder | None = None, encoder: str = "auto") -> NewsModel:
-        """Load a bundle: a version folder with ``manifest.json``, or a folder of versions
-        (the newest is taken). ``encoder``: "auto" (the bundle's int8 ONNX encoder when it ships
-        one), "torch" or "onnx-int8"."""
-        from model.bundle import load_bundle
+        """Load and verify a bundle: a version folder with ``manifest.json``, or a folder of
+        versions (the newest is taken). Without ``embedder`` one is built as the bundle says for
+        ``encoder``: "auto" (the bundle's int8 ONNX encoder when it ships one), "torch" or
+        "onnx-int8"."""
+        folder = bundle.resolve_bundle(path)
+        manifest = bundle.verify_bundle(folder)
+        embedder = embedder or bundle.bundle_embedder(folder, encoder)
+        bundle.check_embedder(folder, manifest, embedder)
+        topics = bundle.load_part(folder, _TOPICS) if (folder / _TOPICS).is_file() else None
+        scores = {
+            name: bundle.load_part(folder, f"score_{name}.joblib") for name in manifest.get("scores", [])
+        }
+        index = ArticleIndex.load(folder / _INDEX)
+        logger.info(
+            "loaded bundle %s (%d labels, %d indexed articles)",
+            manifest["version"],
+            len(manifest.get("labels", [])),
+            len(index),
+        )
+        return cls(
+            embedder=embedder,
+            topics=topics,
+            scores=scores,
+            pair_scorer=bundle.load_part(folder, _PAIRS),
+            index=index,
+            stories=bundle.load_part(folder, _STORIES),
+            manifest=manifest,
+            path=folder,
+        )
 
-        return load_bundle(path, embedder=embedder, encoder=encoder)
+    def save(
+        self,
+        root: str | Path,
+        *,
+        seed_fingerprint: Mapping[str, Any],
+        metrics: Mapping[str, Any] | None = None,
+        training: Mapping[str, Any] | None = None,
+        encoder_dir: str | Path | None = None,
+    ) -> Path:
+        """Write this model as a new version folder under ``root`` and return the folder.
+
+        The model itself is not changed: load the folder to serve what was written.
+        """
+
+        def write_parts(folder: Path) -> None:
+            if self.topics is not None:
+                bundle.save_part(self.topics, folder / _TOPICS)
+            for name, head in self.scores.items():
+                bundle.save_part(head, folder / f"score_{name}.joblib")
+            bundle.save_part(self.pair_scorer, folder / _PAIRS)
+            bundle.save_part(self.stories, folder / _STORIES)
+            self.index.save(folder / _INDEX)
+
+        topics = self.topics
+        fields = {
+            "embedding": {
+                "model": self.embedder.model_name,
+                "model_id": self.embedder.model_id,
+                "dim": self.embedder.dim,
+                "normalized": True,
+            },
+            "labels": list(topics.labels_) if topics is not None else [],
+            "thresholds": dict(topics.thresholds_) if topics is not None else {},
+            "rare_labels": list(getattr(topics, "rare_labels_", []) or []) if topics is not None else [],
+            "scores": sorted(self.scores),
+            "metrics": dict(metrics or {}),
+            "training": dict(training or {}),
+        }
+        return bundle.write_bundle(
+            root, write_parts, fields, seed_fingerprint=seed_fingerprint, encoder_dir=encoder_dir
+        )
 
     @property
     def version(self) -> str:

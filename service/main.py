@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from model.embedding import Embedder
+from model.encoders.embedder import Embedder
 from service.config import Settings, get_settings
 from service.errors import register_error_handlers
 from service.middleware import BodySizeLimit

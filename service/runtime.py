@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from model.article import Article, article_from_record
+from model.articles.article import Article, article_from_record
 from model.bundle import resolve_bundle
-from model.embedding import Embedder
+from model.encoders.embedder import Embedder
 from model.errors import InvalidArticleError, NewsDeskError
 from model.news_model import NewsModel
 from model.results import Classification

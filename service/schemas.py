@@ -1,7 +1,7 @@
 """Request and response shapes of the HTTP API (a layer apart from `model/`'s dataclasses).
 
 Article fields keep the seed's names (``publishedDateTime``, ``webUrl``, ``provider{name,domain}``),
-so a seed record can be posted as it is. Pydantic checks the types; `model.article` then checks
+so a seed record can be posted as it is. Pydantic checks the types; `model.articles.article` then checks
 the values (absolute URLs, ISO dates, a title or an excerpt) and names the field when one is wrong.
 """
 
@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-from model.article import Article
+from model.articles.article import Article
 from model.results import Classification, Comparison, PairEvidence, ScorePrediction, SimilarHit, TopicScore
 
 Verdict = Literal["duplicate", "same_story", "related", "unrelated"]
@@ -84,7 +84,7 @@ class ArticleIn(BaseModel):
     )
 
     def to_record(self) -> dict[str, Any]:
-        """The seed-shaped mapping `model.article.article_from_record` reads (client ids dropped)."""
+        """The seed-shaped mapping `model.articles.article.article_from_record` reads (client ids dropped)."""
         return self.model_dump(exclude_none=True, exclude={"id"})
 
 

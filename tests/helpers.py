@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from model.embedding import Embedder
+from model.encoders.embedder import Embedder
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_SEED = ROOT / "seeds" / "000_80b44f21389d41d0.txt"

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("faiss", reason="faiss-cpu is not installed (pip install faiss-cpu)")
 
-from model.ann import AnnIndex
+from model.coverage.faiss_ann import AnnIndex
 
 DIM, N, CLUSTERS, QUERIES = 384, 20_000, 400, 100
 

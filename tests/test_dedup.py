@@ -8,10 +8,10 @@ import json
 import numpy as np
 from helpers import corpus_path
 
-from model.article import Article
-from model.dedup import dedup_corpus
-from model.neardup import MinHasher, lsh_candidate_pairs, text_jaccard
-from model.seeds import read_seeds
+from model.articles.article import Article
+from model.articles.seeds import read_seeds
+from model.coverage.dedup import dedup_corpus
+from model.coverage.neardup import MinHasher, lsh_candidate_pairs, text_jaccard
 
 WIRE = (
     "The central bank raised its benchmark interest rate by a quarter point on Thursday, citing "

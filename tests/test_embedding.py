@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from helpers import shared_embedder
 
-from model.embedding import Embedder, EmbeddingCache, bundled_model_path, text_key
+from model.encoders.embedder import Embedder, EmbeddingCache, bundled_model_path, text_key
 from model.errors import EmbeddingModelError
 
 

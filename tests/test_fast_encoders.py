@@ -9,7 +9,7 @@ from helpers import shared_embedder
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install onnx onnxruntime)")
 pytest.importorskip("onnx", reason="onnx is not installed: the export needs it (pip install onnx)")
 
-from model.fast_encoders import OnnxEncoder, export_onnx_int8
+from model.encoders.onnx import OnnxEncoder, export_onnx_int8
 
 TEXTS = [
     "ASIAN EXPORTERS FEAR DAMAGE FROM U.S.-JAPAN RIFT. Mounting trade friction between the U.S. And Japan "

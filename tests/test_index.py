@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from helpers import SAMPLE_SEED, shared_embedder
 
-from model.article import Article, Provider
+from model.articles.article import Article, Provider
+from model.articles.seeds import read_seeds
+from model.coverage.article_index import ArticleIndex
 from model.errors import ArticleNotFoundError
-from model.index import ArticleIndex
 from model.results import SearchFilters
-from model.seeds import read_seeds
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 

@@ -10,8 +10,8 @@ import pytest
 from helpers import corpus_path, shared_embedder
 from sklearn.base import clone
 
-from model.article import Article, Provider
-from model.pairs import (
+from model.articles.article import Article, Provider
+from model.coverage.pairs import (
     FEATURE_NAMES,
     PairScorer,
     graded_pair_evidence,
@@ -20,7 +20,7 @@ from model.pairs import (
     pair_texts,
     read_pairs_tsv,
 )
-from model.related_eval import pair_metrics
+from model.evaluation.coverage import pair_metrics
 
 T0 = datetime(2021, 8, 28, 9, 0, tzinfo=UTC)
 

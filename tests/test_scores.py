@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from model.article import Article, Provider
+from model.articles.article import Article, Provider
 from model.errors import NotFittedError
-from model.metrics import score_metrics
+from model.evaluation.tagging import score_metrics
 from model.results import ScorePrediction
-from model.scores import InsufficientDataError, ScoreHead, ScoreRegressor
+from model.tagging.scores import InsufficientDataError, ScoreHead, ScoreRegressor
 
 DATA_DIR = Path(os.environ.get("NEWSDESK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -96,8 +96,8 @@ def test_quality_predictions_stay_within_0_to_100():
 
 @pytest.mark.slow
 def test_score_head_beats_the_provider_mean_on_real_hn_headlines():
-    from model.embedding import Embedder, EmbeddingCache
-    from model.seeds import read_seeds
+    from model.articles.seeds import read_seeds
+    from model.encoders.embedder import Embedder, EmbeddingCache
 
     path = DATA_DIR / "hn"
     if not path.is_dir():

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from model.article import article_from_record
+from model.articles.article import article_from_record
+from model.articles.seeds import read_seeds
+from model.articles.urls import article_id
 from model.errors import InvalidArticleError, SeedFormatError
-from model.seeds import read_seeds
-from model.urls import article_id
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "seeds" / "000_80b44f21389d41d0.txt"

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from helpers import shared_embedder
 
-from model.article import Article
-from model.stories import StoryClusterer
+from model.articles.article import Article
+from model.coverage.stories import StoryClusterer
 
 T0 = datetime(2024, 3, 1, 8, tzinfo=UTC)
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from model.article import Article
-from model.features import ArticleFeaturizer
-from model.metrics import topic_metrics
+from model.articles.article import Article
+from model.evaluation.tagging import topic_metrics
 from model.results import TopicScore
-from model.topics import TopicClassifier, TopicTagger
+from model.tagging.features import ArticleFeaturizer
+from model.tagging.topics import TopicClassifier, TopicTagger
 
 DATA_DIR = Path(os.environ.get("NEWSDESK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -111,13 +111,13 @@ def test_bad_params_are_rejected_with_the_allowed_values():
 
 @pytest.fixture(scope="module")
 def embedder():
-    from model.embedding import Embedder, EmbeddingCache
+    from model.encoders.embedder import Embedder, EmbeddingCache
 
     return Embedder(cache=EmbeddingCache(Path.home() / ".cache" / "news-desk" / "embeddings.sqlite"))
 
 
 def _read(folder: str, limit: int) -> list[Article]:
-    from model.seeds import read_seeds
+    from model.articles.seeds import read_seeds
 
     path = DATA_DIR / folder
     if not path.is_dir():

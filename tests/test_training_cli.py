@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, SAMPLE_SEED, corpus_path, shared_embedder
 
-from model.bundle import MANIFEST, load_bundle, resolve_bundle
+from model.articles.seeds import read_seeds
+from model.bundle import MANIFEST, resolve_bundle
+from model.news_model import NewsModel
 from model.errors import BundleError
-from model.seeds import read_seeds
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -78,7 +79,7 @@ def test_fit_writes_a_complete_versioned_bundle(trained, seeds):
 
 def test_loaded_bundle_classifies_with_topics_and_heat_intervals(trained):
     root, _, _ = trained
-    model = load_bundle(root / "bundles", embedder=shared_embedder())
+    model = NewsModel.load(root / "bundles", embedder=shared_embedder())
     [sport, tech] = model.classify(
         [
             {
@@ -145,7 +146,7 @@ def test_tampered_bundle_is_refused_with_the_file_named(trained, tmp_path):
     shutil.copytree(resolve_bundle(root / "bundles"), copy)
     (copy / "pairs.joblib").write_bytes(b"not a model")
     with pytest.raises(BundleError, match=r"pairs\.joblib: sha256 differs"):
-        load_bundle(copy, embedder=shared_embedder())
+        NewsModel.load(copy, embedder=shared_embedder())
 
 
 def test_other_format_version_is_refused(trained, tmp_path):
@@ -156,7 +157,7 @@ def test_other_format_version_is_refused(trained, tmp_path):
     manifest["format_version"] = 99
     (copy / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="format 99"):
-        load_bundle(copy, embedder=shared_embedder())
+        NewsModel.load(copy, embedder=shared_embedder())
 
 
 def test_missing_bundle_says_how_to_train_one(tmp_path):
@@ -218,10 +219,10 @@ def test_bundle_ships_an_int8_encoder_that_agrees_with_fp32(trained):
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["embedding"]["serving_backends"] == ["torch", "onnx-int8"]
     assert any(name.startswith("encoder/") for name in manifest["files"])
-    fast = load_bundle(folder)  # encoder="auto": the bundle's ONNX export
+    fast = NewsModel.load(folder)  # encoder="auto": the bundle's ONNX export
     assert fast.embedder.backend == "onnx-int8"
     texts = ["Yankees beat Red Sox 5-3 in the ninth", "Show HN: a faster JSON parser in Rust"]
     int8 = fast.embedder.encode(texts)
     fp32 = shared_embedder().encode(texts)
     assert (int8 * fp32).sum(axis=1).min() > 0.97
-    assert load_bundle(folder, encoder="torch").embedder.backend == "torch"
+    assert NewsModel.load(folder, encoder="torch").embedder.backend == "torch"

@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from model.urls import article_id, canonical_url
+from model.articles.urls import article_id, canonical_url
 
 SAMPLE = "courthousenews.com/amazon-suspends-police-use-of-its-facial-recognition"
 

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from model.embedding import Embedder, EmbeddingCache
+from model.articles.seeds import SeedCorpus, read_seeds
+from model.encoders.embedder import Embedder, EmbeddingCache
 from model.errors import NewsDeskError
-from model.seeds import SeedCorpus, read_seeds
 
 logger = logging.getLogger("training")
 
@@ -167,7 +167,6 @@ def _read(paths: Sequence[Path], args: argparse.Namespace) -> SeedCorpus:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from model.bundle import save_bundle
     from training.fingerprint import seed_fingerprint
     from training.trainer import TrainingOptions, evaluate_model, fit_news_model, split_holdout
 
@@ -211,8 +210,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         model = fit_news_model(corpus, embedder, opts := options())
     opts.timings["total"] = round(time.perf_counter() - started, 3)
     encoder_dir = None if args.no_onnx else _export_encoder(args)
-    path = save_bundle(
-        model,
+    path = model.save(
         args.out,
         encoder_dir=encoder_dir,
         seed_fingerprint=seed_fingerprint(corpus),
@@ -225,7 +223,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     )
     summary = {
         "bundle": str(path),
-        "version": model.version,
+        "version": path.name,
         "metrics": _headline(metrics),
         "seconds": opts.timings["total"],
     }
@@ -235,7 +233,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def _export_encoder(args: argparse.Namespace) -> Path | None:
     """The int8 ONNX encoder for the bundle, exported once and kept in the cache folder."""
-    from model.fast_encoders import export_onnx_int8
+    from model.encoders.onnx import export_onnx_int8
 
     cache_dir = args.cache_dir or default_cache_dir()
     target = cache_dir / "onnx-int8" if not args.no_cache else Path(tempfile.mkdtemp()) / "onnx-int8"
@@ -256,11 +254,11 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from model.bundle import load_bundle
+    from model.news_model import NewsModel
     from training.trainer import evaluate_model
 
     corpus = _read(args.seeds, args)
-    model = load_bundle(args.model, embedder=_embedder(args))
+    model = NewsModel.load(args.model, embedder=_embedder(args))
     metrics = evaluate_model(model, corpus, pairs=args.pairs, progress=not args.no_progress)
     metrics["model_version"] = model.version
     print(json.dumps(metrics, indent=2, default=str))
@@ -268,8 +266,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_dedup(args: argparse.Namespace) -> int:
-    from model.dedup import dedup_corpus
-    from model.stories import StoryClusterer
+    from model.coverage.dedup import dedup_corpus
+    from model.coverage.stories import StoryClusterer
 
     corpus = _read(args.seeds, args)
     articles = list(corpus.articles.values())

@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from model.seeds import SeedCorpus
+from model.articles.seeds import SeedCorpus
 
 
 def seed_fingerprint(corpus: SeedCorpus) -> dict[str, Any]:

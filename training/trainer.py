@@ -13,17 +13,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from model.article import Article
-from model.embedding import Embedder
-from model.index import ArticleIndex
-from model.metrics import score_metrics, topic_metrics
+from model.articles.article import Article
+from model.articles.seeds import SeedCorpus
+from model.coverage.article_index import ArticleIndex
+from model.coverage.pairs import PairScorer, pair_evidence, pair_feature_matrix, read_pairs_tsv
+from model.coverage.stories import StoryClusterer
+from model.encoders.embedder import Embedder
+from model.evaluation.coverage import pair_metrics, related_retrieval_metrics
+from model.evaluation.tagging import score_metrics, topic_metrics
 from model.news_model import NewsModel
-from model.pairs import PairScorer, pair_evidence, pair_feature_matrix, read_pairs_tsv
-from model.related_eval import pair_metrics, related_retrieval_metrics
-from model.scores import ScoreHead
-from model.seeds import SeedCorpus
-from model.stories import StoryClusterer
-from model.topics import TopicTagger
+from model.tagging.scores import ScoreHead
+from model.tagging.topics import TopicTagger
 from training.fit_cache import FitCache, data_digest
 
 logger = logging.getLogger(__name__)

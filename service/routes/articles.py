@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Response
 
-from model.article import Article, article_from_record
+from model.articles.article import Article, article_from_record
 from service.deps import ModelDep, SettingsDep, StateDep, StoreDep
 from service.errors import StoryNotFoundError
 from service.routes.classify import ARTICLES_EXAMPLES

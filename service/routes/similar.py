@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter
 
-from model.article import Article, Provider
+from model.articles.article import Article, Provider
 from model.results import SearchFilters
 from service.deps import ModelDep, SettingsDep
 from service.errors import BadRequestError

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
 from typing import Any
 
+from model.articles.urls import article_id, canonical_url
 from model.errors import InvalidArticleError
-from model.urls import article_id, canonical_url
 
 URL_FIELDS = ("webUrl", "originalUrl", "ampWebUrl", "cdnAmpWebUrl")
 # Which URL names the article: the publisher's own page first, AMP copies last.
@@ -303,7 +303,7 @@ def article_from_record(
 ) -> Article:
     """Build an `Article` from a mapping in the seed's field names.
 
-    ``related`` is not followed here (see `model.seeds`), only checked to be a list.
+    ``related`` is not followed here (see `model.articles.seeds`), only checked to be a list.
     ``heat`` below zero is the feeds' "not measured" marker and reads as missing.
     """
     if not isinstance(record, Mapping):

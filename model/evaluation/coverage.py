@@ -13,10 +13,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import pearsonr, spearmanr
 
-from model.article import Article
-from model.pairs import PairScorer
+from model.articles.article import Article
+from model.articles.seeds import SeedCorpus
+from model.coverage.pairs import PairScorer
 from model.results import Verdict
-from model.seeds import SeedCorpus
 
 SAME_STORY_MAX_OVERALL = 1.5
 

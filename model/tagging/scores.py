@@ -23,10 +23,10 @@ from sklearn.model_selection import KFold
 from sklearn.preprocessing import TargetEncoder
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from model.article import Article
+from model.articles.article import Article
 from model.errors import NewsDeskError, NotFittedError
-from model.features import ArticleFeaturizer
 from model.results import ScorePrediction
+from model.tagging.features import ArticleFeaturizer
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from model.article import Article
+from model.articles.article import Article
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class StoryClusterer:
 
     Examples
     --------
-    >>> from model.article import Article
+    >>> from model.articles.article import Article
     >>> clusterer = StoryClusterer()
     >>> v = np.ones(4, dtype=np.float32) / 2
     >>> first = clusterer.assign(Article(id="a", title="x"), v)

@@ -28,10 +28,10 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 from tqdm.auto import tqdm
 
-from model.article import Article
+from model.articles.article import Article
 from model.errors import NotFittedError
-from model.features import ArticleFeaturizer
 from model.results import TopicScore
+from model.tagging.features import ArticleFeaturizer
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from sklearn.base import BaseEstimator
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from sklearn.utils.validation import check_is_fitted
 
-from model.article import Article
-from model.neardup import jaccard, shingles
+from model.articles.article import Article
+from model.coverage.neardup import jaccard, shingles
 from model.results import Comparison, PairEvidence, Verdict
 
 # Columns of `pair_feature_matrix`, in order.

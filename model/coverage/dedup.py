@@ -25,9 +25,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from model.article import Article
-from model.neardup import MinHasher, jaccard, lsh_candidate_pairs, shingles, text_fingerprint
-from model.stories import StoryClusterer
+from model.articles.article import Article
+from model.coverage.neardup import MinHasher, jaccard, lsh_candidate_pairs, shingles, text_fingerprint
+from model.coverage.stories import StoryClusterer
 
 logger = logging.getLogger(__name__)
 

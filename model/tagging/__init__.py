@@ -1,0 +1,1 @@
+"""Per-article predictions: feature matrices, the topic tagger and the score heads (quality, heat)."""
