@@ -21,6 +21,7 @@ from model import bundle
 from model.articles.article import Article, article_from_record
 from model.coverage.article_index import ArticleIndex
 from model.coverage.pairs import PairScorer
+from model.coverage.search import ArticleSearch, KnownArticle
 from model.coverage.stories import StoryClusterer
 from model.encoders.embedder import Embedder
 from model.errors import ArticleNotFoundError, NotFittedError
@@ -219,17 +220,25 @@ class NewsModel:
         *,
         exclude_same_provider: bool = False,
         candidates: int | None = None,
+        search: ArticleSearch | None = None,
     ) -> list[SimilarHit]:
         """The ``k`` known articles closest to ``article`` (an article, or the id of a known one).
 
-        Hits below the `related` level are dropped; the query article itself never appears.
+        ``search``: where the known articles live (default: this model's own index; a store
+        backend that searches in its database passes itself). Candidates come from the search by
+        cosine and are re-ranked by the pair scorer; hits below the `related` level are dropped
+        and the query article itself never appears.
         """
+        search = search if search is not None else self.index
         if isinstance(article, str):
-            query = self.index.get(article)
-            vector = self.index.vector(article)
+            known = search.known(article)
+            if known is None:
+                raise ArticleNotFoundError(article)
+            query, vector = known.article, known.vector
         else:
             query = as_article(article)
-            vector = self.index.vector(query.id) if query.id in self.index else self.embed([query])[0]
+            known = search.known(query.id)
+            vector = known.vector if known is not None else self.embed([query])[0]
         filters = filters or SearchFilters()
         filters = replace(
             filters,
@@ -237,11 +246,12 @@ class NewsModel:
             exclude_ids=filters.exclude_ids | {query.id},
         )
         # Over-fetch by cosine, then let the pair scorer (which sees time, provider, text) rerank.
-        pool = self.index.search(vector, candidates or max(3 * k, 30), filters)
         hits = []
-        for other_id, cosine in pool:
-            other = self.index.get(other_id)
-            comparison = self.pair_scorer.compare(query, other, vector, self.index.vector(other_id))
+        for other_id, cosine in search.nearest(vector, candidates or max(3 * k, 30), filters):
+            other = search.known(other_id)
+            if other is None:  # removed between the two calls
+                continue
+            comparison = self.pair_scorer.compare(query, other.article, vector, other.vector)
             if comparison.verdict == "unrelated":
                 continue
             hits.append(
@@ -250,7 +260,7 @@ class NewsModel:
                     score=comparison.score,
                     verdict=comparison.verdict,
                     cosine=float(cosine),
-                    story_id=self.stories.story_of(other_id),
+                    story_id=other.story_id,
                     evidence=comparison.evidence,
                 )
             )
@@ -279,7 +289,7 @@ class NewsModel:
                         Ingested(article.id, self.stories.story_of(article.id) or article.id, None, False)
                     )
                     continue
-                duplicate_of = self._find_duplicate(article, vectors[i])
+                duplicate_of = self.find_duplicate(article, vectors[i])
                 known_story = story_ids[i] if story_ids is not None else None
                 if known_story is not None:
                     story_id = self.stories.restore(article, vectors[i], known_story)
@@ -289,11 +299,16 @@ class NewsModel:
                 results.append(Ingested(article.id, story_id, duplicate_of, True))
         return results
 
-    def _find_duplicate(self, article: Article, vector: npt.NDArray[np.float32]) -> str | None:
-        for other_id, _ in self.index.search(vector, 5, SearchFilters()):
-            other = self.index.get(other_id)
-            comparison = self.pair_scorer.compare(article, other, vector, self.index.vector(other_id))
-            if comparison.verdict == "duplicate":
+    def find_duplicate(
+        self, article: Article, vector: npt.NDArray[np.float32], search: ArticleSearch | None = None
+    ) -> str | None:
+        """The id of a known copy of ``article`` (the pair scorer's `duplicate` verdict), if any."""
+        search = search if search is not None else self.index
+        for other_id, _ in search.nearest(vector, 5, SearchFilters(exclude_ids=frozenset({article.id}))):
+            other = search.known(other_id)
+            if other is None:
+                continue
+            if self.pair_scorer.compare(article, other.article, vector, other.vector).verdict == "duplicate":
                 return other_id
         return None
 
@@ -301,6 +316,14 @@ class NewsModel:
         if article_id not in self.index:
             raise ArticleNotFoundError(article_id)
         return self.index.get(article_id)
+
+    def known(self, article_id: str) -> KnownArticle | None:
+        """An article this model indexes (the bundle's own corpus and what was added), or None."""
+        return self.index.known(article_id)
+
+    def story_members(self, story_id: str) -> list[str]:
+        """Ids of the indexed articles in a story."""
+        return [article_id for article_id in self.stories.members(story_id) if article_id in self.index]
 
     def score_head(self, name: str) -> ScoreHead:
         if name not in self.scores:

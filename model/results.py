@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 Verdict = Literal["duplicate", "same_story", "related", "unrelated"]
 VERDICTS: tuple[Verdict, ...] = ("duplicate", "same_story", "related", "unrelated")
@@ -36,6 +37,31 @@ class Classification:
     @property
     def labels(self) -> list[str]:
         return [topic.label for topic in self.topics]
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-ready dict for storage: the model's own format, independent of any HTTP shape."""
+        return {
+            "article_id": self.article_id,
+            "topics": [{"label": t.label, "probability": float(t.probability)} for t in self.topics],
+            "scores": {
+                name: {"value": s.value, "low": s.low, "high": s.high, "coverage": s.coverage}
+                for name, s in self.scores.items()
+            },
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], article_id: str | None = None) -> Classification:
+        """Read `to_record`'s dict back (unknown keys, e.g. of older stores, are ignored)."""
+        return cls(
+            article_id=str(record.get("article_id") or record.get("id") or article_id or ""),
+            topics=[TopicScore(str(t["label"]), float(t["probability"])) for t in record.get("topics", [])],
+            scores={
+                str(name): ScorePrediction(
+                    float(s["value"]), float(s["low"]), float(s["high"]), float(s["coverage"])
+                )
+                for name, s in (record.get("scores") or {}).items()
+            },
+        )
 
 
 @dataclass(frozen=True, slots=True)

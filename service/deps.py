@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from model.news_model import NewsModel
 from service.config import Settings, get_settings
 from service.errors import AdminDisabledError, UnauthorizedError
-from service.runtime import ServiceState
+from service.state import ServiceState
 from service.store import ArticleStore
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -17,7 +17,7 @@ from service.config import Settings, get_settings
 from service.errors import register_error_handlers
 from service.middleware import BodySizeLimit
 from service.routes import admin, articles, classify, health, similar
-from service.runtime import ServiceState
+from service.state import ServiceState
 
 logger = logging.getLogger(__name__)
 

@@ -32,6 +32,10 @@ ARTICLE_EXAMPLE_B: dict[str, Any] = {
     "webUrl": "https://www.example-news.com/tech/amazon-rekognition-police-moratorium",
     "provider": {"name": "Example News", "domain": "example-news.com"},
 }
+ARTICLES_EXAMPLES: dict[str, Any] = {
+    "one": {"summary": "One article", "value": ARTICLE_EXAMPLE},
+    "batch": {"summary": "A batch", "value": {"articles": [ARTICLE_EXAMPLE, ARTICLE_EXAMPLE_B]}},
+}
 
 
 # --- articles in ---------------------------------------------------------------------------

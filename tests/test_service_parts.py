@@ -12,7 +12,8 @@ from helpers import shared_embedder
 
 from service.batching import MicroBatcher
 from service.config import Settings
-from service.store import ArticleStore, SqliteArticleStore, StoredArticle, StoreError
+from service.store import ArticleStore, StoredArticle, StoreError
+from service.store.sqlite import SqliteArticleStore
 
 
 def stored(

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model.articles.article import Article, article_from_record
+from model.coverage.search import KnownArticle
 from model.errors import ArticleNotFoundError
 from model.results import SearchFilters
 
@@ -219,6 +220,18 @@ class ArticleIndex:
             if position is not None and position < n:
                 mask[position] = False
         return mask
+
+    # --- the `ArticleSearch` interface ---------------------------------------------------------
+
+    def nearest(
+        self, vector: npt.NDArray[np.floating], k: int, filters: SearchFilters
+    ) -> list[tuple[str, float]]:
+        return self.search(vector, k, filters)
+
+    def known(self, article_id: str) -> KnownArticle | None:
+        if article_id not in self:
+            return None
+        return KnownArticle(self.get(article_id), self.vector(article_id), self.story_of(article_id))
 
     def search(
         self, vector: npt.NDArray[np.floating], k: int = 10, filters: SearchFilters | None = None

@@ -5,10 +5,12 @@ Duplicates are found by blocking, never by comparing all pairs:
 1. equal canonical URL (AMP, AMP-cache and tracking variants reduce to one form);
 2. equal normalised text (title + excerpt), or equal long excerpt (wire copy re-posted under a
    new headline keeps its body);
-3. near-identical text: MinHash LSH proposes candidate pairs, exact shingle Jaccard confirms
-   them (≥ ``threshold``).
+3. near-identical text: MinHash LSH proposes candidate pairs, and the same duplicate rule the
+   pair scorer applies to one pair (`model.coverage.neardup.near_duplicate_score` ≥ ``threshold``)
+   confirms them.
 
-Pairs are joined with union-find into groups. Story clusters come from `StoryClusterer.fit`.
+Confirmed pairs are joined into groups as the connected components of their graph. Story
+clusters come from `StoryClusterer.fit`.
 """
 
 from __future__ import annotations
@@ -24,9 +26,19 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from model.articles.article import Article
-from model.coverage.neardup import MinHasher, jaccard, lsh_candidate_pairs, shingles, text_fingerprint
+from model.coverage.neardup import (
+    MIN_DUPLICATE_EXCERPT_CHARS,
+    MIN_DUPLICATE_TEXT_CHARS,
+    NEAR_DUPLICATE_JACCARD,
+    MinHasher,
+    lsh_candidate_pairs,
+    near_duplicate_score,
+    text_fingerprint,
+)
 from model.coverage.stories import StoryClusterer
 
 logger = logging.getLogger(__name__)
@@ -127,22 +139,6 @@ class DedupReport:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, x: int) -> int:
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
 def _exact_key_links(
     keys: Sequence[str | None], kind: DuplicateKind
 ) -> list[tuple[int, int, DuplicateKind, float]]:
@@ -150,7 +146,7 @@ def _exact_key_links(
     for i, key in enumerate(keys):
         if key:
             buckets[key].append(i)
-    # Chain each bucket to its first member: connected after union-find, linear in bucket size.
+    # Chain each bucket to its first member: connected as a graph, linear in bucket size.
     return [(m[0], other, kind, 1.0) for m in buckets.values() if len(m) > 1 for other in m[1:]]
 
 
@@ -158,9 +154,9 @@ def dedup_corpus(
     articles: Sequence[Article],
     vectors: npt.NDArray[np.floating] | None = None,
     *,
-    threshold: float = 0.8,
-    min_chars: int = 30,
-    min_excerpt_chars: int = 50,
+    threshold: float = NEAR_DUPLICATE_JACCARD,
+    min_chars: int = MIN_DUPLICATE_TEXT_CHARS,
+    min_excerpt_chars: int = MIN_DUPLICATE_EXCERPT_CHARS,
     num_perm: int = 64,
     bands: int = 16,
     stories: bool = True,
@@ -209,13 +205,6 @@ def dedup_corpus(
     seconds["lsh"] = time.perf_counter() - step
     step = time.perf_counter()
     already = {(min(a, b), max(a, b)) for a, b, _, _ in links}
-    shingle_cache: dict[int, set[str]] = {}
-
-    def shingle_set(i: int) -> set[str]:
-        if i not in shingle_cache:
-            shingle_cache[i] = shingles(texts[i])
-        return shingle_cache[i]
-
     verified = 0
     for x, y in candidate_pairs:
         a, b = candidates_idx[x], candidates_idx[y]
@@ -223,7 +212,7 @@ def dedup_corpus(
         if key in already:
             continue
         verified += 1
-        similarity = jaccard(shingle_set(a), shingle_set(b))
+        similarity = near_duplicate_score(texts[a], texts[b], articles[a].excerpt, articles[b].excerpt)
         if similarity >= threshold:
             links.append((key[0], key[1], "near_text", similarity))
     seconds["verify"] = time.perf_counter() - step
@@ -255,12 +244,16 @@ def dedup_corpus(
 def _build_groups(
     articles: Sequence[Article], links: list[tuple[int, int, DuplicateKind, float]], keep_links: bool
 ) -> list[DuplicateGroup]:
-    forest = _UnionFind(len(articles))
-    for a, b, _, _ in links:
-        forest.union(a, b)
+    n = len(articles)
+    if not links:
+        return []
+    rows = np.array([a for a, _, _, _ in links])
+    cols = np.array([b for _, b, _, _ in links])
+    graph = coo_matrix((np.ones(len(links), dtype=np.int8), (rows, cols)), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
     by_root: dict[int, list[tuple[int, int, DuplicateKind, float]]] = defaultdict(list)
     for link in links:
-        by_root[forest.find(link[0])].append(link)
+        by_root[int(component[link[0]])].append(link)
     groups = []
     for group_links in by_root.values():
         members = sorted({i for a, b, _, _ in group_links for i in (a, b)})

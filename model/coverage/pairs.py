@@ -29,7 +29,7 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from sklearn.utils.validation import check_is_fitted
 
 from model.articles.article import Article
-from model.coverage.neardup import jaccard, shingles
+from model.coverage import neardup
 from model.results import Comparison, PairEvidence, Verdict
 
 # Columns of `pair_feature_matrix`, in order.
@@ -45,9 +45,10 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 _COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
-# An excerpt shorter than this is too generic ("Click here to read more") to call two articles
-# duplicates on its own.
-_MIN_EXCERPT_FOR_DUPLICATE = 100
+# SemEval-2022 Task 8 grades pairs 1 (same story) to 4 (unrelated); a mean `overall` at or below
+# this is a same-story pair (the task's own binarisation), at or below RELATED_MAX_OVERALL related.
+SAME_STORY_MAX_OVERALL = 1.5
+RELATED_MAX_OVERALL = 2.5
 _WORD = re.compile(r"[^\W\d_][\w'’-]+|\d[\d.,]*", re.UNICODE)
 
 
@@ -65,15 +66,8 @@ def _dice(a: set[str], b: set[str]) -> float:
 
 
 def near_duplicate_score(a: Article, b: Article) -> float:
-    """Character-5-shingle Jaccard of the two texts, or of the excerpts when both are long.
-
-    Wire copy is often re-posted under a new headline with the body unchanged; the excerpt alone
-    then shows the copy while title + excerpt would dilute it.
-    """
-    whole = jaccard(shingles(a.text), shingles(b.text))
-    if len(a.excerpt) >= _MIN_EXCERPT_FOR_DUPLICATE and len(b.excerpt) >= _MIN_EXCERPT_FOR_DUPLICATE:
-        return max(whole, jaccard(shingles(a.excerpt), shingles(b.excerpt)))
-    return whole
+    """The shared duplicate rule's score (`model.coverage.neardup.near_duplicate_score`) for two articles."""
+    return neardup.near_duplicate_score(a.text, b.text, a.excerpt, b.excerpt)
 
 
 def pair_evidence(
@@ -192,7 +186,7 @@ class PairScorer(BaseEstimator):
         *,
         features: tuple[str, ...] | None = None,
         alpha: float = 1e-3,
-        duplicate_threshold: float = 0.8,
+        duplicate_threshold: float = neardup.NEAR_DUPLICATE_JACCARD,
         same_story_threshold: float | None = None,
         related_threshold: float | None = None,
         max_same_story_gap_hours: float = 168.0,
@@ -305,12 +299,12 @@ class PairScorer(BaseEstimator):
         elif binary:
             self.same_story_threshold_ = self._DEFAULT_SAME_STORY
         else:
-            cut = _best_f1_threshold(scores, y <= 1.5)
+            cut = _best_f1_threshold(scores, y <= SAME_STORY_MAX_OVERALL)
             self.same_story_threshold_ = self._DEFAULT_SAME_STORY if math.isnan(cut) else cut
         if self.related_threshold is not None:
             self.related_threshold_ = float(self.related_threshold)
         else:
-            cut = _best_f1_threshold(scores, y >= 0.5 if binary else y <= 2.5)
+            cut = _best_f1_threshold(scores, y >= 0.5 if binary else y <= RELATED_MAX_OVERALL)
             self.related_threshold_ = self._DEFAULT_RELATED if math.isnan(cut) else cut
         # A related cut above the same-story cut would make same_story unreachable.
         self.related_threshold_ = min(self.related_threshold_, self.same_story_threshold_)

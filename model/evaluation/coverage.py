@@ -12,13 +12,12 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import precision_recall_fscore_support
 
 from model.articles.article import Article
 from model.articles.seeds import SeedCorpus
-from model.coverage.pairs import PairScorer
+from model.coverage.pairs import SAME_STORY_MAX_OVERALL, PairScorer
 from model.results import Verdict
-
-SAME_STORY_MAX_OVERALL = 1.5
 
 # (query article, its vector, candidate article, candidate vector) -> score, higher = more related
 Ranker = Callable[[Article, npt.NDArray[np.float32], Article, npt.NDArray[np.float32]], float]
@@ -111,9 +110,10 @@ def pair_metrics(
             raise ValueError(f"{len(overall)} pairs but {len(verdicts)} verdicts")
         called = np.array([v in ("same_story", "duplicate") for v in verdicts])
         positive = overall <= SAME_STORY_MAX_OVERALL
-        tp = int((called & positive).sum())
-        precision = tp / called.sum() if called.any() else 0.0
-        recall = tp / positive.sum() if positive.any() else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        result.update(same_story_f1=f1, same_story_precision=precision, same_story_recall=recall)
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            positive, called, average="binary", zero_division=0
+        )
+        result.update(
+            same_story_f1=float(f1), same_story_precision=float(precision), same_story_recall=float(recall)
+        )
     return result

@@ -15,13 +15,8 @@ from collections.abc import Collection, Sequence
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import spearmanr
-
-
-def _f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return precision, recall, f1
+from sklearn.metrics import precision_recall_fscore_support
+from sklearn.preprocessing import MultiLabelBinarizer
 
 
 def topic_metrics(
@@ -49,29 +44,29 @@ def topic_metrics(
     true_sets = [{t} if isinstance(t, str) else set(t) for t in y_true]
     pred_sets = [{p} if isinstance(p, str) else set(p) for p in y_pred]
     all_labels = sorted(set().union(*true_sets, *pred_sets)) if true_sets else []
-    counts = {label: [0, 0, 0] for label in all_labels}  # tp, fp, fn
-    exact = 0
-    for true, pred in zip(true_sets, pred_sets, strict=True):
-        exact += true == pred
-        for label in true & pred:
-            counts[label][0] += 1
-        for label in pred - true:
-            counts[label][1] += 1
-        for label in true - pred:
-            counts[label][2] += 1
-    per_label = {}
-    for label, (tp, fp, fn) in counts.items():
-        precision, recall, f1 = _f1(tp, fp, fn)
-        per_label[label] = {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn}
-    tp, fp, fn = (sum(c[i] for c in counts.values()) for i in range(3))
-    micro_p, micro_r, micro_f1 = _f1(tp, fp, fn)
+    per_label: dict[str, dict[str, float]] = {}
+    micro_p = micro_r = micro_f1 = 0.0
+    if all_labels:
+        binarizer = MultiLabelBinarizer(classes=all_labels)
+        truth, predicted = binarizer.fit_transform(true_sets), binarizer.transform(pred_sets)
+        precision, recall, f1, support = precision_recall_fscore_support(
+            truth, predicted, average=None, zero_division=0
+        )
+        per_label = {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(all_labels, precision, recall, f1, support, strict=True)
+        }
+        micro_p, micro_r, micro_f1, _ = precision_recall_fscore_support(
+            truth, predicted, average="micro", zero_division=0
+        )
+    exact = sum(true == pred for true, pred in zip(true_sets, pred_sets, strict=True))
     macro_set = sorted(labels) if labels is not None else sorted(set().union(*true_sets)) if true_sets else []
     macro = [per_label[label]["f1"] if label in per_label else 0.0 for label in macro_set]
     return {
         "n": len(true_sets),
-        "micro_f1": micro_f1,
-        "micro_precision": micro_p,
-        "micro_recall": micro_r,
+        "micro_f1": float(micro_f1),
+        "micro_precision": float(micro_p),
+        "micro_recall": float(micro_r),
         "macro_f1": float(np.mean(macro)) if macro else 0.0,
         "macro_f1_union": float(np.mean([v["f1"] for v in per_label.values()])) if per_label else 0.0,
         "macro_labels": len(macro_set),

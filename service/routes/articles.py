@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Response
 
-from model.articles.article import Article, article_from_record
+from model.articles.article import article_from_record
+from model.errors import ArticleNotFoundError
+from model.results import Classification
 from service.deps import ModelDep, SettingsDep, StateDep, StoreDep
 from service.errors import StoryNotFoundError
-from service.routes.classify import ARTICLES_EXAMPLES
-from service.runtime import classify, parse_articles, unpack_batch
+from service.ingest import ingest_articles
+from service.parsing import parse_articles, unpack_batch
 from service.schemas import (
+    ARTICLES_EXAMPLES,
     ClassificationOut,
     ErrorOut,
     IngestBatchOut,
@@ -30,13 +32,18 @@ router = APIRouter(prefix="/v1", tags=["articles"])
 ArticleId = Annotated[str, Path(description="Article id, as returned by ingest or search.", max_length=200)]
 
 
+def _classification(stored: StoredArticle) -> ClassificationOut:
+    classification = Classification.from_record(stored.classification, stored.id)
+    return ClassificationOut.of(classification, stored.model_version or "unknown")
+
+
 def _result(stored: StoredArticle, created: bool) -> IngestResultOut:
     return IngestResultOut(
         id=stored.id,
         created=created,
         story_id=stored.story_id,
         duplicate_of=stored.duplicate_of,
-        classification=ClassificationOut.model_validate(stored.classification),
+        classification=_classification(stored),
     )
 
 
@@ -68,52 +75,8 @@ async def ingest(
     A single new article answers 201, a known one 200; a batch always answers 200."""
     items, batch = unpack_batch(body, settings)
     articles = parse_articles(items, batch=batch)
-    first: dict[str, Article] = {}
-    for article in articles:
-        first.setdefault(article.id, article)
-    known = await asyncio.to_thread(store.get_many, list(first))
-    fresh = [article for article_id, article in first.items() if article_id not in known]
-    created: set[str] = set()
-    if fresh:
-        results, vectors = await classify(state, model, fresh)
-        async with state.write_lock:
-            # Re-check under the lock: a concurrent request may have stored the same article, and
-            # a reload may have swapped the model while we encoded (add to the current one).
-            current = state.require_model()
-            again = await asyncio.to_thread(store.get_many, [a.id for a in fresh])
-            known.update(again)
-            rows = [i for i, article in enumerate(fresh) if article.id not in again]
-            if rows:
-                todo = [fresh[i] for i in rows]
-                ingested = await asyncio.to_thread(current.add, todo, vectors[rows])
-                now = datetime.now(UTC)
-                records = [
-                    StoredArticle(
-                        id=article.id,
-                        record=article.to_record(),
-                        embedding=vectors[i],
-                        story_id=done.story_id,
-                        classification=ClassificationOut.of(results[i], model.version).model_dump(
-                            mode="json"
-                        ),
-                        created_at=now,
-                        canonical_url=article.canonical_url,
-                        published_at=article.published_at,
-                        duplicate_of=done.duplicate_of,
-                        model_version=model.version,
-                    )
-                    for i, article, done in zip(rows, todo, ingested, strict=True)
-                ]
-                inserted = await asyncio.to_thread(store.put_many, records)
-                for record, new in zip(records, inserted, strict=True):
-                    known[record.id] = record
-                    if new:
-                        created.add(record.id)
-    out: list[IngestResultOut] = []
-    for article in articles:
-        # Only the first copy of an article in this request counts as created.
-        out.append(_result(known[article.id], article.id in created))
-        created.discard(article.id)
+    outcomes = await ingest_articles(state, model, store, articles)
+    out = [_result(outcome.stored, outcome.created) for outcome in outcomes]
     if batch:
         response.status_code = 200
         return IngestBatchOut(model_version=model.version, results=out)
@@ -136,18 +99,20 @@ async def get_article(article_id: ArticleId, state: StateDep) -> StoredArticleOu
             article=stored.record,
             story_id=stored.story_id,
             duplicate_of=stored.duplicate_of,
-            classification=ClassificationOut.model_validate(stored.classification),
+            classification=_classification(stored),
             stored=True,
             created_at=stored.created_at,
         )
     model = state.require_model()
-    article = model.get(article_id)  # ArticleNotFoundError: 404
-    vector = model.index.vector(article_id)[None, :]
-    classification = (await asyncio.to_thread(model.classify, [article], embeddings=vector))[0]
+    known = model.known(article_id)
+    if known is None:
+        raise ArticleNotFoundError(article_id)
+    article = known.article
+    classification = (await asyncio.to_thread(model.classify, [article], embeddings=known.vector[None, :]))[0]
     return StoredArticleOut(
         id=article.id,
         article=article.to_record(),
-        story_id=model.stories.story_of(article.id),
+        story_id=known.story_id,
         classification=ClassificationOut.of(classification, model.version),
         stored=False,
     )
@@ -171,8 +136,8 @@ async def get_story(
         seen = {stored.id for stored in members}
         rows += [
             (model.get(article_id), None)
-            for article_id in model.stories.members(story_id)
-            if article_id not in seen and article_id in model.index
+            for article_id in model.story_members(story_id)
+            if article_id not in seen
         ]
     if not rows:
         raise StoryNotFoundError(f"no known article belongs to story {story_id!r}")

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query
 
 from service.deps import ModelDep, SettingsDep, StateDep
-from service.runtime import classify, parse_articles, unpack_batch
+from service.inference import classify
+from service.parsing import parse_articles, unpack_batch
 from service.schemas import (
-    ARTICLE_EXAMPLE,
-    ARTICLE_EXAMPLE_B,
+    ARTICLES_EXAMPLES,
     ArticleBatch,
     ClassificationOut,
     ClassifyBatchOut,
@@ -19,11 +19,6 @@ from service.schemas import (
 )
 
 router = APIRouter(prefix="/v1", tags=["classify"])
-
-ARTICLES_EXAMPLES = {
-    "one": {"summary": "One article", "value": ARTICLE_EXAMPLE},
-    "batch": {"summary": "A batch", "value": {"articles": [ARTICLE_EXAMPLE, ARTICLE_EXAMPLE_B]}},
-}
 
 
 @router.post(

@@ -10,7 +10,7 @@ from model.articles.article import Article, Provider
 from model.results import SearchFilters
 from service.deps import ModelDep, SettingsDep
 from service.errors import BadRequestError
-from service.runtime import parse_article
+from service.parsing import parse_article
 from service.schemas import CompareOut, CompareRequest, ErrorOut, SimilarHitOut, SimilarOut, SimilarRequest
 
 router = APIRouter(prefix="/v1", tags=["similar"])

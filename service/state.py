@@ -12,23 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
-from model.articles.article import Article, article_from_record
+from model.articles.article import article_from_record
 from model.bundle import resolve_bundle
 from model.encoders.embedder import Embedder
-from model.errors import InvalidArticleError, NewsDeskError
+from model.errors import NewsDeskError
 from model.news_model import NewsModel
-from model.results import Classification
 from service.batching import MicroBatcher
 from service.config import Settings
-from service.errors import ModelUnavailableError, PayloadTooLargeError, StoreUnavailableError
-from service.schemas import ArticleBatch, ArticleIn
+from service.errors import ModelUnavailableError, StoreUnavailableError
 from service.store import ArticleStore, StoredArticle, open_store
 
 logger = logging.getLogger(__name__)
@@ -181,50 +177,3 @@ class ServiceState:
                 "reloaded: %s -> %s (%d stored articles) in %.1fs", previous, model.version, restored, seconds
             )
             return ReloadResult(True, previous, model.version, restored, seconds)
-
-
-# --- shared request steps ------------------------------------------------------------------
-
-
-def parse_article(item: ArticleIn, where: str | None = None) -> Article:
-    """An `Article` from a request item; ``where`` prefixes the field in errors (``articles[3].webUrl``)."""
-    try:
-        return article_from_record(item.to_record())
-    except InvalidArticleError as error:
-        if where is None:
-            raise
-        raise InvalidArticleError(f"{where}.{error.field}", error.reason) from None
-
-
-def parse_articles(items: list[ArticleIn], *, batch: bool) -> list[Article]:
-    return [parse_article(item, f"articles[{i}]" if batch else None) for i, item in enumerate(items)]
-
-
-def unpack_batch(body: ArticleIn | ArticleBatch, settings: Settings) -> tuple[list[ArticleIn], bool]:
-    """The request's articles and whether it was a batch; a batch over the limit is refused."""
-    if isinstance(body, ArticleBatch):
-        if len(body.articles) > settings.max_batch:
-            raise PayloadTooLargeError(
-                f"articles: at most {settings.max_batch} articles per request, got {len(body.articles)}; "
-                "split the batch"
-            )
-        return body.articles, True
-    return [body], False
-
-
-async def classify(
-    state: ServiceState, model: NewsModel, articles: Sequence[Article], *, all_scores: bool = False
-) -> tuple[list[Classification], npt.NDArray[np.float32]]:
-    """Classifications and vectors of ``articles``, micro-batched with concurrent requests.
-
-    One worker-thread call encodes the whole micro-batch and runs the heads on it, so the
-    heads' per-call overhead is paid once per batch and never on the event loop.
-    """
-
-    def run(batch: list[Article]) -> list[tuple[Classification, npt.NDArray[np.float32]]]:
-        vectors = model.embedder.encode([article.text for article in batch])
-        results = model.classify(batch, all_scores=all_scores, embeddings=vectors)
-        return list(zip(results, vectors, strict=True))
-
-    pairs = await state.batcher.submit(("classify", id(model), all_scores), articles, run)
-    return [result for result, _ in pairs], np.stack([vector for _, vector in pairs])

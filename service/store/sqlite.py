@@ -1,9 +1,7 @@
-"""The durable article store: what the service ingested, with the vectors to rebuild its index.
+"""`SqliteArticleStore`: the embedded default backend, one SQLite file beside the service.
 
-`ArticleStore` is the interface the routes and the lifespan use; `SqliteArticleStore` is the
-default backend (one file, WAL mode, ``synchronous=FULL`` so a committed ingest survives a power
-cut). A PostgreSQL + pgvector backend implements the same methods: the embedding becomes a
-``vector(dim)`` column and `iter_since` a keyset scan on ``seq``.
+WAL mode (readers never block the writer) and ``synchronous=FULL`` (a committed ingest survives
+a power cut).
 """
 
 from __future__ import annotations
@@ -13,71 +11,17 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from model.errors import NewsDeskError
+from service.store.base import StoredArticle, StoreError
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-
-
-class StoreError(NewsDeskError):
-    """The article store cannot be opened, read or written."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredArticle:
-    """One ingested article as the store keeps it."""
-
-    id: str
-    record: dict[str, Any]
-    embedding: npt.NDArray[np.float32]
-    story_id: str
-    classification: dict[str, Any]
-    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    canonical_url: str | None = None
-    published_at: datetime | None = None
-    duplicate_of: str | None = None
-    model_version: str | None = None
-    seq: int = 0  # insertion order, assigned by the store; 0 until stored
-
-
-@runtime_checkable
-class ArticleStore(Protocol):
-    """What the service needs from a store. Every method may raise `StoreError`."""
-
-    def put_many(self, articles: Sequence[StoredArticle]) -> list[bool]:
-        """Store articles in one durable transaction; True for each new id, False if it was known."""
-        ...
-
-    def get(self, article_id: str) -> StoredArticle | None: ...
-
-    def get_many(self, article_ids: Sequence[str]) -> dict[str, StoredArticle]: ...
-
-    def by_story(self, story_id: str, limit: int = 1000) -> list[StoredArticle]:
-        """A story's stored articles, newest publication first (unknown dates last)."""
-        ...
-
-    def iter_since(self, seq: int = 0, chunk: int = 1000) -> Iterator[StoredArticle]:
-        """Every article stored after ``seq``, in insertion order."""
-        ...
-
-    def last_seq(self) -> int: ...
-
-    def count(self) -> int: ...
-
-    def ping(self) -> None:
-        """Raise `StoreError` unless the store answers a trivial query."""
-        ...
-
-    def close(self) -> None: ...
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -242,10 +186,3 @@ class SqliteArticleStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-def open_store(backend: str, store_dir: Path) -> ArticleStore:
-    """The configured store; new backends register here."""
-    if backend == "sqlite":
-        return SqliteArticleStore(store_dir / "articles.sqlite3")
-    raise StoreError(f"unknown store backend {backend!r}, expected one of: sqlite")

@@ -1,0 +1,20 @@
+"""The durable article store: one interface (`base.ArticleStore`), one module per backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service.store.base import ArticleStore, StoredArticle, StoreError
+
+__all__ = ["ArticleStore", "StoreError", "StoredArticle", "open_store"]
+
+BACKENDS = ("sqlite",)
+
+
+def open_store(backend: str, store_dir: Path) -> ArticleStore:
+    """The configured store; a new backend adds a module beside `sqlite` and a branch here."""
+    if backend == "sqlite":
+        from service.store.sqlite import SqliteArticleStore
+
+        return SqliteArticleStore(store_dir / "articles.sqlite3")
+    raise StoreError(f"unknown store backend {backend!r}, expected one of: {', '.join(BACKENDS)}")
