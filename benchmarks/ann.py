@@ -311,10 +311,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Compare hnswlib, usearch and faiss HNSW (model.coverage.faiss_ann.AnnIndex) on clustered "
-        "news-like "
-        "vectors: build time, memory, single-query p50/p99 latency and recall@10, unfiltered and with "
-        "date-range / provider filters. Start with --n 100000.",
+        description="Compare hnswlib, usearch and faiss HNSW (model.coverage.faiss_ann.AnnIndex) on "
+        "clustered news-like vectors: build time, memory, single-query p50/p99 latency and recall@10, "
+        "unfiltered and with date-range / provider filters. Start with --n 100000.",
     )
     parser.add_argument("--n", type=int, default=1_000_000, help="vectors in the index")
     parser.add_argument("--queries", type=int, default=500, help="single queries timed (held out)")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import pickle
 import sys
 import time
@@ -29,6 +28,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import MultiLabelBinarizer
 from sklearn.svm import LinearSVC
 
+from benchmarks.common import corpus_dir
 from model.articles.article import Article
 from model.articles.seeds import read_seeds
 from model.encoders.embedder import Embedder, EmbeddingCache
@@ -44,7 +44,7 @@ def _load(data_dir: Path, folder: str, embedder: Embedder) -> tuple[list[Article
     path = data_dir / folder
     if not path.is_dir():
         raise SystemExit(
-            f"no corpus at {path}: pass --data-dir pointing at shared/data (or set NEWSDESK_DATA_DIR)"
+            f"no corpus at {path}: pass --data-dir pointing at shared/data (or set NEWSDESK_CORPUS_DIR)"
         )
     articles = sorted(read_seeds([path]).articles.values(), key=lambda a: a.id)
     start = time.perf_counter()
@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(os.environ.get("NEWSDESK_DATA_DIR", "../shared/data")),
-        help="folder holding reuters/, agnews/ and hn/ (default: $NEWSDESK_DATA_DIR or ../shared/data)",
+        default=corpus_dir(),
+        help="folder holding reuters/, agnews/ and hn/ (default: $NEWSDESK_CORPUS_DIR or ../shared/data)",
     )
     parser.add_argument(
         "--cache",

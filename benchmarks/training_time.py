@@ -40,7 +40,7 @@ TARGET_RATIO = 10.0
 
 def corpus_dir() -> Path:
     """The shared corpora: $NEWSDESK_CORPUS_DIR, else ../shared/data beside the repository."""
-    env = os.environ.get("NEWSDESK_CORPUS_DIR") or os.environ.get("NEWSDESK_DATA_DIR")
+    env = os.environ.get("NEWSDESK_CORPUS_DIR")
     return Path(env) if env else ROOT.parent / "shared" / "data"
 
 

@@ -36,6 +36,13 @@ class SeedFormatError(InvalidArticleError):
         return str(self.args[0])
 
 
+class DataFileError(NewsDeskError, ValueError):
+    """A data file the library reads (a graded pairs TSV, a saved index) is missing or malformed.
+
+    The message names the file (and line), what was expected and what was found.
+    """
+
+
 class BundleError(NewsDeskError):
     """A model bundle is missing, incomplete, corrupt or built for another embedding model."""
 

@@ -67,9 +67,7 @@ def test_no_import_cycles_anywhere() -> None:
 @pytest.mark.parametrize("forbidden", ["service", "training", "benchmarks"])
 def test_model_imports_nothing_from_outside_it(forbidden: str) -> None:
     graph = import_graph()
-    arrows = [
-        (a, b) for a, b in graph.edges if a.split(".")[0] == "model" and b.split(".")[0] == forbidden
-    ]
+    arrows = [(a, b) for a, b in graph.edges if a.split(".")[0] == "model" and b.split(".")[0] == forbidden]
     assert arrows == []
 
 

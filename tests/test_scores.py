@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
+from helpers import corpus_path
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from model.articles.article import Article, Provider
@@ -15,8 +15,6 @@ from model.errors import NotFittedError
 from model.evaluation.tagging import score_metrics
 from model.results import ScorePrediction
 from model.tagging.scores import InsufficientDataError, ScoreHead, ScoreRegressor
-
-DATA_DIR = Path(os.environ.get("NEWSDESK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 @parametrize_with_checks([ScoreRegressor()])
@@ -99,9 +97,7 @@ def test_score_head_beats_the_provider_mean_on_real_hn_headlines():
     from model.articles.seeds import read_seeds
     from model.encoders.embedder import Embedder, EmbeddingCache
 
-    path = DATA_DIR / "hn"
-    if not path.is_dir():
-        pytest.skip(f"shared data {path} not found (set NEWSDESK_DATA_DIR to the shared/data folder)")
+    path = corpus_path("hn")
     articles = sorted(read_seeds([path]).articles.values(), key=lambda a: a.id)[:3000]
     emb = Embedder(cache=EmbeddingCache(Path.home() / ".cache" / "news-desk" / "embeddings.sqlite")).encode(
         [a.text for a in articles]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
+from helpers import corpus_path
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from model.articles.article import Article
@@ -16,8 +16,6 @@ from model.evaluation.tagging import topic_metrics
 from model.results import TopicScore
 from model.tagging.features import ArticleFeaturizer
 from model.tagging.topics import TopicClassifier, TopicTagger
-
-DATA_DIR = Path(os.environ.get("NEWSDESK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 @parametrize_with_checks([TopicClassifier(cv=3)])
@@ -119,9 +117,7 @@ def embedder():
 def _read(folder: str, limit: int) -> list[Article]:
     from model.articles.seeds import read_seeds
 
-    path = DATA_DIR / folder
-    if not path.is_dir():
-        pytest.skip(f"shared data {path} not found (set NEWSDESK_DATA_DIR to the shared/data folder)")
+    path = corpus_path(folder)
     articles = sorted(read_seeds([path]).articles.values(), key=lambda a: a.id)
     return articles[:limit]
 

@@ -1,5 +1,6 @@
 """The training CLI end to end on small real data: fit, evaluate, reload, retrain."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -12,8 +13,8 @@ from helpers import ROOT, SAMPLE_SEED, corpus_path, shared_embedder
 
 from model.articles.seeds import read_seeds
 from model.bundle import MANIFEST, resolve_bundle
-from model.news_model import NewsModel
 from model.errors import BundleError
+from model.news_model import NewsModel
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -172,6 +173,73 @@ def test_malformed_seed_fails_with_file_and_field(tmp_path):
     assert result.returncode == 2
     assert f"{bad}: quality: expected a number from 0 to 100, got 140" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Exit 2 and a single `error: ...` line naming what is wrong; never a traceback."""
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["fit", "evaluate", "dedup"])
+def test_empty_seeds_folder_is_a_one_line_error(command, tmp_path, trained):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    extra = {
+        "fit": ["--out", str(tmp_path / "b")],
+        "evaluate": ["--model", str(trained[0] / "bundles")],
+        "dedup": ["--out", str(tmp_path / "report.jsonl")],
+    }[command]
+    result = run_cli(command, "--seeds", str(empty), *extra, "--no-cache", "--no-progress")
+    _assert_one_line_error(result, str(empty), "seeds: no articles found")
+
+
+def test_seeds_that_are_all_invalid_are_an_error_even_when_skipped(tmp_path):
+    bad = tmp_path / "bad.md"
+    bad.write_text("---\ntitle: Fine\nquality: 140\n---\n")
+    result = run_cli(
+        "fit", "--seeds", str(tmp_path), "--out", str(tmp_path / "b"), "--skip-invalid", "--no-cache"
+    )
+    assert f"skipped: {bad}: quality" in result.stderr
+    _assert_one_line_error(result, "no articles found (1 files skipped as invalid)")
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("a\tb\n1\t2\n", "missing columns"),
+        ("id1\tid2\toverall\ttitle1\ttitle2\texcerpt1\texcerpt2\nx\ty\tlots\tA\tB\t\t\n", ":2: overall"),
+        (None, "cannot read a graded pairs file"),
+    ],
+    ids=["missing-columns", "bad-number", "missing-file"],
+)
+def test_bad_pairs_file_is_a_one_line_error_before_any_fitting(content, needle, tmp_path):
+    pairs = tmp_path / "pairs.tsv"
+    if content is not None:
+        pairs.write_text(content)
+    result = run_cli(
+        "fit", "--seeds", str(SAMPLE_SEED), "--out", str(tmp_path / "b"), "--pairs", str(pairs), "--no-cache"
+    )
+    _assert_one_line_error(result, str(pairs), needle)
+    assert not (tmp_path / "b").exists()
+
+
+def test_corrupt_index_in_a_bundle_is_a_one_line_error(trained, tmp_path):
+    root, _, _ = trained
+    copy = tmp_path / "bundle"
+    shutil.copytree(resolve_bundle(root / "bundles"), copy)
+    damaged = copy / "index" / "vectors.npy"
+    damaged.write_bytes(b"not a numpy file")
+    # Re-sign the damaged file, so the manifest check passes and the index loader meets it.
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["files"]["index/vectors.npy"] = hashlib.sha256(damaged.read_bytes()).hexdigest()
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    result = run_cli("evaluate", "--model", str(copy), "--seeds", str(SAMPLE_SEED), "--no-progress")
+    _assert_one_line_error(result, str(copy / "index"), "unreadable article index")
 
 
 def test_help_lists_every_command():

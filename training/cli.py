@@ -24,7 +24,7 @@ from typing import Any
 
 from model.articles.seeds import SeedCorpus, read_seeds
 from model.encoders.embedder import Embedder, EmbeddingCache
-from model.errors import NewsDeskError
+from model.errors import NewsDeskError, SeedFormatError
 
 logger = logging.getLogger("training")
 
@@ -163,7 +163,24 @@ def _read(paths: Sequence[Path], args: argparse.Namespace) -> SeedCorpus:
     corpus = read_seeds(paths, skip_invalid=args.skip_invalid, progress=not args.no_progress)
     for error in corpus.errors:
         print(f"skipped: {error}", file=sys.stderr)
+    if not corpus.articles:
+        where = ", ".join(str(path) for path in paths)
+        skipped = f" ({len(corpus.errors)} files skipped as invalid)" if corpus.errors else ""
+        raise SeedFormatError(
+            where,
+            "seeds",
+            f"no articles found{skipped}; expected .md/.txt/.yaml files with YAML front matter "
+            "between '---' lines, or .jsonl files with one article per line",
+        )
     return corpus
+
+
+def _check_pairs(path: Path | None) -> None:
+    """Read a graded pairs file up front, so a bad one fails before minutes of fitting."""
+    if path is not None:
+        from model.coverage.pairs import read_pairs_tsv
+
+        read_pairs_tsv(path)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -171,6 +188,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from training.trainer import TrainingOptions, evaluate_model, fit_news_model, split_holdout
 
     started = time.perf_counter()
+    _check_pairs(args.pairs)
     corpus = _read(args.seeds, args)
     embedder = _embedder(args)
 
@@ -257,6 +275,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from model.news_model import NewsModel
     from training.trainer import evaluate_model
 
+    _check_pairs(args.pairs)
     corpus = _read(args.seeds, args)
     model = NewsModel.load(args.model, embedder=_embedder(args))
     metrics = evaluate_model(model, corpus, pairs=args.pairs, progress=not args.no_progress)

@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from model.articles.article import Article, article_from_record
 from model.coverage.search import KnownArticle
-from model.errors import ArticleNotFoundError
+from model.errors import ArticleNotFoundError, DataFileError
 from model.results import SearchFilters
 
 logger = logging.getLogger(__name__)
@@ -304,11 +304,24 @@ class ArticleIndex:
 
     @classmethod
     def load(cls, directory: str | Path) -> ArticleIndex:
-        """Read an index written by `save`."""
+        """Read an index written by `save`; a missing or damaged file is a `DataFileError`."""
         directory = Path(directory)
+        try:
+            return cls._load(directory)
+        except DataFileError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as error:
+            # np.load, json and the article parser each fail their own way on a damaged file.
+            raise DataFileError(
+                f"{directory}: unreadable article index ({type(error).__name__}: {error}); "
+                "rebuild it (retrain the bundle)"
+            ) from None
+
+    @classmethod
+    def _load(cls, directory: Path) -> ArticleIndex:
         meta = json.loads((directory / _META_FILE).read_text(encoding="utf-8"))
         if meta.get("format") != INDEX_FORMAT:
-            raise ValueError(
+            raise DataFileError(
                 f"{directory / _META_FILE}: index format {meta.get('format')}, expected {INDEX_FORMAT}"
             )
         index = cls(dim=int(meta["dim"]), ann_threshold=int(meta.get("ann_threshold", 50_000)))
@@ -320,6 +333,6 @@ class ArticleIndex:
                 articles.append(article_from_record(item["article"], require_text=False))
                 stories.append(item["story_id"])
         if len(articles) != len(vectors):
-            raise ValueError(f"{directory}: {len(articles)} articles but {len(vectors)} vectors")
+            raise DataFileError(f"{directory}: {len(articles)} articles but {len(vectors)} vectors")
         index.add(articles, vectors.astype(np.float32), stories)
         return index

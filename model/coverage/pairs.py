@@ -30,6 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from model.articles.article import Article
 from model.coverage import neardup
+from model.errors import DataFileError
 from model.results import Comparison, PairEvidence, Verdict
 
 # Columns of `pair_feature_matrix`, in order.
@@ -365,21 +366,32 @@ class GradedPair:
 def read_pairs_tsv(path: str | Path) -> list[GradedPair]:
     """Read a graded pair file with columns ``id1 id2 overall title1 title2 excerpt1 excerpt2 [file]``.
 
-    Raises ValueError naming the line and column when a row is malformed.
+    Raises `DataFileError` naming the file, line and column when the file cannot be read or a
+    row is malformed.
     """
     path = Path(path)
+    try:
+        return _read_pairs(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DataFileError(f"{path}: cannot read a graded pairs file ({error})") from None
+
+
+def _read_pairs(path: Path) -> list[GradedPair]:
     pairs = []
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle, delimiter="\t")
         required = {"id1", "id2", "overall", "title1", "title2", "excerpt1", "excerpt2"}
         missing = required - set(reader.fieldnames or ())
         if missing:
-            raise ValueError(f"{path}: missing columns {sorted(missing)}; expected {sorted(required)}")
+            raise DataFileError(
+                f"{path}: missing columns {sorted(missing)}; "
+                f"expected tab-separated columns {sorted(required)}"
+            )
         for line, row in enumerate(reader, start=2):
             try:
                 overall = float(row["overall"])
             except (TypeError, ValueError):
-                raise ValueError(
+                raise DataFileError(
                     f"{path}:{line}: overall: expected a number, got {row['overall']!r}"
                 ) from None
             pairs.append(
