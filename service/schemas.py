@@ -42,7 +42,7 @@ ARTICLES_EXAMPLES: dict[str, Any] = {
 
 
 class ProviderIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
 
     name: str | None = Field(None, description="Outlet name, e.g. `Reuters`.")
     domain: str | None = Field(None, description="Outlet domain, e.g. `reuters.com`.")
@@ -54,18 +54,26 @@ class ImageIn(BaseModel):
     url: str
     width: int | None = None
     height: int | None = None
-    isCached: bool | None = None
+    isCached: Annotated[bool | None, Field(strict=True)] = None
 
 
 class ArticleIn(BaseModel):
-    """One article in the seed's field names. Unknown fields are accepted and kept."""
+    """One article in the seed's field names (`model.articles.article.SEED_FIELDS`).
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [ARTICLE_EXAMPLE]})
+    The types here are the article rules of `model.articles.article` (which then check values and
+    name the field when one is wrong), so a seed file and a request are held to the same rules.
+    """
+
+    # Numbers in text fields read as their text, as in seed files (`title: 2024`).
+    model_config = ConfigDict(
+        extra="allow", coerce_numbers_to_str=True, json_schema_extra={"examples": [ARTICLE_EXAMPLE]}
+    )
 
     title: str | None = Field(None, description="Headline. An article needs a title or an excerpt.")
     excerpt: str | None = Field(None, description="Lead paragraph or summary.")
-    publishedDateTime: str | None = Field(
-        None, description="ISO 8601 date-time, e.g. `2021-08-28T00:01:00Z` (no zone: UTC)."
+    publishedDateTime: str | int | float | None = Field(
+        None,
+        description="ISO 8601 date-time, e.g. `2021-08-28T00:01:00Z` (no zone: UTC), or epoch seconds.",
     )
     webUrl: str | None = Field(None, description="Article URL; its canonical form gives the article id.")
     originalUrl: str | None = Field(
@@ -73,16 +81,19 @@ class ArticleIn(BaseModel):
     )
     ampWebUrl: str | None = Field(None, description="AMP copy URL.")
     cdnAmpWebUrl: str | None = Field(None, description="AMP cache URL.")
-    provider: ProviderIn | None = Field(None, description="The outlet.")
-    topics: list[str] | None = Field(
-        None, description="Known topics (kept with the record; not used to classify)."
+    provider: ProviderIn | str | None = Field(None, description="The outlet: `{name, domain}`, or its name.")
+    topics: list[str] | str | None = Field(
+        None, description="Known topics, a list or one label (kept with the record; not used to classify)."
     )
     quality: float | None = Field(None, description="Known quality score 0–100 (kept with the record).")
     heat: float | None = Field(None, description="Known heat score (kept with the record).")
-    published: bool | None = None
+    published: Annotated[bool | None, Field(strict=True)] = None
     category: str | None = None
     type: str | None = None
     images: list[ImageIn | str] | None = None
+    related: list[ArticleIn] | None = Field(
+        None, description="Other outlets' coverage of the same subject, each an article record."
+    )
     id: str | None = Field(
         None, description="Ignored: the service derives every id from the canonical URL (else from the text)."
     )
@@ -295,9 +306,7 @@ class ArticleSummary(BaseModel):
             provider=ProviderOut(name=article.provider.name, domain=article.provider.domain)
             if article.provider
             else None,
-            publishedDateTime=article.published_at.isoformat().replace("+00:00", "Z")
-            if article.published_at
-            else None,
+            publishedDateTime=article.to_record().get("publishedDateTime"),
         )
 
 

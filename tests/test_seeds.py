@@ -87,7 +87,7 @@ def test_missing_fields_are_normal():
         ({"excerpt": ""}, "title", "needs a title or an excerpt"),
         ({"title": "t", "quality": 140}, "quality", "from 0 to 100"),
         ({"title": "t", "quality": "high"}, "quality", "expected a number"),
-        ({"title": "t", "topics": [1]}, "topics[0]", "non-empty string"),
+        ({"title": "t", "topics": [None]}, "topics[0]", "non-empty string"),
         ({"title": "t", "publishedDateTime": "last tuesday"}, "publishedDateTime", "ISO 8601"),
         ({"title": "t", "webUrl": "www.example.com/x"}, "webUrl", "absolute http(s) URL"),
         ({"title": "t", "published": "yes"}, "published", "true or false"),

@@ -12,14 +12,14 @@ import hashlib
 import inspect
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import joblib
 import numpy as np
+
+from model.files import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +78,6 @@ class FitCache:
                 logger.warning("fit cache entry %s unreadable (%s); refitting", path, error)
         fitted = fit(estimator)
         self.misses += 1
-        self.folder.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        os.close(handle)
-        joblib.dump(fitted, temp)
-        os.replace(temp, path)
+        with atomic_file(path) as temp:
+            joblib.dump(fitted, temp)
         return fitted

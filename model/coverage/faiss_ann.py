@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from model.files import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -270,10 +270,8 @@ class AnnIndex:
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         # Each file goes to a temp name then is renamed, so a crash never leaves a torn file.
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".index-")
-        os.close(fd)
-        faiss.write_index(self._index, tmp)
-        os.replace(tmp, folder / _INDEX_FILE)
+        with atomic_file(folder / _INDEX_FILE) as tmp:
+            faiss.write_index(self._index, str(tmp))
         np.save(folder / _KEYS_FILE, self._keys)
         meta = {
             "format": _FORMAT,
