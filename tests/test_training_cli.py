@@ -12,7 +12,7 @@ import pytest
 from helpers import ROOT, SAMPLE_SEED, corpus_path, shared_embedder
 
 from model.articles.seeds import read_seeds
-from model.bundle import MANIFEST, resolve_bundle
+from model.bundle import FORMAT_VERSION, MANIFEST, resolve_bundle
 from model.errors import BundleError
 from model.news_model import NewsModel
 
@@ -63,7 +63,7 @@ def test_fit_writes_a_complete_versioned_bundle(trained, seeds):
     folder = resolve_bundle(root / "bundles")
     assert str(folder) == summary["bundle"]
     manifest = json.loads((folder / MANIFEST).read_text())
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == FORMAT_VERSION
     assert manifest["embedding"] == {**manifest["embedding"], "dim": 384, "normalized": True}
     assert {"World", "Sports", "Business", "Sci/Tech", "AI"} <= set(manifest["labels"])
     assert set(manifest["thresholds"]) == set(manifest["labels"])
