@@ -117,6 +117,18 @@ class MicroBatcher:
             for group in groups.values():
                 await self._process_group(group)
 
+    async def _process_alone(self, job: _Job) -> None:
+        try:
+            results = await asyncio.to_thread(job.process, job.items)
+        except Exception as error:
+            if not job.future.done():
+                job.future.set_exception(error)
+            return
+        self.calls += 1
+        self.items += len(job.items)
+        if not job.future.done():
+            job.future.set_result(results)
+
     async def _process_group(self, jobs: list[_Job]) -> None:
         live = [job for job in jobs if not job.future.done()]  # a cancelled request needs no results
         if not live:
@@ -125,11 +137,17 @@ class MicroBatcher:
         started = time.perf_counter()
         try:
             results = await asyncio.to_thread(live[0].process, items)
-        except Exception as error:  # every waiting request gets the error; the worker lives on
-            logger.exception("batched call failed for %d items", len(items))
+        except Exception as error:
+            if len(live) == 1:
+                live[0].future.set_exception(error)
+                return
+            # One request's items broke the shared call: run each request alone, so only the one
+            # that caused it fails and every other request still gets its answer.
+            logger.warning(
+                "batched call failed for %d requests (%s); retrying them one by one", len(live), error
+            )
             for job in live:
-                if not job.future.done():
-                    job.future.set_exception(error)
+                await self._process_alone(job)
             return
         self.calls += 1
         self.items += len(items)

@@ -53,7 +53,25 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port `python -m service` listens on.")
     log_level: str = Field("info", description="Logging level of the service's own loggers.")
     admin_token: SecretStr | None = Field(
-        None, description="Bearer token for /v1/admin/*; unset disables the admin endpoints."
+        None,
+        description="Bearer token for /v1/admin/*; unset disables the admin endpoints. Holds every role.",
+    )
+    api_keys: SecretStr | None = Field(
+        None,
+        description="API keys as `role[+role]:key` items, comma-separated (roles: reader, ingest, "
+        "editor, admin). Unset (and no keys file): the service is open on loopback.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="YAML or JSON file with a list of {name, key, roles}; adds to `api_keys`."
+    )
+    allow_open: bool = Field(
+        False, description="Serve without API keys on a non-loopback interface (refused otherwise)."
+    )
+    rate_limit_per_minute: float = Field(
+        1200, ge=0, description="Requests per minute per key (per client address when open); 0: no limit."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS; empty (the default): CORS off."
     )
     max_batch: int = Field(256, ge=1, description="Most articles in one classify or ingest request.")
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest request body accepted, in bytes.")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import secrets
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from model.news_model import NewsModel
+from service.auth import OPEN, Principal, Role
 from service.config import Settings, get_settings
-from service.errors import AdminDisabledError, UnauthorizedError
+from service.errors import AdminDisabledError, ForbiddenError, RateLimitedError, UnauthorizedError
 from service.state import ServiceState
 from service.store import ArticleStore
 
@@ -38,25 +39,65 @@ def get_store(state: StateDep) -> ArticleStore:
 
 StoreDep = Annotated[ArticleStore, Depends(get_store)]
 
-_bearer = HTTPBearer(auto_error=False, description="The service's NEWSDESK_ADMIN_TOKEN.")
+_bearer = HTTPBearer(
+    auto_error=False, description="An API key (NEWSDESK_API_KEYS) or the admin token (NEWSDESK_ADMIN_TOKEN)."
+)
 
 
-def require_admin(
-    settings: SettingsDep,
+def get_principal(
+    state: StateDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    if settings.admin_token is None or not settings.admin_token.get_secret_value():
-        raise AdminDisabledError(
-            "admin endpoints are disabled: set NEWSDESK_ADMIN_TOKEN (or admin_token in the settings file) "
-            "to enable them"
+) -> Principal:
+    """Who is calling, from the bearer key (open mode: an anonymous caller), rate-limited per caller."""
+    ring = state.keyring
+    principal: Principal | None = None
+    if credentials is not None and ring.entries:  # with no key at all, a bearer means nothing
+        principal = ring.identify(credentials.credentials)
+        if principal is None:
+            raise UnauthorizedError(
+                "unknown API key: send `Authorization: Bearer <key>` with a configured key"
+            )
+    elif ring.open:
+        principal = OPEN
+    else:
+        raise UnauthorizedError("missing API key: send the header `Authorization: Bearer <key>`")
+    caller = (
+        principal.name if principal is not OPEN else f"ip:{request.client.host if request.client else '?'}"
+    )
+    wait = state.rate_limiter.take(caller)
+    if wait > 0:
+        raise RateLimitedError(
+            f"rate limit: at most {state.settings.rate_limit_per_minute:g} requests per minute per key; "
+            f"retry in {wait:.1f} s",
+            wait,
         )
-    if credentials is None:
-        raise UnauthorizedError("missing bearer token: send the header `Authorization: Bearer <admin token>`")
-    # Constant-time comparison, so response timing does not leak the token.
-    if not secrets.compare_digest(
-        credentials.credentials.encode(), settings.admin_token.get_secret_value().encode()
-    ):
-        raise UnauthorizedError("wrong admin token")
+    return principal
 
 
-AdminDep = Annotated[None, Depends(require_admin)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(role: Role) -> Callable[[Principal, StateDep], Principal]:
+    def check(principal: PrincipalDep, state: StateDep) -> Principal:
+        if role == "admin" and not principal.has("admin") and not state.keyring.has_admin:
+            raise AdminDisabledError(
+                "admin endpoints are disabled: set NEWSDESK_ADMIN_TOKEN (or an admin key in "
+                "NEWSDESK_API_KEYS) to enable them"
+            )
+        if not principal.has(role):
+            if principal is OPEN:
+                raise UnauthorizedError(
+                    f"this endpoint needs the {role} role: send `Authorization: Bearer <key>`"
+                )
+            raise ForbiddenError(f"key {principal.name!r} lacks the {role} role this endpoint needs")
+        return principal
+
+    check.__name__ = f"require_{role}"
+    return check
+
+
+ReaderDep = Annotated[Principal, Depends(require("reader"))]
+IngestDep = Annotated[Principal, Depends(require("ingest"))]
+EditorDep = Annotated[Principal, Depends(require("editor"))]
+AdminDep = Annotated[Principal, Depends(require("admin"))]

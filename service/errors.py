@@ -56,6 +56,18 @@ class UnauthorizedError(ServiceError):
     """Missing or wrong bearer token."""
 
 
+class ForbiddenError(ServiceError):
+    """The key is valid but lacks the role this endpoint needs."""
+
+
+class RateLimitedError(ServiceError):
+    """Too many requests from one key (or client, when open); ``retry_after`` in seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class StoryNotFoundError(ServiceError):
     """No stored article belongs to this story id."""
 
@@ -69,6 +81,8 @@ STATUS_CODES: dict[type[BaseException], int] = {
     PayloadTooLargeError: 413,
     UnauthorizedError: 401,
     AdminDisabledError: 403,
+    ForbiddenError: 403,
+    RateLimitedError: 429,
     NotFittedError: 409,
     BundleError: 503,
     EmbeddingModelError: 503,
@@ -91,6 +105,8 @@ async def _newsdesk_error(request: Request, error: Exception) -> JSONResponse:
     if status >= 500:
         logger.warning("%s %s -> %d: %s", request.method, request.url.path, status, error)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(error, RateLimitedError):
+        headers = {"Retry-After": str(max(1, round(error.retry_after)))}
     return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
 
 

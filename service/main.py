@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from model.encoders.embedder import Embedder
+from service.auth import check_exposure
 from service.config import Settings, get_settings
 from service.errors import register_error_handlers
 from service.middleware import BodySizeLimit
@@ -39,6 +41,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             )
         logging.getLogger("service").setLevel(settings.log_level.upper())
         state = ServiceState(settings, embedder=embedder)
+        check_exposure(state.keyring, settings.host, settings.allow_open)
         app.state.news = state
         await state.start()
         try:
@@ -54,6 +57,13 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     )
     app.dependency_overrides[get_settings] = lambda: settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:  # off unless origins are configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        )
     register_error_handlers(app)
     for module in (health, classify, similar, articles, admin):
         app.include_router(module.router)

@@ -22,6 +22,7 @@ from model.bundle import resolve_bundle
 from model.encoders.embedder import Embedder
 from model.errors import NewsDeskError
 from model.news_model import NewsModel
+from service.auth import RateLimiter, build_keyring
 from service.batching import MicroBatcher
 from service.config import Settings
 from service.errors import ModelUnavailableError, StoreUnavailableError
@@ -85,6 +86,12 @@ class ServiceState:
         self.store: ArticleStore | None = None
         self.store_error: str | None = "the article store is not open yet"
         self.batcher = MicroBatcher(max_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms)
+        self.keyring = build_keyring(
+            settings.api_keys.get_secret_value() if settings.api_keys else None,
+            settings.api_keys_file,
+            settings.admin_token.get_secret_value() if settings.admin_token else None,
+        )
+        self.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
         self.write_lock = asyncio.Lock()
         self._reload_lock = asyncio.Lock()
 

@@ -7,6 +7,7 @@ naming the field, what was expected and what it got; unknown fields are kept in 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -147,6 +148,8 @@ class Article:
                 {"url": i.url, "width": i.width, "height": i.height, "isCached": i.is_cached}
                 for i in self.images
             ]
+        # Unknown fields travel with the record (a seed's or a client's own data is never dropped).
+        record.update({key: value for key, value in self.extra.items() if key not in record})
         return record
 
 
@@ -177,6 +180,52 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+# Longest text kept per field. An excerpt is a lead, not a body: the encoder reads 256 tokens
+# (about 1,000 characters) of title + excerpt, so more only costs memory and time (a 52 MB
+# excerpt once took 7.6 GB to tokenise). Longer input is refused, never silently cut.
+MAX_FIELD_CHARS: dict[str, int] = {"title": 1_000, "excerpt": 20_000}
+MAX_OTHER_TEXT_CHARS = 4_000  # URLs, outlet names, categories, one topic label
+
+
+def _check_text(name: str, value: str) -> str:
+    limit = MAX_FIELD_CHARS.get(name, MAX_OTHER_TEXT_CHARS)
+    if len(value) > limit:
+        raise InvalidArticleError(name, f"expected at most {limit:,} characters, got {len(value):,}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        # A lone surrogate (JSON "\ud800") is not text any encoder or database can take.
+        raise InvalidArticleError(
+            name, f"expected valid Unicode text, got an unpaired surrogate at character {error.start}"
+        ) from None
+    return value
+
+
+MAX_EXTRA_CHARS = 20_000  # all unknown fields of one article, as JSON
+
+
+def _extra_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Fields the seed format does not know, kept as they came (JSON-able, bounded, valid text)."""
+    extra = {str(key): value for key, value in record.items() if key not in _KNOWN_FIELDS}
+    if not extra:
+        return extra
+    try:
+        encoded = json.dumps(extra, ensure_ascii=False, default=str)
+        encoded.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArticleError(
+            next(iter(extra)), "expected valid Unicode text in unknown fields, got an unpaired surrogate"
+        ) from None
+    except (TypeError, ValueError) as error:
+        raise InvalidArticleError(next(iter(extra)), f"expected JSON-like values ({error})") from None
+    if len(encoded) > MAX_EXTRA_CHARS:
+        raise InvalidArticleError(
+            ", ".join(sorted(extra))[:80],
+            f"expected unknown fields of at most {MAX_EXTRA_CHARS:,} characters in all, got {len(encoded):,}",
+        )
+    return extra
+
+
 def _optional_str(record: Mapping[str, Any], name: str) -> str | None:
     value = record.get(name)
     if value is None:
@@ -184,7 +233,7 @@ def _optional_str(record: Mapping[str, Any], name: str) -> str | None:
     # A number in a text field is read as its text (YAML reads `title: 2024` as a number).
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise InvalidArticleError(name, f"expected a string, got {_type_name(value)} {value!r:.60}")
-    return str(value)
+    return _check_text(name, str(value))
 
 
 def _optional_number(
@@ -219,7 +268,12 @@ def parse_datetime(value: Any, name: str = "publishedDateTime") -> datetime | No
     elif isinstance(value, date):
         parsed = datetime.combine(value, time())
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(float(value), tz=UTC)
+        try:
+            return datetime.fromtimestamp(float(value), tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise InvalidArticleError(
+                name, f"expected epoch seconds between years 1 and 9999, got {value!r:.40}"
+            ) from None
     elif isinstance(value, str):
         text = value.strip()
         if text.endswith(("Z", "z")):
@@ -234,7 +288,13 @@ def parse_datetime(value: Any, name: str = "publishedDateTime") -> datetime | No
         raise InvalidArticleError(name, f"expected a date-time, got {_type_name(value)}")
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+01:00 is a valid ISO string whose UTC time is before year 1.
+        raise InvalidArticleError(
+            name, f"expected a date-time between years 1 and 9999 in UTC, got {value!s:.60}"
+        ) from None
 
 
 def _parse_provider(value: Any) -> Provider | None:
@@ -268,7 +328,7 @@ def _parse_topics(value: Any) -> tuple[str, ...]:
             raise InvalidArticleError(
                 f"topics[{position}]", f"expected a non-empty string, got {_type_name(topic)} {topic!r:.40}"
             )
-        topics.append(topic.strip())
+        topics.append(_check_text(f"topics[{position}]", topic.strip()))
     return tuple(dict.fromkeys(topics))
 
 
@@ -281,7 +341,7 @@ def _parse_images(value: Any) -> tuple[Image, ...]:
     for position, item in enumerate(value):
         where = f"images[{position}]"
         if isinstance(item, str):
-            images.append(Image(url=item))
+            images.append(Image(url=_check_text(where, item)))
             continue
         if not isinstance(item, Mapping) or not isinstance(item.get("url"), str):
             raise InvalidArticleError(where, "expected a mapping with a url string")
@@ -295,7 +355,7 @@ def _parse_images(value: Any) -> tuple[Image, ...]:
             raise InvalidArticleError(f"{where}.isCached", f"expected true or false, got {cached!r:.40}")
         images.append(
             Image(
-                url=item["url"],
+                url=_check_text(f"{where}.url", item["url"]),
                 width=int(width) if width is not None else None,
                 height=int(height) if height is not None else None,
                 is_cached=bool(cached) if cached is not None else None,
@@ -359,5 +419,5 @@ def article_from_record(
         type=_optional_str(record, "type"),
         images=_parse_images(record.get("images")),
         source=source,
-        extra={key: value for key, value in record.items() if key not in _KNOWN_FIELDS},
+        extra=_extra_fields(record),
     )

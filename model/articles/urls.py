@@ -74,7 +74,12 @@ def canonical_url(url: str) -> str | None:
             url = "https:" + url
         else:
             return None
-    parts = urlsplit(url)
+    try:
+        # urlsplit and .port raise ValueError on a malformed authority ("a.com:abc", "[::1").
+        parts = urlsplit(url)
+        port_number = parts.port
+    except ValueError:
+        return None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return None
     host = parts.hostname.lower().rstrip(".")
@@ -83,7 +88,10 @@ def canonical_url(url: str) -> str | None:
     if host.endswith(".cdn.ampproject.org"):
         match = _AMP_CACHE_PATH.match(path)
         if match:
-            inner = urlsplit("https://" + match.group("rest"))
+            try:
+                inner = urlsplit("https://" + match.group("rest"))
+            except ValueError:
+                return None
             host = (inner.hostname or host).lower()
             path = inner.path or "/"
             query = inner.query or query
@@ -101,7 +109,7 @@ def canonical_url(url: str) -> str | None:
         for key, value in parse_qsl(query, keep_blank_values=True)
         if key.lower() not in _TRACKING_PARAMS and not key.lower().startswith(_TRACKING_PREFIXES)
     ]
-    port = f":{parts.port}" if parts.port and parts.port not in (80, 443) else ""
+    port = f":{port_number}" if port_number and port_number not in (80, 443) else ""
     canonical = f"{host}{port}{path}"
     if kept:
         canonical += "?" + urlencode(sorted(kept))

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Path, Response
 from model.articles.article import article_from_record
 from model.errors import ArticleNotFoundError
 from model.results import Classification
-from service.deps import ModelDep, SettingsDep, StateDep, StoreDep
+from service.deps import IngestDep, ModelDep, ReaderDep, SettingsDep, StateDep, StoreDep
 from service.errors import StoryNotFoundError
 from service.ingest import ingest_articles
 from service.parsing import parse_articles, unpack_batch
@@ -63,6 +63,7 @@ def _result(stored: StoredArticle, created: bool) -> IngestResultOut:
     summary="Classify, find duplicates, assign a story, store and index",
 )
 async def ingest(
+    _: IngestDep,
     body: Annotated[OneOrManyArticles, Body(openapi_examples=ARTICLES_EXAMPLES)],
     state: StateDep,
     model: ModelDep,
@@ -89,7 +90,7 @@ async def ingest(
     responses={404: {"model": ErrorOut, "description": "No article with this id."}},
     summary="A stored article with its classification and story",
 )
-async def get_article(article_id: ArticleId, state: StateDep) -> StoredArticleOut:
+async def get_article(article_id: ArticleId, state: StateDep, _: ReaderDep) -> StoredArticleOut:
     """Ingested articles come from the store; articles of the bundle's own corpus are answered
     from the model's index (``stored: false``, classified now)."""
     stored = await asyncio.to_thread(state.store.get, article_id) if state.store is not None else None
@@ -124,6 +125,7 @@ async def get_article(article_id: ArticleId, state: StateDep) -> StoredArticleOu
     summary="A story's articles, newest first",
 )
 async def get_story(
+    _: ReaderDep,
     story_id: Annotated[str, Path(description="Story id, as returned by ingest or search.", max_length=200)],
     state: StateDep,
     store: StoreDep,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
-from service.deps import ModelDep, SettingsDep, StateDep
+from service.deps import ModelDep, ReaderDep, SettingsDep, StateDep
 from service.inference import classify
 from service.parsing import parse_articles, unpack_batch
 from service.schemas import (
@@ -32,6 +32,7 @@ router = APIRouter(prefix="/v1", tags=["classify"])
     summary="Topics with probabilities, quality and heat with intervals",
 )
 async def classify_articles(
+    _: ReaderDep,
     body: Annotated[OneOrManyArticles, Body(openapi_examples=ARTICLES_EXAMPLES)],
     state: StateDep,
     model: ModelDep,

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Response
 
 from model.errors import NewsDeskError
-from service.deps import ModelDep, StateDep
+from service.deps import ModelDep, ReaderDep, StateDep
 from service.schemas import ErrorOut, HealthOut, ModelOut, ReadyOut
 
 router = APIRouter(tags=["health"])
@@ -55,7 +55,7 @@ async def readyz(state: StateDep, response: Response) -> ReadyOut:
     responses={503: {"model": ErrorOut, "description": "No model bundle is loaded."}},
     summary="The served bundle: version, labels, metrics",
 )
-async def model_info(model: ModelDep, state: StateDep) -> ModelOut:
+async def model_info(model: ModelDep, state: StateDep, _: ReaderDep) -> ModelOut:
     manifest = model.manifest
     stored = None
     if state.store is not None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from model.articles.article import Article, Provider
 from model.results import SearchFilters
-from service.deps import ModelDep, SettingsDep
+from service.deps import ModelDep, ReaderDep, SettingsDep
 from service.errors import BadRequestError
 from service.parsing import parse_article
 from service.schemas import CompareOut, CompareRequest, ErrorOut, SimilarHitOut, SimilarOut, SimilarRequest
@@ -30,7 +30,9 @@ def _provider_keys(providers: list[str] | None) -> frozenset[str] | None:
 
 
 @router.post("/similar", responses=_ERRORS, summary="Known articles covering the same thing")
-async def similar(request: SimilarRequest, model: ModelDep, settings: SettingsDep) -> SimilarOut:
+async def similar(
+    request: SimilarRequest, model: ModelDep, settings: SettingsDep, _: ReaderDep
+) -> SimilarOut:
     """Hits are graded `duplicate`, `same_story` or `related` (unrelated ones are dropped),
     best first, each with its story id. The query article itself never appears."""
     if request.k > settings.max_k:
@@ -57,7 +59,7 @@ async def similar(request: SimilarRequest, model: ModelDep, settings: SettingsDe
 
 
 @router.post("/compare", responses=_ERRORS, summary="How closely two articles cover the same thing")
-async def compare(request: CompareRequest, model: ModelDep) -> CompareOut:
+async def compare(request: CompareRequest, model: ModelDep, _: ReaderDep) -> CompareOut:
     """A score in [0, 1], a verdict (duplicate, same_story, related, unrelated) and the evidence."""
     a, b = parse_article(request.a, "a"), parse_article(request.b, "b")
     comparison = await asyncio.to_thread(model.compare, a, b)
