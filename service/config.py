@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -44,7 +44,23 @@ class Settings(BaseSettings):
         description="Embedding backend: the bundle's int8 ONNX encoder when it ships one (auto), "
         "or force sentence-transformers fp32 (torch) or ONNX int8.",
     )
-    store_backend: Literal["sqlite"] = Field("sqlite", description="Article store backend.")
+    store_backend: Literal["sqlite", "postgres"] = Field(
+        "sqlite",
+        description="Article store backend: the embedded SQLite file (one process), or PostgreSQL "
+        "(any number of replicas; chosen automatically when `database_url` is set).",
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL (>= 15, pgvector >= 0.6) URL, e.g. "
+        "postgresql://user:pass@host:5432/newsdesk. Set: articles, vectors, stories and the live model "
+        "version live there, shared by replicas.",
+    )
+    model_poll_s: float = Field(
+        5.0,
+        ge=0,
+        description="With PostgreSQL: how often a replica checks the live model version in the "
+        "database and follows a promotion made on another replica; 0: never.",
+    )
     require_bundle: bool = Field(
         False,
         description="Refuse to start without a loadable bundle (default: start, answer 503 until one is).",
@@ -82,6 +98,14 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(
         2.0, ge=0, description="How long the micro-batcher waits for more requests before encoding."
     )
+
+    @model_validator(mode="after")
+    def _postgres_when_a_database_is_named(self) -> Settings:
+        if self.database_url is not None and self.database_url.get_secret_value():
+            self.store_backend = "postgres"
+        elif self.store_backend == "postgres":
+            raise ValueError("store_backend postgres needs database_url (NEWSDESK_DATABASE_URL)")
+        return self
 
     @property
     def store_path(self) -> Path:

@@ -5,6 +5,10 @@ in the store come back as they are; new ones are classified through the shared m
 then, under the state's write lock, checked again (a concurrent request may have stored the same
 article, a reload may have swapped the model), added to the model's index and story clusters,
 and written to the store in one durable transaction before the call returns.
+
+With a shared store (PostgreSQL) there is no in-process lock or index to trust: the store runs
+the story decision inside its own transaction under its own locks (`SharedArticleStore.ingest_linked`),
+handing `model.coverage.linking.link_story` the stored neighbours; see `service.store.postgres`.
 """
 
 from __future__ import annotations
@@ -12,13 +16,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
 
 from model.articles.article import Article
+from model.coverage.linking import link_story
+from model.coverage.search import KnownArticle
 from model.news_model import NewsModel
+from model.results import Classification, SearchFilters
 from service.inference import classify
 from service.state import ServiceState
 from service.store import ArticleStore, StoredArticle
+from service.store.shared import SharedArticleStore
+
+# Neighbours from the bundle's own corpus (in memory, the same on every replica) that the story
+# decision sees besides the stored ones.
+BUNDLE_CANDIDATES = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +54,17 @@ async def ingest_articles(
     known = await asyncio.to_thread(store.get_many, list(first))
     fresh = [article for article_id, article in first.items() if article_id not in known]
     created: set[str] = set()
-    if fresh:
-        results, vectors = await classify(state, model, fresh)
+    # Every label is scored, so the stored classification keeps the uncertainty and candidate
+    # labels that the editors' review queue sorts by.
+    if fresh and isinstance(store, SharedArticleStore):
+        results, vectors = await classify(state, model, fresh, all_scores=True)
+        outcomes = await asyncio.to_thread(_ingest_shared, model, store, fresh, results, vectors)
+        for stored, new in outcomes:
+            known[stored.id] = stored
+            if new:
+                created.add(stored.id)
+    elif fresh:
+        results, vectors = await classify(state, model, fresh, all_scores=True)
         async with state.write_lock:
             # Re-check under the lock: a concurrent request may have stored the same article, and
             # a reload may have swapped the model while we encoded (add to the current one).
@@ -64,6 +88,7 @@ async def ingest_articles(
                         published_at=article.published_at,
                         duplicate_of=done.duplicate_of,
                         model_version=model.version,
+                        related_ids=article.related_ids,
                     )
                     for i, article, done in zip(rows, todo, ingested, strict=True)
                 ]
@@ -72,9 +97,58 @@ async def ingest_articles(
                     known[record.id] = record
                     if new:
                         created.add(record.id)
-    outcomes = []
+    outcomes: list[IngestOutcome] = []
     for article in articles:
         # Only the first copy of an article in this request counts as created.
         outcomes.append(IngestOutcome(known[article.id], article.id in created))
         created.discard(article.id)
     return outcomes
+
+
+def _ingest_shared(
+    model: NewsModel,
+    store: SharedArticleStore,
+    fresh: Sequence[Article],
+    results: Sequence[Classification],
+    vectors: npt.NDArray[np.float32],
+) -> list[tuple[StoredArticle, bool]]:
+    """Store ``fresh`` through the shared store, which links each to a story in its transaction."""
+    window = timedelta(days=model.stories.window_days)
+    # Bundle neighbours are searched here, before the store takes its locks: they never change.
+    extra = {a.id: _bundle_candidates(model, a, vectors[i], window) for i, a in enumerate(fresh)}
+    position = {article.id: i for i, article in enumerate(fresh)}
+
+    def link(stored: StoredArticle, candidates: list[KnownArticle]) -> tuple[str, str | None]:
+        i = position[stored.id]
+        return link_story(model.pair_scorer, fresh[i], vectors[i], [*candidates, *extra[stored.id]])
+
+    now = datetime.now(UTC)
+    records = [
+        StoredArticle(
+            id=article.id,
+            record=article.to_record(),
+            embedding=vectors[i],
+            story_id="",  # decided by `link` under the store's lock
+            classification=results[i].to_record(),
+            created_at=now,
+            canonical_url=article.canonical_url,
+            published_at=article.published_at,
+            model_version=model.version,
+            related_ids=article.related_ids,
+        )
+        for i, article in enumerate(fresh)
+    ]
+    return store.ingest_linked(records, link, window)
+
+
+def _bundle_candidates(
+    model: NewsModel, article: Article, vector: npt.NDArray[np.float32], window: timedelta
+) -> list[KnownArticle]:
+    moment = article.published_at
+    filters = SearchFilters(since=moment - window, until=moment + window) if moment else SearchFilters()
+    found = []
+    for other_id, _ in model.index.nearest(vector, BUNDLE_CANDIDATES, filters):
+        other = model.index.known(other_id)
+        if other is not None:
+            found.append(other)
+    return found

@@ -7,11 +7,17 @@ import asyncio
 from fastapi import APIRouter
 
 from model.articles.article import Article, Provider
-from model.results import SearchFilters
-from service.deps import ModelDep, ReaderDep, SettingsDep
+from model.coverage.linking import MergedSearch
+from model.coverage.search import ArticleSearch
+from model.errors import ArticleNotFoundError
+from model.news_model import NewsModel
+from model.results import SearchFilters, SimilarHit
+from service.deps import ModelDep, ReaderDep, SettingsDep, StateDep
 from service.errors import BadRequestError
 from service.parsing import parse_article
 from service.schemas import CompareOut, CompareRequest, ErrorOut, SimilarHitOut, SimilarOut, SimilarRequest
+from service.state import ServiceState
+from service.store.shared import SharedArticleStore
 
 router = APIRouter(prefix="/v1", tags=["similar"])
 
@@ -29,9 +35,18 @@ def _provider_keys(providers: list[str] | None) -> frozenset[str] | None:
     return frozenset(key for p in providers if (key := Provider(domain=p.strip() or None).key))
 
 
+def search_for(state: ServiceState, model: NewsModel) -> ArticleSearch:
+    """Where /v1/similar searches: the model's index (which holds what this process ingested),
+    or, with a shared store, the database beside the bundle's own corpus (which is in memory)."""
+    store = state.store
+    if isinstance(store, SharedArticleStore):
+        return MergedSearch(model.index, store.search())
+    return model.index
+
+
 @router.post("/similar", responses=_ERRORS, summary="Known articles covering the same thing")
 async def similar(
-    request: SimilarRequest, model: ModelDep, settings: SettingsDep, _: ReaderDep
+    request: SimilarRequest, model: ModelDep, state: StateDep, settings: SettingsDep, _: ReaderDep
 ) -> SimilarOut:
     """Hits are graded `duplicate`, `same_story` or `related` (unrelated ones are dropped),
     best first, each with its story id. The query article itself never appears."""
@@ -42,19 +57,31 @@ async def similar(
     )
     query: Article | str
     if request.id is not None:
-        query_id = model.get(request.id).id  # 404 before searching
-        query = query_id
+        query = query_id = request.id
     else:
         assert request.article is not None  # the schema asks for exactly one of them
         query = parse_article(request.article, "article")
         query_id = query.id
-    hits = await asyncio.to_thread(
-        model.similar, query, request.k, filters, exclude_same_provider=request.exclude_same_provider
-    )
+    search = search_for(state, model)
+
+    def run() -> list[tuple[SimilarHit, Article]]:
+        if isinstance(query, str) and search.known(query) is None:
+            raise ArticleNotFoundError(query)  # 404 before searching
+        hits = model.similar(
+            query, request.k, filters, exclude_same_provider=request.exclude_same_provider, search=search
+        )
+        out = []
+        for hit in hits:
+            known = search.known(hit.article_id)
+            if known is not None:  # removed meanwhile (a takedown): leave it out
+                out.append((hit, known.article))
+        return out
+
+    found = await asyncio.to_thread(run)
     return SimilarOut(
         query_id=query_id,
         model_version=model.version,
-        hits=[SimilarHitOut.from_hit(hit, model.get(hit.article_id)) for hit in hits],
+        hits=[SimilarHitOut.from_hit(hit, article) for hit, article in found],
     )
 
 

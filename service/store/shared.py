@@ -1,0 +1,38 @@
+"""What a store shared by many replicas (PostgreSQL) offers beyond `base.ArticleStore`.
+
+With such a store a replica keeps no index or story state of its own: the store searches, decides
+stories inside its own transaction (so replicas agree), and holds the live model version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Protocol, runtime_checkable
+
+from model.coverage.search import ArticleSearch, KnownArticle
+from service.store.base import StoredArticle
+
+LIVE_VERSION_KEY = "live_model_version"  # meta key: the bundle folder every replica should serve
+
+LinkFn = Callable[[StoredArticle, list[KnownArticle]], tuple[str, str | None]]
+
+
+@runtime_checkable
+class SharedArticleStore(Protocol):
+    """The shared-store calls; a backend implements these besides `ArticleStore`'s."""
+
+    def search(self) -> ArticleSearch:
+        """An `ArticleSearch` over the stored articles, for one request."""
+        ...
+
+    def ingest_linked(
+        self, articles: Sequence[StoredArticle], link: LinkFn, window: timedelta
+    ) -> list[tuple[StoredArticle, bool]]:
+        """Store new articles with the (story id, duplicate_of) ``link`` picks from their stored
+        neighbours within ``window``, atomically across replicas: (stored row, created) for each."""
+        ...
+
+    def get_meta(self, key: str) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
