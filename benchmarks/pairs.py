@@ -1,49 +1,63 @@
-"""Benchmark graded pair scoring on SemEval-2022 Task 8 (en-en) against two baselines, in one run.
+"""Same-story pair scoring on every labelled pair set, against TF-IDF and MiniLM cosine, in one run.
 
-Compares, on the same pairs and the same cross-validation folds:
+Sets (under ``$NEWSDESK_CORPUS_DIR``, default ``../shared/data``): ``storychains`` (4,950 pairs,
+88 same story chain; CC BY-NC 4.0), ``semeval`` (161 en-en SemEval-2022 Task 8 pairs, same story
+= ``overall`` ≤ 1.5) and ``tgpairs`` (35 pairs, 18 same thread).
 
-- ``tfidf_cosine``: cosine of TF-IDF vectors (sublinear tf, English stop words, fitted on the
-  pair texts), the plain lexical baseline;
-- ``minilm_cosine``: cosine of the all-MiniLM-L6-v2 embeddings of title + excerpt;
-- ``pair_scorer_cv``: `PairScorer` fitted on the training folds, scored on the held-out fold;
-- ``pair_scorer_default``: `PairScorer.default()` (fitted on all of SemEval, so in-sample).
+Scores compared on the same folds:
 
-Pearson r is against ``overall`` (1 = same story … 4 = unrelated); scores are similarities, so
-r is negative and ``abs_pearson`` is the figure to compare. ``same_story_f1`` is the F1 of calling
-``same_story`` or ``duplicate`` against ``overall <= 1.5``; for the baselines the cut is the
-best-F1 cut on the training folds. CV: 10-fold, repeated 5 times (mean ± std over repeats).
+- ``tfidf_cosine``: TF-IDF cosine (sublinear tf, English stop words, fitted on the set's texts);
+- ``minilm_cosine``: all-MiniLM-L6-v2 cosine of title + excerpt;
+- ``pair_scorer``: `PairScorer` (logistic regression on MiniLM cosine, hashed word and character
+  TF-IDF cosines with each set's own IDF, time gap), fitted on the training pairs of all sets.
 
-Run from the repository root:
+Protocol: grouped cross-validation, ``--folds`` folds repeated ``--repeats`` times. Groups
+(storychains chains, connected components of the pair graph elsewhere) are dealt to folds per
+set; a pair is tested in the fold of one of its articles, and a fold trains only on pairs with
+*neither* article in it. ROC AUC is over the pooled out-of-fold scores of a set; F1 is at the
+best-F1 cut on the same set's *training* pairs (for the baselines too). Mean ± std over repeats.
 
-    .venv/bin/python -m benchmarks.pairs                # prints JSON
-    .venv/bin/python -m benchmarks.pairs --fit-default  # also the constants for PairScorer.default
+    .venv/bin/python -m benchmarks.pairs                 # prints JSON
+    .venv/bin/python -m benchmarks.pairs --variants      # also the feature variants tried
+    .venv/bin/python -m benchmarks.pairs --fit-default   # also PairScorer.default's constants
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.model_selection import KFold
+from sklearn.metrics import roc_auc_score
 
+from model.articles.article import Article
+from model.articles.seeds import read_seeds
 from model.coverage.pairs import (
+    DEFAULT_FEATURES,
+    FEATURE_NAMES,
+    HashedIdf,
     PairScorer,
-    _best_f1_threshold,
-    graded_pair_evidence,
+    best_f1_threshold,
+    indexed_pair_evidence,
     pair_feature_matrix,
-    pair_texts,
     read_pairs_tsv,
 )
 from model.encoders.embedder import Embedder, EmbeddingCache
-from model.evaluation.coverage import SAME_STORY_MAX_OVERALL, pair_metrics
 
 logger = logging.getLogger("benchmarks.pairs")
+
+SETS = ("storychains", "semeval", "tgpairs")
 
 
 def _default_data_dir() -> Path:
@@ -51,40 +65,193 @@ def _default_data_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def _summarise(runs: list[dict]) -> dict:
-    out: dict = {"n": runs[0]["n"], "repeats": len(runs)}
-    for key in ("pearson", "abs_pearson", "spearman", "same_story_f1"):
-        values = [run[key] for run in runs if key in run]
-        if values:
-            out[key] = round(float(np.mean(values)), 4)
-            out[f"{key}_std"] = round(float(np.std(values)), 4)
-    return out
+@dataclass
+class PairSet:
+    """The articles of one set and its pairs as index arrays into them."""
+
+    name: str
+    articles: list[Article]
+    i: npt.NDArray[np.intp]
+    j: npt.NDArray[np.intp]
+    y: npt.NDArray[np.int_]
+    groups: npt.NDArray[np.intp]  # per article: chain or connected component
 
 
-def _cut_verdicts(scores: np.ndarray, overall: np.ndarray, folds: list) -> list[str]:
-    """Same-story calls from a score cut chosen on the training folds only."""
-    verdicts = [""] * len(scores)
-    for train, test in folds:
-        cut = _best_f1_threshold(scores[train], overall[train] <= SAME_STORY_MAX_OVERALL)
-        for i in test:
-            verdicts[i] = "same_story" if scores[i] >= cut else "unrelated"
-    return verdicts
+def _components(n: int, i: npt.NDArray[np.intp], j: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def load_set(data: Path, name: str) -> PairSet:
+    """A set with 0/1 labels and seed files (storychains, tgpairs) or SemEval's graded TSV."""
+    if name == "semeval":
+        pairs = read_pairs_tsv(data / name / "pairs.tsv")
+        by_id: dict[str, Article] = {}
+        for p in pairs:
+            for a in (p.a, p.b):
+                if a.id not in by_id or len(a.text) > len(by_id[a.id].text):
+                    by_id[a.id] = a
+        ids = sorted(by_id)
+        index = {a: k for k, a in enumerate(ids)}
+        i = np.array([index[p.a.id] for p in pairs])
+        j = np.array([index[p.b.id] for p in pairs])
+        y = np.array([int(p.same_story) for p in pairs])
+        return PairSet(name, [by_id[a] for a in ids], i, j, y, _components(len(ids), i, j))
+    corpus = read_seeds([data / name])
+    by_file = {Path(a.source or "").name: a for a in corpus.articles.values()}
+    files = sorted(by_file)
+    index = {f: k for k, f in enumerate(files)}
+    rows = list(csv.DictReader((data / name / "pairs.tsv").open(encoding="utf-8"), delimiter="\t"))
+    i = np.array([index[r["file1"]] for r in rows])
+    j = np.array([index[r["file2"]] for r in rows])
+    y = np.array([int(r["label"]) for r in rows])
+    groups = _components(len(files), i, j)
+    chains = data / name / "chains.tsv"
+    if chains.is_file():
+        chain = {r["file"]: int(r["chain"]) for r in csv.DictReader(chains.open(), delimiter="\t")}
+        groups = np.array([chain[f] for f in files])
+    return PairSet(name, [by_file[f] for f in files], i, j, y, groups)
+
+
+@dataclass
+class Pooled:
+    X: npt.NDArray[np.float64]
+    y: npt.NDArray[np.int_]
+    set_id: npt.NDArray[np.intp]
+    ia: npt.NDArray[np.intp]
+    ib: npt.NDArray[np.intp]
+    art_set: npt.NDArray[np.intp]
+    art_group: npt.NDArray[np.intp]
+    baselines: dict[str, npt.NDArray[np.float64]]
+
+
+def pool(sets: list[PairSet], embedder: Embedder) -> Pooled:
+    Xs, ys, sids, ias, ibs, arts, groups = [], [], [], [], [], [], []
+    tfidf, minilm = [], []
+    offset = gbase = 0
+    for s, ps in enumerate(sets):
+        texts = [a.text for a in ps.articles]
+        vectors = embedder.encode(texts)
+        idf = HashedIdf().fit(texts)  # the set's own articles, as a bundle fits on its own
+        X = pair_feature_matrix(indexed_pair_evidence(ps.articles, vectors, ps.i, ps.j, idf))
+        Xs.append(X)
+        ys.append(ps.y)
+        sids.append(np.full(len(ps.y), s))
+        ias.append(ps.i + offset)
+        ibs.append(ps.j + offset)
+        arts.append(np.full(len(ps.articles), s))
+        groups.append(ps.groups + gbase)
+        offset += len(ps.articles)
+        gbase += int(ps.groups.max()) + 1
+        m = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit_transform(texts)
+        tfidf.append(np.asarray(m[ps.i].multiply(m[ps.j]).sum(axis=1)).ravel())
+        minilm.append(X[:, FEATURE_NAMES.index("cosine")])
+    return Pooled(
+        np.vstack(Xs),
+        np.concatenate(ys),
+        np.concatenate(sids),
+        np.concatenate(ias),
+        np.concatenate(ibs),
+        np.concatenate(arts),
+        np.concatenate(groups),
+        {"tfidf_cosine": np.concatenate(tfidf), "minilm_cosine": np.concatenate(minilm)},
+    )
+
+
+def grouped_folds(d: Pooled, folds: int, seed: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """(fold of each article, test fold of each pair); see the module docstring."""
+    rng = np.random.default_rng(seed)
+    art_fold = np.empty(len(d.art_group), dtype=int)
+    for s in np.unique(d.art_set):
+        members = np.flatnonzero(d.art_set == s)
+        gs = np.unique(d.art_group[members])
+        perm = rng.permutation(len(gs))
+        fold_of = {g: perm[k] % folds for k, g in enumerate(gs)}
+        art_fold[members] = [fold_of[g] for g in d.art_group[members]]
+    fa, fb = art_fold[d.ia], art_fold[d.ib]
+    return art_fold, np.where(rng.random(len(fa)) < 0.5, fa, fb)
+
+
+def _f1(called: npt.NDArray[np.bool_], y: npt.NDArray[np.int_]) -> float:
+    tp = int((called & (y == 1)).sum())
+    return 2 * tp / max(int(called.sum()) + int((y == 1).sum()), 1)
+
+
+Fitter = Callable[
+    [npt.NDArray[np.float64], npt.NDArray[np.int_]],
+    Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]],
+]
+
+
+def scorer_fitter(**params: object) -> Fitter:
+    def fit(X: npt.NDArray[np.float64], y: npt.NDArray[np.int_]) -> Callable[..., npt.NDArray[np.float64]]:
+        return PairScorer(**params).fit(X, y).decision  # type: ignore[arg-type]
+
+    return fit
+
+
+def evaluate(d: Pooled, score: npt.NDArray[np.float64] | Fitter, folds: int, repeats: int) -> dict:
+    """Per set: pooled out-of-fold AUC and F1 at the set's training-pair cut, mean ± std."""
+    runs: dict[str, dict[str, list[float]]] = {name: {"auc": [], "f1": []} for name in SETS}
+    for r in range(repeats):
+        art_fold, pair_fold = grouped_folds(d, folds, r)
+        oof = np.zeros(len(d.y))
+        called = np.zeros(len(d.y), dtype=bool)
+        for k in range(folds):
+            te = pair_fold == k
+            tr = (art_fold[d.ia] != k) & (art_fold[d.ib] != k)
+            if isinstance(score, np.ndarray):
+                s_tr, s_te = score[tr], score[te]
+            else:
+                predict = score(d.X[tr], d.y[tr])
+                s_tr, s_te = predict(d.X[tr]), predict(d.X[te])
+            oof[te] = s_te
+            for s in range(len(SETS)):
+                mtr, mte = d.set_id[tr] == s, d.set_id[te] == s
+                cut = best_f1_threshold(s_tr[mtr], d.y[tr][mtr] == 1)
+                called[np.flatnonzero(te)[mte]] = s_te[mte] >= cut
+        for s, name in enumerate(SETS):
+            m = d.set_id == s
+            runs[name]["auc"].append(roc_auc_score(d.y[m], oof[m]))
+            runs[name]["f1"].append(_f1(called[m], d.y[m]))
+    return {
+        name: {f"{metric}": round(float(np.mean(values)), 4) for metric, values in per.items()}
+        | {f"{metric}_std": round(float(np.std(values)), 4) for metric, values in per.items()}
+        for name, per in runs.items()
+    }
+
+
+VARIANTS: dict[str, dict[str, object]] = {
+    "no_word_tfidf": {"features": ("cosine", "char_tfidf", "has_time_gap", "log_time_gap")},
+    "no_time_gap": {"features": ("cosine", "tfidf", "char_tfidf")},
+    "plus_lexical_dice": {"features": (*DEFAULT_FEATURES, "lexical")},
+    "plus_near_duplicate": {"features": (*DEFAULT_FEATURES, "near_duplicate")},
+    "plus_provider": {"features": (*DEFAULT_FEATURES, "same_provider", "has_provider")},
+    "C=0.1": {"C": 0.1},
+    "undated_terms": {"undated_terms": True},
+    "undated_terms_C=0.1": {"undated_terms": True, "C": 0.1},
+    "undated_terms_no_word_tfidf": {
+        "undated_terms": True,
+        "features": ("cosine", "char_tfidf", "has_time_gap", "log_time_gap"),
+    },
+    "undated_terms_plus_lexical": {"undated_terms": True, "features": (*DEFAULT_FEATURES, "lexical")},
+    "C=10": {"C": 10.0},
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.pairs",
-        description="Pearson r and same-story F1 of pair scorers vs TF-IDF and MiniLM cosine on SemEval "
-        "en-en pairs (cross-validated); prints one JSON object.",
+        description="Cross-validated same-story ROC AUC and F1 of PairScorer vs TF-IDF and MiniLM cosine "
+        "on storychains, SemEval-2022 and tgpairs, in one run; prints one JSON object.",
     )
     parser.add_argument(
-        "--pairs",
+        "--data",
         type=Path,
         default=None,
-        help="graded pair TSV (id1 id2 overall title1 title2 excerpt1 excerpt2 [file]); "
-        "default: $NEWSDESK_CORPUS_DIR/semeval/pairs.tsv or ../shared/data/semeval/pairs.tsv",
+        help="corpus folder (default $NEWSDESK_CORPUS_DIR or ../shared/data)",
     )
-    parser.add_argument("--folds", type=int, default=10, help="CV folds (default 10)")
+    parser.add_argument("--folds", type=int, default=5, help="CV folds (default 5)")
     parser.add_argument("--repeats", type=int, default=5, help="CV repeats with reshuffled folds (default 5)")
     parser.add_argument(
         "--cache",
@@ -92,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         default=Path.home() / ".cache/news-desk/embeddings.sqlite",
         help="embedding cache (SQLite); default ~/.cache/news-desk/embeddings.sqlite",
     )
+    parser.add_argument("--variants", action="store_true", help="also score the feature variants tried")
     parser.add_argument(
         "--fit-default", action="store_true", help="also print PairScorer constants fitted on all pairs"
     )
@@ -99,58 +267,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
 
-    path = args.pairs or _default_data_dir() / "semeval" / "pairs.tsv"
-    if not path.is_file():
-        parser.error(f"no pair file at {path}; pass --pairs or set NEWSDESK_CORPUS_DIR")
-    pairs = read_pairs_tsv(path)
-    overall = np.array([p.overall for p in pairs])
-    texts = pair_texts(pairs)
-    vectors = Embedder(cache=EmbeddingCache(args.cache)).encode(texts)
-    evidences = graded_pair_evidence(pairs, vectors)
-    X = pair_feature_matrix(evidences)
-
-    tfidf = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit(texts)
-    matrix = tfidf.transform(texts)
-    tfidf_cos = np.asarray(matrix[0::2].multiply(matrix[1::2]).sum(axis=1)).ravel()
-    minilm_cos = X[:, 0]
-
-    results: dict[str, list[dict]] = {"tfidf_cosine": [], "minilm_cosine": [], "pair_scorer_cv": []}
-    for repeat in range(args.repeats):
-        folds = list(KFold(args.folds, shuffle=True, random_state=repeat).split(X))
-        for name, scores in (("tfidf_cosine", tfidf_cos), ("minilm_cosine", minilm_cos)):
-            results[name].append(pair_metrics(pairs, scores, _cut_verdicts(scores, overall, folds)))
-        cv_scores = np.zeros(len(pairs))
-        cv_verdicts: list[str] = [""] * len(pairs)
-        for train, test in folds:
-            scorer = PairScorer().fit(X[train], overall[train])
-            for i in test:
-                cv_scores[i] = scorer.score(evidences[i])
-                cv_verdicts[i] = scorer.verdict(evidences[i], cv_scores[i])
-        results["pair_scorer_cv"].append(pair_metrics(pairs, cv_scores, cv_verdicts))
-
-    default = PairScorer.default()
-    default_scores = default.predict(X)
+    data = args.data or _default_data_dir()
+    missing = [name for name in SETS if not (data / name / "pairs.tsv").is_file()]
+    if missing:
+        parser.error(f"no pairs.tsv for {missing} under {data}; pass --data or set NEWSDESK_CORPUS_DIR")
+    sets = [load_set(data, name) for name in SETS]
+    d = pool(sets, Embedder(cache=EmbeddingCache(args.cache)))
     report: dict = {
-        "data": str(path),
-        "pairs": len(pairs),
-        "positives_overall_le_1_5": int((overall <= SAME_STORY_MAX_OVERALL).sum()),
-        "cv": f"{args.folds}-fold x {args.repeats} repeats",
-        "sign": "scores are similarities: pearson vs overall is negative; compare abs_pearson",
-        **{name: _summarise(runs) for name, runs in results.items()},
-        "pair_scorer_default_in_sample": pair_metrics(
-            pairs,
-            default_scores,
-            [default.verdict(ev, s) for ev, s in zip(evidences, default_scores, strict=True)],
-        ),
+        "data": str(data),
+        "pairs": {ps.name: {"n": len(ps.y), "positive": int(ps.y.sum())} for ps in sets},
+        "cv": f"grouped {args.folds}-fold x {args.repeats} repeats, fitted on the union of the sets",
+        "f1_cut": "best-F1 cut on the same set's training pairs",
+        "tfidf_cosine": evaluate(d, d.baselines["tfidf_cosine"], args.folds, args.repeats),
+        "minilm_cosine": evaluate(d, d.baselines["minilm_cosine"], args.folds, args.repeats),
+        "pair_scorer": evaluate(d, scorer_fitter(), args.folds, args.repeats),
     }
+    if args.variants:
+        report["variants"] = {
+            name: evaluate(d, scorer_fitter(**params), args.folds, args.repeats)
+            for name, params in VARIANTS.items()
+        }
     if args.fit_default:
-        fitted = PairScorer().fit(X, overall)
+        fitted = PairScorer().fit(d.X, d.y)
         report["fitted_on_all"] = {
             "features": list(fitted.feature_names_),
-            "coef": [float(c) for c in fitted.coef_],
-            "intercept": fitted.intercept_,
-            "same_story_threshold": fitted.same_story_threshold_,
-            "related_threshold": fitted.related_threshold_,
+            "mean": [round(float(v), 5) for v in fitted.mean_],
+            "scale": [round(float(v), 5) for v in fitted.scale_],
+            "coef": [round(float(v), 5) for v in fitted.coef_],
+            "intercept": round(fitted.intercept_, 5),
+            "same_story_threshold": round(fitted.same_story_threshold_, 5),
         }
     json.dump(report, sys.stdout, indent=2, default=float)
     sys.stdout.write("\n")

@@ -263,6 +263,10 @@ def model_card(manifest: Mapping[str, Any]) -> str:
     libs = ", ".join(f"{k} {v}" for k, v in manifest.get("libraries", {}).items())
     training = manifest.get("training", {})
     embedding = manifest.get("embedding", {})
+    warnings = manifest.get("warnings", [])
+    warning_lines = "\n".join(f"- **Warning:** {w}" for w in warnings) or "- none"
+    examples = manifest.get("examples_per_label", {})
+    example_lines = ", ".join(f"`{k}` {v}" for k, v in sorted(examples.items(), key=lambda kv: -kv[1])[:60])
     return f"""# news-desk model {manifest.get("version")}
 
 Created {manifest.get("created")} by `python -m training fit`.
@@ -274,6 +278,12 @@ Created {manifest.get("created")} by `python -m training fit`.
 - Labels too rare to learn on their own (prototype path): {", ".join(rare) or "none"}
 - Score models: {", ".join(manifest.get("scores", [])) or "none"}
 - Training: {json.dumps(training, default=str)}
+
+## Data warnings
+
+{warning_lines}
+
+Examples per label: {example_lines or "none"}
 
 ## Metrics
 

@@ -74,6 +74,8 @@ class PairEvidence:
     time_gap_hours: float | None
     same_provider: bool | None
     url_match: bool
+    tfidf: float | None = None  # word TF-IDF cosine with the scorer's corpus IDF (hashed)
+    char_tfidf: float | None = None  # character 4-gram TF-IDF cosine, same IDF
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,3 +104,5 @@ class SimilarHit:
     cosine: float
     story_id: str | None
     evidence: PairEvidence | None = None
+    # Set when a same_story/duplicate hit is not in the query's story: why not.
+    story_note: str | None = None

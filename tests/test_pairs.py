@@ -12,7 +12,9 @@ from sklearn.base import clone
 
 from model.articles.article import Article, Provider
 from model.coverage.pairs import (
+    DEFAULT_FEATURES,
     FEATURE_NAMES,
+    HashedIdf,
     PairScorer,
     graded_pair_evidence,
     pair_evidence,
@@ -111,11 +113,31 @@ def test_other_topic_is_unrelated_and_scores_lowest():
     assert scores[0] > scores[1] > unrelated.score
 
 
-def test_same_story_weeks_apart_is_capped_at_related():
+def test_time_gap_lowers_the_score_and_an_optional_cap_limits_the_verdict():
     late = Article(
         id="late", title=SAME_STORY.title, excerpt=SAME_STORY.excerpt, published_at=T0 + timedelta(days=30)
     )
-    assert _compare(BASE, late).verdict == "related"
+    assert _compare(BASE, late).score < _compare(BASE, SAME_STORY).score
+    capped = PairScorer.default(max_same_story_gap_hours=168.0)
+    assert _compare(BASE, late, capped).verdict == "related"
+
+
+def test_unseen_names_keep_the_largest_idf_so_shared_rare_names_count():
+    idf = HashedIdf(n_features=2**16).fit(["Oil prices rise", "Oil output falls", "Prices of oil"])
+    words, _ = idf.transform(["Orkney tidal turbine oil", "Orkney tidal turbine prices"])
+    plain, _ = HashedIdf(n_features=2**16).transform(
+        ["Orkney tidal turbine oil", "Orkney tidal turbine prices"]
+    )
+    # The shared, never-seen names weigh more than under equal weights.
+    assert (words[0] @ words[1].T).toarray()[0, 0] > (plain[0] @ plain[1].T).toarray()[0, 0]
+
+
+def test_binary_pair_files_read_articles_from_their_seed_files():
+    path = corpus_path("storychains") / "pairs.tsv"
+    pairs = read_pairs_tsv(path)
+    assert len(pairs) == 4950
+    assert sum(p.same_story for p in pairs) == 88
+    assert all(p.a.published_at is not None for p in pairs[:50])
 
 
 def test_missing_dates_and_providers_read_as_unknown():
@@ -130,17 +152,18 @@ def _synthetic(n: int = 80, seed: int = 0):
     overall = rng.uniform(1, 4, n)
     X = np.zeros((n, len(FEATURE_NAMES)))
     X[:, 0] = np.clip((4 - overall) / 3 + rng.normal(0, 0.1, n), -1, 1)
+    X[:, FEATURE_NAMES.index("char_tfidf")] = np.clip((4 - overall) / 4 + rng.normal(0, 0.1, n), 0, 1)
     return X, overall
 
 
-def test_fit_learns_monotone_score_and_thresholds_from_graded_pairs():
+def test_fit_learns_monotone_score_and_cut_from_graded_pairs():
     X, overall = _synthetic()
     scorer = PairScorer().fit(X, overall)
-    assert scorer.feature_names_ == ("cosine",)  # no dates or providers in X
+    assert scorer.feature_names_ == DEFAULT_FEATURES
     assert scorer.coef_[0] > 0
     scores = scorer.predict(X)
-    assert np.corrcoef(scores, overall)[0, 1] < -0.8
-    assert 0 <= scorer.related_threshold_ <= scorer.same_story_threshold_ <= 1
+    assert np.corrcoef(scores, overall)[0, 1] < -0.6
+    assert 0 < scorer.same_story_threshold_ < 1
 
 
 def test_fit_uses_time_gap_when_pairs_have_dates_and_accepts_binary_labels():
@@ -148,8 +171,6 @@ def test_fit_uses_time_gap_when_pairs_have_dates_and_accepts_binary_labels():
     X[:, 4] = 1.0
     X[:, 5] = np.log1p(np.where(overall < 2, 2.0, 200.0))
     scorer = PairScorer().fit(X, (overall <= 2).astype(int))
-    assert scorer.target_ == "binary"
-    assert "log_time_gap" in scorer.feature_names_
     assert scorer.coef_[scorer.feature_names_.index("log_time_gap")] < 0
 
 
@@ -180,5 +201,5 @@ def test_default_scorer_tracks_semeval_grades():
     scores = scorer.predict(pair_feature_matrix(evidences))
     verdicts = [scorer.verdict(e, s) for e, s in zip(evidences, scores, strict=True)]
     metrics = pair_metrics(pairs, scores, verdicts)
-    assert metrics["pearson"] < -0.8  # similarity score vs overall (1 = same story): negative
+    assert metrics["spearman"] < -0.75  # same-story probability vs overall (1 = same story): negative
     assert metrics["same_story_f1"] > 0.6

@@ -7,6 +7,7 @@ Examples::
         --eval ../shared/data/reuters/test
     python -m training evaluate --model bundles --seeds ../shared/data/reuters/test
     python -m training dedup --seeds ../shared/data/reuters --out report.jsonl
+    python -m training export --data-dir data --out corrections
 """
 
 from __future__ import annotations
@@ -103,9 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--pairs",
         type=Path,
+        nargs="+",
         metavar="FILE.tsv",
-        help="graded pairs (columns id1 id2 overall title1 title2 excerpt1 excerpt2) "
-        "to learn the same-story scale from",
+        help="labelled pair files to fit the same-story scorer on: graded (id1 id2 overall title1 title2 "
+        "excerpt1 excerpt2, SemEval's 1-4 scale, editors' feedback) or 0/1 (file1 file2 label title1 "
+        "title2 excerpt1 excerpt2, e.g. ../shared/data/storychains/pairs.tsv: CC BY-NC 4.0, "
+        "non-commercial); default: the built-in coefficients",
     )
     fit.add_argument(
         "--no-onnx",
@@ -115,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--story-window-days",
         type=float,
-        default=3.0,
-        help="how long a story stays open for new articles (default 3)",
+        default=14.0,
+        help="an article looks for its story among articles published this many days either side "
+        "of it (default 14; the window moves with each new article, so longer storylines stay one story)",
     )
 
     evaluate = commands.add_parser(
@@ -147,9 +152,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, metavar="report.jsonl", help="write the report here (default: stdout)"
     )
     dedup.add_argument(
-        "--story-window-days", type=float, default=3.0, help="story window for clustering (default 3)"
+        "--story-window-days",
+        type=float,
+        default=14.0,
+        help="an article's story is sought among articles this many days either side of it (default 14)",
     )
+
+    export = commands.add_parser(
+        "export",
+        help="write editors' corrections as seeds and their graded pairs as pairs.tsv",
+        description="Read the service's article store (read-only) and write every corrected article as a "
+        "seed file (corrections applied; its topics win over the original seed's when both are read) "
+        "plus pairs.tsv of editors' graded pairs, the format `fit --pairs` reads.",
+    )
+    export.add_argument(
+        "--data-dir", required=True, type=Path, metavar="DIR",
+        help="the service's data folder (NEWSDESK_DATA_DIR, holding articles.sqlite3)",
+    )  # fmt: skip
+    export.add_argument(
+        "--out", required=True, type=Path, metavar="PATH",
+        help="folder to write <id>.md seeds and pairs.tsv into (created if missing)",
+    )  # fmt: skip
+    export.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    export.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     return parser
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from training.export import export_feedback
+
+    summary = export_feedback(args.data_dir, args.out)
+    print(json.dumps(_asdict(summary)))
+    return 0
+
+
+def _asdict(value: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(value)
 
 
 def _embedder(args: argparse.Namespace) -> Embedder:
@@ -175,11 +215,11 @@ def _read(paths: Sequence[Path], args: argparse.Namespace) -> SeedCorpus:
     return corpus
 
 
-def _check_pairs(path: Path | None) -> None:
-    """Read a graded pairs file up front, so a bad one fails before minutes of fitting."""
-    if path is not None:
-        from model.coverage.pairs import read_pairs_tsv
+def _check_pairs(paths: Path | Sequence[Path] | None) -> None:
+    """Read the labelled pair files up front, so a bad one fails before minutes of fitting."""
+    from model.coverage.pairs import read_pairs_tsv
 
+    for path in [paths] if isinstance(paths, Path) else paths or []:
         read_pairs_tsv(path)
 
 
@@ -236,7 +276,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         training={
             "timings_s": opts.timings,
             "story_window_days": args.story_window_days,
-            "pairs": str(args.pairs) if args.pairs else None,
+            "pairs": [str(p) for p in args.pairs] if args.pairs else None,
         },
     )
     summary = {
@@ -286,6 +326,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_dedup(args: argparse.Namespace) -> int:
     from model.coverage.dedup import dedup_corpus
+    from model.coverage.pairs import HashedIdf, PairScorer
     from model.coverage.stories import StoryClusterer
 
     corpus = _read(args.seeds, args)
@@ -294,7 +335,15 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     vectors = embedder.encode([a.text for a in articles], show_progress_bar=not args.no_progress)
     embedded = time.perf_counter()
-    report = dedup_corpus(articles, vectors, clusterer=StoryClusterer(window_days=args.story_window_days))
+    # Stories follow the default pair scorer's verdicts, its IDF fitted on this corpus.
+    scorer = PairScorer.default(idf=HashedIdf().fit(a.text for a in articles))
+    report = dedup_corpus(
+        articles,
+        vectors,
+        clusterer=StoryClusterer(window_days=args.story_window_days),
+        scorer=scorer,
+        story_window_days=args.story_window_days,
+    )
     finished = time.perf_counter()
     if args.out:
         report.to_jsonl(args.out)
@@ -318,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "dedup": cmd_dedup}
+    handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "dedup": cmd_dedup, "export": cmd_export}
     try:
         return handlers[args.command](args)
     except NewsDeskError as error:

@@ -16,8 +16,16 @@ import numpy.typing as npt
 from model.articles.article import Article
 from model.articles.seeds import SeedCorpus
 from model.coverage.article_index import ArticleIndex
-from model.coverage.pairs import PairScorer, pair_evidence, pair_feature_matrix, read_pairs_tsv
+from model.coverage.pairs import (
+    HashedIdf,
+    PairScorer,
+    graded_pair_evidence,
+    pair_feature_matrix,
+    pair_texts,
+    read_pairs_tsv,
+)
 from model.coverage.stories import StoryClusterer
+from model.coverage.story_links import cluster_stories
 from model.encoders.embedder import Embedder
 from model.evaluation.coverage import pair_metrics, related_retrieval_metrics
 from model.evaluation.tagging import score_metrics, topic_metrics
@@ -36,8 +44,8 @@ class TrainingOptions:
     """What `fit_news_model` does beyond the defaults of each head."""
 
     score_fields: dict[str, bool] = field(default_factory=lambda: dict(SCORE_FIELDS))
-    pairs: Path | None = None
-    story_window_days: float = 3.0
+    pairs: Sequence[Path] | Path | None = None
+    story_window_days: float = 14.0
     progress: bool = True
     fit_cache: FitCache | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -67,17 +75,27 @@ def embed_articles(
     return embedder.encode([article.text for article in articles], show_progress_bar=progress)
 
 
-def fit_pair_scorer(path: Path, embedder: Embedder) -> PairScorer:
-    """Learn the same-story scale from graded pairs (columns as in semeval's pairs.tsv)."""
-    pairs = read_pairs_tsv(path)
-    vectors_a = embedder.encode([pair.a.text for pair in pairs])
-    vectors_b = embedder.encode([pair.b.text for pair in pairs])
-    evidence = [
-        pair_evidence(pair.a, pair.b, va, vb)
-        for pair, va, vb in zip(pairs, vectors_a, vectors_b, strict=True)
-    ]
-    overall = np.array([pair.overall for pair in pairs], dtype=float)
-    return PairScorer().fit(pair_feature_matrix(evidence), overall)
+def _pair_files(pairs: Sequence[Path] | Path | None) -> list[Path]:
+    if pairs is None:
+        return []
+    return [Path(pairs)] if isinstance(pairs, str | Path) else [Path(p) for p in pairs]
+
+
+def fit_pair_scorer(
+    paths: Sequence[Path] | Path | None, embedder: Embedder, corpus_texts: Sequence[str] = ()
+) -> PairScorer:
+    """The same-story scorer: its IDF from the bundle's own articles (and the pair files' texts),
+    its coefficients from the labelled pairs in ``paths`` (graded SemEval-style or 0/1 labels, e.g.
+    editors' feedback), or `PairScorer.default`'s when none are given."""
+    pairs = [pair for path in _pair_files(paths) for pair in read_pairs_tsv(path)]
+    texts = pair_texts(pairs)
+    idf = HashedIdf().fit([*corpus_texts, *dict.fromkeys(texts)])
+    if not pairs:
+        return PairScorer.default(idf=idf)
+    evidence = graded_pair_evidence(pairs, embedder.encode(texts), idf)
+    labels = np.array([int(pair.same_story) for pair in pairs])
+    logger.info("pair scorer: %d labelled pairs (%d same story)", len(pairs), int(labels.sum()))
+    return PairScorer(idf=idf).fit(pair_feature_matrix(evidence), labels)
 
 
 def fit_news_model(
@@ -97,6 +115,7 @@ def fit_news_model(
     if labelled:
         started = time.perf_counter()
         topics = _fit_head(options, TopicTagger(), [articles[i] for i in labelled], vectors[labelled])
+        topics.fit_label_gate(embedder.encode)
         _timed(options, "topics", started)
     else:
         logger.warning("no seed carries topics: the bundle will tag no topics")
@@ -113,9 +132,11 @@ def fit_news_model(
         _timed(options, f"score_{name}", started)
 
     started = time.perf_counter()
-    pair_scorer = fit_pair_scorer(options.pairs, embedder) if options.pairs else PairScorer.default()
+    pair_scorer = fit_pair_scorer(options.pairs, embedder, [article.text for article in articles])
     stories = StoryClusterer(window_days=options.story_window_days)
-    story_ids = stories.fit(articles, vectors)
+    story_ids = cluster_stories(articles, vectors, pair_scorer, window_days=options.story_window_days)
+    for article, vector, story_id in zip(articles, vectors, story_ids, strict=True):
+        stories.restore(article, vector, story_id)
     index = ArticleIndex()
     index.add(articles, vectors, story_ids)
     _timed(options, "pairs_stories_index", started)
@@ -160,7 +181,7 @@ def evaluate_model(
     model: NewsModel,
     corpus: SeedCorpus,
     *,
-    pairs: Path | None = None,
+    pairs: Sequence[Path] | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Every metric the seeds allow: topics, each score field, related retrieval, graded pairs."""
@@ -189,8 +210,8 @@ def evaluate_model(
     if corpus.links and vectors is not None:
         by_id = {article.id: vectors[i] for i, article in enumerate(articles)}
         metrics["related"] = related_retrieval_metrics(corpus, by_id, model.pair_scorer)
-    if pairs is not None:
-        graded = read_pairs_tsv(pairs)
+    if pairs:
+        graded = [pair for path in _pair_files(pairs) for pair in read_pairs_tsv(path)]
         va = model.embedder.encode([pair.a.text for pair in graded])
         vb = model.embedder.encode([pair.b.text for pair in graded])
         comparisons = [

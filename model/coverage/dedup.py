@@ -39,7 +39,9 @@ from model.coverage.neardup import (
     near_duplicate_score,
     text_fingerprint,
 )
+from model.coverage.pairs import PairScorer
 from model.coverage.stories import StoryClusterer
+from model.coverage.story_links import cluster_stories
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +164,8 @@ def dedup_corpus(
     stories: bool = True,
     clusterer: StoryClusterer | None = None,
     keep_links: bool = True,
+    scorer: PairScorer | None = None,
+    story_window_days: float = 14.0,
 ) -> DedupReport:
     """Find duplicate groups (URL, identical and near-identical text) and story clusters.
 
@@ -176,7 +180,9 @@ def dedup_corpus(
         shortest identical Reuters bodies, 57 chars, are dividend notices re-sent under new headlines).
     num_perm, bands : MinHash signature length and LSH bands (see `lsh_candidate_pairs`).
     stories : cluster stories too (needs ``vectors``).
-    clusterer : the clusterer to fit (default: a new `StoryClusterer`).
+    clusterer : the clusterer to fill (default: a new `StoryClusterer`).
+    scorer : when given, stories follow its verdicts (`model.coverage.story_links.cluster_stories`,
+        neighbours within ``story_window_days``); else the clusterer's centroid rule.
     keep_links : keep the confirmed pairs inside each group (for evidence; costs memory).
     """
     seconds: dict[str, float] = {}
@@ -231,7 +237,13 @@ def dedup_corpus(
             raise ValueError("story clusters need vectors; pass vectors=... or stories=False")
         step = time.perf_counter()
         clusterer = clusterer or StoryClusterer()
-        assigned = clusterer.fit(articles, np.asarray(vectors, dtype=np.float32))
+        matrix = np.asarray(vectors, dtype=np.float32)
+        if scorer is not None:
+            assigned = cluster_stories(articles, matrix, scorer, window_days=story_window_days)
+            for article, vector, story in zip(articles, matrix, assigned, strict=True):
+                clusterer.restore(article, vector, story)
+        else:
+            assigned = clusterer.fit(articles, matrix)
         members: dict[str, list[str]] = defaultdict(list)
         for article, story in zip(articles, assigned, strict=True):
             members[story].append(article.id)

@@ -10,9 +10,11 @@ and their embeddings and get `TopicScore` lists back.
 from __future__ import annotations
 
 import logging
+import math
+import re
 import time
 import weakref
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +45,67 @@ _LOSSES = ("logistic", "squared_hinge")
 # p = 0.5 at cosine 0.5, ~0.9 at cosine 0.75.
 _DEFAULT_PROTOTYPE_SIGMOID = (9.0, -4.5)
 _THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)
+
+# Generic news headlines across beats (written for this purpose, no corpus text): the "random news"
+# a label's prototype must beat before a thinly-trained label may fire (`TopicTagger.fit_label_gate`).
+BACKGROUND_NEWS: tuple[str, ...] = (
+    "Liverpool beat Arsenal 2-0 at Anfield to go top of the league",
+    "Tennis star wins the final in straight sets",
+    "The national team names its squad for the World Cup qualifiers",
+    "Marathon runner breaks the course record in Berlin",
+    "Oil prices climb after producers agree to cut output",
+    "Central bank raises interest rates by a quarter point",
+    "Stocks fall as investors worry about inflation",
+    "Retailer reports record holiday sales and raises its forecast",
+    "Carmaker recalls thousands of vehicles over a brake fault",
+    "Airline cancels flights as pilots go on strike",
+    "Senate passes the infrastructure bill after a long debate",
+    "Prime minister calls an early general election",
+    "Protesters gather outside parliament over pension reform",
+    "Peace talks resume as the ceasefire holds",
+    "Court sentences former mayor for corruption",
+    "Heavy rain causes flooding across the region",
+    "Wildfire forces thousands to evacuate their homes",
+    "Earthquake of magnitude 6 strikes off the coast",
+    "Heatwave breaks temperature records across Europe",
+    "Hospital waiting lists grow as winter flu cases rise",
+    "New study links sleep to heart health",
+    "Vaccine campaign reaches rural villages",
+    "School district votes to extend the academic year",
+    "University raises tuition fees for next autumn",
+    "Museum returns looted artefacts to their country of origin",
+    "Film festival opens with a record number of premieres",
+    "Singer announces a world tour for next summer",
+    "Bestselling novelist publishes a long-awaited sequel",
+    "Restaurant chain closes dozens of branches",
+    "City council approves a new tram line",
+    "House prices fall for the third month in a row",
+    "Police arrest suspects after a bank robbery",
+    "Astronauts return to Earth after six months in orbit",
+    "Archaeologists uncover a Roman villa under a car park",
+    "Farmers warn of a poor harvest after the drought",
+    "Fishing fleet stays in port as storms batter the coast",
+    "Royal wedding draws crowds to the capital",
+    "Chess champion retains the title after a tie-break",
+    "Shipping company orders ten new container ships",
+    "Mining firm agrees to buy a rival in a cash deal",
+)
+
+
+def humanize_label(label: str) -> str:
+    """A label code in words: "money-fx" -> "money fx", "Sci/Tech" -> "Sci / Tech"."""
+    text = re.sub(r"[-_]+", " ", label)
+    text = re.sub(r"\s*/\s*", " / ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def label_texts(label: str, description: str | None = None) -> list[str]:
+    """The texts whose mean embedding stands for ``label`` in its prototype."""
+    name = humanize_label(label)
+    texts = [name, f"news about {name}"]
+    if description:
+        texts.append(f"{name}: {description}")
+    return texts
 
 
 def _fit_sigmoid(
@@ -525,6 +588,33 @@ class TopicClassifier(ClassifierMixin, BaseEstimator):
         return out
 
 
+# Below these a bundle says it was trained on too little data (/readyz, /v1/model, model card).
+MIN_TRAINING_ARTICLES = 100
+MIN_EXAMPLES_PER_LABEL = 10
+
+
+def small_data_warnings(tagger: TopicTagger | None) -> list[str]:
+    """What an operator should know about a tagger trained on too little data (empty: nothing)."""
+    if tagger is None:
+        return ["no seed has topics: this bundle tags no topics"]
+    support = getattr(tagger, "support_", None) or tagger.report_.get("support", {})
+    out = []
+    n_train = int(tagger.report_.get("n_train", 0))
+    if n_train < MIN_TRAINING_ARTICLES:
+        out.append(
+            f"topics were trained on {n_train} labelled articles (fewer than {MIN_TRAINING_ARTICLES}): "
+            "expect weak tags; add labelled seeds and retrain"
+        )
+    thin = {label: n for label, n in support.items() if n < MIN_EXAMPLES_PER_LABEL}
+    if thin:
+        listed = ", ".join(f"{label} ({n})" for label, n in sorted(thin.items(), key=lambda kv: kv[1])[:20])
+        out.append(
+            f"{len(thin)} of {len(support)} labels have fewer than {MIN_EXAMPLES_PER_LABEL} examples: "
+            f"{listed}; they fire only on text close to their name and examples"
+        )
+    return out
+
+
 class TopicTagger:
     """Topic tagging of articles: `ArticleFeaturizer` + `TopicClassifier`.
 
@@ -536,6 +626,16 @@ class TopicTagger:
         Estimator (cloned at fit); default: `TopicClassifier()`.
     single_label : bool or "auto", default="auto"
         Emit exactly one topic per article. "auto": when every training article has exactly one.
+    gate_support : int, default=16
+        Labels with fewer training examples are *gated* once `fit_label_gate` ran: their
+        probability is capped so it reaches the label's threshold only for articles closer to the
+        label's prototype (its name, description and examples) than all but ``gate_fpr`` of
+        generic news (`BACKGROUND_NEWS`). A bundle from a handful of seeds then abstains on
+        unrelated text instead of tagging everything with its few labels.
+    gate_fpr : float, default=0.05
+        Share of generic news a gated label may still fire on.
+    name_weight : float, default=2.0
+        How many examples the label's name (and description) counts for in its prototype.
 
     Attributes
     ----------
@@ -555,10 +655,16 @@ class TopicTagger:
         classifier: TopicClassifier | None = None,
         *,
         single_label: bool | str = "auto",
+        gate_support: int = 16,
+        gate_fpr: float = 0.05,
+        name_weight: float = 2.0,
     ) -> None:
         self.featurizer = featurizer
         self.classifier = classifier
         self.single_label = single_label
+        self.gate_support = gate_support
+        self.gate_fpr = gate_fpr
+        self.name_weight = name_weight
 
     def fit(self, articles: Sequence[Article], embeddings: npt.ArrayLike) -> TopicTagger:
         """Fit on the articles that have topics (the others are ignored and counted)."""
@@ -605,7 +711,65 @@ class TopicTagger:
             },
             "fit_seconds": round(time.perf_counter() - start, 2),
         }
+        self.support_ = {label: int(n) for label, n in self.report_["support"].items()}
+        self.example_means_ = {
+            label: normalize(emb[keep][[label in a.topics for a in train]].mean(axis=0, keepdims=True))[0]
+            for label in self.labels_
+            if self.support_[label] < self.gate_support
+        }
+        self.gate_ = {}
         return self
+
+    def fit_label_gate(
+        self,
+        encode: Any,
+        descriptions: Mapping[str, str] | None = None,
+    ) -> TopicTagger:
+        """Gate the thinly-trained labels (support < ``gate_support``); see the class docstring.
+
+        ``encode`` maps a list of texts to unit vectors (the bundle's embedder); ``descriptions``
+        gives a sentence per label where the seeds or a label file have one.
+        """
+        if not hasattr(self, "classifier_"):
+            raise NotFittedError("fit the tagger before its label gate")
+        gated = [label for label in self.labels_ if self.support_.get(label, 0) < self.gate_support]
+        self.gate_: dict[str, tuple[npt.NDArray[np.float32], float]] = {}
+        if not gated:
+            return self
+        descriptions = descriptions or {}
+        texts = [label_texts(label, descriptions.get(label)) for label in gated]
+        flat = [text for group in texts for text in group]
+        vectors = np.asarray(encode(flat + list(BACKGROUND_NEWS)), dtype=np.float32)
+        background = vectors[len(flat) :]
+        start = 0
+        for label, group in zip(gated, texts, strict=True):
+            name = vectors[start : start + len(group)].mean(axis=0)
+            start += len(group)
+            name /= max(float(np.linalg.norm(name)), 1e-12)
+            n = self.support_.get(label, 0)
+            examples = n * self.example_means_[label] if label in self.example_means_ else 0.0
+            proto = self.name_weight * name + examples
+            proto = (proto / max(float(np.linalg.norm(proto)), 1e-12)).astype(np.float32)
+            cut = float(np.quantile(background @ proto, 1.0 - self.gate_fpr))
+            self.gate_[label] = (proto, cut)
+        self.report_["gated_labels"] = gated
+        return self
+
+    def _gate(self, prob: npt.NDArray[np.float64], embeddings: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        gate = getattr(self, "gate_", None)
+        if not gate:
+            return prob
+        emb = normalize(np.asarray(embeddings, dtype=np.float32))
+        prob = prob.copy()
+        for j, label in enumerate(self.labels_):
+            if label not in gate:
+                continue
+            proto, cut = gate[label]
+            threshold = min(max(self.thresholds_[label], 1e-6), 1 - 1e-6)
+            # p = the label's threshold exactly at the gate's cut, below it for less similar text.
+            z = 20.0 * (emb @ proto - cut) + math.log(threshold / (1 - threshold))
+            prob[:, j] = np.minimum(prob[:, j], _sigmoid(z))
+        return prob
 
     def _features(self, articles: Sequence[Article], embeddings: npt.ArrayLike) -> Any:
         if not hasattr(self, "classifier_"):
@@ -619,7 +783,7 @@ class TopicTagger:
         if not len(articles):
             return np.zeros((0, len(getattr(self, "labels_", []))))
         X = self._features(articles, embeddings)  # raises NotFittedError first when unfitted
-        return self.classifier_.predict_proba(X)
+        return self._gate(self.classifier_.predict_proba(X), embeddings)
 
     def predict(
         self, articles: Sequence[Article], embeddings: npt.ArrayLike, *, all_scores: bool = False
@@ -628,7 +792,12 @@ class TopicTagger:
         prob = self.predict_proba(articles, embeddings)
         if not len(prob):
             return []
-        chosen = self.classifier_._apply_thresholds(prob, self.classifier_.thresholds_)
+        thresholds = self.classifier_.thresholds_
+        chosen = self.classifier_._apply_thresholds(prob, thresholds)
+        if getattr(self, "gate_", None):
+            # A gated label never fires below its threshold, even as the forced "at least one".
+            gated = np.array([label in self.gate_ for label in self.labels_])
+            chosen &= ~(gated & (prob < thresholds))
         out: list[tuple[list[TopicScore], list[TopicScore] | None]] = []
         for row_prob, row_chosen in zip(prob, chosen, strict=True):
             order = np.argsort(-row_prob, kind="stable")
