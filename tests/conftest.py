@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -134,3 +137,65 @@ def small_bundle(small_seeds, tmp_path_factory) -> Path:
     """A folder of bundle versions (one version) trained on `small_seeds`; treat as read-only."""
     root = tmp_path_factory.mktemp("small_bundle")
     return train_bundle(small_seeds, root / "bundles", root / "cache")
+
+
+# --- PostgreSQL: one local server per session, a fresh database per app ---------------------------
+
+_PG_TEMPLATE = "newsdesk_template"
+_pg_databases = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory) -> Iterator[str]:
+    """A PostgreSQL 16 + pgvector server (the `pgserver` wheel) for the whole session; skips, with
+    the reason, when pgserver or psycopg is not installed."""
+    pytest.importorskip("pgserver", reason="pgserver is not installed (pip install -e '.[dev]')")
+    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e .)")
+    from service.store.pg_local import start_local_server
+
+    # Short path: the unix socket lives in the data folder and must fit in 107 bytes.
+    base = Path(tempfile.mkdtemp(prefix="pgt-", dir="/tmp"))
+    # Installed but failing to start is an error, not a skip: CI must not go green without it.
+    server = start_local_server(base / "data", fast_unsafe=True)  # durability off: tests only
+    try:
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {_PG_TEMPLATE}")
+        with psycopg.connect(pg_database_url(server.url, _PG_TEMPLATE), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION vector")  # superuser-only: once, in the template
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def pg_database_url(server_url: str, name: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(server_url)
+    params["dbname"] = name
+    return make_conninfo(**params)
+
+
+def new_pg_database(server_url: str) -> str:
+    """A fresh, empty database (pgvector installed, no tables) on the session's server."""
+    import psycopg
+
+    name = f"newsdesk_{next(_pg_databases)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {_PG_TEMPLATE}")
+    return pg_database_url(server_url, name)
+
+
+@pytest.fixture
+def pg_url(pg_server_url) -> str:
+    return new_pg_database(pg_server_url)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def store_backend(request) -> dict[str, object]:
+    """Settings overrides that put an app on each store backend: the service tests run on both.
+    PostgreSQL gets a fresh database per module (the module's apps share it, as replicas would)."""
+    if request.param == "sqlite":
+        return {}
+    url = new_pg_database(request.getfixturevalue("pg_server_url"))
+    return {"database_url": url}
