@@ -18,6 +18,7 @@ from service.auth import check_exposure
 from service.config import Settings, get_settings
 from service.errors import register_error_handlers
 from service.middleware import BodySizeLimit
+from service.replicas import start_following
 from service.routes import admin, articles, classify, health, similar
 from service.state import ServiceState
 
@@ -44,9 +45,12 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         check_exposure(state.keyring, settings.host, settings.allow_open)
         app.state.news = state
         await state.start()
+        follower = start_following(state)  # replicas on one database follow its live model version
         try:
             yield
         finally:
+            if follower is not None:
+                follower.cancel()
             await state.stop()
 
     app = FastAPI(

@@ -27,6 +27,7 @@ from service.batching import MicroBatcher
 from service.config import Settings
 from service.errors import ModelUnavailableError, StoreUnavailableError
 from service.store import ArticleStore, StoredArticle, open_store
+from service.store.shared import LIVE_VERSION_KEY, SharedArticleStore
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +118,12 @@ class ServiceState:
         why) unless ``require_bundle`` is set.
         """
         try:
+            url = self.settings.database_url
             self.store = await asyncio.to_thread(
-                open_store, self.settings.store_backend, self.settings.data_dir
+                open_store,
+                self.settings.store_backend,
+                self.settings.data_dir,
+                url.get_secret_value() if url is not None else None,
             )
             self.store_error = None
         except NewsDeskError as error:
@@ -153,15 +158,20 @@ class ServiceState:
         model = NewsModel.load(folder, embedder=embedder, encoder=self.settings.encoder)
         # Load the encoder's weights now, so "ready" means the first request pays no load time.
         model.embedder.encode(["warm-up"])
+        if isinstance(self.store, SharedArticleStore):
+            # The database searches and links stories itself: nothing to rebuild in memory.
+            return model, self.store.count(), 0
         restored, last = restore_index(model, self.store) if self.store is not None else (0, 0)
         return model, restored, last
 
-    async def reload(self, *, force: bool = False) -> ReloadResult:
-        """Load the newest bundle under the configured path and swap it in."""
+    async def reload(self, *, force: bool = False, folder: Path | None = None) -> ReloadResult:
+        """Load the newest bundle under the configured path (or the version ``folder``) and swap
+        it in. With a shared store the swapped-in version becomes the live one every replica
+        follows (`service.replicas`)."""
         async with self._reload_lock:
             started = time.perf_counter()
             current = self.model
-            folder = await asyncio.to_thread(resolve_bundle, self.settings.bundle)
+            folder = await asyncio.to_thread(resolve_bundle, folder or self.settings.bundle)
             previous = current.version if current is not None else None
             if (
                 current is not None
@@ -174,11 +184,13 @@ class ServiceState:
             embedder = current.embedder if current is not None else self._embedder
             model, restored, last = await asyncio.to_thread(self._build, folder, embedder)
             async with self.write_lock:
-                if self.store is not None:
+                if self.store is not None and not isinstance(self.store, SharedArticleStore):
                     more, _ = await asyncio.to_thread(restore_index, model, self.store, since=last)
                     restored += more
                 self.model = model
                 self.model_error = None
+            if isinstance(self.store, SharedArticleStore):
+                await asyncio.to_thread(self.store.set_meta, LIVE_VERSION_KEY, folder.name)
             seconds = time.perf_counter() - started
             logger.info(
                 "reloaded: %s -> %s (%d stored articles) in %.1fs", previous, model.version, restored, seconds

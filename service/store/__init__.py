@@ -8,13 +8,19 @@ from service.store.base import ArticleStore, StoredArticle, StoreError
 
 __all__ = ["ArticleStore", "StoreError", "StoredArticle", "open_store"]
 
-BACKENDS = ("sqlite",)
+BACKENDS = ("sqlite", "postgres")
 
 
-def open_store(backend: str, store_dir: Path) -> ArticleStore:
+def open_store(backend: str, store_dir: Path, database_url: str | None = None) -> ArticleStore:
     """The configured store; a new backend adds a module beside `sqlite` and a branch here."""
     if backend == "sqlite":
         from service.store.sqlite import SqliteArticleStore
 
         return SqliteArticleStore(store_dir / "articles.sqlite3")
+    if backend == "postgres":
+        if not database_url:
+            raise StoreError("the postgres store needs NEWSDESK_DATABASE_URL")
+        from service.store.postgres import PgArticleStore
+
+        return PgArticleStore(database_url)
     raise StoreError(f"unknown store backend {backend!r}, expected one of: {', '.join(BACKENDS)}")
