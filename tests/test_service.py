@@ -50,16 +50,18 @@ def make_settings(tmp_path, bundle, **overrides) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def bundle_copy(small_bundle, tmp_path_factory):
-    """A private copy of the folder of versions, so a test may add a version to it."""
+def bundle_copy(small_bundle, tmp_path_factory, store_backend):
+    """A private copy of the folder of versions (one per store backend), so a test may add a
+    version to it."""
     target = tmp_path_factory.mktemp("service_bundle") / "bundles"
     shutil.copytree(small_bundle, target)
     return target
 
 
 @pytest.fixture(scope="module")
-def settings(bundle_copy, tmp_path_factory) -> Settings:
-    return make_settings(tmp_path_factory.mktemp("service"), bundle_copy)
+def settings(bundle_copy, tmp_path_factory, store_backend) -> Settings:
+    """The module's app settings, once on SQLite and once on PostgreSQL (`store_backend`)."""
+    return make_settings(tmp_path_factory.mktemp("service"), bundle_copy, **store_backend)
 
 
 @pytest.fixture(scope="module")
