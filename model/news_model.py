@@ -25,6 +25,7 @@ from model.coverage.search import ArticleSearch, KnownArticle
 from model.coverage.stories import StoryClusterer
 from model.encoders.embedder import Embedder
 from model.errors import ArticleNotFoundError, NotFittedError
+from model.feedback import topic_uncertainty
 from model.results import Classification, Comparison, SearchFilters, SimilarHit
 from model.tagging.scores import ScoreHead
 from model.tagging.topics import TopicTagger
@@ -169,6 +170,11 @@ class NewsModel:
     def labels(self) -> list[str]:
         return list(self.topics.labels_) if self.topics is not None else []
 
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Each label's decision threshold (a label applies when its probability reaches it)."""
+        return dict(getattr(self.topics, "thresholds_", None) or self.manifest.get("thresholds") or {})
+
     # --- embedding -----------------------------------------------------------------------
 
     def embed(self, articles: Sequence[Article]) -> npt.NDArray[np.float32]:
@@ -194,12 +200,14 @@ class NewsModel:
         else:
             topic_rows = [([], [] if all_scores else None)] * len(parsed)
         score_rows = {name: head.predict(parsed, vectors) for name, head in self.scores.items()}
+        thresholds = self.thresholds
         return [
             Classification(
                 article_id=article.id,
                 topics=topic_rows[i][0],
                 all_topics=topic_rows[i][1],
                 scores={name: rows[i] for name, rows in score_rows.items()},
+                uncertainty=topic_uncertainty(topic_rows[i][1] or [], thresholds),
             )
             for i, article in enumerate(parsed)
         ]
@@ -298,6 +306,16 @@ class NewsModel:
                 self.index.add([article], vectors[i : i + 1], [story_id])
                 results.append(Ingested(article.id, story_id, duplicate_of, True))
         return results
+
+    def remove(self, article_id: str) -> bool:
+        """Forget an added article (a takedown): out of the index and its story. False if unknown."""
+        with self._lock:
+            known = self.index.known(article_id)
+            if known is None:
+                return False
+            self.stories.remove(article_id, known.vector)
+            self.index.remove(article_id)
+            return True
 
     def find_duplicate(
         self, article: Article, vector: npt.NDArray[np.float32], search: ArticleSearch | None = None

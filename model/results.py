@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 Verdict = Literal["duplicate", "same_story", "related", "unrelated"]
 VERDICTS: tuple[Verdict, ...] = ("duplicate", "same_story", "related", "unrelated")
+# Labels kept per stored classification for editors to choose from (most probable first).
+CANDIDATES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,14 +35,23 @@ class Classification:
     topics: list[TopicScore]
     scores: dict[str, ScorePrediction]
     all_topics: list[TopicScore] | None = None
+    # How close the nearest label is to its threshold (min |probability - threshold|): small means
+    # the model could go either way. Known when every label was scored (``all_scores``).
+    uncertainty: float | None = None
+    # The most probable labels, chosen or not (kept in the store for editors to pick from).
+    candidates: list[TopicScore] | None = None
 
     @property
     def labels(self) -> list[str]:
         return [topic.label for topic in self.topics]
 
     def to_record(self) -> dict[str, Any]:
-        """A JSON-ready dict for storage: the model's own format, independent of any HTTP shape."""
-        return {
+        """A JSON-ready dict for storage: the model's own format, independent of any HTTP shape.
+
+        With every label scored it also keeps ``uncertainty`` and the top ``candidates``
+        (at most `CANDIDATES`), so a review queue is a store query, not a re-classification.
+        """
+        record: dict[str, Any] = {
             "article_id": self.article_id,
             "topics": [{"label": t.label, "probability": float(t.probability)} for t in self.topics],
             "scores": {
@@ -48,6 +59,14 @@ class Classification:
                 for name, s in self.scores.items()
             },
         }
+        if self.uncertainty is not None:
+            record["uncertainty"] = float(self.uncertainty)
+        top = self.candidates if self.candidates is not None else self.all_topics
+        if top is not None:
+            record["candidates"] = [
+                {"label": t.label, "probability": float(t.probability)} for t in top[:CANDIDATES]
+            ]
+        return record
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], article_id: str | None = None) -> Classification:
@@ -61,6 +80,10 @@ class Classification:
                 )
                 for name, s in (record.get("scores") or {}).items()
             },
+            uncertainty=float(record["uncertainty"]) if record.get("uncertainty") is not None else None,
+            candidates=[TopicScore(str(t["label"]), float(t["probability"])) for t in record["candidates"]]
+            if record.get("candidates") is not None
+            else None,
         )
 
 

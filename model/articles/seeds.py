@@ -18,6 +18,7 @@ import yaml
 
 from model.articles.article import Article, article_from_record
 from model.errors import InvalidArticleError, SeedFormatError
+from model.files import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,9 @@ _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 FRONT_MATTER_SUFFIXES = frozenset({".md", ".txt", ".yaml", ".yml", ".markdown"})
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
 SEED_SUFFIXES = FRONT_MATTER_SUFFIXES | JSONL_SUFFIXES
+# Marks an editor-corrected record (`model.feedback.corrected_record`): its topics and quality are
+# final and win over any other record of the same article, whatever order the files are read in.
+CORRECTED_FIELD = "corrected_at"
 
 
 @dataclass
@@ -44,7 +48,22 @@ class SeedCorpus:
 
     def add(self, article: Article, *, main: bool) -> str:
         known = self.articles.get(article.id)
-        self.articles[article.id] = known.merge(article) if known else article
+        merged = known.merge(article) if known else article
+        # An editor-corrected record (`model.feedback.CORRECTED_FIELD`) is final for topics and
+        # quality: the latest correction wins over any seed, read before or after it.
+        stamp = _corrected_at(article)
+        held = self._corrected.get(article.id)
+        if stamp is not None and (held is None or stamp >= held[0]):
+            self._corrected[article.id] = (stamp, article)
+            held = self._corrected[article.id]
+        if held is not None:
+            final = held[1]
+            merged = replace(
+                merged,
+                topics=final.topics,
+                quality=final.quality if final.quality is not None else merged.quality,
+            )
+        self.articles[article.id] = merged
         if main and article.id not in self._main_set:
             self._main_set.add(article.id)
             self.main_ids.append(article.id)
@@ -52,6 +71,7 @@ class SeedCorpus:
 
     def __post_init__(self) -> None:
         self._main_set: set[str] = set(self.main_ids)
+        self._corrected: dict[str, tuple[str, Article]] = {}
 
     @property
     def main_articles(self) -> list[Article]:
@@ -139,11 +159,21 @@ def _records_in_file(path: Path) -> Iterator[tuple[int | None, Any]]:
     yield None, record
 
 
-def _add_seed_record(corpus: SeedCorpus, record: Any, source: str) -> None:
+def _corrected_at(article: Article) -> str | None:
+    value = article.extra.get(CORRECTED_FIELD)
+    return str(value) if value else None
+
+
+def split_seed_record(record: Any, source: str | None = None) -> tuple[Article, list[Article]]:
+    """A seed record as its main article (``related_ids`` set) and its related items as articles.
+
+    The one rule for ``related``, shared by seed files and the ingest API. Errors in an item
+    name it (``related[1].webUrl``); an item with the main article's own id is skipped.
+    """
     if not isinstance(record, Mapping):
         raise InvalidArticleError("article", f"expected a mapping of fields, got {type(record).__name__}")
     main = article_from_record(record, source=source)
-    related_ids = []
+    related: dict[str, Article] = {}
     for position, item in enumerate(record.get("related") or []):
         try:
             other = article_from_record(item, source=source)
@@ -151,10 +181,32 @@ def _add_seed_record(corpus: SeedCorpus, record: Any, source: str) -> None:
             raise InvalidArticleError(f"related[{position}].{error.field}", error.reason) from None
         if other.id == main.id:
             continue
+        related[other.id] = related[other.id].merge(other) if other.id in related else other
+    return replace(main, related_ids=tuple(related)), list(related.values())
+
+
+def _add_seed_record(corpus: SeedCorpus, record: Any, source: str) -> None:
+    main, related = split_seed_record(record, source)
+    for other in related:
         corpus.add(other, main=False)
-        related_ids.append(other.id)
-    corpus.add(replace(main, related_ids=tuple(related_ids)), main=True)
-    corpus.links.extend((main.id, other_id) for other_id in related_ids)
+    corpus.add(main, main=True)
+    corpus.links.extend((main.id, other.id) for other in related)
+
+
+def seed_text(record: Mapping[str, Any]) -> str:
+    """One seed file's text: the record as YAML front matter between ``---`` lines (read back by
+    `read_seeds` into the same article)."""
+    fields = {key: value for key, value in record.items() if value is not None}
+    body = yaml.safe_dump(fields, sort_keys=False, allow_unicode=True, width=1000)
+    return f"---\n{body}---\n"
+
+
+def write_seed(record: Mapping[str, Any], path: str | Path) -> Path:
+    """Write ``record`` as a seed file at ``path`` (atomically) and return the path."""
+    path = Path(path)
+    with atomic_file(path) as temp:
+        temp.write_text(seed_text(record), encoding="utf-8")
+    return path
 
 
 def read_seeds(

@@ -67,6 +67,9 @@ class ArticleIndex:
         self._code_buffer = np.zeros(0, dtype=np.int32)
         self._provider_vocab: dict[str | None, int] = {None: 0}
         self._ann: Any = None  # model.coverage.faiss_ann.AnnIndex once the index grows past ann_threshold
+        # Rows of removed articles: never found again, skipped when saving (rows never move, so
+        # readers' snapshots and the ANN's row keys stay valid).
+        self._removed: set[int] = set()
 
     # --- writing -------------------------------------------------------------------------
 
@@ -116,6 +119,15 @@ class ArticleIndex:
                 self._code_buffer[base:end] = [self._provider_code(articles[i].provider_key) for i in fresh]
                 self._count = end
             self._sync_ann()
+
+    def remove(self, article_id: str) -> bool:
+        """Forget an article (a takedown); False if it is not indexed. Adding it again is allowed."""
+        with self._lock:
+            position = self._pos.pop(article_id, None)
+            if position is None:
+                return False
+            self._removed.add(position)
+            return True
 
     def _provider_code(self, key: str | None) -> int:
         return self._provider_vocab.setdefault(key, len(self._provider_vocab))
@@ -173,13 +185,15 @@ class ArticleIndex:
     # --- reading -------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._ids) - len(self._removed)
 
     def __contains__(self, article_id: object) -> bool:
         return article_id in self._pos
 
     def ids(self) -> list[str]:
-        return list(self._ids)
+        if not self._removed:
+            return list(self._ids)
+        return [article_id for position, article_id in enumerate(self._ids) if position not in self._removed]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.ids())
@@ -218,6 +232,9 @@ class ArticleIndex:
         for article_id in filters.exclude_ids:
             position = self._pos.get(article_id)
             if position is not None and position < n:
+                mask[position] = False
+        for position in list(self._removed):
+            if position < n:
                 mask[position] = False
         return mask
 
@@ -286,9 +303,13 @@ class ArticleIndex:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            np.save(directory / _VECTORS_FILE, self._vectors)
+            live = [p for p in range(len(self._ids)) if p not in self._removed]
+            np.save(directory / _VECTORS_FILE, self._vectors[live] if self._removed else self._vectors)
             with (directory / _ARTICLES_FILE).open("w", encoding="utf-8") as handle:
-                for article, story in zip(self._articles, self._story_ids, strict=True):
+                rows = zip(self._articles, self._story_ids, strict=True)
+                for position, (article, story) in enumerate(rows):
+                    if position in self._removed:
+                        continue
                     record = article.to_record()
                     record["id"] = article.id
                     handle.write(
@@ -297,7 +318,7 @@ class ArticleIndex:
             meta = {
                 "format": INDEX_FORMAT,
                 "dim": self.dim,
-                "count": len(self._ids),
+                "count": len(self._ids) - len(self._removed),
                 "ann_threshold": self.ann_threshold,
             }
             (directory / _META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")

@@ -215,6 +215,22 @@ class StoryClusterer:
             self._join(position, article, vector)
             return story_id
 
+    def remove(self, article_id: str, vector: npt.NDArray[np.floating]) -> bool:
+        """Take an article out of its story (a takedown); False if it was never assigned.
+
+        The story's centroid loses the article's vector; its time span is left as it was (a
+        story keeps the window it had, so later assignments stay where they would have gone).
+        """
+        vector = np.asarray(vector, dtype=np.float32).ravel()
+        with self._lock:
+            story_id = self._of.pop(article_id, None)
+            if story_id is None:
+                return False
+            position = self._story_pos[story_id]
+            self._members[position].remove(article_id)
+            self._sums[position] -= vector
+            return True
+
     def fit(self, articles: Sequence[Article], vectors: npt.NDArray[np.floating]) -> list[str]:
         """Assign a batch in published order (undated last, ties by id); story ids in input order."""
         vectors = np.asarray(vectors, dtype=np.float32)
