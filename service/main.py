@@ -19,7 +19,7 @@ from service.config import Settings, get_settings
 from service.errors import register_error_handlers
 from service.middleware import BodySizeLimit
 from service.replicas import start_following
-from service.routes import admin, articles, classify, health, similar
+from service.routes import admin, articles, classify, editorial, health, pages, similar
 from service.state import ServiceState
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
         )
     register_error_handlers(app)
-    for module in (health, classify, similar, articles, admin):
+    for module in (health, classify, similar, articles, editorial, admin, pages):
         app.include_router(module.router)
     return app
 

@@ -13,7 +13,7 @@ from model.results import Classification
 from service.deps import IngestDep, ModelDep, ReaderDep, SettingsDep, StateDep, StoreDep
 from service.errors import StoryNotFoundError
 from service.ingest import ingest_articles
-from service.parsing import parse_articles, unpack_batch
+from service.parsing import parse_for_ingest, unpack_batch
 from service.schemas import (
     ARTICLES_EXAMPLES,
     ClassificationOut,
@@ -26,6 +26,8 @@ from service.schemas import (
     StoryOut,
 )
 from service.store import StoredArticle
+from service.workspace import stored_detail
+from service.workspace_schemas import ArticleDetailOut
 
 router = APIRouter(prefix="/v1", tags=["articles"])
 
@@ -75,9 +77,9 @@ async def ingest(
     returns the stored one with ``created: false``. The article is on disk before the answer.
     A single new article answers 201, a known one 200; a batch always answers 200."""
     items, batch = unpack_batch(body, settings)
-    articles = parse_articles(items, batch=batch)
-    outcomes = await ingest_articles(state, model, store, articles)
-    out = [_result(outcome.stored, outcome.created) for outcome in outcomes]
+    articles, related = parse_for_ingest(items, batch=batch)
+    outcomes = await ingest_articles(state, model, store, [*articles, *related])
+    out = [_result(outcome.stored, outcome.created) for outcome in outcomes[: len(articles)]]
     if batch:
         response.status_code = 200
         return IngestBatchOut(model_version=model.version, results=out)
@@ -90,20 +92,16 @@ async def ingest(
     responses={404: {"model": ErrorOut, "description": "No article with this id."}},
     summary="A stored article with its classification and story",
 )
-async def get_article(article_id: ArticleId, state: StateDep, _: ReaderDep) -> StoredArticleOut:
+async def get_article(
+    article_id: ArticleId, state: StateDep, _: ReaderDep
+) -> ArticleDetailOut | StoredArticleOut:
     """Ingested articles come from the store; articles of the bundle's own corpus are answered
     from the model's index (``stored: false``, classified now)."""
-    stored = await asyncio.to_thread(state.store.get, article_id) if state.store is not None else None
-    if stored is not None:
-        return StoredArticleOut(
-            id=stored.id,
-            article=stored.record,
-            story_id=stored.story_id,
-            duplicate_of=stored.duplicate_of,
-            classification=_classification(stored),
-            stored=True,
-            created_at=stored.created_at,
-        )
+    store = state.store
+    stored = await asyncio.to_thread(store.get, article_id) if store is not None else None
+    if store is not None and stored is not None:
+        # With the editors' corrections (history) and the effective labels.
+        return await asyncio.to_thread(stored_detail, store, stored)
     model = state.require_model()
     known = model.known(article_id)
     if known is None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.store.base import ArticleStore, StoredArticle, StoreError
+from service.store.base import ArticleQuery, ArticleStore, StoredArticle, StoreError, StorySummary
 
-__all__ = ["ArticleStore", "StoreError", "StoredArticle", "open_store"]
+__all__ = ["ArticleQuery", "ArticleStore", "StoreError", "StoredArticle", "StorySummary", "open_store"]
 
 BACKENDS = ("sqlite", "postgres")
 

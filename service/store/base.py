@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model.errors import NewsDeskError
+from model.feedback import Correction, PairFeedback
 
 
 class StoreError(NewsDeskError):
@@ -38,6 +39,51 @@ class StoredArticle:
     duplicate_of: str | None = None
     model_version: str | None = None
     seq: int = 0  # insertion order, assigned by the store; 0 until stored
+    # Ids of the seed's `related` coverage, each ingested as an article of its own.
+    related_ids: tuple[str, ...] = ()
+    # The effective labels: the model's (``classification["topics"]``) until an editor's
+    # correction sets them. Kept by the store (a column), so listing by topic is one query;
+    # None on the way in means "the model's labels".
+    labels: tuple[str, ...] | None = None
+
+    @property
+    def model_labels(self) -> list[str]:
+        return [str(t["label"]) for t in self.classification.get("topics", [])]
+
+    @property
+    def effective_labels(self) -> list[str]:
+        return list(self.labels) if self.labels is not None else self.model_labels
+
+    @property
+    def uncertainty(self) -> float | None:
+        """min |probability - threshold| over labels at ingest (None for older records)."""
+        value = self.classification.get("uncertainty")
+        return float(value) if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class ArticleQuery:
+    """Filters of `ArticleStore.list_articles`; every one is optional and they combine with AND."""
+
+    topic: str | None = None  # an effective label, exact
+    provider: str | None = None  # outlet domain or name, case-insensitive
+    story_id: str | None = None
+    since: datetime | None = None  # published at or after
+    until: datetime | None = None  # published at or before
+    q: str | None = None  # text in the title or excerpt, case-insensitive
+    before_seq: int | None = None  # keyset cursor: only articles stored before this seq
+
+
+@dataclass(frozen=True, slots=True)
+class StorySummary:
+    """One story in `ArticleStore.list_stories`: its stored members counted."""
+
+    story_id: str
+    count: int
+    last_seq: int  # the newest member's seq (stories are listed by it, newest first)
+    title: str  # headline of the earliest-published member
+    first_published: datetime | None = None
+    last_published: datetime | None = None
 
 
 @runtime_checkable
@@ -63,6 +109,50 @@ class ArticleStore(Protocol):
     def last_seq(self) -> int: ...
 
     def count(self) -> int: ...
+
+    # --- the editors' workspace -------------------------------------------------------------
+
+    def list_articles(self, query: ArticleQuery, limit: int) -> list[StoredArticle]:
+        """At most ``limit`` articles matching ``query``, newest stored first (``seq`` descending).
+
+        The next page is ``replace(query, before_seq=page[-1].seq)``.
+        """
+        ...
+
+    def list_stories(self, limit: int, before_seq: int | None = None) -> list[StorySummary]:
+        """Stories by their newest member, newest first; next page: ``before_seq=page[-1].last_seq``."""
+        ...
+
+    def story_sizes(self, story_ids: Sequence[str]) -> dict[str, int]:
+        """How many stored articles each story has (stories with none are left out)."""
+        ...
+
+    def review_queue(self, limit: int) -> list[StoredArticle]:
+        """Articles no editor has corrected yet, least sure first: those with no label, then by
+        `StoredArticle.uncertainty` ascending (unknown last), then newest."""
+        ...
+
+    def add_correction(self, correction: Correction) -> Correction:
+        """Append an editor's correction (durably) and return it with its id. When it sets topics,
+        the article's effective ``labels`` become them. The model's classification is never changed."""
+        ...
+
+    def corrections(self, article_id: str | None = None) -> list[Correction]:
+        """Corrections of one article (or of all, for export), oldest first."""
+        ...
+
+    def add_pair_feedback(self, feedback: PairFeedback) -> PairFeedback:
+        """Append an editor's verdict on a pair and return it with its id."""
+        ...
+
+    def pair_feedback(self, article_id: str | None = None) -> list[PairFeedback]:
+        """Graded pairs naming ``article_id`` as a or b (or all, for export), oldest first."""
+        ...
+
+    def delete(self, article_id: str) -> bool:
+        """Remove an article with its corrections and the pair feedback naming it (a takedown),
+        in one transaction; False when it was not stored."""
+        ...
 
     def ping(self) -> None:
         """Raise `StoreError` unless the store answers a trivial query."""

@@ -11,21 +11,88 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from service.store.base import StoredArticle, StoreError
+from model.feedback import Correction, PairFeedback
+from service.store.base import ArticleQuery, StoredArticle, StoreError, StorySummary
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+_CREATE_V1 = """
+CREATE TABLE IF NOT EXISTS articles (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    canonical_url TEXT,
+    record TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    story_id TEXT NOT NULL,
+    classification TEXT NOT NULL,
+    duplicate_of TEXT,
+    model_version TEXT,
+    published_at TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS articles_story ON articles (story_id, published_at);
+CREATE INDEX IF NOT EXISTS articles_url ON articles (canonical_url);
+"""
+
+# Each step takes a store from version N to N + 1, in one transaction: old stores are upgraded in
+# place, never refused. A new store is created at version 1 and walks the same steps.
+_MIGRATIONS: dict[int, str] = {
+    # 1 -> 2: the editors' workspace. Effective labels and ingest-time uncertainty as columns (the
+    # inbox filters by label, the review queue sorts by uncertainty), the seed's related ids, and
+    # editors' corrections and graded pairs beside (never inside) the model's classification.
+    1: """
+    ALTER TABLE articles ADD COLUMN labels TEXT;
+    ALTER TABLE articles ADD COLUMN uncertainty REAL;
+    ALTER TABLE articles ADD COLUMN related TEXT;
+    UPDATE articles SET
+        labels = (SELECT json_group_array(json_extract(t.value, '$.label'))
+                  FROM json_each(articles.classification, '$.topics') AS t),
+        uncertainty = json_extract(classification, '$.uncertainty');
+    CREATE INDEX IF NOT EXISTS articles_uncertainty ON articles (uncertainty);
+    CREATE TABLE IF NOT EXISTS corrections (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        article_id TEXT NOT NULL,
+        topics TEXT,
+        quality REAL,
+        note TEXT,
+        editor TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS corrections_article ON corrections (article_id, id);
+    CREATE TABLE IF NOT EXISTS pair_feedback (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        a TEXT NOT NULL,
+        b TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        note TEXT,
+        editor TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS pair_feedback_a ON pair_feedback (a);
+    CREATE INDEX IF NOT EXISTS pair_feedback_b ON pair_feedback (b);
+    """,
+}
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat() if value else None
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _labels_json(labels: Sequence[str]) -> str:
+    return json.dumps(list(labels), ensure_ascii=False)
 
 
 class SqliteArticleStore:
@@ -40,47 +107,59 @@ class SqliteArticleStore:
             # WAL: readers never block the writer; FULL: the commit is on disk before we answer.
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(
-                """
-                CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                CREATE TABLE IF NOT EXISTS articles (
-                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                    id TEXT NOT NULL UNIQUE,
-                    canonical_url TEXT,
-                    record TEXT NOT NULL,
-                    embedding BLOB NOT NULL,
-                    story_id TEXT NOT NULL,
-                    classification TEXT NOT NULL,
-                    duplicate_of TEXT,
-                    model_version TEXT,
-                    published_at TEXT,
-                    created_at TEXT NOT NULL
-                );
-                CREATE INDEX IF NOT EXISTS articles_story ON articles (story_id, published_at);
-                CREATE INDEX IF NOT EXISTS articles_url ON articles (canonical_url);
-                """
-            )
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-            found = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._db.executescript(_CREATE_V1)
+            self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1')")
+            found = int(self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+            if found > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: store schema version {found} is newer than this service reads "
+                    f"({SCHEMA_VERSION}); run a newer service or point NEWSDESK_DATA_DIR at a new folder"
+                )
+            for version in range(found, SCHEMA_VERSION):
+                self._migrate(version)
         except (OSError, sqlite3.Error) as error:
             raise StoreError(f"cannot open the article store at {self.path}: {error}") from error
-        if int(found) != SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path}: store schema version {found}, this service reads {SCHEMA_VERSION}; "
-                "point NEWSDESK_DATA_DIR at a new folder or migrate the store"
-            )
         logger.info("article store %s (journal %s, %d articles)", self.path, mode, self.count())
+
+    def _migrate(self, version: int) -> None:
+        """Run the step from ``version`` to ``version + 1`` in one transaction."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version + 1),))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        logger.info(
+            "article store %s: schema migrated from version %d to %d", self.path, version, version + 1
+        )
 
     _COLUMNS = (
         "seq, id, canonical_url, record, embedding, story_id, classification, duplicate_of, "
-        "model_version, published_at, created_at"
+        "model_version, published_at, created_at, related, labels"
     )
 
     @staticmethod
     def _row(row: tuple[Any, ...]) -> StoredArticle:
-        seq, id_, url, record, blob, story, classification, dup, version, published, created = row
+        (
+            seq,
+            id_,
+            url,
+            record,
+            blob,
+            story,
+            classification,
+            dup,
+            version,
+            published,
+            created,
+            related,
+            labels,
+        ) = row
         return StoredArticle(
             id=id_,
             record=json.loads(record),
@@ -93,6 +172,8 @@ class SqliteArticleStore:
             duplicate_of=dup,
             model_version=version,
             seq=seq,
+            related_ids=tuple(json.loads(related)) if related else (),
+            labels=tuple(json.loads(labels)) if labels is not None else None,
         )
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -115,6 +196,9 @@ class SqliteArticleStore:
                 a.model_version,
                 _iso(a.published_at),
                 _iso(a.created_at),
+                json.dumps(list(a.related_ids), ensure_ascii=False) if a.related_ids else None,
+                _labels_json(a.effective_labels),
+                a.uncertainty,
             )
             for a in articles
         ]
@@ -126,8 +210,8 @@ class SqliteArticleStore:
                     for row in rows:
                         cursor = self._db.execute(
                             "INSERT OR IGNORE INTO articles (id, canonical_url, record, embedding, story_id, "
-                            "classification, duplicate_of, model_version, published_at, created_at) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            "classification, duplicate_of, model_version, published_at, created_at, "
+                            "related, labels, uncertainty) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             row,
                         )
                         inserted.append(cursor.rowcount == 1)
@@ -179,6 +263,196 @@ class SqliteArticleStore:
 
     def count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM articles")[0][0])
+
+    # --- the editors' workspace -------------------------------------------------------------
+
+    def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[sqlite3.Cursor]:
+        """Run ``statements`` in one durable transaction."""
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    cursors = [self._db.execute(sql, params) for sql, params in statements]
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as error:
+            raise StoreError(f"article store {self.path}: cannot write: {error}") from error
+        return cursors
+
+    def list_articles(self, query: ArticleQuery, limit: int) -> list[StoredArticle]:
+        where, params = [], []
+        if query.topic is not None:
+            where.append("EXISTS (SELECT 1 FROM json_each(articles.labels) AS l WHERE l.value = ?)")
+            params.append(query.topic)
+        if query.provider is not None:
+            where.append(
+                "(lower(json_extract(record, '$.provider.domain')) = lower(?) "
+                "OR lower(json_extract(record, '$.provider.name')) = lower(?))"
+            )
+            params += [query.provider, query.provider]
+        if query.story_id is not None:
+            where.append("story_id = ?")
+            params.append(query.story_id)
+        if query.since is not None:
+            where.append("published_at >= ?")
+            params.append(_iso(query.since))
+        if query.until is not None:
+            where.append("published_at <= ?")
+            params.append(_iso(query.until))
+        if query.q:
+            where.append(
+                "(instr(lower(coalesce(json_extract(record, '$.title'), '')), lower(?)) > 0 "
+                "OR instr(lower(coalesce(json_extract(record, '$.excerpt'), '')), lower(?)) > 0)"
+            )
+            params += [query.q, query.q]
+        if query.before_seq is not None:
+            where.append("seq < ?")
+            params.append(query.before_seq)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self._query(
+            f"SELECT {self._COLUMNS} FROM articles {clause}ORDER BY seq DESC LIMIT ?", [*params, limit]
+        )
+        return [self._row(row) for row in rows]
+
+    def list_stories(self, limit: int, before_seq: int | None = None) -> list[StorySummary]:
+        having = "HAVING MAX(seq) < ? " if before_seq is not None else ""
+        params: list[Any] = [before_seq] if before_seq is not None else []
+        rows = self._query(
+            "SELECT story_id, COUNT(*), MAX(seq), MIN(published_at), MAX(published_at), "
+            "(SELECT json_extract(m.record, '$.title') FROM articles AS m "
+            " WHERE m.story_id = articles.story_id "
+            " ORDER BY m.published_at IS NULL, m.published_at, m.seq LIMIT 1) "
+            f"FROM articles GROUP BY story_id {having}ORDER BY MAX(seq) DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [
+            StorySummary(story, int(count), int(last), str(title or ""), _time(first), _time(latest))
+            for story, count, last, first, latest, title in rows
+        ]
+
+    def story_sizes(self, story_ids: Sequence[str]) -> dict[str, int]:
+        ids = list(dict.fromkeys(story_ids))
+        sizes: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._query(
+                f"SELECT story_id, COUNT(*) FROM articles WHERE story_id IN ({marks}) GROUP BY story_id",
+                chunk,
+            )
+            sizes.update({story: int(count) for story, count in rows})
+        return sizes
+
+    def review_queue(self, limit: int) -> list[StoredArticle]:
+        rows = self._query(
+            f"SELECT {self._COLUMNS} FROM articles "
+            "WHERE id NOT IN (SELECT article_id FROM corrections) "
+            "ORDER BY json_array_length(coalesce(labels, '[]')) > 0, uncertainty IS NULL, uncertainty, "
+            "seq DESC LIMIT ?",
+            (limit,),
+        )
+        return [self._row(row) for row in rows]
+
+    @staticmethod
+    def _correction(row: tuple[Any, ...]) -> Correction:
+        id_, article_id, topics, quality, note, editor, created = row
+        return Correction(
+            article_id=article_id,
+            topics=tuple(json.loads(topics)) if topics is not None else None,
+            quality=quality,
+            note=note,
+            editor=editor,
+            created_at=datetime.fromisoformat(created),
+            id=int(id_),
+        )
+
+    def add_correction(self, correction: Correction) -> Correction:
+        statements: list[tuple[str, Sequence[Any]]] = [
+            (
+                "INSERT INTO corrections (article_id, topics, quality, note, editor, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    correction.article_id,
+                    _labels_json(correction.topics) if correction.topics is not None else None,
+                    correction.quality,
+                    correction.note,
+                    correction.editor,
+                    _iso(correction.created_at),
+                ),
+            )
+        ]
+        if correction.topics is not None:
+            statements.append(
+                (
+                    "UPDATE articles SET labels = ? WHERE id = ?",
+                    (_labels_json(correction.topics), correction.article_id),
+                )
+            )
+        cursor = self._write(statements)[0]
+        return replace(correction, id=int(cursor.lastrowid or 0))
+
+    def corrections(self, article_id: str | None = None) -> list[Correction]:
+        columns = "id, article_id, topics, quality, note, editor, created_at"
+        if article_id is None:
+            rows = self._query(f"SELECT {columns} FROM corrections ORDER BY id")
+        else:
+            rows = self._query(
+                f"SELECT {columns} FROM corrections WHERE article_id = ? ORDER BY id", (article_id,)
+            )
+        return [self._correction(row) for row in rows]
+
+    def add_pair_feedback(self, feedback: PairFeedback) -> PairFeedback:
+        cursor = self._write(
+            [
+                (
+                    "INSERT INTO pair_feedback (a, b, verdict, note, editor, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        feedback.a,
+                        feedback.b,
+                        feedback.verdict,
+                        feedback.note,
+                        feedback.editor,
+                        _iso(feedback.created_at),
+                    ),
+                )
+            ]
+        )[0]
+        return replace(feedback, id=int(cursor.lastrowid or 0))
+
+    def pair_feedback(self, article_id: str | None = None) -> list[PairFeedback]:
+        columns = "id, a, b, verdict, note, editor, created_at"
+        if article_id is None:
+            rows = self._query(f"SELECT {columns} FROM pair_feedback ORDER BY id")
+        else:
+            rows = self._query(
+                f"SELECT {columns} FROM pair_feedback WHERE a = ? OR b = ? ORDER BY id",
+                (article_id, article_id),
+            )
+        return [
+            PairFeedback(
+                a=a,
+                b=b,
+                verdict=verdict,
+                note=note,
+                editor=editor,
+                created_at=datetime.fromisoformat(created),
+                id=int(id_),
+            )
+            for id_, a, b, verdict, note, editor, created in rows
+        ]
+
+    def delete(self, article_id: str) -> bool:
+        cursors = self._write(
+            [
+                ("DELETE FROM articles WHERE id = ?", (article_id,)),
+                ("DELETE FROM corrections WHERE article_id = ?", (article_id,)),
+                ("DELETE FROM pair_feedback WHERE a = ? OR b = ?", (article_id, article_id)),
+            ]
+        )
+        return cursors[0].rowcount > 0
 
     def ping(self) -> None:
         self._query("SELECT 1")
