@@ -10,7 +10,7 @@ SEEDS ?= seeds
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install serve train test lint fix bench clean
+.PHONY: install serve serve-pg train test lint fix bench clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,14 @@ train: install
 serve: install
 	@if [ "$(BUNDLE)" = "$(BUNDLES)" ]; then $(MAKE) --no-print-directory $(BUNDLES)/.trained; fi
 	NEWSDESK_BUNDLE=$(BUNDLE) $(PY) -m uvicorn service.main:app --host $(HOST) --port $(PORT)
+
+# The same service on PostgreSQL + pgvector: a local server (the pgserver wheel) on $(PGDATA),
+# created on first use and reused after; Ctrl-C stops both. Any other PostgreSQL >= 15 with
+# pgvector >= 0.6: NEWSDESK_DATABASE_URL=postgresql://... make serve
+PGDATA ?= data/pg
+serve-pg: install
+	@if [ "$(BUNDLE)" = "$(BUNDLES)" ]; then $(MAKE) --no-print-directory $(BUNDLES)/.trained; fi
+	NEWSDESK_BUNDLE=$(BUNDLE) $(PY) -m service.store.pg_local serve --data $(PGDATA) --host $(HOST) --port $(PORT)
 
 test: install
 	$(PY) -m ruff check .
