@@ -32,7 +32,7 @@ import re
 import struct
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,8 +49,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from model.articles.article import Provider, article_from_record
 from model.coverage.search import KnownArticle
+from model.feedback import Correction, PairFeedback
 from model.results import SearchFilters
-from service.store.base import StoredArticle, StoreError
+from service.store.base import ArticleQuery, StoredArticle, StoreError, StorySummary
 from service.store.shared import LinkFn
 
 logger = logging.getLogger(__name__)
@@ -213,22 +214,25 @@ def lock_keys(moment: datetime, window: timedelta) -> list[int]:
 
 _COLUMNS = (
     "seq, id, canonical_url, record, embedding, story_id, classification, duplicate_of, "
-    "model_version, published_at, created_at"
+    "model_version, published_at, created_at, related, labels"
 )
 _WRITE_COLUMNS = (
     "id, canonical_url, record, embedding, story_id, classification, duplicate_of, "
-    "model_version, published_at, provider, created_at"
+    "model_version, published_at, provider, created_at, related, labels, uncertainty"
 )
 _WRITE_TYPES = ["text", "text", "jsonb", "vector", "text", "jsonb", "text", "text", "timestamptz",
-                "text", "timestamptz"]  # fmt: skip
+                "text", "timestamptz", "jsonb", "text[]", "float4"]  # fmt: skip
 _INSERT = (
-    f"INSERT INTO articles ({_WRITE_COLUMNS}) VALUES (%s, %s, %s, %b, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT DO NOTHING RETURNING id"
+    f"INSERT INTO articles ({_WRITE_COLUMNS}) "
+    "VALUES (%s, %s, %s, %b, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id"
 )
+_CORRECTION_COLUMNS = "id, article_id, topics, quality, note, editor, created_at"
+_FEEDBACK_COLUMNS = "id, a, b, verdict, note, editor, created_at"
 
 
 def _row(row: Sequence[Any]) -> StoredArticle:
-    seq, id_, url, record, vector, story, classification, dup, version, published, created = row
+    seq, id_, url, record, vector, story, classification, dup, version, published, created = row[:11]
+    related, labels = row[11:13]
     return StoredArticle(
         id=id_,
         record=record,
@@ -241,6 +245,8 @@ def _row(row: Sequence[Any]) -> StoredArticle:
         duplicate_of=dup,
         model_version=version,
         seq=seq,
+        related_ids=tuple(related or ()),
+        labels=tuple(labels) if labels is not None else None,
     )
 
 
@@ -248,6 +254,7 @@ def _params(article: StoredArticle, *, copy: bool = False) -> list[Any]:
     # COPY with set_types takes plain dicts for jsonb; a parametrised INSERT needs Jsonb wrappers.
     record = article.record if copy else Jsonb(article.record)
     classification = article.classification if copy else Jsonb(article.classification)
+    related = list(article.related_ids) if article.related_ids else None
     return [
         article.id,
         article.canonical_url,
@@ -260,6 +267,9 @@ def _params(article: StoredArticle, *, copy: bool = False) -> list[Any]:
         article.published_at,
         provider_key(article.record),
         article.created_at,
+        related if copy or related is None else Jsonb(related),
+        article.effective_labels,
+        article.uncertainty,
     ]
 
 
@@ -294,7 +304,6 @@ def _selective(filters: SearchFilters) -> bool:
 
 
 # --- search -------------------------------------------------------------------------------------
-
 
 
 class PgSearch:
@@ -540,6 +549,149 @@ class PgArticleStore:
         )
         return [_known(_row(row)) for row in cur.fetchall()]
 
+    # --- the editors' workspace ------------------------------------------------------------
+
+    def list_articles(self, query: ArticleQuery, limit: int) -> list[StoredArticle]:
+        where: list[str] = []
+        params: list[Any] = []
+        if query.topic is not None:
+            where.append("labels @> ARRAY[%s]::text[]")
+            params.append(query.topic)
+        if query.provider is not None:
+            where.append(
+                "(lower(record->'provider'->>'domain') = lower(%s) "
+                "OR lower(record->'provider'->>'name') = lower(%s))"
+            )
+            params += [query.provider, query.provider]
+        if query.story_id is not None:
+            where.append("story_id = %s")
+            params.append(query.story_id)
+        if query.since is not None:
+            where.append("published_at >= %s")
+            params.append(query.since)
+        if query.until is not None:
+            where.append("published_at <= %s")
+            params.append(query.until)
+        if query.q:
+            where.append(
+                "(strpos(lower(coalesce(record->>'title', '')), lower(%s)) > 0 "
+                "OR strpos(lower(coalesce(record->>'excerpt', '')), lower(%s)) > 0)"
+            )
+            params += [query.q, query.q]
+        if query.before_seq is not None:
+            where.append("seq < %s")
+            params.append(query.before_seq)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM articles {clause}ORDER BY seq DESC LIMIT %s", [*params, limit]
+        )
+        return [_row(row) for row in rows]
+
+    def list_stories(self, limit: int, before_seq: int | None = None) -> list[StorySummary]:
+        having = "HAVING max(seq) < %s " if before_seq is not None else ""
+        params: list[Any] = [before_seq] if before_seq is not None else []
+        rows = self._query(
+            "SELECT story_id, count(*), max(seq), min(published_at), max(published_at), "
+            "(SELECT m.record->>'title' FROM articles AS m WHERE m.story_id = a.story_id "
+            " ORDER BY m.published_at NULLS LAST, m.seq LIMIT 1) "
+            f"FROM articles AS a GROUP BY story_id {having}ORDER BY max(seq) DESC LIMIT %s",
+            [*params, limit],
+        )
+        return [
+            StorySummary(story, int(count), int(last), str(title or ""), first, latest)
+            for story, count, last, first, latest, title in rows
+        ]
+
+    def story_sizes(self, story_ids: Sequence[str]) -> dict[str, int]:
+        ids = list(dict.fromkeys(story_ids))
+        if not ids:
+            return {}
+        rows = self._query(
+            "SELECT story_id, count(*) FROM articles WHERE story_id = ANY(%s) GROUP BY story_id", (ids,)
+        )
+        return {story: int(count) for story, count in rows}
+
+    def review_queue(self, limit: int) -> list[StoredArticle]:
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM articles AS a "
+            "WHERE NOT EXISTS (SELECT 1 FROM corrections AS c WHERE c.article_id = a.id) "
+            "ORDER BY cardinality(labels) > 0, uncertainty IS NULL, uncertainty, seq DESC LIMIT %s",
+            (limit,),
+        )
+        return [_row(row) for row in rows]
+
+    def add_correction(self, correction: Correction) -> Correction:
+        topics = list(correction.topics) if correction.topics is not None else None
+        try:
+            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.execute(
+                    "INSERT INTO corrections (article_id, topics, quality, note, editor, created_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                    (correction.article_id, topics, correction.quality, correction.note,
+                     correction.editor, correction.created_at),
+                )  # fmt: skip
+                row = cur.fetchone()
+                if topics is not None:
+                    cur.execute(
+                        "UPDATE articles SET labels = %s WHERE id = %s", (topics, correction.article_id)
+                    )
+        except (psycopg.Error, PoolTimeout) as error:
+            raise StoreError(f"article store: cannot write: {_one_line(error)}") from error
+        return replace(correction, id=int(row[0]) if row else 0)
+
+    def corrections(self, article_id: str | None = None) -> list[Correction]:
+        if article_id is None:
+            rows = self._query(f"SELECT {_CORRECTION_COLUMNS} FROM corrections ORDER BY id")
+        else:
+            rows = self._query(
+                f"SELECT {_CORRECTION_COLUMNS} FROM corrections WHERE article_id = %s ORDER BY id",
+                (article_id,),
+            )
+        return [
+            Correction(
+                article_id=article,
+                topics=tuple(topics) if topics is not None else None,
+                quality=quality,
+                note=note,
+                editor=editor,
+                created_at=created,
+                id=int(id_),
+            )
+            for id_, article, topics, quality, note, editor, created in rows
+        ]
+
+    def add_pair_feedback(self, feedback: PairFeedback) -> PairFeedback:
+        rows = self._query(
+            "INSERT INTO pair_feedback (a, b, verdict, note, editor, created_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            (feedback.a, feedback.b, feedback.verdict, feedback.note, feedback.editor, feedback.created_at),
+        )
+        return replace(feedback, id=int(rows[0][0]))
+
+    def pair_feedback(self, article_id: str | None = None) -> list[PairFeedback]:
+        if article_id is None:
+            rows = self._query(f"SELECT {_FEEDBACK_COLUMNS} FROM pair_feedback ORDER BY id")
+        else:
+            rows = self._query(
+                f"SELECT {_FEEDBACK_COLUMNS} FROM pair_feedback WHERE a = %s OR b = %s ORDER BY id",
+                (article_id, article_id),
+            )
+        return [
+            PairFeedback(a=a, b=b, verdict=verdict, note=note, editor=editor, created_at=created, id=int(id_))
+            for id_, a, b, verdict, note, editor, created in rows
+        ]
+
+    def delete(self, article_id: str) -> bool:
+        try:
+            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.execute("DELETE FROM articles WHERE id = %s", (article_id,))
+                deleted = cur.rowcount > 0
+                cur.execute("DELETE FROM corrections WHERE article_id = %s", (article_id,))
+                cur.execute("DELETE FROM pair_feedback WHERE a = %s OR b = %s", (article_id, article_id))
+        except (psycopg.Error, PoolTimeout) as error:
+            raise StoreError(f"article store: cannot delete: {_one_line(error)}") from error
+        return deleted
+
     # --- search -----------------------------------------------------------------------------
 
     def search(self) -> PgSearch:
@@ -601,15 +753,4 @@ class PgArticleStore:
 
 
 def _with(article: StoredArticle, story_id: str, duplicate_of: str | None, now: datetime) -> StoredArticle:
-    return StoredArticle(
-        id=article.id,
-        record=article.record,
-        embedding=article.embedding,
-        story_id=story_id,
-        classification=article.classification,
-        created_at=now,
-        canonical_url=article.canonical_url,
-        published_at=article.published_at,
-        duplicate_of=duplicate_of,
-        model_version=article.model_version,
-    )
+    return replace(article, story_id=story_id, duplicate_of=duplicate_of, created_at=now)

@@ -14,31 +14,40 @@ CREATE TABLE articles (
     model_version  text,
     published_at   timestamptz,
     provider       text,                            -- Provider.key: lower case, no www.
-    created_at     timestamptz NOT NULL DEFAULT now()
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    labels         text[] NOT NULL DEFAULT '{}',    -- effective labels: the model's until corrected
+    uncertainty    real,                            -- ingest-time min |p - threshold| (review queue)
+    related        jsonb                            -- ids of the seed's related coverage
 );
 CREATE INDEX articles_story ON articles (story_id, published_at DESC);
 CREATE INDEX articles_published ON articles (published_at);
 CREATE INDEX articles_provider ON articles (provider, published_at);
 -- Undated articles are story candidates by ingest time.
 CREATE INDEX articles_undated ON articles (created_at) WHERE published_at IS NULL;
+CREATE INDEX articles_labels ON articles USING gin (labels);
+CREATE INDEX articles_uncertainty ON articles (uncertainty);
 
+-- Editors' answers, beside (never inside) the model's classification; no foreign key, so a
+-- takedown deletes them explicitly in its own transaction.
 CREATE TABLE corrections (
     id          bigserial PRIMARY KEY,
-    article_id  text NOT NULL REFERENCES articles (id) ON DELETE CASCADE,
-    field       text NOT NULL,                      -- 'topics' | 'quality' | 'heat' | 'story_id' | ...
-    value       jsonb NOT NULL,
-    author      text,
+    article_id  text NOT NULL,
+    topics      text[],                             -- the complete label list after it; NULL: untouched
+    quality     double precision,
+    note        text,
+    editor      text,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX corrections_article ON corrections (article_id, created_at);
+CREATE INDEX corrections_article ON corrections (article_id, id);
 
 CREATE TABLE pair_feedback (
     id          bigserial PRIMARY KEY,
-    a_id        text NOT NULL,
-    b_id        text NOT NULL,
-    label       text NOT NULL,                      -- 'duplicate' | 'same_story' | 'related' | 'unrelated'
-    author      text,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    CHECK (a_id < b_id),                            -- one row per unordered pair
-    UNIQUE (a_id, b_id, author)
+    a           text NOT NULL,
+    b           text NOT NULL,
+    verdict     text NOT NULL,                      -- 'duplicate' | 'same_story' | 'related' | 'unrelated'
+    note        text,
+    editor      text,
+    created_at  timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX pair_feedback_a ON pair_feedback (a);
+CREATE INDEX pair_feedback_b ON pair_feedback (b);
