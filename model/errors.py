@@ -22,6 +22,10 @@ class InvalidArticleError(NewsDeskError, ValueError):
         super().__init__(f"{field}: {reason}")
 
 
+class FieldTooLongError(InvalidArticleError):
+    """A text field is over its documented length limit (the service answers 413)."""
+
+
 class SeedFormatError(InvalidArticleError):
     """A seed file cannot be read: it names the file (and line), the field and the problem."""
 

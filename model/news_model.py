@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,17 @@ import numpy.typing as npt
 
 from model import bundle
 from model.articles.article import Article, article_from_record
-from model.coverage.article_index import ArticleIndex
+from model.coverage.article_index import ArticleIndex, StoredRecord
 from model.coverage.pairs import PairScorer
 from model.coverage.search import ArticleSearch, KnownArticle
 from model.coverage.stories import StoryClusterer
+from model.coverage.story_links import StoryChoice, choose_story, founder_story_id, story_note
 from model.encoders.embedder import Embedder
 from model.errors import ArticleNotFoundError, NotFittedError
 from model.feedback import topic_uncertainty
 from model.results import Classification, Comparison, SearchFilters, SimilarHit
 from model.tagging.scores import ScoreHead
-from model.tagging.topics import TopicTagger
+from model.tagging.topics import TopicTagger, small_data_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +156,8 @@ class NewsModel:
             "labels": list(topics.labels_) if topics is not None else [],
             "thresholds": dict(topics.thresholds_) if topics is not None else {},
             "rare_labels": list(getattr(topics, "rare_labels_", []) or []) if topics is not None else [],
+            "examples_per_label": dict(topics.report_.get("support", {})) if topics is not None else {},
+            "warnings": small_data_warnings(topics),
             "scores": sorted(self.scores),
             "metrics": dict(metrics or {}),
             "training": dict(training or {}),
@@ -165,6 +169,11 @@ class NewsModel:
     @property
     def version(self) -> str:
         return str(self.manifest.get("version", "unsaved"))
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the bundle says about itself, e.g. that it was trained on too little data."""
+        return [str(w) for w in self.manifest.get("warnings", [])]
 
     @property
     def labels(self) -> list[str]:
@@ -254,12 +263,17 @@ class NewsModel:
             exclude_ids=filters.exclude_ids | {query.id},
         )
         # Over-fetch by cosine, then let the pair scorer (which sees time, provider, text) rerank.
-        hits = []
+        found = []
         for other_id, cosine in search.nearest(vector, candidates or max(3 * k, 30), filters):
             other = search.known(other_id)
-            if other is None:  # removed between the two calls
-                continue
-            comparison = self.pair_scorer.compare(query, other.article, vector, other.vector)
+            if other is not None:  # None: removed between the two calls
+                found.append((other_id, float(cosine), other))
+        comparisons = self.pair_scorer.compare_many(
+            query, [other.article for _, _, other in found], vector, np.array([o.vector for _, _, o in found])
+        )
+        query_story = known.story_id if known is not None else None
+        hits = []
+        for (other_id, cosine, other), comparison in zip(found, comparisons, strict=True):
             if comparison.verdict == "unrelated":
                 continue
             hits.append(
@@ -267,9 +281,10 @@ class NewsModel:
                     article_id=other_id,
                     score=comparison.score,
                     verdict=comparison.verdict,
-                    cosine=float(cosine),
+                    cosine=cosine,
                     story_id=other.story_id,
                     evidence=comparison.evidence,
+                    story_note=story_note(comparison.verdict, query_story, other.story_id, known is not None),
                 )
             )
         hits.sort(key=lambda hit: (-hit.score, -hit.cosine))
@@ -299,13 +314,35 @@ class NewsModel:
                     continue
                 duplicate_of = self.find_duplicate(article, vectors[i])
                 known_story = story_ids[i] if story_ids is not None else None
-                if known_story is not None:
-                    story_id = self.stories.restore(article, vectors[i], known_story)
-                else:
-                    story_id = self.stories.assign(article, vectors[i])
+                if known_story is None:
+                    known_story = self.choose_story(article, vectors[i]).story_id or founder_story_id(article)
+                story_id = self.stories.restore(article, vectors[i], known_story)
                 self.index.add([article], vectors[i : i + 1], [story_id])
                 results.append(Ingested(article.id, story_id, duplicate_of, True))
         return results
+
+    def restore(
+        self,
+        articles: Sequence[Article | StoredRecord],
+        vectors: npt.NDArray[np.float32],
+        story_ids: Sequence[str],
+    ) -> int:
+        """Re-add articles whose story is already known (a service restoring its stored articles).
+
+        Unlike `add` nothing is scored: no duplicate search, no clustering, one bulk index write;
+        the approximate-search graph is left to `ArticleIndex.build_ann` (search is exact until it
+        exists). Returns how many were new to the index.
+        """
+        vectors = np.asarray(vectors, dtype=np.float32)
+        with self._lock:
+            fresh = [i for i, article in enumerate(articles) if article.id not in self.index]
+            self.stories.restore_many(
+                [articles[i] for i in fresh], vectors[fresh], [story_ids[i] for i in fresh]
+            )
+            self.index.add(
+                [articles[i] for i in fresh], vectors[fresh], [story_ids[i] for i in fresh], sync_ann=False
+            )
+        return len(fresh)
 
     def remove(self, article_id: str) -> bool:
         """Forget an added article (a takedown): out of the index and its story. False if unknown."""
@@ -316,6 +353,40 @@ class NewsModel:
             self.stories.remove(article_id, known.vector)
             self.index.remove(article_id)
             return True
+
+    def choose_story(
+        self,
+        article: Article,
+        vector: npt.NDArray[np.float32],
+        search: ArticleSearch | None = None,
+        *,
+        neighbours: int = 20,
+    ) -> StoryChoice:
+        """The story ``article`` would join: `model.coverage.story_links.choose_story` over its
+        nearest known articles published within the story window of it (mean-link on the
+        pair scorer's verdicts)."""
+        search = search if search is not None else self.index
+        window = timedelta(days=float(getattr(self.stories, "window_days", 14.0)))
+        moment = article.published_at
+        filters = SearchFilters(
+            since=moment - window if moment is not None else None,
+            until=moment + window if moment is not None else None,
+            exclude_ids=frozenset({article.id}),
+        )
+        found = [
+            (other_id, other)
+            for other_id, _ in search.nearest(vector, neighbours, filters)
+            if (other := search.known(other_id)) is not None
+        ]
+        if not found:
+            return StoryChoice(None, 0.0, None)
+        comparisons = self.pair_scorer.compare_many(
+            article, [other.article for _, other in found], vector, np.array([o.vector for _, o in found])
+        )
+        return choose_story(
+            self.pair_scorer,
+            [(other_id, other.story_id, c) for (other_id, other), c in zip(found, comparisons, strict=True)],
+        )
 
     def find_duplicate(
         self, article: Article, vector: npt.NDArray[np.float32], search: ArticleSearch | None = None

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
 from service.config import get_settings
+from service.observability import configure_logging
 
 
 def main() -> None:
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, json_logs=settings.log_format == "json")
     uvicorn.run(
-        "service.main:app", host=settings.host, port=settings.port, log_level=settings.log_level.lower()
+        "service.main:app",
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        log_config=None,  # keep our handlers (JSON lines with request ids)
     )
 
 

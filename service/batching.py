@@ -36,6 +36,7 @@ class _Job:
     items: list[Any]
     process: Process
     future: asyncio.Future[Sequence[Any]] = field(repr=False)
+    queued: float = field(default_factory=time.perf_counter)
 
 
 class MicroBatcher:
@@ -52,9 +53,18 @@ class MicroBatcher:
         whatever is already queued at once.
     """
 
-    def __init__(self, *, max_size: int = 64, max_wait_ms: float = 2.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_size: int = 64,
+        max_wait_ms: float = 2.0,
+        on_batch: Callable[[int], None] | None = None,
+        on_wait: Callable[[float], None] | None = None,
+    ) -> None:
         self.max_size = max_size
         self.max_wait_ms = max_wait_ms
+        self.on_batch = on_batch  # called with each batched call's size (metrics)
+        self.on_wait = on_wait  # called with each request's wait before its batch ran
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self.calls = 0  # batched calls made, for the logs and the tests
@@ -135,6 +145,11 @@ class MicroBatcher:
             return
         items = [item for job in live for item in job.items]
         started = time.perf_counter()
+        if self.on_wait is not None:
+            for job in live:
+                self.on_wait(started - job.queued)
+        if self.on_batch is not None:
+            self.on_batch(len(items))
         try:
             results = await asyncio.to_thread(live[0].process, items)
         except Exception as error:

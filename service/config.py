@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface `python -m service` binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port `python -m service` listens on.")
     log_level: str = Field("info", description="Logging level of the service's own loggers.")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Log lines as JSON objects (with request ids) or as plain text."
+    )
     admin_token: SecretStr | None = Field(
         None,
         description="Bearer token for /v1/admin/*; unset disables the admin endpoints. Holds every role.",

@@ -8,6 +8,7 @@ below. Handlers are registered once, by `register_error_handlers`.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from typing import Any
 
@@ -19,6 +20,7 @@ from model.errors import (
     ArticleNotFoundError,
     BundleError,
     EmbeddingModelError,
+    FieldTooLongError,
     InvalidArticleError,
     NewsDeskError,
     NotFittedError,
@@ -68,12 +70,17 @@ class RateLimitedError(ServiceError):
         self.retry_after = retry_after
 
 
+class SameArticleError(ServiceError):
+    """Pair feedback names one article twice."""
+
+
 class StoryNotFoundError(ServiceError):
     """No stored article belongs to this story id."""
 
 
 # Looked up along the exception's MRO, so the most specific entry wins.
 STATUS_CODES: dict[type[BaseException], int] = {
+    FieldTooLongError: 413,
     InvalidArticleError: 422,
     BadRequestError: 422,
     ArticleNotFoundError: 404,
@@ -84,6 +91,7 @@ STATUS_CODES: dict[type[BaseException], int] = {
     ForbiddenError: 403,
     RateLimitedError: 429,
     NotFittedError: 409,
+    SameArticleError: 409,
     BundleError: 503,
     EmbeddingModelError: 503,
     ModelUnavailableError: 503,
@@ -91,6 +99,15 @@ STATUS_CODES: dict[type[BaseException], int] = {
     StoreError: 503,
     NewsDeskError: 400,
 }
+
+
+# An absolute path in a message tells a caller how the server's disk is laid out; keep the last part.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"`,;()]+/)+([^\s/'\"`,;()]*)")
+
+
+def redact_paths(text: str) -> str:
+    """``/srv/news/bundles/v1/manifest.json`` → ``…/manifest.json`` (paths stay in the server log)."""
+    return _ABSOLUTE_PATH.sub(lambda match: f"…/{match.group(1)}", text)
 
 
 def status_for(error: BaseException) -> int:
@@ -107,22 +124,27 @@ async def _newsdesk_error(request: Request, error: Exception) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if isinstance(error, RateLimitedError):
         headers = {"Retry-After": str(max(1, round(error.retry_after)))}
-    return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
+    return JSONResponse({"detail": redact_paths(str(error))}, status_code=status, headers=headers)
 
 
 async def _sqlite_error(request: Request, error: Exception) -> JSONResponse:
     logger.exception("article store failed on %s %s", request.method, request.url.path)
-    return JSONResponse({"detail": f"article store unavailable: {error}"}, status_code=503)
+    return JSONResponse({"detail": redact_paths(f"article store unavailable: {error}")}, status_code=503)
 
 
 # Discriminator tags of the one-or-many bodies: not field names, so left out of error paths.
 _UNION_TAGS = frozenset({"one-article", "batch-of-articles"})
+# Pydantic names a union branch by its type ("ImageIn", "str", "list[str]", "function-after[...]"):
+# a reader wants `images[0].width`, not `images[0].ImageIn.width`.
+_BRANCH = re.compile(
+    r"^(str|int|float|bool|none|bytes|list\[.*\]|dict\[.*\]|[a-z-]+\[.*\]|function-.*|[A-Z]\w*(In|Out|Request|Batch))$"
+)
 
 
 def _location(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for item in loc[1:] if loc and loc[0] in ("body", "query", "path") else loc:
-        if isinstance(item, str) and (item in _UNION_TAGS or item.startswith("function-")):
+        if isinstance(item, str) and (item in _UNION_TAGS or _BRANCH.match(item)):
             continue
         if isinstance(item, int):
             parts.append(f"[{item}]")
@@ -160,21 +182,19 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     if len(problems) > 5:
         detail += f"; and {len(problems) - 5} more"
     structured = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in error.errors()
+        {
+            "loc": [part for part in e.get("loc", ()) if not (isinstance(part, str) and _BRANCH.match(part))],
+            "msg": str(e.get("msg")),
+            "type": str(e.get("type")),
+        }
+        for e in error.errors()
     ]
     return JSONResponse({"detail": detail, "errors": structured}, status_code=422)
-
-
-async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse(
-        {"detail": f"internal error ({type(error).__name__}); the service log has the details"},
-        status_code=500,
-    )
 
 
 def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NewsDeskError, _newsdesk_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(sqlite3.Error, _sqlite_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    # Exceptions no handler takes become a JSON 500 in `observability.RequestContext`, which keeps
+    # the connection open (Starlette's own last-resort handler re-raises to the server).

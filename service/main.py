@@ -12,14 +12,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from model.encoders.embedder import Embedder
 from service.auth import check_exposure
 from service.config import Settings, get_settings
 from service.errors import register_error_handlers
 from service.middleware import BodySizeLimit
+from service.observability import Metrics, RequestContext, StateCollector, configure_logging
+from service.openapi import install_openapi
 from service.replicas import start_following
-from service.routes import admin, articles, classify, editorial, health, pages, similar
+from service.routes import admin, articles, classify, editorial, health, operations, pages, similar
+from service.routes.operations import DOCS_ASSETS, DOCS_ASSETS_URL
 from service.state import ServiceState
 
 logger = logging.getLogger(__name__)
@@ -37,12 +41,11 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not logging.getLogger().handlers:
             # Started by `uvicorn service.main:app`, which configures only its own loggers.
-            logging.basicConfig(
-                level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-            )
+            configure_logging(settings.log_level, json_logs=settings.log_format == "json")
         logging.getLogger("service").setLevel(settings.log_level.upper())
-        state = ServiceState(settings, embedder=embedder)
+        state = ServiceState(settings, embedder=embedder, metrics=metrics)
         check_exposure(state.keyring, settings.host, settings.allow_open)
+        metrics.registry.register(StateCollector(state))
         app.state.news = state
         await state.start()
         follower = start_following(state)  # replicas on one database follow its live model version
@@ -58,8 +61,13 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         summary="Topic tagging, quality and heat scores, same-story detection and related-coverage search.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # served offline by routes/operations.py
+        redoc_url=None,
     )
+    metrics = Metrics()
+    app.state.metrics = metrics
     app.dependency_overrides[get_settings] = lambda: settings
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:  # off unless origins are configured
         app.add_middleware(
@@ -68,8 +76,11 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
         )
+    # Outermost of ours: every response carries the request id and is counted, 500s included.
+    app.add_middleware(RequestContext, metrics=metrics)
     register_error_handlers(app)
-    for module in (health, classify, similar, articles, editorial, admin, pages):
+    install_openapi(app, settings)
+    for module in (health, classify, similar, articles, editorial, admin, operations, pages):
         app.include_router(module.router)
     return app
 

@@ -10,9 +10,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
-from model.articles.article import Article
+from model.articles.article import MAX_FIELD_CHARS, MAX_OTHER_TEXT_CHARS, Article
 from model.results import Classification, Comparison, PairEvidence, ScorePrediction, SimilarHit, TopicScore
 
 Verdict = Literal["duplicate", "same_story", "related", "unrelated"]
@@ -39,19 +48,71 @@ ARTICLES_EXAMPLES: dict[str, Any] = {
 
 
 # --- articles in ---------------------------------------------------------------------------
+# The JSON schema states the article rules of `model.articles.article` as closely as JSON Schema
+# can, so a client (or a fuzzer) generating from the document sends what the service accepts.
+# Limits are documented here and enforced by the model (over a length limit: 413).
+
+_HAS_TEXT = "[A-Za-z0-9]"  # at least one letter or digit: blank text is missing text
+_URL = (
+    r"^https?://[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"(:[1-9][0-9]{0,3})?(/[!-~]*)?$"
+)
+_ISO_DATE = (
+    r"^(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+    r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-](0[0-9]|1[0-2]):[0-5][0-9])?)?$"
+)
+_EPOCH = {"minimum": -2208988800, "maximum": 4102444800}  # 1900 .. 2100
+_TEXT_LIMIT = {"maxLength": MAX_OTHER_TEXT_CHARS}
+
+
+def _url_field(description: str) -> Any:
+    return Field(None, description=description, json_schema_extra={"pattern": _URL, **_TEXT_LIMIT})
+
+
+def _date_schema(schema: dict[str, Any]) -> None:
+    schema.clear()
+    schema.update(
+        anyOf=[
+            {"type": "string", "pattern": _ISO_DATE},
+            {"type": "integer", **_EPOCH},
+            {"type": "number", **_EPOCH},
+            {"type": "null"},
+        ],
+        description="ISO 8601 date-time, e.g. `2021-08-28T00:01:00Z` (no zone: UTC), or epoch seconds.",
+    )
+
+
+def _topics_schema(schema: dict[str, Any]) -> None:
+    label = {"type": "string", "pattern": _HAS_TEXT, **_TEXT_LIMIT}
+    schema.clear()
+    schema.update(
+        anyOf=[{"type": "array", "items": label}, label, {"type": "null"}],
+        description="Known topics, a list or one label (kept with the record; not used to classify).",
+    )
+
+
+def _article_schema(schema: dict[str, Any]) -> None:
+    # An article needs a title or an excerpt with some text in it.
+    schema["anyOf"] = [
+        {"required": ["title"], "properties": {"title": {"type": "string", "pattern": _HAS_TEXT}}},
+        {"required": ["excerpt"], "properties": {"excerpt": {"type": "string", "pattern": _HAS_TEXT}}},
+    ]
+    schema["examples"] = [ARTICLE_EXAMPLE]
 
 
 class ProviderIn(BaseModel):
     model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
 
-    name: str | None = Field(None, description="Outlet name, e.g. `Reuters`.")
-    domain: str | None = Field(None, description="Outlet domain, e.g. `reuters.com`.")
+    name: str | None = Field(None, description="Outlet name, e.g. `Reuters`.", json_schema_extra=_TEXT_LIMIT)
+    domain: str | None = Field(
+        None, description="Outlet domain, e.g. `reuters.com`.", json_schema_extra=_TEXT_LIMIT
+    )
 
 
 class ImageIn(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    url: str
+    url: str = Field(json_schema_extra=_TEXT_LIMIT)
     width: int | None = None
     height: int | None = None
     isCached: Annotated[bool | None, Field(strict=True)] = None
@@ -65,32 +126,37 @@ class ArticleIn(BaseModel):
     """
 
     # Numbers in text fields read as their text, as in seed files (`title: 2024`).
-    model_config = ConfigDict(
-        extra="allow", coerce_numbers_to_str=True, json_schema_extra={"examples": [ARTICLE_EXAMPLE]}
-    )
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True, json_schema_extra=_article_schema)
 
-    title: str | None = Field(None, description="Headline. An article needs a title or an excerpt.")
-    excerpt: str | None = Field(None, description="Lead paragraph or summary.")
-    publishedDateTime: str | int | float | None = Field(
+    title: str | None = Field(
         None,
-        description="ISO 8601 date-time, e.g. `2021-08-28T00:01:00Z` (no zone: UTC), or epoch seconds.",
+        description="Headline. An article needs a title or an excerpt.",
+        json_schema_extra={"maxLength": MAX_FIELD_CHARS["title"]},
     )
-    webUrl: str | None = Field(None, description="Article URL; its canonical form gives the article id.")
-    originalUrl: str | None = Field(
-        None, description="Publisher's own URL (preferred over webUrl for the id)."
+    excerpt: str | None = Field(
+        None,
+        description="Lead paragraph or summary.",
+        json_schema_extra={"maxLength": MAX_FIELD_CHARS["excerpt"]},
     )
-    ampWebUrl: str | None = Field(None, description="AMP copy URL.")
-    cdnAmpWebUrl: str | None = Field(None, description="AMP cache URL.")
-    provider: ProviderIn | str | None = Field(None, description="The outlet: `{name, domain}`, or its name.")
-    topics: list[str] | str | None = Field(
-        None, description="Known topics, a list or one label (kept with the record; not used to classify)."
+    publishedDateTime: str | int | float | None = Field(None, json_schema_extra=_date_schema)
+    webUrl: str | None = _url_field("Article URL; its canonical form gives the article id.")
+    originalUrl: str | None = _url_field("Publisher's own URL (preferred over webUrl for the id).")
+    ampWebUrl: str | None = _url_field("AMP copy URL.")
+    cdnAmpWebUrl: str | None = _url_field("AMP cache URL.")
+    provider: ProviderIn | Annotated[str, Field(json_schema_extra=_TEXT_LIMIT)] | None = Field(
+        None, description="The outlet: `{name, domain}`, or its name."
     )
-    quality: float | None = Field(None, description="Known quality score 0–100 (kept with the record).")
-    heat: float | None = Field(None, description="Known heat score (kept with the record).")
+    topics: list[str] | str | None = Field(None, json_schema_extra=_topics_schema)
+    quality: float | None = Field(
+        None, ge=0, le=100, description="Known quality score 0–100 (kept with the record)."
+    )
+    heat: float | None = Field(
+        None, description="Known heat score (kept with the record; negative: not measured)."
+    )
     published: Annotated[bool | None, Field(strict=True)] = None
-    category: str | None = None
-    type: str | None = None
-    images: list[ImageIn | str] | None = None
+    category: str | None = Field(None, json_schema_extra=_TEXT_LIMIT)
+    type: str | None = Field(None, json_schema_extra=_TEXT_LIMIT)
+    images: list[ImageIn | Annotated[str, Field(json_schema_extra=_TEXT_LIMIT)]] | None = None
     related: list[ArticleIn] | None = Field(
         None, description="Other outlets' coverage of the same subject, each an article record."
     )
@@ -133,10 +199,21 @@ OneOrManyArticles = Annotated[
 ]
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _no_text_number(value: Any) -> Any:
+    # JSON has numbers: "5" is text, refused as seeds refuse it; 5.0 is the integer 5.
+    if isinstance(value, str | bool):
+        raise ValueError(f"expected an integer, got {type(value).__name__} {value!r:.20}")
+    return value
+
+
+def _utc(value: datetime | None, name: str = "time") -> datetime | None:
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+01:00 is a valid ISO string whose UTC time is before year 1.
+        raise ValueError(f"{name}: expected a time between years 1 and 9999 in UTC") from None
 
 
 class SimilarRequest(BaseModel):
@@ -145,28 +222,44 @@ class SimilarRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
+            # Exactly one of the two queries.
+            "oneOf": [
+                {"required": ["article"], "properties": {"article": {"type": "object"}}},
+                {"required": ["id"], "properties": {"id": {"type": "string"}}},
+            ],
             "examples": [
                 {"article": ARTICLE_EXAMPLE, "k": 5, "exclude_same_provider": True},
                 {"id": "3f9a1c2b4d5e6f70", "k": 10, "since": "2021-08-01T00:00:00Z"},
-            ]
+            ],
         },
     )
 
     article: ArticleIn | None = Field(None, description="The query article (not stored).")
     id: str | None = Field(None, description="Id of an ingested (or bundle) article to search around.")
-    k: int = Field(10, ge=1, description="How many hits at most (up to the service's `max_k`).")
-    since: datetime | None = Field(None, description="Only hits published at or after this time.")
-    until: datetime | None = Field(None, description="Only hits published at or before this time.")
+    k: Annotated[int, BeforeValidator(_no_text_number)] = Field(
+        10, ge=1, description="How many hits at most (up to the service's `max_k`)."
+    )
+    since: datetime | None = Field(
+        None,
+        description="Only hits published at or after this time.",
+        json_schema_extra={"pattern": _ISO_DATE},
+    )
+    until: datetime | None = Field(
+        None,
+        description="Only hits published at or before this time.",
+        json_schema_extra={"pattern": _ISO_DATE},
+    )
     providers: list[str] | None = Field(None, description="Only hits from these outlets (domain or name).")
-    exclude_same_provider: bool = Field(False, description="Drop hits from the query article's own outlet.")
+    exclude_same_provider: bool = Field(
+        False, strict=True, description="Drop hits from the query article's own outlet."
+    )
 
     @model_validator(mode="after")
     def _one_query(self) -> SimilarRequest:
         if (self.article is None) == (self.id is None):
             raise ValueError("give exactly one of `article` (an article body) or `id` (a known article's id)")
-        self.since, self.until = _utc(self.since), _utc(self.until)
-        if self.since and self.until and self.since > self.until:
-            raise ValueError(f"since ({self.since.isoformat()}) is after until ({self.until.isoformat()})")
+        # A window that ends before it starts is empty, not an error: it finds nothing.
+        self.since, self.until = _utc(self.since, "since"), _utc(self.until, "until")
         return self
 
 
@@ -315,6 +408,9 @@ class SimilarHitOut(ArticleSummary):
     verdict: Verdict = Field(description="duplicate, same_story or related.")
     cosine: float
     story_id: str | None = Field(description="The story the hit belongs to.")
+    story_note: str | None = Field(
+        None, description="For a same_story or duplicate hit outside the query's story: why it is not in it."
+    )
     evidence: EvidenceOut | None = None
 
     @classmethod
@@ -325,6 +421,7 @@ class SimilarHitOut(ArticleSummary):
             verdict=hit.verdict,
             cosine=hit.cosine,
             story_id=hit.story_id,
+            story_note=hit.story_note,
             evidence=EvidenceOut.of(hit.evidence) if hit.evidence else None,
         )
 
@@ -378,6 +475,12 @@ class ModelOut(BaseModel):
     metrics: dict[str, Any] = Field(description="Evaluation metrics recorded in the bundle's manifest.")
     indexed_articles: int
     stored_articles: int | None
+    warnings: list[str] = Field(
+        default_factory=list, description="What the bundle says about itself, e.g. too little training data."
+    )
+    examples_per_label: dict[str, int] = Field(
+        default_factory=dict, description="Labelled training articles per topic label."
+    )
 
 
 class HealthOut(BaseModel):
@@ -389,6 +492,14 @@ class ReadyOut(BaseModel):
     model_version: str | None
     store: str = Field(description="`ok` or why the store cannot be reached.")
     reasons: list[str] = Field(description="What keeps the service from being ready.")
+    progress: dict[str, Any] | None = Field(
+        None,
+        description="While starting: `phase`, `restored_articles` of `stored_articles`, `seconds` so far.",
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Ready, but worth knowing: e.g. the bundle was trained on too little data.",
+    )
 
 
 class ReloadOut(BaseModel):
@@ -399,5 +510,18 @@ class ReloadOut(BaseModel):
     seconds: float
 
 
+class ProblemOut(BaseModel):
+    """One validation problem, for programs (people read `detail`)."""
+
+    loc: list[str | int] = Field(
+        description="Where: `body`, `query` or `path`, then field names and indexes."
+    )
+    msg: str
+    type: str
+
+
 class ErrorOut(BaseModel):
+    """The one error shape of every 4xx (and 503) answer."""
+
     detail: str = Field(description="What was wrong, e.g. `excerpt: expected a string, got 42`.")
+    errors: list[ProblemOut] | None = Field(None, description="Validation errors only: each problem.")

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from model.articles.article import article_from_record
+from model.articles.article import Provider
 from model.bundle import resolve_bundle
+from model.coverage.article_index import StoredRecord
 from model.encoders.embedder import Embedder
 from model.errors import NewsDeskError
 from model.news_model import NewsModel
@@ -26,7 +29,9 @@ from service.auth import RateLimiter, build_keyring
 from service.batching import MicroBatcher
 from service.config import Settings
 from service.errors import ModelUnavailableError, StoreUnavailableError
-from service.store import ArticleStore, StoredArticle, open_store
+from service.observability import Metrics
+from service.store import ArticleStore, open_store
+from service.store.base import RestoreRow, restore_rows
 from service.store.shared import LIVE_VERSION_KEY, SharedArticleStore
 
 logger = logging.getLogger(__name__)
@@ -41,33 +46,72 @@ class ReloadResult:
     seconds: float
 
 
+@dataclass
+class Progress:
+    """What start-up is doing, for /readyz while the service is not ready yet."""
+
+    phase: str = "starting"
+    restored: int = 0
+    stored: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "phase": self.phase,
+            "restored_articles": self.restored,
+            "stored_articles": self.stored,
+            "seconds": round(time.perf_counter() - self.started, 1),
+        }
+
+
+def _provider_key(record: dict[str, Any]) -> str | None:
+    provider = record.get("provider")
+    if isinstance(provider, dict):
+        return Provider(name=provider.get("name"), domain=provider.get("domain")).key
+    return Provider(name=str(provider)).key if provider else None
+
+
 def restore_index(
-    model: NewsModel, store: ArticleStore, *, since: int = 0, chunk: int = 1000
+    model: NewsModel,
+    store: ArticleStore,
+    *,
+    since: int = 0,
+    chunk: int = 5000,
+    progress: Progress | None = None,
 ) -> tuple[int, int]:
     """Re-add stored articles (after ``since``) with their stored vectors and story ids.
 
-    Nothing is re-embedded unless the stored vectors are of another size than the bundle's
-    encoder (a bundle built on a different embedding model). Returns (articles added, last seq).
+    Nothing is re-embedded or re-scored (`NewsModel.restore`): the store has each article's
+    vector, story and duplicate link. Vectors of another width than the bundle's encoder (a
+    bundle built on another embedding model) are re-embedded. Returns (articles added, last seq).
     """
     added, last = 0, since
-    batch: list[StoredArticle] = []
+    batch: list[RestoreRow] = []
 
     def flush() -> None:
         nonlocal added
         if not batch:
             return
-        articles = [article_from_record(stored.record) for stored in batch]
+        # Parsed lazily by the index (`StoredRecord`): a restart must not pay for every article.
+        articles = [
+            StoredRecord(stored.id, _provider_key(stored.record), stored.published_at, stored.record)
+            for stored in batch
+        ]
+        story_ids = [stored.story_id for stored in batch]
         dims = {stored.embedding.shape[0] for stored in batch}
-        vectors = np.stack([stored.embedding for stored in batch]) if dims == {model.embedder.dim} else None
-        if vectors is None:
+        if dims == {model.embedder.dim}:
+            vectors = np.stack([stored.embedding for stored in batch])
+        else:
             logger.warning(
                 "stored vectors have dim %s, the bundle's encoder %d: re-embedding", dims, model.embedder.dim
             )
-        model.add(articles, vectors, story_ids=[stored.story_id for stored in batch])
-        added += len(batch)
+            vectors = model.embed([article.parse() for article in articles])
+        added += model.restore(articles, vectors, story_ids)
+        if progress is not None:
+            progress.restored += len(batch)
         batch.clear()
 
-    for stored in store.iter_since(since, chunk):
+    for stored in restore_rows(store, since, chunk):
         batch.append(stored)
         last = stored.seq
         if len(batch) >= chunk:
@@ -79,14 +123,22 @@ def restore_index(
 class ServiceState:
     """Everything the routes share; built by the lifespan, reached through `service.deps`."""
 
-    def __init__(self, settings: Settings, *, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, embedder: Embedder | None = None, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self._embedder = embedder
         self.model: NewsModel | None = None
         self.model_error: str | None = "the model bundle is still loading"
         self.store: ArticleStore | None = None
         self.store_error: str | None = "the article store is not open yet"
-        self.batcher = MicroBatcher(max_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms)
+        self.metrics = metrics or Metrics()
+        self.batcher = MicroBatcher(
+            max_size=settings.batch_max_size,
+            max_wait_ms=settings.batch_max_wait_ms,
+            on_batch=self.metrics.batch_size.observe,
+            on_wait=self.metrics.queue_wait.observe,
+        )
         self.keyring = build_keyring(
             settings.api_keys.get_secret_value() if settings.api_keys else None,
             settings.api_keys_file,
@@ -95,14 +147,25 @@ class ServiceState:
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
         self.write_lock = asyncio.Lock()
         self._reload_lock = asyncio.Lock()
+        self.progress = Progress()
+        # Set once start-up has settled (model served, or it failed): tests and tools wait on it.
+        self.settled = threading.Event()
+        self._loading: asyncio.Task[None] | None = None
+        self._ann_task: asyncio.Future[None] | None = None
 
     # --- what routes ask for ---------------------------------------------------------------
 
     def require_model(self) -> NewsModel:
         model = self.model  # one read: the caller keeps this reference even if a reload swaps
         if model is None:
-            raise ModelUnavailableError(f"no model loaded: {self.model_error}")
+            raise ModelUnavailableError(f"no model loaded: {self.not_ready_reason()}")
         return model
+
+    def not_ready_reason(self) -> str:
+        if self.model is None and self.progress.phase in ("loading bundle", "restoring stored articles"):
+            p = self.progress
+            return f"still starting: {p.phase} ({p.restored} of {p.stored} stored articles restored)"
+        return str(self.model_error)
 
     def require_store(self) -> ArticleStore:
         if self.store is None:
@@ -112,11 +175,14 @@ class ServiceState:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store, load the bundle and rebuild the index from the store.
+        """Open the store and begin loading the bundle and stored articles in the background.
 
-        A missing bundle leaves the service up (health answers, model endpoints say 503 and
-        why) unless ``require_bundle`` is set.
+        Returns at once, so the port opens and /healthz answers while loading; /readyz says 503
+        with the progress until the model is served. A missing bundle leaves the service up
+        (model endpoints say 503 and why) unless ``require_bundle`` is set, in which case a bundle
+        that cannot even be found stops the start.
         """
+        self.batcher.start()
         try:
             url = self.settings.database_url
             self.store = await asyncio.to_thread(
@@ -130,38 +196,74 @@ class ServiceState:
             self.store_error = str(error)
             logger.error("article store unavailable: %s", error)
         try:
-            started = time.perf_counter()
-            self.model, restored, _ = await asyncio.to_thread(
-                self._build, resolve_bundle(self.settings.bundle), self._embedder
-            )
-            self.model_error = None
-            logger.info(
-                "serving bundle %s from %s (%d stored articles re-indexed) in %.1fs",
-                self.model.version,
-                self.model.path,
-                restored,
-                time.perf_counter() - started,
-            )
+            folder = resolve_bundle(self.settings.bundle)
         except NewsDeskError as error:
             self.model_error = str(error)
             logger.error("no model bundle loaded: %s", error)
+            self.progress.phase = "failed"
+            self.settled.set()
             if self.settings.require_bundle:
                 raise
-        self.batcher.start()
+            return
+        self._loading = asyncio.get_running_loop().create_task(self._load(folder), name="load-bundle")
+
+    async def _load(self, folder: Path) -> None:
+        try:
+            await self._load_model(folder)
+        finally:
+            self.settled.set()
+
+    async def _load_model(self, folder: Path) -> None:
+        started = time.perf_counter()
+        try:
+            model, restored, _ = await asyncio.to_thread(self._build, folder, self._embedder)
+        except NewsDeskError as error:
+            self.model_error = str(error)
+            self.progress.phase = "failed"
+            logger.error("no model bundle loaded: %s", error)
+            return
+        except Exception as error:  # a broken bundle must not kill the process: say why in /readyz
+            self.model_error = f"loading failed ({type(error).__name__}: {error})"
+            self.progress.phase = "failed"
+            logger.exception("loading the bundle failed")
+            return
+        async with self.write_lock:
+            # Articles ingested while we restored cannot exist (no model, no ingest), so swap.
+            self.model = model
+            self.model_error = None
+        self.progress.phase = "ready"
+        logger.info(
+            "serving bundle %s (%d stored articles restored) in %.1fs",
+            model.version,
+            restored,
+            time.perf_counter() - started,
+        )
+        # The ANN graph (past 50k articles) is built after ready; search is exact meanwhile.
+        self._ann_task = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(model.index.build_ann), name="build-ann"
+        )
 
     async def stop(self) -> None:
+        for task in (self._loading, self._ann_task):
+            if task is not None and not task.done():
+                task.cancel()
         await self.batcher.stop()
         if self.store is not None:
             self.store.close()
 
     def _build(self, folder: Path, embedder: Embedder | None) -> tuple[NewsModel, int, int]:
+        self.progress.phase = "loading bundle"
         model = NewsModel.load(folder, embedder=embedder, encoder=self.settings.encoder)
         # Load the encoder's weights now, so "ready" means the first request pays no load time.
         model.embedder.encode(["warm-up"])
+        if self.store is None:
+            return model, 0, 0
         if isinstance(self.store, SharedArticleStore):
             # The database searches and links stories itself: nothing to rebuild in memory.
             return model, self.store.count(), 0
-        restored, last = restore_index(model, self.store) if self.store is not None else (0, 0)
+        self.progress.phase = "restoring stored articles"
+        self.progress.stored = self.store.count()
+        restored, last = restore_index(model, self.store, progress=self.progress)
         return model, restored, last
 
     async def reload(self, *, force: bool = False, folder: Path | None = None) -> ReloadResult:

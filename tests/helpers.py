@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from model.encoders.embedder import Embedder
 
@@ -18,6 +22,19 @@ SAMPLE_SEED = ROOT / "seeds" / "000_80b44f21389d41d0.txt"
 def shared_embedder() -> Embedder:
     """The real all-MiniLM-L6-v2, loaded once per test run (no fake encoders)."""
     return Embedder()
+
+
+@contextlib.contextmanager
+def ready_client(app: Any, timeout: float = 120.0) -> Iterator[TestClient]:
+    """A `TestClient` whose lifespan ran and whose background start-up has settled.
+
+    The service opens its port at once and loads the bundle and stored articles in the
+    background (/readyz says 503 meanwhile); tests that want the model wait here.
+    """
+    with TestClient(app) as client:
+        if not client.app.state.news.settled.wait(timeout):
+            raise TimeoutError(f"service not settled after {timeout} s: {client.get('/readyz').json()}")
+        yield client
 
 
 def data_dir() -> Path:

@@ -35,7 +35,7 @@ def free_port() -> int:
 
 @contextmanager
 def serving(command: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[httpx.Client]:
-    """Start the service, wait for /healthz, yield a client; stop it with SIGTERM (graceful)."""
+    """Start the service, wait for /healthz then /readyz, yield a client; stop it with SIGTERM."""
     with log.open("ab") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
@@ -51,6 +51,11 @@ def serving(command: list[str], env: dict[str, str], port: int, log: Path) -> It
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"service did not answer /healthz in 120 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.25)
+        # The port opens before the bundle is loaded; the model endpoints wait for readiness.
+        while client.get("/readyz").status_code != 200:
+            if time.monotonic() > deadline:
+                pytest.fail(f"service not ready in 120 s: {client.get('/readyz').text}")
             time.sleep(0.25)
         yield client
     finally:

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 
 from model.articles.urls import article_id, canonical_url
-from model.errors import InvalidArticleError
+from model.errors import FieldTooLongError, InvalidArticleError
 
 URL_FIELDS = ("webUrl", "originalUrl", "ampWebUrl", "cdnAmpWebUrl")
 # Which URL names the article: the publisher's own page first, AMP copies last.
@@ -190,7 +190,7 @@ MAX_OTHER_TEXT_CHARS = 4_000  # URLs, outlet names, categories, one topic label
 def _check_text(name: str, value: str) -> str:
     limit = MAX_FIELD_CHARS.get(name, MAX_OTHER_TEXT_CHARS)
     if len(value) > limit:
-        raise InvalidArticleError(name, f"expected at most {limit:,} characters, got {len(value):,}")
+        raise FieldTooLongError(name, f"expected at most {limit:,} characters, got {len(value):,}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,24 @@ INDEX_FORMAT = 1
 _VECTORS_FILE = "vectors.npy"
 _ARTICLES_FILE = "articles.jsonl"
 _META_FILE = "index.json"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A stored article not parsed yet: what the index needs at once, the record for later.
+
+    A restart restores every stored article; parsing each into an `Article` (URL rules, text
+    checks) would cost most of the start-up time, and most are never looked at. `get` parses on
+    first use.
+    """
+
+    id: str
+    provider_key: str | None
+    published_at: datetime | None
+    record: Mapping[str, Any]
+
+    def parse(self) -> Article:
+        return article_from_record(self.record, require_text=False)
 
 
 def _timestamp(moment: datetime | None) -> float:
@@ -55,7 +74,7 @@ class ArticleIndex:
         self._lock = threading.Lock()
         self._ids: list[str] = []
         self._pos: dict[str, int] = {}
-        self._articles: list[Article] = []
+        self._articles: list[Article | StoredRecord] = []
         self._story_ids: list[str] = []
         # Row buffers with spare capacity; rows [0, _count) are live.
         self._count = 0
@@ -70,13 +89,23 @@ class ArticleIndex:
         # Rows of removed articles: never found again, skipped when saving (rows never move, so
         # readers' snapshots and the ANN's row keys stay valid).
         self._removed: set[int] = set()
+        self._ann_deferred = False  # a bulk restore left the graph to `build_ann`
 
     # --- writing -------------------------------------------------------------------------
 
     def add(
-        self, articles: Sequence[Article], vectors: npt.NDArray[np.floating], story_ids: Sequence[str]
+        self,
+        articles: Sequence[Article | StoredRecord],
+        vectors: npt.NDArray[np.floating],
+        story_ids: Sequence[str],
+        *,
+        sync_ann: bool = True,
     ) -> None:
-        """Add articles (ids already present are updated in place: record, vector and story)."""
+        """Add articles (ids already present are updated in place: record, vector and story).
+
+        ``sync_ann=False`` leaves the approximate-search graph behind (search answers exactly
+        until `build_ann` catches it up): a bulk restore must not wait for a graph build.
+        """
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim == 1:
             vectors = vectors[None, :]
@@ -118,7 +147,10 @@ class ArticleIndex:
                 self._time_buffer[base:end] = [_timestamp(articles[i].published_at) for i in fresh]
                 self._code_buffer[base:end] = [self._provider_code(articles[i].provider_key) for i in fresh]
                 self._count = end
-            self._sync_ann()
+            if sync_ann:
+                self._sync_ann()
+            else:
+                self._ann_deferred = True
 
     def remove(self, article_id: str) -> bool:
         """Forget an article (a takedown); False if it is not indexed. Adding it again is allowed."""
@@ -172,6 +204,8 @@ class ArticleIndex:
         """
         if len(self._ids) <= self.ann_threshold:
             return
+        if self._ann is None and self._ann_deferred:
+            return  # `build_ann` will make the graph, off the request path
         if self._ann is None:
             from model.coverage.faiss_ann import AnnIndex
 
@@ -181,6 +215,25 @@ class ArticleIndex:
         start = len(self._ann)
         if start < len(self._ids):
             self._ann.add(np.arange(start, len(self._ids), dtype=np.int64), self._vectors[start:])
+
+    def build_ann(self) -> None:
+        """Build (or catch up) the approximate-search graph, off to the side, then swap it in.
+
+        Searches keep answering exactly while it builds; nothing waits for it but this call.
+        """
+        if len(self._ids) <= self.ann_threshold:
+            return
+        from model.coverage.faiss_ann import AnnIndex
+
+        if self._ann is None:
+            count = self._count
+            graph = AnnIndex(dim=self.dim, dtype="f16", M=16, ef_search=128)
+            graph.add(np.arange(count, dtype=np.int64), self._buffer[:count])
+            with self._lock:
+                self._ann = graph
+        with self._lock:
+            self._ann_deferred = False
+            self._sync_ann()  # rows added while the graph was built
 
     # --- reading -------------------------------------------------------------------------
 
@@ -202,7 +255,14 @@ class ArticleIndex:
         position = self._pos.get(article_id)
         if position is None:
             raise ArticleNotFoundError(article_id)
-        return self._articles[position]
+        return self._article_at(position)
+
+    def _article_at(self, position: int) -> Article:
+        item = self._articles[position]
+        if isinstance(item, StoredRecord):
+            item = item.parse()
+            self._articles[position] = item  # parsed once; a racing reader parses the same again
+        return item
 
     def vector(self, article_id: str) -> npt.NDArray[np.float32]:
         position = self._pos.get(article_id)
@@ -306,10 +366,10 @@ class ArticleIndex:
             live = [p for p in range(len(self._ids)) if p not in self._removed]
             np.save(directory / _VECTORS_FILE, self._vectors[live] if self._removed else self._vectors)
             with (directory / _ARTICLES_FILE).open("w", encoding="utf-8") as handle:
-                rows = zip(self._articles, self._story_ids, strict=True)
-                for position, (article, story) in enumerate(rows):
+                for position, story in enumerate(self._story_ids):
                     if position in self._removed:
                         continue
+                    article = self._article_at(position)
                     record = article.to_record()
                     record["id"] = article.id
                     handle.write(

@@ -54,9 +54,10 @@ def _result(stored: StoredArticle, created: bool) -> IngestResultOut:
     response_model=IngestResultOut | IngestBatchOut,
     status_code=201,
     responses={
+        201: {"model": IngestResultOut, "description": "A new article, stored before this answer."},
         200: {
-            "model": IngestResultOut,
-            "description": "Already stored (or a batch): nothing changed for it.",
+            "model": IngestResultOut | IngestBatchOut,
+            "description": "One article already stored (nothing changed for it), or a batch's results.",
         },
         413: {"model": ErrorOut, "description": "Batch or body too large."},
         422: {"model": ErrorOut, "description": "A field is missing or of the wrong type."},

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from fastapi import APIRouter, Response
 
 from model.errors import NewsDeskError
 from service.deps import ModelDep, ReaderDep, StateDep
+from service.errors import redact_paths
 from service.schemas import ErrorOut, HealthOut, ModelOut, ReadyOut
 
 router = APIRouter(tags=["health"])
@@ -28,7 +30,7 @@ async def readyz(state: StateDep, response: Response) -> ReadyOut:
     reasons = []
     store_status = "ok"
     if state.model is None:
-        reasons.append(f"no model loaded: {state.model_error}")
+        reasons.append(f"no model loaded: {state.not_ready_reason()}")
     if state.store is None:
         store_status = state.store_error or "not open"
         reasons.append(f"article store unavailable: {store_status}")
@@ -38,11 +40,15 @@ async def readyz(state: StateDep, response: Response) -> ReadyOut:
         except NewsDeskError as error:
             store_status = str(error)
             reasons.append(f"article store unreachable: {error}")
+    reasons = [redact_paths(reason) for reason in reasons]
+    store_status = redact_paths(store_status)
     ready = ReadyOut(
         status="not ready" if reasons else "ready",
         model_version=state.model.version if state.model is not None else None,
         store=store_status,
         reasons=reasons,
+        progress=state.progress.as_dict() if state.model is None else None,
+        warnings=state.model.warnings if state.model is not None else [],
     )
     if reasons:
         response.status_code = 503
@@ -65,12 +71,14 @@ async def model_info(model: ModelDep, state: StateDep, _: ReaderDep) -> ModelOut
             stored = None
     return ModelOut(
         version=model.version,
-        path=str(model.path) if model.path else None,
+        path=model.path.name if model.path else None,  # the version folder, never a server path
         created=manifest.get("created"),
         labels=model.labels,
         scores=sorted(model.scores),
         embedding=dict(manifest.get("embedding", {})),
-        metrics=dict(manifest.get("metrics", {})),
+        metrics=json.loads(redact_paths(json.dumps(manifest.get("metrics", {}), default=str))),
         indexed_articles=len(model.index),
         stored_articles=stored,
+        warnings=model.warnings,
+        examples_per_label={str(k): int(v) for k, v in manifest.get("examples_per_label", {}).items()},
     )

@@ -159,3 +159,28 @@ class ArticleStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreRow:
+    """What a restart needs of a stored article: no classification, no history."""
+
+    seq: int
+    id: str
+    record: dict[str, Any]
+    embedding: npt.NDArray[np.float32]
+    story_id: str
+    published_at: datetime | None
+
+
+def restore_rows(store: ArticleStore, since: int = 0, chunk: int = 5000) -> Iterator[RestoreRow]:
+    """Stored articles after ``since`` for a restart: the backend's light reader when it has one
+    (``restore_rows``: fewer columns, less JSON to parse), else `ArticleStore.iter_since`."""
+    light = getattr(store, "restore_rows", None)
+    if light is not None:
+        yield from light(since, chunk)
+        return
+    for stored in store.iter_since(since, chunk):
+        yield RestoreRow(
+            stored.seq, stored.id, stored.record, stored.embedding, stored.story_id, stored.published_at
+        )
