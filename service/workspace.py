@@ -9,9 +9,8 @@ classification stored at ingest is never changed.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ from model.feedback import Correction, PairFeedback, corrected_record, effective
 from model.news_model import NewsModel
 from model.results import Classification
 from service.auth import OPEN, Principal
-from service.errors import BadRequestError
+from service.errors import BadRequestError, SameArticleError
 from service.schemas import ClassificationOut, ProviderOut, TopicOut
 from service.state import ServiceState
 from service.store import ArticleQuery, ArticleStore, StoredArticle
@@ -52,24 +51,25 @@ MAX_PAGE = 200
 # --- cursors ---------------------------------------------------------------------------------
 
 
+CURSOR_PATTERN = r"^[0-9]{1,18}$"
+
+
 def encode_cursor(seq: int) -> str:
-    """An opaque keyset cursor: the last row's position, so pages never skip or repeat rows."""
-    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+    """A keyset cursor: the last row's position, so pages never skip or repeat rows.
+
+    Plain digits, so the OpenAPI pattern describes every valid cursor exactly (any position is
+    a valid place to continue from).
+    """
+    return str(seq)
 
 
 def decode_cursor(cursor: str | None) -> int | None:
     if cursor is None or cursor == "":
         return None
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        kind, _, number = text.partition(":")
-        seq = int(number)
-        if kind != "seq" or seq < 0:
-            raise ValueError(text)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
         shown = cursor if len(cursor) <= 40 else cursor[:37] + "..."
-        raise BadRequestError(f"cursor: expected the next_cursor of a previous page, got {shown!r}") from None
-    return seq
+        raise BadRequestError(f"cursor: expected the next_cursor of a previous page, got {shown!r}")
+    return int(cursor)
 
 
 def check_limit(limit: int) -> int:
@@ -250,6 +250,9 @@ def add_pair_feedback(
     for article_id in (body.a, body.b):
         if store.get(article_id) is None and (model is None or model.known(article_id) is None):
             raise ArticleNotFoundError(article_id)
+    if body.a == body.b:
+        # Both ids are valid, but a pair needs two articles: a conflict with what is known.
+        raise SameArticleError(f"b: expected another article than a, got the same id {body.b!r}")
     feedback = store.add_pair_feedback(
         PairFeedback(
             a=body.a,

@@ -7,7 +7,7 @@ Apart from `service.schemas` so the workspace's contract reads in one place; the
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -32,12 +32,32 @@ PAIR_FEEDBACK_EXAMPLE: dict[str, Any] = {
 }
 
 
+# A label with some text in it, within the label length (documented; checked in `_clean_topics`).
+LabelText = Annotated[str, Field(json_schema_extra={"pattern": "[A-Za-z0-9]", "maxLength": MAX_LABEL_CHARS})]
+
+
 class CorrectionIn(BaseModel):
     """An editor's answer about one article; at least one of `topics`, `quality`, `note`."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [CORRECTION_EXAMPLE]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [CORRECTION_EXAMPLE],
+            # At least one of them says something.
+            "anyOf": [
+                {"required": ["topics"], "properties": {"topics": {"type": "array"}}},
+                {"required": ["quality"], "properties": {"quality": {"type": "number"}}},
+                {"required": ["note"], "properties": {"note": {"type": "string", "minLength": 1}}},
+            ],
+        },
+    )
 
-    topics: list[str] | None = Field(
+    topics: (
+        list[
+            Annotated[str, Field(json_schema_extra={"pattern": "[A-Za-z0-9]", "maxLength": MAX_LABEL_CHARS})]
+        ]
+        | None
+    ) = Field(
         None,
         description="The article's complete label list after the correction: labels left out are "
         "removed, new ones added (any label, not only the bundle's). `[]` removes every label.",
@@ -218,12 +238,6 @@ class PairFeedbackIn(BaseModel):
     verdict: Verdict = Field(description="duplicate, same_story, related or unrelated.")
     note: str | None = Field(None, max_length=2000)
     editor: str | None = Field(None, max_length=200)
-
-    @model_validator(mode="after")
-    def _two(self) -> PairFeedbackIn:
-        if self.a == self.b:
-            raise ValueError(f"b: expected another article than a, got the same id {self.b!r}")
-        return self
 
 
 class PairFeedbackOut(BaseModel):

@@ -208,11 +208,13 @@ def test_pair_feedback_is_stored_and_bad_verdicts_are_422(client, sample):
     assert client.get(f"/v1/articles/{sample['id']}").json()["pair_feedback"][0]["other"] == other
     bad_bodies = [
         {"a": sample["id"], "b": other, "verdict": "maybe"},
-        {"a": other, "b": other, "verdict": "related"},
         {"a": sample["id"], "b": other, "verdict": "related", "score": 1},
     ]
     for bad in bad_bodies:
         assert client.post("/v1/pairs/feedback", json=bad).status_code == 422
+    # Two valid ids that are the same article: a conflict, not a malformed body.
+    same = client.post("/v1/pairs/feedback", json={"a": other, "b": other, "verdict": "related"})
+    assert same.status_code == 409 and "another article" in same.json()["detail"]
 
 
 def test_review_queue_puts_the_least_sure_uncorrected_article_first(client, sample):

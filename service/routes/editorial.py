@@ -33,9 +33,19 @@ from service.workspace_schemas import (
 router = APIRouter(prefix="/v1", tags=["workspace"])
 
 ArticleId = Annotated[str, Path(description="Article id, as returned by ingest or search.", max_length=200)]
-Limit = Annotated[int, Query(description=f"Rows per page, 1 to {workspace.MAX_PAGE}.")]
+Limit = Annotated[
+    int,
+    Query(
+        description=f"Rows per page, 1 to {workspace.MAX_PAGE}.",
+        json_schema_extra={"minimum": 1, "maximum": workspace.MAX_PAGE},
+    ),
+]
 Cursor = Annotated[
-    str | None, Query(description="`next_cursor` of the previous page (keyset: no row skipped or repeated).")
+    str | None,
+    Query(
+        description="`next_cursor` of the previous page (keyset: no row skipped or repeated).",
+        json_schema_extra={"pattern": workspace.CURSOR_PATTERN},
+    ),
 ]
 BAD_INPUT = {422: {"model": ErrorOut, "description": "A parameter is malformed (e.g. a bad cursor)."}}
 NOT_FOUND = {404: {"model": ErrorOut, "description": "No stored article with this id."}}
