@@ -13,8 +13,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import start_live_server
 from helpers import ROOT, SAMPLE_SEED
+
+from browser.conftest import start_live_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
