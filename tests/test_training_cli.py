@@ -213,7 +213,7 @@ def test_seeds_that_are_all_invalid_are_an_error_even_when_skipped(tmp_path):
     [
         ("a\tb\n1\t2\n", "missing columns"),
         ("id1\tid2\toverall\ttitle1\ttitle2\texcerpt1\texcerpt2\nx\ty\tlots\tA\tB\t\t\n", ":2: overall"),
-        (None, "cannot read a graded pairs file"),
+        (None, "pairs file ([Errno 2] No such file"),
     ],
     ids=["missing-columns", "bad-number", "missing-file"],
 )
