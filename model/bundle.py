@@ -35,6 +35,7 @@ import joblib
 from model.encoders.embedder import Embedder
 from model.errors import BundleError
 from model.files import atomic_folder
+from model.ledger import live_version
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +117,14 @@ def write_bundle(
 
 
 def resolve_bundle(path: str | Path) -> Path:
-    """A version folder as given, or the newest version folder inside a folder of versions."""
+    """A version folder as given, or inside a folder of versions the one its ledger names as live
+    (`model.ledger`), else the newest."""
     path = Path(path)
     if (path / MANIFEST).is_file():
         return path
+    live = live_version(path) if path.is_dir() else None
+    if live is not None and (path / live / MANIFEST).is_file():
+        return path / live
     if not path.is_dir():
         raise BundleError(
             f"no model bundle at {path}: train one with `python -m training fit --seeds seeds --out {path}`"

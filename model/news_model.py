@@ -130,6 +130,7 @@ class NewsModel:
         metrics: Mapping[str, Any] | None = None,
         training: Mapping[str, Any] | None = None,
         encoder_dir: str | Path | None = None,
+        eval_split: Mapping[str, Any] | None = None,
     ) -> Path:
         """Write this model as a new version folder under ``root`` and return the folder.
 
@@ -161,6 +162,9 @@ class NewsModel:
             "scores": sorted(self.scores),
             "metrics": dict(metrics or {}),
             "training": dict(training or {}),
+            # The fixed held-out split (`model.evaluation.split`), so a later challenger is measured
+            # on the same articles; None when evaluated on a separate set or not at all.
+            "eval_split": dict(eval_split) if eval_split else None,
         }
         return bundle.write_bundle(
             root, write_parts, fields, seed_fingerprint=seed_fingerprint, encoder_dir=encoder_dir

@@ -8,6 +8,9 @@ Examples::
     python -m training evaluate --model bundles --seeds ../shared/data/reuters/test
     python -m training dedup --seeds ../shared/data/reuters --out report.jsonl
     python -m training export --data-dir data --out corrections
+    python -m training fit --seeds seeds --corrections data --out bundles --candidate
+    python -m training compare --champion bundles/A --challenger bundles/B --seeds seeds
+    python -m training check-seeds --seeds seeds --bundle bundles
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -25,7 +29,7 @@ from typing import Any
 
 from model.articles.seeds import SeedCorpus, read_seeds
 from model.encoders.embedder import Embedder, EmbeddingCache
-from model.errors import NewsDeskError, SeedFormatError
+from model.errors import DataFileError, NewsDeskError, SeedFormatError
 
 logger = logging.getLogger("training")
 
@@ -98,8 +102,29 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.2,
         metavar="FRACTION",
-        help="without --eval: fit on the rest, evaluate on this share of the seeds, then refit on all "
-        "(default 0.2; 0 skips evaluation)",
+        help="without --eval: hold out the seeds whose id hash falls below this fraction (the fixed "
+        "split recorded in the manifest, the same for every bundle), fit on the rest and evaluate on "
+        "them; the bundle never sees them, so a later challenger is compared on the same articles "
+        "(default 0.2; 0 fits on everything and skips evaluation)",
+    )
+    fit.add_argument(
+        "--refit-all",
+        action="store_true",
+        help="after evaluating on the held-out split, refit on all seeds (its metrics then describe "
+        "a model that had not seen the split, and `compare` leaves those articles out)",
+    )
+    fit.add_argument(
+        "--corrections",
+        metavar="SRC",
+        help="editors' corrections to learn from: a service data folder, a postgresql:// URL, or an "
+        "exported .jsonl file; corrected labels override the seeds' for the same article id (and are "
+        "never held out), editors' graded pairs join --pairs",
+    )
+    fit.add_argument(
+        "--candidate",
+        action="store_true",
+        help="write the bundle as a challenger: the bundle ledger records it as trained, not live, "
+        "so servers keep serving the live version until it is promoted",
     )
     fit.add_argument(
         "--pairs",
@@ -157,6 +182,51 @@ def build_parser() -> argparse.ArgumentParser:
         default=14.0,
         help="an article's story is sought among articles this many days either side of it (default 14)",
     )
+
+    compare = commands.add_parser(
+        "compare",
+        help="champion vs challenger on the same held-out articles, with a promotion verdict",
+        description="Measure two bundles on the seeds the bundles' recorded split holds out (minus any "
+        "article either was trained on): topics micro/macro-F1 and per label, quality/heat MAE and "
+        "Spearman, pair F1/Pearson with --pairs, related recall@10; bootstrap 95%% intervals of each "
+        "difference; then the gate's verdict. The table goes to stderr, one JSON object to stdout. "
+        "Exit 0: promote, 1: reject, 2: error.",
+    )
+    _common(compare)
+    compare.add_argument("--champion", required=True, type=Path, metavar="DIR", help="the live bundle")
+    compare.add_argument("--challenger", required=True, type=Path, metavar="DIR", help="the new bundle")
+    compare.add_argument(
+        "--corrections", metavar="SRC", help="editors' corrections (as for fit): evaluated with their labels"
+    )
+    compare.add_argument("--pairs", type=Path, nargs="+", metavar="FILE.tsv", help="graded pairs to score")
+    compare.add_argument(
+        "--gate",
+        type=Path,
+        metavar="FILE.yaml",
+        help="gate settings (reject_if_significant_drop, label_min_support, label_max_f1_drop, "
+        "min_held_out, rounds, confidence, seed); default: reject on a significant micro-F1 or pair-F1 "
+        "drop, or a label with >= 20 held-out examples losing > 0.05 F1",
+    )
+    compare.add_argument(
+        "--no-split",
+        action="store_true",
+        help="evaluate on every given seed (a separate test folder), not only the held-out split",
+    )
+    compare.add_argument("--json-out", type=Path, metavar="FILE", help="also write the JSON object here")
+
+    check = commands.add_parser(
+        "check-seeds",
+        help="exit 0 if the live bundle was trained on these seeds, 1 if they changed (or no bundle)",
+        description="Compare the seeds' fingerprint with the one the live bundle's manifest records "
+        "(seed files only; corrections learnt by a retrain do not count).",
+    )
+    check.add_argument("--seeds", nargs="+", required=True, type=Path, metavar="PATH", help="seed paths")
+    check.add_argument(
+        "--bundle", required=True, type=Path, metavar="DIR", help="bundle folder (the live version)"
+    )
+    check.add_argument("--skip-invalid", action="store_true", help="skip malformed seed files")
+    check.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    check.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
     export = commands.add_parser(
         "export",
@@ -224,61 +294,94 @@ def _check_pairs(paths: Path | Sequence[Path] | None) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    from model.evaluation.split import EvalSplit
+    from model.ledger import record_event
+    from training.corrections import CorrectionData, load_corrections
     from training.fingerprint import seed_fingerprint
     from training.trainer import TrainingOptions, evaluate_model, fit_news_model, split_holdout
 
     started = time.perf_counter()
     _check_pairs(args.pairs)
-    corpus = _read(args.seeds, args)
-    embedder = _embedder(args)
+    scratch = Path(tempfile.mkdtemp(prefix="newsdesk-fit-"))
+    try:
+        corrections = load_corrections(args.corrections, scratch) if args.corrections else CorrectionData()
+        pairs = [*(args.pairs or []), *([corrections.pairs] if corrections.pairs else [])] or None
+        corpus = _read([*args.seeds, *corrections.seeds], args)
+        seeds_only = seed_fingerprint(_read(args.seeds, args)) if corrections.seeds else None
+        embedder = _embedder(args)
 
-    from training.fit_cache import FitCache
+        from training.fit_cache import FitCache
 
-    fit_cache = None if args.no_cache else FitCache((args.cache_dir or default_cache_dir()) / "fits")
+        fit_cache = None if args.no_cache else FitCache((args.cache_dir or default_cache_dir()) / "fits")
 
-    def options() -> TrainingOptions:
-        return TrainingOptions(
-            fit_cache=fit_cache,
-            pairs=args.pairs,
-            story_window_days=args.story_window_days,
-            progress=not args.no_progress,
-        )
-
-    metrics: dict[str, Any] = {}
-    if args.eval:
-        eval_corpus = _read(args.eval, args)
-        model = fit_news_model(corpus, embedder, opts := options())
-        metrics = evaluate_model(model, eval_corpus, pairs=args.pairs, progress=not args.no_progress)
-        metrics["evaluated_on"] = ", ".join(str(p) for p in args.eval)
-    elif args.holdout > 0 and len(corpus.main_ids) >= 20:
-        train, held = split_holdout(corpus, args.holdout)
-        logger.info("holdout: fitting on %d seeds, evaluating on %d", len(train.main_ids), len(held.main_ids))
-        metrics = evaluate_model(
-            fit_news_model(train, embedder, options()), held, progress=not args.no_progress
-        )
-        metrics["evaluated_on"] = (
-            f"holdout {args.holdout:.0%} of the seeds ({len(held.main_ids)} seeds), before refitting on all"
-        )
-        model = fit_news_model(corpus, embedder, opts := options())
-    else:
-        if args.holdout > 0:
-            logger.warning(
-                "only %d seeds: too few to hold some out, so the bundle has no metrics", len(corpus.main_ids)
+        def options() -> TrainingOptions:
+            return TrainingOptions(
+                fit_cache=fit_cache,
+                pairs=pairs,
+                story_window_days=args.story_window_days,
+                progress=not args.no_progress,
             )
-        model = fit_news_model(corpus, embedder, opts := options())
-    opts.timings["total"] = round(time.perf_counter() - started, 3)
-    encoder_dir = None if args.no_onnx else _export_encoder(args)
-    path = model.save(
-        args.out,
-        encoder_dir=encoder_dir,
-        seed_fingerprint=seed_fingerprint(corpus),
-        metrics=metrics,
-        training={
-            "timings_s": opts.timings,
-            "story_window_days": args.story_window_days,
-            "pairs": [str(p) for p in args.pairs] if args.pairs else None,
-        },
-    )
+
+        metrics: dict[str, Any] = {}
+        eval_split: dict[str, Any] | None = None
+        if args.eval:
+            eval_corpus = _read(args.eval, args)
+            model = fit_news_model(corpus, embedder, opts := options())
+            metrics = evaluate_model(model, eval_corpus, pairs=pairs, progress=not args.no_progress)
+            metrics["evaluated_on"] = ", ".join(str(p) for p in args.eval)
+        elif args.holdout > 0 and len(corpus.main_ids) >= 20:
+            train, held = split_holdout(corpus, args.holdout, always_train=corrections.corrected_ids)
+            logger.info(
+                "fixed split: fitting on %d seeds, evaluating on %d held out",
+                len(train.main_ids),
+                len(held.main_ids),
+            )
+            model = fit_news_model(train, embedder, opts := options())
+            metrics = evaluate_model(model, held, progress=not args.no_progress)
+            metrics["evaluated_on"] = (
+                f"fixed split: {len(held.main_ids)} seeds ({args.holdout:.0%} by id hash) held out"
+                + (", before refitting on all" if args.refit_all else ", never trained on")
+            )
+            eval_split = EvalSplit(args.holdout).to_record() | {
+                "held_out_seeds": len(held.main_ids),
+                "refit_all": bool(args.refit_all),
+            }
+            if args.refit_all:
+                model = fit_news_model(corpus, embedder, opts := options())
+        else:
+            if args.holdout > 0:
+                logger.warning(
+                    "only %d seeds: too few to hold some out, so the bundle has no metrics",
+                    len(corpus.main_ids),
+                )
+            model = fit_news_model(corpus, embedder, opts := options())
+        opts.timings["total"] = round(time.perf_counter() - started, 3)
+        encoder_dir = None if args.no_onnx else _export_encoder(args)
+        fingerprint = seed_fingerprint(corpus)
+        path = model.save(
+            args.out,
+            encoder_dir=encoder_dir,
+            seed_fingerprint=fingerprint,
+            metrics=metrics,
+            training={
+                "timings_s": opts.timings,
+                "story_window_days": args.story_window_days,
+                "pairs": [str(p) for p in args.pairs] if args.pairs else None,
+                "corrections": corrections.to_record() if args.corrections else None,
+                # What `check-seeds` compares: the seed files alone, corrections left out.
+                "seeds_sha256": (seeds_only or fingerprint)["sha256"],
+            },
+            eval_split=eval_split,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if args.candidate:
+        record_event(args.out, path.name, "trained", "challenger, waiting for the gate", make_live=False)
+    elif (Path(args.out) / "ledger.json").is_file():
+        # A ledger names the live version; a hand-run fit serves its bundle next, as before the ledger.
+        record_event(
+            args.out, path.name, "promoted", "trained by hand with `python -m training fit` (no gate)"
+        )
     summary = {
         "bundle": str(path),
         "version": path.name,
@@ -287,6 +390,96 @@ def cmd_fit(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import yaml
+
+    from model.evaluation.comparison import Gate, comparison_table
+    from model.news_model import NewsModel
+    from training.compare import compare_models
+    from training.corrections import CorrectionData, load_corrections
+
+    gate = Gate()
+    if args.gate is not None:
+        try:
+            values = yaml.safe_load(args.gate.read_text(encoding="utf-8")) or {}
+            if not isinstance(values, dict):
+                raise ValueError(f"expected a mapping of gate settings, got {type(values).__name__}")
+            gate = Gate.from_mapping(values)
+        except (OSError, yaml.YAMLError, ValueError, TypeError) as error:
+            raise DataFileError(f"{args.gate}: {str(error).splitlines()[0]}") from None
+    _check_pairs(args.pairs)
+    scratch = Path(tempfile.mkdtemp(prefix="newsdesk-compare-"))
+    try:
+        corrections = load_corrections(args.corrections, scratch) if args.corrections else CorrectionData()
+        pairs = [*(args.pairs or []), *([corrections.pairs] if corrections.pairs else [])]
+        embedder = _embedder(args)
+        champion = NewsModel.load(args.champion, embedder=embedder)
+        challenger = NewsModel.load(args.challenger, embedder=embedder)
+        corpus = _read([*args.seeds, *corrections.seeds], args)
+        result = compare_models(
+            champion,
+            challenger,
+            corpus,
+            gate=gate,
+            pairs=pairs,
+            use_split=not args.no_split,
+            progress=not args.no_progress,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(comparison_table(result), file=sys.stderr)
+    print(f"verdict: {result['verdict']}: " + "; ".join(result["reasons"]), file=sys.stderr)
+    text = json.dumps(_json_safe(result), default=str)
+    if args.json_out is not None:
+        from model.files import atomic_file
+
+        with atomic_file(args.json_out) as temp:
+            temp.write_text(text, encoding="utf-8")
+    print(text)
+    return 0 if result["verdict"] == "promote" else 1
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities (a metric undefined on this data) as null, so the output is strict JSON."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(inner) for key, inner in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(inner) for inner in value]
+    return value
+
+
+def cmd_check_seeds(args: argparse.Namespace) -> int:
+    from model.bundle import read_manifest, resolve_bundle
+    from training.fingerprint import seed_fingerprint
+
+    try:
+        folder = resolve_bundle(args.bundle)
+    except NewsDeskError as error:
+        print(f"no bundle to compare with: {error}")
+        return 1
+    manifest = read_manifest(folder)
+    recorded = manifest.get("training", {}).get("seeds_sha256") or manifest.get("seed_fingerprint", {}).get(
+        "sha256"
+    )
+    corpus = read_seeds(args.seeds, skip_invalid=args.skip_invalid)
+    now = seed_fingerprint(corpus)
+    where = " ".join(str(p) for p in args.seeds)
+    if now["sha256"] == recorded:
+        print(f"{where} matches the live bundle {folder.name} ({now['articles']} articles)")
+        return 0
+    then = manifest.get("seed_fingerprint", {}).get("articles")
+    print(
+        f"{where} changed since the live bundle {folder.name} was trained "
+        f"({now['articles']} articles now, {then} then; fingerprint {now['sha256'][:12]} vs "
+        f"{str(recorded)[:12]})"
+    )
+    return 1
 
 
 def _export_encoder(args: argparse.Namespace) -> Path | None:
@@ -367,7 +560,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "dedup": cmd_dedup, "export": cmd_export}
+    handlers = {
+        "fit": cmd_fit,
+        "evaluate": cmd_evaluate,
+        "dedup": cmd_dedup,
+        "export": cmd_export,
+        "compare": cmd_compare,
+        "check-seeds": cmd_check_seeds,
+    }
     try:
         return handlers[args.command](args)
     except NewsDeskError as error:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from model.articles.seeds import write_seed
 from model.errors import DataFileError
@@ -108,7 +108,18 @@ class StoreReader:
         self._db.close()
 
 
-def corrected_records(reader: StoreReader) -> Iterator[tuple[str, dict[str, Any]]]:
+class FeedbackReader(Protocol):
+    """What export reads from a store: `StoreReader` (SQLite) or the PostgreSQL reader in
+    `training.corrections`."""
+
+    def corrections(self) -> list[Correction]: ...
+
+    def pair_feedback(self) -> list[PairFeedback]: ...
+
+    def articles(self, ids: list[str]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]: ...
+
+
+def corrected_records(reader: FeedbackReader) -> Iterator[tuple[str, dict[str, Any]]]:
     """(article id, seed record with corrections applied) for every corrected stored article."""
     by_article: dict[str, list[Correction]] = {}
     for correction in reader.corrections():
@@ -126,20 +137,25 @@ def corrected_records(reader: StoreReader) -> Iterator[tuple[str, dict[str, Any]
 
 def export_feedback(data_dir: str | Path, out: str | Path) -> ExportSummary:
     """Write corrected seeds into ``out`` and the graded pairs to ``out/pairs.tsv``."""
-    out = Path(out)
     reader = StoreReader(data_dir)
     try:
-        written = 0
-        for article_id, record in corrected_records(reader):
-            write_seed(record, out / f"{article_id}.md")
-            written += 1
-        feedback = reader.pair_feedback()
-        records = reader.articles(list(dict.fromkeys(i for f in feedback for i in (f.a, f.b))))
-        rows = [(f, records[f.a][0], records[f.b][0]) for f in feedback if f.a in records and f.b in records]
-        out.mkdir(parents=True, exist_ok=True)
-        pairs = write_pairs_tsv(rows, out / "pairs.tsv")
+        return export_from_reader(reader, out)
     finally:
         reader.close()
+
+
+def export_from_reader(reader: FeedbackReader, out: str | Path) -> ExportSummary:
+    """`export_feedback` from any `FeedbackReader` (the caller closes it)."""
+    out = Path(out)
+    written = 0
+    for article_id, record in corrected_records(reader):
+        write_seed(record, out / f"{article_id}.md")
+        written += 1
+    feedback = reader.pair_feedback()
+    records = reader.articles(list(dict.fromkeys(i for f in feedback for i in (f.a, f.b))))
+    rows = [(f, records[f.a][0], records[f.b][0]) for f in feedback if f.a in records and f.b in records]
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = write_pairs_tsv(rows, out / "pairs.tsv")
     skipped = len(feedback) - pairs
     if skipped:
         logger.warning("%d graded pairs name an article the store does not hold; left out", skipped)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from model.coverage.stories import StoryClusterer
 from model.coverage.story_links import cluster_stories
 from model.encoders.embedder import Embedder
 from model.evaluation.coverage import pair_metrics, related_retrieval_metrics
+from model.evaluation.split import EvalSplit
 from model.evaluation.tagging import score_metrics, topic_metrics
 from model.news_model import NewsModel
 from model.tagging.scores import ScoreHead
@@ -150,31 +150,43 @@ def fit_news_model(
     )
 
 
-def split_holdout(corpus: SeedCorpus, fraction: float, seed: int = 0) -> tuple[SeedCorpus, SeedCorpus]:
-    """Split by seed (a main article travels with its related items) into train and held-out."""
-    main_ids = list(corpus.main_ids)
-    random.Random(seed).shuffle(main_ids)
-    cut = round(len(main_ids) * fraction)
-    held = set(main_ids[:cut])
+def split_holdout(
+    corpus: SeedCorpus, fraction: float, *, always_train: Collection[str] = ()
+) -> tuple[SeedCorpus, SeedCorpus]:
+    """Split by seed (a main article travels with its related items) into train and held-out.
+
+    The split is the fixed one of `model.evaluation.split.EvalSplit`: a seed is held out when a
+    hash of its id falls below ``fraction``, so every bundle holds out the same seeds and a seed
+    added later falls on the same side for all. Ids in ``always_train`` (editors' corrections:
+    the model must learn them) are never held out.
+    """
+    _, held_ids = EvalSplit(fraction).partition(corpus.main_ids)
+    held = set(held_ids) - set(always_train)
+    return subset_corpus(corpus, [m for m in corpus.main_ids if m not in held]), _held_part(corpus, held)
+
+
+def subset_corpus(corpus: SeedCorpus, mains: Sequence[str]) -> SeedCorpus:
+    """The seeds ``mains`` with their related items and links."""
     related = corpus.related_of()
+    part = SeedCorpus(files=len(mains))
+    for main_id in mains:
+        part.add(corpus.articles[main_id], main=True)
+        for other_id in related.get(main_id, []):
+            part.add(corpus.articles[other_id], main=False)
+            part.links.append((main_id, other_id))
+    return part
 
-    def subset(mains: list[str]) -> SeedCorpus:
-        part = SeedCorpus(files=len(mains))
-        for main_id in mains:
-            part.add(corpus.articles[main_id], main=True)
-            for other_id in related.get(main_id, []):
-                part.add(corpus.articles[other_id], main=False)
-                part.links.append((main_id, other_id))
-        return part
 
-    train = subset([m for m in corpus.main_ids if m not in held])
-    test = subset([m for m in corpus.main_ids if m in held])
+def _held_part(corpus: SeedCorpus, held: set[str]) -> SeedCorpus:
+    train_ids = {m for m in corpus.main_ids if m not in held}
+    train = subset_corpus(corpus, [m for m in corpus.main_ids if m in train_ids])
+    test = subset_corpus(corpus, [m for m in corpus.main_ids if m in held])
     # An article related to both sides stays in train only, so no text leaks into the test.
     for article_id in list(test.articles):
         if article_id in train.articles and article_id not in held:
             del test.articles[article_id]
     test.links = [(a, b) for a, b in test.links if b in test.articles]
-    return train, test
+    return test
 
 
 def evaluate_model(

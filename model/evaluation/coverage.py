@@ -41,13 +41,33 @@ def related_retrieval_metrics(
     k), ``mrr`` (mean reciprocal rank of the first related item, 0 if none in the top
     ``candidates``) and ``n`` (queries).
     """
+    per_query = related_retrieval_per_query(corpus, vectors_by_id, scorer, k=k, candidates=candidates)
+    recalls = [recall for _, recall, _ in per_query]
+    reciprocal = [rr for _, _, rr in per_query]
+    return {
+        f"recall_at_{k}": float(np.mean(recalls)) if recalls else float("nan"),
+        "mrr": float(np.mean(reciprocal)) if reciprocal else float("nan"),
+        "n": len(recalls),
+    }
+
+
+def related_retrieval_per_query(
+    corpus: SeedCorpus,
+    vectors_by_id: Mapping[str, npt.NDArray[np.floating]],
+    scorer: PairScorer | Ranker | None = None,
+    *,
+    k: int = 10,
+    candidates: int = 50,
+) -> list[tuple[str, float, float]]:
+    """(query id, recall@k, reciprocal rank) for each query of `related_retrieval_metrics`, so two
+    models can be compared query by query (paired bootstrap)."""
     ids = [i for i in corpus.articles if i in vectors_by_id]
     if not ids:
-        return {f"recall_at_{k}": float("nan"), "mrr": float("nan"), "n": 0}
+        return []
     matrix = np.stack([np.asarray(vectors_by_id[i], dtype=np.float32) for i in ids])
     position = {article_id: p for p, article_id in enumerate(ids)}
     related = corpus.related_of()
-    recalls, reciprocal = [], []
+    rows: list[tuple[str, float, float]] = []
     for main_id, others in related.items():
         targets = {o for o in others if o in position and o != main_id}
         if main_id not in position or not targets:
@@ -64,14 +84,9 @@ def related_retrieval_metrics(
             rank_fn = _as_ranker(scorer)
             scores = [rank_fn(main, query, corpus.articles[o], matrix[position[o]]) for o in ranked]
             ranked = [ranked[p] for p in np.argsort(-np.asarray(scores), kind="stable")]
-        recalls.append(len(targets & set(ranked[:k])) / len(targets))
         first = next((rank for rank, o in enumerate(ranked, start=1) if o in targets), None)
-        reciprocal.append(1.0 / first if first else 0.0)
-    return {
-        f"recall_at_{k}": float(np.mean(recalls)) if recalls else float("nan"),
-        "mrr": float(np.mean(reciprocal)) if reciprocal else float("nan"),
-        "n": len(recalls),
-    }
+        rows.append((main_id, len(targets & set(ranked[:k])) / len(targets), 1.0 / first if first else 0.0))
+    return rows
 
 
 def _as_ranker(scorer: PairScorer | Ranker) -> Ranker:
