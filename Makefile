@@ -10,7 +10,7 @@ SEEDS ?= seeds
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install serve serve-pg train test lint fix bench clean
+.PHONY: install serve serve-pg train bundle-fresh test lint fix bench clean
 
 install: $(VENV)/.installed
 
@@ -22,17 +22,24 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-# Train a bundle from seeds/ only when no bundle exists yet, then serve it.
-$(BUNDLES)/.trained: | $(VENV)/.installed
-	@if ls $(BUNDLES)/*/manifest.json >/dev/null 2>&1; then echo "bundle found in $(BUNDLES)/"; \
-	else $(PY) -m training fit --seeds $(SEEDS) --out $(BUNDLES); fi
-	@touch $@
+# Train when no bundle exists, or retrain when $(SEEDS) no longer matches the live bundle's seed
+# fingerprint (its manifest, not a stamp file); the stored corrections in $(DATA) join the seeds.
+DATA ?= data
+CORRECTIONS = $(if $(wildcard $(DATA)/articles.sqlite3),--corrections $(DATA),)
+bundle-fresh: | $(VENV)/.installed
+	@if ! ls $(BUNDLES)/*/manifest.json >/dev/null 2>&1; then \
+		echo "no bundle in $(BUNDLES)/: training on $(SEEDS)/"; \
+		$(PY) -m training fit --seeds $(SEEDS) --out $(BUNDLES) $(CORRECTIONS); \
+	elif ! $(PY) -m training check-seeds --seeds $(SEEDS) --bundle $(BUNDLES); then \
+		echo "retraining on $(SEEDS)/ (it changed since the live bundle)"; \
+		$(PY) -m training fit --seeds $(SEEDS) --out $(BUNDLES) $(CORRECTIONS); \
+	fi
 
 train: install
 	$(PY) -m training fit --seeds $(SEEDS) --out $(BUNDLES)
 
 serve: install
-	@if [ "$(BUNDLE)" = "$(BUNDLES)" ]; then $(MAKE) --no-print-directory $(BUNDLES)/.trained; fi
+	@if [ "$(BUNDLE)" = "$(BUNDLES)" ]; then $(MAKE) --no-print-directory bundle-fresh; fi
 	NEWSDESK_BUNDLE=$(BUNDLE) $(PY) -m uvicorn service.main:app --host $(HOST) --port $(PORT)
 
 # The same service on PostgreSQL + pgvector: a local server (the pgserver wheel) on $(PGDATA),
@@ -40,7 +47,7 @@ serve: install
 # pgvector >= 0.6: NEWSDESK_DATABASE_URL=postgresql://... make serve
 PGDATA ?= data/pg
 serve-pg: install
-	@if [ "$(BUNDLE)" = "$(BUNDLES)" ]; then $(MAKE) --no-print-directory $(BUNDLES)/.trained; fi
+	@if [ "$(BUNDLE)" = "$(BUNDLES)" ]; then $(MAKE) --no-print-directory bundle-fresh; fi
 	NEWSDESK_BUNDLE=$(BUNDLE) $(PY) -m service.store.pg_local serve --data $(PGDATA) --host $(HOST) --port $(PORT)
 
 test: install

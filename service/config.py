@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -101,6 +102,64 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(
         2.0, ge=0, description="How long the micro-batcher waits for more requests before encoding."
     )
+
+    # --- retraining (service/retrain.py) ---------------------------------------------------------
+    seeds: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path("seeds")],
+        description="Seed folders or files a retrain fits on (with the stored corrections); in the "
+        "environment one path or several separated by commas.",
+    )
+    retrain_interval: str | None = Field(
+        None,
+        pattern=r"^[0-9]+(\.[0-9]+)?[smhd]$",
+        description="Retrain automatically this long after the last retrain, e.g. `24h`, `30m`, `7d` "
+        "(unset: only on request, or on the triggers below).",
+    )
+    retrain_min_corrections: int = Field(
+        0,
+        ge=0,
+        description="Retrain automatically once this many corrections arrived since the last retrain "
+        "(0: off).",
+    )
+    retrain_on_seed_change: bool = Field(
+        False,
+        description="Retrain automatically when the seeds no longer match the live bundle's fingerprint.",
+    )
+    retrain_check_s: float = Field(
+        300.0, gt=0, description="How often the automatic triggers are checked, in seconds."
+    )
+    retrain_gate: Path | None = Field(
+        None,
+        description="YAML file with the promotion gate's settings (`python -m training compare --gate`).",
+    )
+    retrain_holdout: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Share of seeds the fixed split holds out for the champion/challenger comparison.",
+    )
+    retrain_cache_dir: Path | None = Field(
+        None, description="Embedding and fit cache of retrain jobs (default: training's, ~/.cache/news-desk)."
+    )
+    retrain_onnx: bool = Field(True, description="Ship the int8 ONNX encoder in retrained bundles.")
+    retrain_timeout_s: float = Field(
+        3600.0, gt=0, description="A retrain step running longer than this fails."
+    )
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _split_seed_paths(cls, value: Any) -> Any:
+        if isinstance(value, str | Path):
+            parts = [part.strip() for part in str(value).split(",")]
+            return [Path(part) for part in parts if part]
+        return value
+
+    @property
+    def retrain_interval_s(self) -> float | None:
+        if not self.retrain_interval:
+            return None
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[self.retrain_interval[-1]]
+        return float(self.retrain_interval[:-1]) * unit
 
     @model_validator(mode="after")
     def _postgres_when_a_database_is_named(self) -> Settings:

@@ -78,6 +78,18 @@ class StoryNotFoundError(ServiceError):
     """No stored article belongs to this story id."""
 
 
+class JobConflictError(ServiceError):
+    """A retrain or promotion job is already running (one at a time)."""
+
+
+class JobNotFoundError(ServiceError):
+    """No job with this id (unknown, or from before a restart)."""
+
+
+class BundleVersionNotFoundError(ServiceError):
+    """No bundle version of this name under the bundle folder."""
+
+
 # Looked up along the exception's MRO, so the most specific entry wins.
 STATUS_CODES: dict[type[BaseException], int] = {
     FieldTooLongError: 413,
@@ -92,6 +104,9 @@ STATUS_CODES: dict[type[BaseException], int] = {
     RateLimitedError: 429,
     NotFittedError: 409,
     SameArticleError: 409,
+    JobConflictError: 409,
+    JobNotFoundError: 404,
+    BundleVersionNotFoundError: 404,
     BundleError: 503,
     EmbeddingModelError: 503,
     ModelUnavailableError: 503,

@@ -6,6 +6,7 @@ not at import, so importing this module (and tests that need no model) stays fas
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from service.middleware import BodySizeLimit
 from service.observability import Metrics, RequestContext, StateCollector, configure_logging
 from service.openapi import install_openapi
 from service.replicas import start_following
+from service.retrain import Retrainer
 from service.routes import admin, articles, classify, editorial, health, operations, pages, similar
 from service.routes.operations import DOCS_ASSETS, DOCS_ASSETS_URL
 from service.state import ServiceState
@@ -47,13 +49,24 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         check_exposure(state.keyring, settings.host, settings.allow_open)
         metrics.registry.register(StateCollector(state))
         app.state.news = state
+        retrainer = Retrainer(state)
+        app.state.retrainer = retrainer
         await state.start()
         follower = start_following(state)  # replicas on one database follow its live model version
+        automatic = (
+            asyncio.get_running_loop().create_task(retrainer.auto_loop(), name="auto-retrain")
+            if settings.retrain_interval
+            or settings.retrain_min_corrections
+            or settings.retrain_on_seed_change
+            else None
+        )
         try:
             yield
         finally:
-            if follower is not None:
-                follower.cancel()
+            for task in (follower, automatic):
+                if task is not None:
+                    task.cancel()
+            await retrainer.stop()
             await state.stop()
 
     app = FastAPI(

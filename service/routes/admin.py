@@ -1,12 +1,15 @@
-"""POST /v1/admin/reload: serve the newest bundle without dropping a request."""
+"""Admin: reload, retrain (fit -> compare -> promote or reject), jobs, bundle versions, promotion."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from service.deps import AdminDep, StateDep
+from service.retrain import JOB_ID_PATTERN, Retrainer, list_bundles
+from service.retrain_schemas import BundleOut, BundlesOut, JobOut, PromoteIn
 from service.schemas import ErrorOut, ReloadOut
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -40,3 +43,73 @@ async def reload_bundle(
         restored_articles=result.restored_articles,
         seconds=round(result.seconds, 3),
     )
+
+
+_AUTH = {
+    401: {"model": ErrorOut, "description": "Missing or wrong bearer token."},
+    403: {"model": ErrorOut, "description": "Admin endpoints disabled (no admin token configured)."},
+}
+
+
+def get_retrainer(request: Request) -> Retrainer:
+    return request.app.state.retrainer
+
+
+RetrainerDep = Annotated[Retrainer, Depends(get_retrainer)]
+
+
+@router.post(
+    "/retrain",
+    status_code=202,
+    responses={
+        **_AUTH,
+        409: {"model": ErrorOut, "description": "A retrain or promotion job is already running."},
+        503: {"model": ErrorOut, "description": "The article store is unavailable."},
+    },
+    summary="Retrain on the seeds + stored corrections, compare with the live bundle, promote or reject",
+)
+async def retrain(_: AdminDep, retrainer: RetrainerDep) -> JobOut:
+    """Starts a job and answers at once (202): ``python -m training fit`` in a separate process on
+    ``NEWSDESK_SEEDS`` plus the stored corrections and graded pairs, then ``python -m training
+    compare`` against the live bundle on the fixed held-out split, then promotion (and background
+    re-classification of stored articles) or rejection with the gate's reasons. Follow it at
+    ``GET /v1/admin/jobs/{id}``. One job at a time: a second answers 409."""
+    return JobOut.model_validate(retrainer.start_retrain().as_dict())
+
+
+@router.get(
+    "/jobs/{job_id}",
+    responses={**_AUTH, 404: {"model": ErrorOut, "description": "No job with this id."}},
+    summary="A retrain or promotion job: state, progress, log tail, the comparison",
+)
+async def get_job(
+    _: AdminDep,
+    retrainer: RetrainerDep,
+    job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN, description="The id a retrain or promote returned.")],
+) -> JobOut:
+    return JobOut.model_validate(retrainer.get(job_id).as_dict())
+
+
+@router.get("/bundles", responses=_AUTH, summary="Every bundle version, its metrics, which is live and why")
+async def bundles(_: AdminDep, state: StateDep, retrainer: RetrainerDep) -> BundlesOut:
+    """Newest first, with the ledger's decision (promoted, rejected, rolled back) and its reason."""
+    model = state.model
+    live = model.version if model is not None else None
+    rows = await asyncio.to_thread(list_bundles, retrainer.root, live)
+    return BundlesOut(live=live, bundles=[BundleOut.model_validate(row) for row in rows])
+
+
+@router.post(
+    "/promote",
+    status_code=202,
+    responses={
+        **_AUTH,
+        404: {"model": ErrorOut, "description": "No bundle version of this name."},
+        409: {"model": ErrorOut, "description": "A retrain or promotion job is already running."},
+    },
+    summary="Serve a given bundle version (promotion by hand, or a rollback to an earlier one)",
+)
+async def promote(_: AdminDep, retrainer: RetrainerDep, body: PromoteIn) -> JobOut:
+    """Records the decision in the ledger, swaps the version in without dropping a request, then
+    re-classifies the stored articles in the background (follow the returned job)."""
+    return JobOut.model_validate(retrainer.start_promote(body.version).as_dict())

@@ -149,6 +149,13 @@ class ArticleStore(Protocol):
         """Graded pairs naming ``article_id`` as a or b (or all, for export), oldest first."""
         ...
 
+    def set_classifications(self, updates: Sequence[tuple[str, dict[str, Any], str]]) -> int:
+        """Replace the model's classification of stored articles after a promotion, one transaction:
+        (article id, `Classification.to_record()`, model version) each. The effective ``labels``
+        follow the new model's only where no correction set topics (an editor's answer is never
+        overwritten). Returns how many articles were updated (unknown ids are skipped)."""
+        ...
+
     def delete(self, article_id: str) -> bool:
         """Remove an article with its corrections and the pair feedback naming it (a takedown),
         in one transaction; False when it was not stored."""

@@ -681,6 +681,24 @@ class PgArticleStore:
             for id_, a, b, verdict, note, editor, created in rows
         ]
 
+    def set_classifications(self, updates: Sequence[tuple[str, dict[str, Any], str]]) -> int:
+        updated = 0
+        try:
+            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                for article_id, classification, version in updates:
+                    cur.execute(
+                        "UPDATE articles SET classification = %s, model_version = %s, uncertainty = %s, "
+                        "labels = CASE WHEN EXISTS (SELECT 1 FROM corrections AS c "
+                        "WHERE c.article_id = articles.id AND c.topics IS NOT NULL) THEN labels ELSE %s END "
+                        "WHERE id = %s",
+                        (Jsonb(classification), version, classification.get("uncertainty"),
+                         [str(t["label"]) for t in classification.get("topics", [])], article_id),
+                    )  # fmt: skip
+                    updated += max(cur.rowcount, 0)
+        except (psycopg.Error, PoolTimeout) as error:
+            raise StoreError(f"article store: cannot write: {_one_line(error)}") from error
+        return updated
+
     def delete(self, article_id: str) -> bool:
         try:
             with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:

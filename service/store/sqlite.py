@@ -465,6 +465,27 @@ class SqliteArticleStore:
             for id_, a, b, verdict, note, editor, created in rows
         ]
 
+    def set_classifications(self, updates: Sequence[tuple[str, dict[str, Any], str]]) -> int:
+        statements: list[tuple[str, Sequence[Any]]] = [
+            (
+                "UPDATE articles SET classification = ?, model_version = ?, uncertainty = ?, "
+                "labels = CASE WHEN EXISTS (SELECT 1 FROM corrections AS c "
+                "WHERE c.article_id = articles.id AND c.topics IS NOT NULL) THEN labels ELSE ? END "
+                "WHERE id = ?",
+                (
+                    json.dumps(classification, ensure_ascii=False),
+                    version,
+                    classification.get("uncertainty"),
+                    _labels_json([str(t["label"]) for t in classification.get("topics", [])]),
+                    article_id,
+                ),
+            )
+            for article_id, classification, version in updates
+        ]
+        if not statements:
+            return 0
+        return sum(max(cursor.rowcount, 0) for cursor in self._write(statements))
+
     def delete(self, article_id: str) -> bool:
         cursors = self._write(
             [
