@@ -79,7 +79,6 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     )
     metrics = Metrics()
     app.state.metrics = metrics
-    app.dependency_overrides[get_settings] = lambda: settings
     app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:  # off unless origins are configured

@@ -133,7 +133,12 @@ def test_classify_batch_keeps_order_and_returns_all_scores_on_request(client):
     labels = set(client.get("/v1/model").json()["labels"])
     assert all({t["label"] for t in r["all_topics"]} == labels for r in results)
     by_query = client.post("/v1/classify?all_scores=true", json=SPACE).json()
-    assert by_query["all_topics"] and by_query["topics"] == results[1]["topics"]
+    assert by_query["all_topics"]
+    # The int8 encoder quantises activations per batch, so a text encoded alone and in a batch
+    # differ in the last digits; the labels and (to 1e-3) the probabilities agree.
+    assert [t["label"] for t in by_query["topics"]] == [t["label"] for t in results[1]["topics"]]
+    for alone, batched in zip(by_query["topics"], results[1]["topics"], strict=True):
+        assert alone["probability"] == pytest.approx(batched["probability"], abs=1e-3)
 
 
 def test_classify_stores_nothing(client):
