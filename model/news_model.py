@@ -24,7 +24,13 @@ from model.coverage.article_index import ArticleIndex, StoredRecord
 from model.coverage.pairs import PairScorer
 from model.coverage.search import ArticleSearch, KnownArticle
 from model.coverage.stories import StoryClusterer
-from model.coverage.story_links import StoryChoice, choose_story, founder_story_id, story_note
+from model.coverage.story_links import (
+    STORY_WINDOW_DAYS,
+    StoryChoice,
+    choose_story,
+    founder_story_id,
+    story_note,
+)
 from model.encoders.embedder import Embedder
 from model.errors import ArticleNotFoundError, NotFittedError
 from model.feedback import topic_uncertainty
@@ -370,7 +376,7 @@ class NewsModel:
         nearest known articles published within the story window of it (mean-link on the
         pair scorer's verdicts)."""
         search = search if search is not None else self.index
-        window = timedelta(days=float(getattr(self.stories, "window_days", 14.0)))
+        window = timedelta(days=float(getattr(self.stories, "window_days", STORY_WINDOW_DAYS)))
         moment = article.published_at
         filters = SearchFilters(
             since=moment - window if moment is not None else None,

@@ -24,7 +24,7 @@ from model.coverage.pairs import (
     read_pairs_tsv,
 )
 from model.coverage.stories import StoryClusterer
-from model.coverage.story_links import cluster_stories
+from model.coverage.story_links import STORY_WINDOW_DAYS, cluster_stories
 from model.encoders.embedder import Embedder
 from model.evaluation.coverage import pair_metrics, related_retrieval_metrics
 from model.evaluation.split import EvalSplit
@@ -45,7 +45,7 @@ class TrainingOptions:
 
     score_fields: dict[str, bool] = field(default_factory=lambda: dict(SCORE_FIELDS))
     pairs: Sequence[Path] | Path | None = None
-    story_window_days: float = 14.0
+    story_window_days: float = STORY_WINDOW_DAYS
     progress: bool = True
     fit_cache: FitCache | None = None
     timings: dict[str, float] = field(default_factory=dict)

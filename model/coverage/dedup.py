@@ -41,7 +41,7 @@ from model.coverage.neardup import (
 )
 from model.coverage.pairs import PairScorer
 from model.coverage.stories import StoryClusterer
-from model.coverage.story_links import cluster_stories
+from model.coverage.story_links import STORY_WINDOW_DAYS, cluster_stories
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def dedup_corpus(
     clusterer: StoryClusterer | None = None,
     keep_links: bool = True,
     scorer: PairScorer | None = None,
-    story_window_days: float = 14.0,
+    story_window_days: float = STORY_WINDOW_DAYS,
 ) -> DedupReport:
     """Find duplicate groups (URL, identical and near-identical text) and story clusters.
 

@@ -2,9 +2,9 @@
 
 `link_story` is the story rule for a backend that keeps articles outside the model (a shared
 database): the caller fetches the article's neighbours (in its own transaction, under its own
-locks) and hands them over; the pair scorer decides. The article joins the story of the best
-candidate it calls ``same_story`` or ``duplicate``, else founds a new story. Nothing here keeps
-state, so every replica that sees the same candidates decides the same.
+locks) and hands them over; the pair scorer's verdicts decide, by the same mean-link rule as the
+in-memory path (`model.coverage.story_links`). Nothing here keeps state, so every replica that
+sees the same candidates decides the same.
 
 `MergedSearch` answers one `ArticleSearch` from several (the bundle's own corpus in memory plus
 the database's articles).
@@ -12,7 +12,6 @@ the database's articles).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,14 +20,13 @@ import numpy.typing as npt
 from model.articles.article import Article
 from model.coverage.pairs import PairScorer
 from model.coverage.search import ArticleSearch, KnownArticle
+from model.coverage.story_links import choose_story, founder_story_id
 from model.results import SearchFilters
-
-_JOINS = ("duplicate", "same_story")
 
 
 def new_story_id(article: Article) -> str:
-    """The id of a story ``article`` founds (the same rule as `StoryClusterer`'s new stories)."""
-    return "s_" + hashlib.sha256(article.id.encode("utf-8")).hexdigest()[:16]
+    """The id of a story ``article`` founds (the same rule as every other new story)."""
+    return founder_story_id(article)
 
 
 def link_story(
@@ -39,36 +37,28 @@ def link_story(
 ) -> tuple[str, str | None]:
     """(story id, duplicate_of) for ``article`` given its candidate neighbours.
 
+    The same decision as the in-memory path (`NewsModel.choose_story`): the pair scorer grades
+    each candidate and `model.coverage.story_links.choose_story` joins the story whose members
+    near the article reach the same-story cut on average (or hold its duplicate), else the
+    article founds a new story. So both backends tell the same stories from the same neighbours.
+
     Parameters
     ----------
     scorer : the fitted pair scorer whose verdicts decide.
     article, vector : the new article and its unit embedding.
     candidates : known articles near it (any order; the article itself is ignored).
-
-    Returns
-    -------
-    The story of the highest-scoring candidate with a ``duplicate`` or ``same_story`` verdict
-    (a new story id when none is), and the id of the highest-scoring ``duplicate``, if any.
-    Ties go to the candidate listed first.
     """
-    best: tuple[float, KnownArticle] | None = None
-    best_duplicate: tuple[float, str] | None = None
-    for candidate in candidates:
-        if candidate.article.id == article.id:
-            continue
-        comparison = scorer.compare(article, candidate.article, vector, candidate.vector)
-        if comparison.verdict not in _JOINS:
-            continue
-        if best is None or comparison.score > best[0]:
-            best = (comparison.score, candidate)
-        if comparison.verdict == "duplicate" and (
-            best_duplicate is None or comparison.score > best_duplicate[0]
-        ):
-            best_duplicate = (comparison.score, candidate.article.id)
-    if best is None:
+    others = [candidate for candidate in candidates if candidate.article.id != article.id]
+    if not others:
         return new_story_id(article), None
-    duplicate_of = best_duplicate[1] if best_duplicate is not None else None
-    return best[1].story_id or new_story_id(best[1].article), duplicate_of
+    comparisons = scorer.compare_many(
+        article, [other.article for other in others], vector, np.array([other.vector for other in others])
+    )
+    choice = choose_story(
+        scorer,
+        [(other.article.id, other.story_id, c) for other, c in zip(others, comparisons, strict=True)],
+    )
+    return choice.story_id or new_story_id(article), choice.duplicate_of
 
 
 class MergedSearch:
