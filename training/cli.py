@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from model.articles.seeds import SeedCorpus, read_seeds
+from model.coverage.story_links import STORY_WINDOW_DAYS
 from model.encoders.embedder import Embedder, EmbeddingCache
 from model.errors import DataFileError, NewsDeskError, SeedFormatError
 
@@ -144,9 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--story-window-days",
         type=float,
-        default=14.0,
+        default=STORY_WINDOW_DAYS,
         help="an article looks for its story among articles published this many days either side "
-        "of it (default 14; the window moves with each new article, so longer storylines stay one story)",
+        "of it (default 30; the window moves with each new article, so longer storylines stay one story)",
     )
 
     evaluate = commands.add_parser(
@@ -179,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     dedup.add_argument(
         "--story-window-days",
         type=float,
-        default=14.0,
-        help="an article's story is sought among articles this many days either side of it (default 14)",
+        default=STORY_WINDOW_DAYS,
+        help="an article's story is sought among articles this many days either side of it (default 30)",
     )
 
     compare = commands.add_parser(
