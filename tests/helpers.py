@@ -37,6 +37,24 @@ def ready_client(app: Any, timeout: float = 120.0) -> Iterator[TestClient]:
         yield client
 
 
+def service_env(bundle: Path, data_dir: Path, port: int, **settings: str) -> dict[str, str]:
+    """The environment of a real uvicorn under test: this checkout, offline, quiet, no rate limit.
+
+    ``settings`` are more ``NEWSDESK_*`` variables by their lower-case name (``admin_token=...``).
+    """
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        "HF_HUB_OFFLINE": "1",
+        "NEWSDESK_BUNDLE": str(bundle),
+        "NEWSDESK_DATA_DIR": str(data_dir),
+        "NEWSDESK_PORT": str(port),
+        "NEWSDESK_LOG_LEVEL": "warning",
+        "NEWSDESK_RATE_LIMIT_PER_MINUTE": "0",  # a test's clients are fast on purpose, not abusers
+        **{f"NEWSDESK_{name.upper()}": value for name, value in settings.items()},
+    }
+
+
 def data_dir() -> Path:
     return Path(os.environ.get("NEWSDESK_CORPUS_DIR") or ROOT.parent / "shared" / "data")
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 import schemathesis
 import schemathesis.specs.openapi.checks  # registers the OpenAPI checks
-from helpers import ROOT
+from helpers import service_env
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import CHECKS
 from test_e2e_service import free_port, serving
@@ -27,17 +27,7 @@ MIN_CASES = int(os.environ.get("NEWSDESK_FUZZ_MIN_CASES", "1000"))
 def api_url(small_bundle, tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
     port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-        "HF_HUB_OFFLINE": "1",
-        "NEWSDESK_BUNDLE": str(small_bundle),
-        "NEWSDESK_DATA_DIR": str(root / "store"),
-        "NEWSDESK_PORT": str(port),
-        "NEWSDESK_LOG_LEVEL": "warning",
-        "NEWSDESK_RATE_LIMIT_PER_MINUTE": "0",  # the fuzzer is one fast client, not an abuser
-        "NEWSDESK_ADMIN_TOKEN": "fuzz-admin-token-0123456789",
-    }
+    env = service_env(small_bundle, root / "store", port, admin_token="fuzz-admin-token-0123456789")
     command = [sys.executable, "-m", "uvicorn", "service.main:app", "--port", str(port)]
     with serving(command, env, port, root / "service.log") as client:
         yield str(client.base_url)

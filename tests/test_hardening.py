@@ -7,7 +7,6 @@ Real model and real uvicorn: the poison and connection tests need a real server 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
@@ -15,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from helpers import ROOT, ready_client, shared_embedder
+from helpers import ready_client, service_env, shared_embedder
 from test_e2e_service import free_port, serving
 
 from service.config import Settings
@@ -196,16 +195,7 @@ def test_open_service_on_a_public_interface_refuses_to_start(small_bundle, tmp_p
 def live(small_bundle, tmp_path_factory):
     root = tmp_path_factory.mktemp("poison")
     port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-        "HF_HUB_OFFLINE": "1",
-        "NEWSDESK_BUNDLE": str(small_bundle),
-        "NEWSDESK_DATA_DIR": str(root / "store"),
-        "NEWSDESK_PORT": str(port),
-        "NEWSDESK_LOG_LEVEL": "warning",
-        "NEWSDESK_RATE_LIMIT_PER_MINUTE": "0",
-    }
+    env = service_env(small_bundle, root / "store", port)
     command = [sys.executable, "-m", "uvicorn", "service.main:app", "--port", str(port)]
     with serving(command, env, port, root / "service.log") as client:
         yield client

@@ -10,28 +10,13 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
-from helpers import ROOT
+from helpers import service_env
 from test_e2e_service import free_port, serving
 
 ADMIN = "resilience-admin-token-0123456789"
-
-
-def _env(bundle: Path, data_dir: Path, port: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-        "HF_HUB_OFFLINE": "1",
-        "NEWSDESK_BUNDLE": str(bundle),
-        "NEWSDESK_DATA_DIR": str(data_dir),
-        "NEWSDESK_PORT": str(port),
-        "NEWSDESK_LOG_LEVEL": "warning",
-        "NEWSDESK_RATE_LIMIT_PER_MINUTE": "0",
-        "NEWSDESK_ADMIN_TOKEN": ADMIN,
-    }
 
 
 def _article(worker: int, n: int) -> dict[str, object]:
@@ -47,7 +32,7 @@ def _article(worker: int, n: int) -> dict[str, object]:
 @pytest.mark.e2e
 def test_kill_9_mid_ingest_loses_no_acknowledged_article(small_bundle, tmp_path):
     port = free_port()
-    env = _env(small_bundle, tmp_path / "store", port)
+    env = service_env(small_bundle, tmp_path / "store", port, admin_token=ADMIN)
     command = [sys.executable, "-m", "uvicorn", "service.main:app", "--port", str(port)]
     acknowledged: dict[str, str] = {}  # id -> story id, for every 200/201 the clients saw
     lock = threading.Lock()
@@ -98,7 +83,7 @@ def test_kill_9_mid_ingest_loses_no_acknowledged_article(small_bundle, tmp_path)
 @pytest.mark.e2e
 def test_reloads_under_load_fail_no_request(small_bundle, tmp_path):
     port = free_port()
-    env = _env(small_bundle, tmp_path / "store", port)
+    env = service_env(small_bundle, tmp_path / "store", port, admin_token=ADMIN)
     command = [sys.executable, "-m", "uvicorn", "service.main:app", "--port", str(port)]
     with serving(command, env, port, tmp_path / "service.log") as client:
         base = str(client.base_url)
