@@ -88,7 +88,7 @@ class Settings(BaseSettings):
         False, description="Serve without API keys on a non-loopback interface (refused otherwise)."
     )
     rate_limit_per_minute: float = Field(
-        1200, ge=0, description="Requests per minute per key (per client address when open); 0: no limit."
+        6000, ge=0, description="Requests per minute per key (per client address when open); 0: no limit."
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS; empty (the default): CORS off."
