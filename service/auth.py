@@ -52,6 +52,8 @@ class Principal:
 
 
 OPEN = Principal("open", frozenset({"reader", "ingest", "editor"}))
+# The pages (a browser) carry the key in this cookie, set by /login; API clients send a bearer.
+KEY_COOKIE = "newsdesk_key"
 
 
 def _digest(secret: str) -> bytes:

@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from model.news_model import NewsModel
-from service.auth import OPEN, Principal, Role
+from service.auth import KEY_COOKIE, OPEN, Principal, Role
 from service.config import Settings
 from service.errors import AdminDisabledError, ForbiddenError, RateLimitedError, UnauthorizedError
 from service.state import ServiceState
@@ -63,8 +63,10 @@ async def get_principal(
     """Who is calling, from the bearer key (open mode: an anonymous caller), rate-limited per caller."""
     ring = state.keyring
     principal: Principal | None = None
-    if credentials is not None and ring.entries:  # with no key at all, a bearer means nothing
-        principal = ring.identify(credentials.credentials)
+    # The pages send the key as a cookie set by /login; the API as a bearer token.
+    secret = credentials.credentials if credentials is not None else request.cookies.get(KEY_COOKIE)
+    if secret is not None and ring.entries:  # with no key at all, a key means nothing
+        principal = ring.identify(secret)
         if principal is None:
             raise UnauthorizedError(
                 "unknown API key: send `Authorization: Bearer <key>` with a configured key"

@@ -11,10 +11,11 @@ import logging
 import re
 import sqlite3
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from model.errors import (
     ArticleNotFoundError,
@@ -125,6 +126,16 @@ def redact_paths(text: str) -> str:
     return _ABSOLUTE_PATH.sub(lambda match: f"…/{match.group(1)}", text)
 
 
+def _is_page(request: Request) -> bool:
+    """A browser asking for one of the HTML pages (not the JSON API, not the docs)."""
+    path = request.url.path
+    return (
+        request.method == "GET"
+        and not path.startswith(("/v1/", "/metrics", "/docs", "/redoc", "/openapi"))
+        and "text/html" in request.headers.get("accept", "")
+    )
+
+
 def status_for(error: BaseException) -> int:
     for cls in type(error).__mro__:
         if cls in STATUS_CODES:
@@ -132,8 +143,11 @@ def status_for(error: BaseException) -> int:
     return 500
 
 
-async def _newsdesk_error(request: Request, error: Exception) -> JSONResponse:
+async def _newsdesk_error(request: Request, error: Exception) -> Response:
     status = status_for(error)
+    if status == 401 and _is_page(request):
+        # A person at a page without a key: to the sign-in page, then back here.
+        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
     if status >= 500:
         logger.warning("%s %s -> %d: %s", request.method, request.url.path, status, error)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None

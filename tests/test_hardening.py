@@ -246,3 +246,25 @@ def test_a_failed_request_keeps_the_connection(live):
             response = one.post("/v1/classify", json=body, extensions={})
             ports.add(response.extensions["network_stream"].get_extra_info("client_addr")[1])
         assert len(ports) == 1
+
+
+def test_pages_ask_for_a_key_once_keys_exist_and_remember_it_in_a_cookie(keyed):
+    html = {"accept": "text/html"}
+    to_login = keyed.get("/inbox", headers=html, follow_redirects=False)
+    assert to_login.status_code == 303 and to_login.headers["location"] == "/login?next=/inbox"
+    assert "API key" in keyed.get("/login").text
+    wrong = keyed.post(
+        "/login", data={"key": "not-a-key-0123456789", "next": "/inbox"}, follow_redirects=False
+    )
+    assert wrong.status_code == 401 and "Unknown API key" in wrong.text
+    signed = keyed.post(
+        "/login",
+        data={"key": "reader-key-0123456789abc", "next": "https://evil.example/"},
+        follow_redirects=False,
+    )
+    assert signed.status_code == 303 and signed.headers["location"] == "/"  # never off-site
+    cookie = signed.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    assert keyed.get("/inbox", headers=html).status_code == 200  # the client keeps the cookie
+    keyed.post("/logout")
+    assert keyed.get("/inbox", headers=html, follow_redirects=False).status_code == 303

@@ -27,6 +27,7 @@ from model.articles.seeds import split_seed_record
 from model.errors import ArticleNotFoundError, InvalidArticleError, NewsDeskError
 from model.results import Classification, SimilarHit
 from service import workspace
+from service.auth import KEY_COOKIE
 from service.deps import EditorDep, IngestDep, ReaderDep, StateDep
 from service.errors import BadRequestError, describe_validation_error, status_for
 from service.inference import classify
@@ -73,6 +74,45 @@ def _error_page(request: Request, error: Exception, title: str = "Something went
     elif status == 503:
         title = "Not ready"
     return _page(request, "error.html", status_code=status, title=title, message=str(error), status=status)
+
+
+# --- signing in (pages only; the JSON API takes the key as a bearer token) ------------------
+
+
+def _safe_next(value: str | None) -> str:
+    # Only a path on this site: never send the browser elsewhere after signing in.
+    return value if value and value.startswith("/") and not value.startswith("//") else "/"
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, next: str = "/") -> HTMLResponse:
+    return _page(request, "login.html", view="login", next=_safe_next(next), error=None)
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login_submit(request: Request, state: StateDep) -> Response:
+    form = await _form(request)
+    target = _safe_next(form.get("next"))
+    principal = state.keyring.identify(form.get("key", "")) if state.keyring.entries else None
+    if principal is None:
+        return _page(request, "login.html", 401, view="login", next=target, error="Unknown API key.")
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        KEY_COOKIE,
+        form["key"],
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        max_age=12 * 3600,
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout() -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(KEY_COOKIE)
+    return response
 
 
 # --- assets --------------------------------------------------------------------------------
