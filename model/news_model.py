@@ -357,10 +357,10 @@ class NewsModel:
     def remove(self, article_id: str) -> bool:
         """Forget an added article (a takedown): out of the index and its story. False if unknown."""
         with self._lock:
-            known = self.index.known(article_id)
-            if known is None:
+            if article_id not in self.index:
                 return False
-            self.stories.remove(article_id, known.vector)
+            # The vector only: the record of a lazily restored row may already be gone from the store.
+            self.stories.remove(article_id, self.index.vector(article_id))
             self.index.remove(article_id)
             return True
 

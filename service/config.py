@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     rate_limit_per_minute: float = Field(
         6000, ge=0, description="Requests per minute per key (per client address when open); 0: no limit."
     )
+    snapshot_min_articles: int = Field(
+        20_000,
+        ge=0,
+        description="Snapshot the in-memory index beside the SQLite store (after start-up and at "
+        "shutdown) once it holds this many stored articles, so a restart skips reading and "
+        "re-indexing them.",
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS; empty (the default): CORS off."
     )

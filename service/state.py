@@ -152,6 +152,10 @@ class ServiceState:
         self.settled = threading.Event()
         self._loading: asyncio.Task[None] | None = None
         self._ann_task: asyncio.Future[None] | None = None
+        # (bundle version, the bundle's own index rows, last store seq restored): what a snapshot
+        # of the stored rows continues from.
+        self._snapshot_base: tuple[str, int, int] = ("", 0, 0)
+        self.snapshot_used = False  # whether the last start restored from the index snapshot
 
     # --- what routes ask for ---------------------------------------------------------------
 
@@ -239,15 +243,28 @@ class ServiceState:
             time.perf_counter() - started,
         )
         # The ANN graph (past 50k articles) is built after ready; search is exact meanwhile.
-        self._ann_task = asyncio.get_running_loop().create_task(
-            asyncio.to_thread(model.index.build_ann), name="build-ann"
-        )
+        self._ann_task = asyncio.get_running_loop().create_task(self._after_ready(model), name="build-ann")
+
+    async def _after_ready(self, model: NewsModel) -> None:
+        """Build the ANN graph, then snapshot the index so the next start skips both."""
+        await asyncio.to_thread(model.index.build_ann)
+        async with self.write_lock:
+            try:
+                await asyncio.to_thread(self.write_snapshot)
+            except (OSError, NewsDeskError) as error:  # a snapshot is an optimisation: never fatal
+                logger.warning("could not write the index snapshot: %s", error)
 
     async def stop(self) -> None:
         for task in (self._loading, self._ann_task):
             if task is not None and not task.done():
                 task.cancel()
         await self.batcher.stop()
+        async with self.write_lock:
+            try:
+                # Articles ingested since start-up: the next start replays fewer of them.
+                await asyncio.to_thread(self.write_snapshot)
+            except (OSError, NewsDeskError) as error:
+                logger.warning("could not write the index snapshot: %s", error)
         if self.store is not None:
             self.store.close()
 
@@ -263,8 +280,77 @@ class ServiceState:
             return model, self.store.count(), 0
         self.progress.phase = "restoring stored articles"
         self.progress.stored = self.store.count()
+        bundle_rows = len(model.index)
+        model.index.record_loader = self._stored_record
+        from_snapshot = self._restore_from_snapshot(model, bundle_rows)
+        self.snapshot_used = from_snapshot is not None
+        if from_snapshot is not None:
+            return model, *from_snapshot
+        self.progress.restored = 0
         restored, last = restore_index(model, self.store, progress=self.progress)
+        self._snapshot_base = (model.version, bundle_rows, last)
         return model, restored, last
+
+    # --- the index snapshot beside the embedded store ----------------------------------------------
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.settings.data_dir / "index-snapshot"
+
+    def _stored_record(self, article_id: str) -> dict[str, Any] | None:
+        stored = self.store.get(article_id) if self.store is not None else None
+        return stored.record if stored is not None else None
+
+    def _restore_from_snapshot(self, model: NewsModel, bundle_rows: int) -> tuple[int, int] | None:
+        """Load the snapshot and replay the store rows after it; None when it cannot serve
+        (another bundle, or the store lost rows since it was taken: then a full restore)."""
+        assert self.store is not None
+        meta = model.index.read_snapshot_meta(self.snapshot_dir)
+        if meta is None or meta.get("bundle_version") != model.version or meta.get("from_row") != bundle_rows:
+            return None
+        if self.store.last_seq() < int(meta.get("last_seq", 0)):
+            return None
+        started = time.perf_counter()
+        try:
+            loaded = model.index.load_snapshot(self.snapshot_dir)
+        except NewsDeskError as error:
+            logger.warning("index snapshot unusable (%s): restoring from the store", error)
+            return None
+        self.progress.restored = loaded
+        more, last = restore_index(model, self.store, since=int(meta["last_seq"]), progress=self.progress)
+        live = model.index.live_count() - bundle_rows
+        if live != self.store.count():
+            # Takedowns since the snapshot: it holds rows the store no longer has. Start clean.
+            logger.warning(
+                "index snapshot has %d rows, the store %d: restoring from the store", live, self.store.count()
+            )
+            model.index.truncate(bundle_rows)
+            return None
+        self._snapshot_base = (model.version, bundle_rows, last)
+        logger.info(
+            "restored %d stored articles from the index snapshot and %d after it in %.1fs",
+            loaded,
+            more,
+            time.perf_counter() - started,
+        )
+        return loaded + more, last
+
+    def write_snapshot(self) -> int:
+        """Snapshot the stored part of the index (after start-up, and at shutdown); 0 when there is
+        nothing worth writing (no model, a shared store, fewer rows than the setting)."""
+        model, store = self.model, self.store
+        if model is None or store is None or isinstance(store, SharedArticleStore):
+            return 0
+        version, bundle_rows, _ = self._snapshot_base
+        if version != model.version or store.count() < self.settings.snapshot_min_articles:
+            return 0
+        last = store.last_seq()  # callers hold the write lock (or run before ingest opens)
+        started = time.perf_counter()
+        rows = model.index.write_snapshot(
+            self.snapshot_dir, from_row=bundle_rows, meta={"bundle_version": model.version, "last_seq": last}
+        )
+        logger.info("wrote the index snapshot: %d rows in %.1fs", rows, time.perf_counter() - started)
+        return rows
 
     async def reload(self, *, force: bool = False, folder: Path | None = None) -> ReloadResult:
         """Load the newest bundle under the configured path (or the version ``folder``) and swap

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,13 @@ import numpy.typing as npt
 from model.articles.article import Article, article_from_record
 from model.coverage.search import KnownArticle
 from model.errors import ArticleNotFoundError, DataFileError
+from model.files import atomic_folder
 from model.results import SearchFilters
 
 logger = logging.getLogger(__name__)
 
 INDEX_FORMAT = 1
+SNAPSHOT_FORMAT = 1
 _VECTORS_FILE = "vectors.npy"
 _ARTICLES_FILE = "articles.jsonl"
 _META_FILE = "index.json"
@@ -48,10 +51,13 @@ class StoredRecord:
     id: str
     provider_key: str | None
     published_at: datetime | None
-    record: Mapping[str, Any]
+    record: Mapping[str, Any] | None  # None: fetched through the index's `record_loader` when needed
 
-    def parse(self) -> Article:
-        return article_from_record(self.record, require_text=False)
+    def parse(self, loader: Callable[[str], Mapping[str, Any] | None] | None = None) -> Article:
+        record = self.record if self.record is not None else (loader(self.id) if loader else None)
+        if record is None:
+            raise ArticleNotFoundError(self.id)
+        return article_from_record(record, require_text=False)
 
 
 def _timestamp(moment: datetime | None) -> float:
@@ -90,6 +96,8 @@ class ArticleIndex:
         # readers' snapshots and the ANN's row keys stay valid).
         self._removed: set[int] = set()
         self._ann_deferred = False  # a bulk restore left the graph to `build_ann`
+        # Where records of rows restored from a snapshot come from (the store), read on first use.
+        self.record_loader: Callable[[str], Mapping[str, Any] | None] | None = None
 
     # --- writing -------------------------------------------------------------------------
 
@@ -238,7 +246,22 @@ class ArticleIndex:
     # --- reading -------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._ids) - len(self._removed)
+        return len(self._ids)
+
+    def live_count(self) -> int:
+        """Rows that can still be found (removed ones excluded)."""
+        return len(self._pos)
+
+    def truncate(self, rows: int) -> None:
+        """Drop every row from ``rows`` on (a snapshot that turned out stale), graph included."""
+        with self._lock:
+            for article_id in self._ids[rows:]:
+                self._pos.pop(article_id, None)
+            del self._ids[rows:], self._articles[rows:], self._story_ids[rows:], self._providers[rows:]
+            self._removed = {row for row in self._removed if row < rows}
+            self._count = min(self._count, rows)
+            self._ann = None
+            self._ann_deferred = True - len(self._removed)
 
     def __contains__(self, article_id: object) -> bool:
         return article_id in self._pos
@@ -260,7 +283,7 @@ class ArticleIndex:
     def _article_at(self, position: int) -> Article:
         item = self._articles[position]
         if isinstance(item, StoredRecord):
-            item = item.parse()
+            item = item.parse(self.record_loader)
             self._articles[position] = item  # parsed once; a racing reader parses the same again
         return item
 
@@ -308,7 +331,11 @@ class ArticleIndex:
     def known(self, article_id: str) -> KnownArticle | None:
         if article_id not in self:
             return None
-        return KnownArticle(self.get(article_id), self.vector(article_id), self.story_of(article_id))
+        try:
+            article = self.get(article_id)
+        except ArticleNotFoundError:  # a lazily restored row whose record left the store meanwhile
+            return None
+        return KnownArticle(article, self.vector(article_id), self.story_of(article_id))
 
     def search(
         self, vector: npt.NDArray[np.floating], k: int = 10, filters: SearchFilters | None = None
@@ -355,6 +382,113 @@ class ArticleIndex:
         sims = self._vectors[rows].astype(np.float32) @ query
         order = np.argsort(-sims, kind="stable")
         return [(self._ids[rows[i]], float(sims[i])) for i in order]
+
+    # --- snapshots of the rows past the bundle's own (a service's restored articles) -----------
+
+    def write_snapshot(self, directory: str | Path, *, from_row: int, meta: Mapping[str, Any]) -> int:
+        """Write rows ``[from_row, count)`` (vectors, times, providers, ids, stories) and the ANN graph,
+        never the records (the store has them). Returns the rows written.
+
+        A restart loads it with `load_snapshot` in about the time it takes to read the files, instead
+        of reading and parsing every stored article and rebuilding the graph.
+        """
+        with self._lock:
+            count = self._count
+            ids = self._ids[from_row:count]
+            stories = self._story_ids[from_row:count]
+            providers = self._providers[from_row:count]
+            removed = sorted(r - from_row for r in self._removed if r >= from_row)
+            vectors = self._buffer[from_row:count].copy()
+            times = self._time_buffer[from_row:count].copy()
+            ann = self._ann if self._ann is not None and len(self._ann) == count else None
+        with atomic_folder(directory, replace=True) as folder:
+            np.save(folder / "vectors.npy", vectors)
+            np.save(folder / "times.npy", times)
+            vocab = sorted({key for key in providers if key is not None})
+            codes = {key: i + 1 for i, key in enumerate(vocab)}
+            np.save(
+                folder / "providers.npy", np.array([codes.get(key, 0) for key in providers], dtype=np.int32)
+            )
+            (folder / "rows.json").write_text(
+                json.dumps({"ids": ids, "stories": stories, "providers": vocab, "removed": removed}),
+                encoding="utf-8",
+            )
+            if ann is not None:
+                with self._lock:  # ingests add to the graph under this lock: none during the write
+                    if len(ann) == count:
+                        ann.save(folder / "ann")
+                    else:
+                        ann = None
+            (folder / "snapshot.json").write_text(
+                json.dumps(
+                    {
+                        **meta,
+                        "format": SNAPSHOT_FORMAT,
+                        "from_row": from_row,
+                        "rows": len(ids),
+                        "dim": self.dim,
+                        "ann_rows": count if ann is not None else 0,
+                    }
+                ),
+                encoding="utf-8",
+            )
+        return len(ids)
+
+    @staticmethod
+    def read_snapshot_meta(directory: str | Path) -> dict[str, Any] | None:
+        """The snapshot's meta, or None when there is no readable snapshot."""
+        try:
+            meta = json.loads((Path(directory) / "snapshot.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return meta if meta.get("format") == SNAPSHOT_FORMAT else None
+
+    def load_snapshot(self, directory: str | Path) -> int:
+        """Append a snapshot's rows after this index's own (which must be the rows it was taken
+        after); records are read through `record_loader` on first use. Returns the rows added."""
+        folder = Path(directory)
+        meta = self.read_snapshot_meta(folder)
+        if meta is None or meta["from_row"] != self._count or meta["dim"] != self.dim:
+            raise DataFileError(f"{folder}: snapshot does not continue this index; restore from the store")
+        try:
+            vectors = np.load(folder / "vectors.npy")
+            times = np.load(folder / "times.npy")
+            codes = np.load(folder / "providers.npy")
+            rows = json.loads((folder / "rows.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise DataFileError(f"{folder}: unreadable snapshot ({error})") from None
+        ids, stories, vocab = rows["ids"], rows["stories"], rows["providers"]
+        keys: list[str | None] = [None, *vocab]
+        with self._lock:
+            base = self._count
+            self._reserve(base + len(ids))
+            end = base + len(ids)
+            self._buffer[base:end] = vectors
+            self._time_buffer[base:end] = times
+            mapped = np.array([self._provider_code(key) for key in keys], dtype=np.int32)
+            self._code_buffer[base:end] = mapped[codes]
+            providers = [keys[c] for c in codes.tolist()]
+            self._ids.extend(ids)
+            self._pos.update(zip(ids, range(base, end), strict=True))
+            self._story_ids.extend(stories)
+            self._providers.extend(providers)
+            published = times.tolist()
+            self._articles.extend(
+                StoredRecord(i, key, None if math.isnan(ts) else datetime.fromtimestamp(ts, UTC), None)
+                for i, key, ts in zip(ids, providers, published, strict=True)
+            )
+            for row in rows["removed"]:
+                self._pos.pop(ids[row], None)
+                self._removed.add(base + row)
+            self._count = end
+            if meta.get("ann_rows") == end and (folder / "ann").is_dir():
+                from model.coverage.faiss_ann import AnnIndex
+
+                self._ann = AnnIndex.load(folder / "ann")
+                self._ann_deferred = False
+            else:
+                self._ann_deferred = True
+        return len(ids)
 
     # --- persistence ---------------------------------------------------------------------
 
