@@ -156,6 +156,7 @@ class ServiceState:
         # of the stored rows continues from.
         self._snapshot_base: tuple[str, int, int] = ("", 0, 0)
         self.snapshot_used = False  # whether the last start restored from the index snapshot
+        self._stopping = threading.Event()  # set at shutdown: background work stops early
 
     # --- what routes ask for ---------------------------------------------------------------
 
@@ -247,7 +248,8 @@ class ServiceState:
 
     async def _after_ready(self, model: NewsModel) -> None:
         """Build the ANN graph, then snapshot the index so the next start skips both."""
-        await asyncio.to_thread(model.index.build_ann)
+        if not await asyncio.to_thread(model.index.build_ann, self._stopping):
+            return  # shutting down: the snapshot at stop() saves the rows without the graph
         async with self.write_lock:
             try:
                 await asyncio.to_thread(self.write_snapshot)
@@ -255,6 +257,7 @@ class ServiceState:
                 logger.warning("could not write the index snapshot: %s", error)
 
     async def stop(self) -> None:
+        self._stopping.set()
         for task in (self._loading, self._ann_task):
             if task is not None and not task.done():
                 task.cancel()

@@ -224,24 +224,31 @@ class ArticleIndex:
         if start < len(self._ids):
             self._ann.add(np.arange(start, len(self._ids), dtype=np.int64), self._vectors[start:])
 
-    def build_ann(self) -> None:
+    def build_ann(self, stop: threading.Event | None = None, *, chunk: int = 50_000) -> bool:
         """Build (or catch up) the approximate-search graph, off to the side, then swap it in.
 
         Searches keep answering exactly while it builds; nothing waits for it but this call.
+        ``stop`` abandons the build between chunks (a shutdown must not wait minutes for a graph).
+        Returns whether the index now has an up-to-date graph (or needs none).
         """
         if len(self._ids) <= self.ann_threshold:
-            return
+            return True
         from model.coverage.faiss_ann import AnnIndex
 
         if self._ann is None:
             count = self._count
             graph = AnnIndex(dim=self.dim, dtype="f16", M=16, ef_search=128)
-            graph.add(np.arange(count, dtype=np.int64), self._buffer[:count])
+            for start in range(0, count, chunk):
+                if stop is not None and stop.is_set():
+                    return False
+                end = min(start + chunk, count)
+                graph.add(np.arange(start, end, dtype=np.int64), self._buffer[start:end])
             with self._lock:
                 self._ann = graph
         with self._lock:
             self._ann_deferred = False
             self._sync_ann()  # rows added while the graph was built
+        return True
 
     # --- reading -------------------------------------------------------------------------
 
