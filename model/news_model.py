@@ -339,16 +339,16 @@ class NewsModel:
     ) -> int:
         """Re-add articles whose story is already known (a service restoring its stored articles).
 
-        Unlike `add` nothing is scored: no duplicate search, no clustering, one bulk index write;
+        Unlike `add` nothing is scored: no duplicate search, no clustering, one bulk index write
+        (stories come with the rows);
         the approximate-search graph is left to `ArticleIndex.build_ann` (search is exact until it
         exists). Returns how many were new to the index.
         """
         vectors = np.asarray(vectors, dtype=np.float32)
         with self._lock:
             fresh = [i for i, article in enumerate(articles) if article.id not in self.index]
-            self.stories.restore_many(
-                [articles[i] for i in fresh], vectors[fresh], [story_ids[i] for i in fresh]
-            )
+            # The story of each lives in the index (and the store); the clusterer's centroids are
+            # not rebuilt for them (a third of a GB at 1M articles, and nothing reads them).
             self.index.add(
                 [articles[i] for i in fresh], vectors[fresh], [story_ids[i] for i in fresh], sync_ann=False
             )

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from model.articles.article import Provider
+from model.articles.article import Provider, article_from_record
 from model.bundle import resolve_bundle
 from model.coverage.article_index import StoredRecord
 from model.encoders.embedder import Embedder
@@ -93,8 +93,10 @@ def restore_index(
         if not batch:
             return
         # Parsed lazily by the index (`StoredRecord`): a restart must not pay for every article.
+        # The record itself is not kept: the index reads it from the store on first use, so a
+        # million restored rows do not hold a million parsed records in memory.
         articles = [
-            StoredRecord(stored.id, _provider_key(stored.record), stored.published_at, stored.record)
+            StoredRecord(stored.id, _provider_key(stored.record), stored.published_at, None)
             for stored in batch
         ]
         story_ids = [stored.story_id for stored in batch]
@@ -105,7 +107,9 @@ def restore_index(
             logger.warning(
                 "stored vectors have dim %s, the bundle's encoder %d: re-embedding", dims, model.embedder.dim
             )
-            vectors = model.embed([article.parse() for article in articles])
+            vectors = model.embed(
+                [article_from_record(stored.record, require_text=False) for stored in batch]
+            )
         added += model.restore(articles, vectors, story_ids)
         if progress is not None:
             progress.restored += len(batch)

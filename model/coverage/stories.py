@@ -231,51 +231,6 @@ class StoryClusterer:
             self._sums[position] -= vector
             return True
 
-    def restore_many(
-        self, articles: Sequence[Any], vectors: npt.NDArray[np.floating], story_ids: Sequence[str]
-    ) -> None:
-        """`restore` for a batch, vectorised: a restart re-adds every stored article at once.
-
-        ``articles`` need only ``id`` and ``published_at``; already known ids are left alone.
-        """
-        vectors = np.asarray(vectors, dtype=np.float32)
-        with self._lock:
-            keep = [i for i, article in enumerate(articles) if article.id not in self._of]
-            if not keep:
-                return
-            self._ensure_capacity(vectors.shape[1])
-            positions = np.empty(len(keep), dtype=np.intp)
-            for j, i in enumerate(keep):
-                story = story_ids[i]
-                position = self._story_pos.get(story)
-                if position is None:
-                    position = self._new_story(story)
-                positions[j] = position
-                self._members[position].append(articles[i].id)
-                self._of[articles[i].id] = story
-            self._grow_to(len(self._story_ids), vectors.shape[1])
-            np.add.at(self._sums, positions, vectors[keep])
-            moments = np.array(
-                [
-                    a.published_at.timestamp() if a.published_at else np.nan
-                    for a in (articles[i] for i in keep)
-                ]
-            )
-            dated = ~np.isnan(moments)
-            np.fmin.at(self._first, positions[dated], moments[dated])
-            np.fmax.at(self._last, positions[dated], moments[dated])
-            self._counter += len(keep)
-            self._touched[positions] = self._counter
-
-    def _grow_to(self, n: int, dim: int) -> None:
-        if n <= len(self._sums):
-            return
-        grow = max(n - len(self._sums), len(self._sums), _INITIAL_CAPACITY)
-        self._sums = np.concatenate([self._sums, np.zeros((grow, dim), dtype=np.float32)])
-        self._first = np.concatenate([self._first, np.full(grow, np.inf)])
-        self._last = np.concatenate([self._last, np.full(grow, -np.inf)])
-        self._touched = np.concatenate([self._touched, np.zeros(grow, dtype=np.int64)])
-
     def fit(self, articles: Sequence[Article], vectors: npt.NDArray[np.floating]) -> list[str]:
         """Assign a batch in published order (undated last, ties by id); story ids in input order."""
         vectors = np.asarray(vectors, dtype=np.float32)
