@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +79,7 @@ class ArticleIndex:
         self._lock = threading.Lock()
         self._ids: list[str] = []
         self._pos: dict[str, int] = {}
-        self._articles: list[Article | StoredRecord] = []
+        self._articles: list[Article | StoredRecord | None] = []  # None: a snapshot row, read lazily
         self._story_ids: list[str] = []
         # Row buffers with spare capacity; rows [0, _count) are live.
         self._count = 0
@@ -289,6 +288,8 @@ class ArticleIndex:
 
     def _article_at(self, position: int) -> Article:
         item = self._articles[position]
+        if item is None:  # a snapshot row: only the id is known here
+            item = StoredRecord(self._ids[position], None, None, None)
         if isinstance(item, StoredRecord):
             item = item.parse(self.record_loader)
             self._articles[position] = item  # parsed once; a racing reader parses the same again
@@ -458,7 +459,8 @@ class ArticleIndex:
         if meta is None or meta["from_row"] != self._count or meta["dim"] != self.dim:
             raise DataFileError(f"{folder}: snapshot does not continue this index; restore from the store")
         try:
-            vectors = np.load(folder / "vectors.npy")
+            # Mapped, then copied once into the row buffer: never two in-memory copies of 1M rows.
+            vectors = np.load(folder / "vectors.npy", mmap_mode="r")
             times = np.load(folder / "times.npy")
             codes = np.load(folder / "providers.npy")
             rows = json.loads((folder / "rows.json").read_text(encoding="utf-8"))
@@ -479,11 +481,8 @@ class ArticleIndex:
             self._pos.update(zip(ids, range(base, end), strict=True))
             self._story_ids.extend(stories)
             self._providers.extend(providers)
-            published = times.tolist()
-            self._articles.extend(
-                StoredRecord(i, key, None if math.isnan(ts) else datetime.fromtimestamp(ts, UTC), None)
-                for i, key, ts in zip(ids, providers, published, strict=True)
-            )
+            # No record objects at all: a row's record is read from the store on first use.
+            self._articles.extend([None] * len(ids))
             for row in rows["removed"]:
                 self._pos.pop(ids[row], None)
                 self._removed.add(base + row)
