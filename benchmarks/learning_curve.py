@@ -29,7 +29,6 @@ SetFit's published few-shot AG News figures are not compared: no verified figure
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -43,7 +42,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.preprocessing import normalize
 
-from benchmarks.common import corpus_dir
+from benchmarks.common import add_common_arguments, emit
 from model.articles.article import Article
 from model.articles.seeds import read_seeds
 from model.encoders.embedder import Embedder, EmbeddingCache
@@ -206,17 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "--validation", type=int, default=1000, help="pool validation articles (default 1000)"
     )
     parser.add_argument("--limit", type=int, default=None, help="use only the first N articles (smoke runs)")
-    parser.add_argument(
-        "--data-dir", type=Path, default=corpus_dir(), help="shared/data (default: $NEWSDESK_CORPUS_DIR)"
-    )
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        default=Path.home() / ".cache" / "news-desk" / "embeddings.sqlite",
-        help="embedding cache file",
-    )
-    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
     embedder = Embedder(cache=EmbeddingCache(args.cache))
@@ -229,11 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         validation_size=args.validation,
         limit=args.limit,
     )
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(result, args.out)
     return 0
 
 

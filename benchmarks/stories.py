@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 import time
@@ -43,7 +42,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from benchmarks.common import corpus_dir
+from benchmarks.common import add_common_arguments, emit
 from benchmarks.pairs import SETS, PairSet, load_set, pool
 from model.articles.article import Article
 from model.articles.seeds import read_seeds
@@ -184,27 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         "(storychains, SemEval), the story window on month-long chains, and a timing; prints JSON.",
     )
     parser.add_argument(
-        "--data-dir", type=Path, default=corpus_dir(), help="shared/data (default: $NEWSDESK_CORPUS_DIR)"
-    )
-    parser.add_argument(
         "--timing-n", type=int, default=10_000, help="undated articles to time the rule on (0: skip)"
     )
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        default=Path.home() / ".cache" / "news-desk" / "embeddings.sqlite",
-        help="embedding cache file",
-    )
-    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
     result = run(args.data_dir, Embedder(cache=EmbeddingCache(args.cache)), args.timing_n)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(result, args.out)
     return 0
 
 

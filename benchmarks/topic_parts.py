@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import sys
 import time
@@ -34,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 
-from benchmarks.common import corpus_dir
+from benchmarks.common import add_common_arguments, emit
 from model.articles.article import Article
 from model.articles.seeds import read_seeds
 from model.encoders.embedder import Embedder, EmbeddingCache
@@ -219,19 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         "their calibrated probabilities, by CV on training data; prints JSON.",
     )
     parser.add_argument("corpus", choices=["agnews", "reuters"], help="which corpus to cross-validate")
-    parser.add_argument(
-        "--data-dir", type=Path, default=corpus_dir(), help="shared/data (default: $NEWSDESK_CORPUS_DIR)"
-    )
     parser.add_argument("--folds", type=int, default=None, help="CV folds (default: agnews 5, reuters 3)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N articles (smoke runs)")
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        default=Path.home() / ".cache" / "news-desk" / "embeddings.sqlite",
-        help="embedding cache file",
-    )
-    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
     embedder = Embedder(cache=EmbeddingCache(args.cache))
@@ -240,11 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     result = {args.corpus: run(args.data_dir, embedder, folds, args.limit)}
     result[args.corpus]["seconds"] = round(time.perf_counter() - start, 1)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(result, args.out)
     return 0
 
 
