@@ -18,6 +18,30 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_SEED = ROOT / "seeds" / "000_80b44f21389d41d0.txt"
 
 
+# Articles the service tests post: one topic each, from three outlets, a day apart.
+AI = {
+    "title": "OpenAI unveils a language model that writes computer code",
+    "excerpt": "The new AI system turns plain English requests into working software, OpenAI said.",
+    "publishedDateTime": "2024-03-05T10:00:00Z",
+    "webUrl": "https://www.techpaper.example/ai/openai-code-model/?utm_source=twitter",
+    "provider": {"name": "Tech Paper", "domain": "techpaper.example"},
+}
+SPACE = {
+    "title": "NASA probe reaches an asteroid after a six-year journey",
+    "excerpt": "The spacecraft will map the asteroid's surface and collect samples, NASA said.",
+    "publishedDateTime": "2024-03-06T12:00:00Z",
+    "webUrl": "https://spacedaily.example/nasa-probe-asteroid",
+    "provider": {"name": "Space Daily", "domain": "spacedaily.example"},
+}
+FOOTBALL = {
+    "title": "Liverpool beat Arsenal in a dramatic Premier League match",
+    "excerpt": "A late goal settled the football match at Anfield on Sunday.",
+    "publishedDateTime": "2024-03-07T18:00:00Z",
+    "webUrl": "https://sportsdesk.example/liverpool-arsenal",
+    "provider": {"name": "Sports Desk", "domain": "sportsdesk.example"},
+}
+
+
 @functools.cache
 def shared_embedder() -> Embedder:
     """The real all-MiniLM-L6-v2, loaded once per test run (no fake encoders)."""

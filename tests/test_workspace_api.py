@@ -8,7 +8,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import SAMPLE_SEED, shared_embedder
+from helpers import FOOTBALL, SAMPLE_SEED, SPACE, shared_embedder
 
 from model.articles.seeds import read_seeds, write_seed
 from model.coverage.pairs import RELATED_MAX_OVERALL, SAME_STORY_MAX_OVERALL, read_pairs_tsv
@@ -18,20 +18,6 @@ from service.store.sqlite import SCHEMA_VERSION, SqliteArticleStore
 from training.export import export_feedback
 
 TOKEN = "workspace-admin-token-0123456789"
-SPACE = {
-    "title": "NASA probe reaches an asteroid after a six-year journey",
-    "excerpt": "The spacecraft will map the asteroid's surface and collect samples, NASA said.",
-    "publishedDateTime": "2024-03-06T12:00:00Z",
-    "webUrl": "https://spacedaily.example/nasa-probe-asteroid",
-    "provider": {"name": "Space Daily", "domain": "spacedaily.example"},
-}
-FOOTBALL = {
-    "title": "Liverpool beat Arsenal in a dramatic Premier League match",
-    "excerpt": "A late goal settled the football match at Anfield on Sunday.",
-    "publishedDateTime": "2024-03-07T18:00:00Z",
-    "webUrl": "https://sportsdesk.example/liverpool-arsenal",
-    "provider": {"name": "Sports Desk", "domain": "sportsdesk.example"},
-}
 VAGUE = {
     "title": "Council publishes the minutes of Tuesday's meeting",
     "excerpt": "The minutes cover parking permits and the opening hours of the library.",
