@@ -92,6 +92,11 @@ def test_missing_fields_are_normal():
         ({"title": "t", "webUrl": "www.example.com/x"}, "webUrl", "absolute http(s) URL"),
         ({"title": "t", "published": "yes"}, "published", "true or false"),
         ({"title": "t", "provider": ["x"]}, "provider", "mapping"),
+        ({"title": "t", "publishedDateTime": 99999999999999}, "publishedDateTime", "epoch seconds"),
+        ({"title": "t", "publishedDateTime": "0001-01-01T00:00:00+01:00"}, "publishedDateTime", "years 1"),
+        ({"title": "t", "webUrl": "http://a.com:abc/"}, "webUrl", "absolute http(s) URL"),
+        ({"title": "t", "excerpt": "x" * 20_001}, "excerpt", "at most 20,000 characters"),
+        ({"title": "bad \ud800"}, "title", "unpaired surrogate"),
     ],
 )
 def test_bad_fields_name_the_field_and_the_expectation(record, field, words):
@@ -178,3 +183,19 @@ def test_record_round_trip():
     assert again.id == main.id
     assert again.topics == main.topics
     assert again.published_at == main.published_at
+
+
+def test_skip_invalid_goes_on_past_every_kind_of_bad_field(tmp_path):
+    bad = {
+        "date.md": "---\ntitle: t\npublishedDateTime: 99999999999999\n---\n",
+        "old.md": "---\ntitle: t\npublishedDateTime: 0001-01-01T00:00:00+01:00\n---\n",
+        "long.md": "---\ntitle: t\nexcerpt: " + "x" * 20_001 + "\n---\n",
+        "port.md": "---\ntitle: t\nwebUrl: http://a.com:99999/\n---\n",
+    }
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "good.md").write_text("---\ntitle: A good one\n---\n")
+    corpus = read_seeds([tmp_path], skip_invalid=True)
+    assert len(corpus.articles) == 1 and len(corpus.errors) == len(bad)
+    with pytest.raises(SeedFormatError, match=r"date\.md: publishedDateTime"):
+        read_seeds([tmp_path / "date.md"])
