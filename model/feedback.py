@@ -11,6 +11,7 @@ graded pairs as the ``pairs.tsv`` that ``training fit --pairs`` reads (`write_pa
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +39,15 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# The column order every store keeps them in; `Correction.from_row` / `PairFeedback.from_row` read it.
+CORRECTION_COLUMNS = "id, article_id, topics, quality, note, editor, created_at"
+PAIR_FEEDBACK_COLUMNS = "id, a, b, verdict, note, editor, created_at"
+
+
+def _moment(value: datetime | str) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Correction:
     """One editor's answer about one article.
@@ -53,6 +63,22 @@ class Correction:
     editor: str | None = None
     created_at: datetime = field(default_factory=_utc_now)
     id: int = 0  # assigned by the store
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Correction:
+        """A row in `CORRECTION_COLUMNS` order (topics as JSON text or a decoded list)."""
+        id_, article_id, topics, quality, note, editor, created = row
+        if isinstance(topics, str):
+            topics = json.loads(topics)
+        return cls(
+            article_id=article_id,
+            topics=tuple(topics) if topics is not None else None,
+            quality=quality,
+            note=note,
+            editor=editor,
+            created_at=_moment(created),
+            id=int(id_),
+        )
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -77,6 +103,14 @@ class PairFeedback:
     editor: str | None = None
     created_at: datetime = field(default_factory=_utc_now)
     id: int = 0  # assigned by the store
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> PairFeedback:
+        """A row in `PAIR_FEEDBACK_COLUMNS` order."""
+        id_, a, b, verdict, note, editor, created = row
+        return cls(
+            a=a, b=b, verdict=verdict, note=note, editor=editor, created_at=_moment(created), id=int(id_)
+        )
 
     @property
     def overall(self) -> float:

@@ -18,13 +18,12 @@ import logging
 import re
 import shutil
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from model.articles.seeds import read_seeds
 from model.errors import DataFileError
-from model.feedback import Correction, PairFeedback
+from model.feedback import CORRECTION_COLUMNS, PAIR_FEEDBACK_COLUMNS, Correction, PairFeedback
 from training.export import StoreReader, export_from_reader
 
 logger = logging.getLogger(__name__)
@@ -79,28 +78,12 @@ class PgStoreReader:
             raise DataFileError(f"article store: {str(error).splitlines()[0]}") from None
 
     def corrections(self) -> list[Correction]:
-        rows = self._rows(
-            "SELECT id, article_id, topics, quality, note, editor, created_at FROM corrections ORDER BY id"
-        )
-        return [
-            Correction(
-                article_id=article_id,
-                topics=tuple(topics) if topics is not None else None,
-                quality=quality,
-                note=note,
-                editor=editor,
-                created_at=created if isinstance(created, datetime) else datetime.fromisoformat(created),
-                id=int(id_),
-            )
-            for id_, article_id, topics, quality, note, editor, created in rows
-        ]
+        rows = self._rows(f"SELECT {CORRECTION_COLUMNS} FROM corrections ORDER BY id")
+        return [Correction.from_row(row) for row in rows]
 
     def pair_feedback(self) -> list[PairFeedback]:
-        rows = self._rows("SELECT id, a, b, verdict, note, editor, created_at FROM pair_feedback ORDER BY id")
-        return [
-            PairFeedback(a=a, b=b, verdict=verdict, note=note, editor=editor, created_at=created, id=int(id_))
-            for id_, a, b, verdict, note, editor, created in rows
-        ]
+        rows = self._rows(f"SELECT {PAIR_FEEDBACK_COLUMNS} FROM pair_feedback ORDER BY id")
+        return [PairFeedback.from_row(row) for row in rows]
 
     def articles(self, ids: list[str]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
         if not ids:

@@ -16,13 +16,19 @@ import logging
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from model.articles.seeds import write_seed
 from model.errors import DataFileError
-from model.feedback import Correction, PairFeedback, corrected_record, write_pairs_tsv
+from model.feedback import (
+    CORRECTION_COLUMNS,
+    PAIR_FEEDBACK_COLUMNS,
+    Correction,
+    PairFeedback,
+    corrected_record,
+    write_pairs_tsv,
+)
 from model.results import Classification
 
 logger = logging.getLogger(__name__)
@@ -62,36 +68,12 @@ class StoreReader:
             raise DataFileError(f"{self.path}: {error}") from None
 
     def corrections(self) -> list[Correction]:
-        rows = self._rows(
-            "SELECT id, article_id, topics, quality, note, editor, created_at FROM corrections ORDER BY id"
-        )
-        return [
-            Correction(
-                article_id=article_id,
-                topics=tuple(json.loads(topics)) if topics is not None else None,
-                quality=quality,
-                note=note,
-                editor=editor,
-                created_at=datetime.fromisoformat(created),
-                id=int(id_),
-            )
-            for id_, article_id, topics, quality, note, editor, created in rows
-        ]
+        rows = self._rows(f"SELECT {CORRECTION_COLUMNS} FROM corrections ORDER BY id")
+        return [Correction.from_row(row) for row in rows]
 
     def pair_feedback(self) -> list[PairFeedback]:
-        rows = self._rows("SELECT id, a, b, verdict, note, editor, created_at FROM pair_feedback ORDER BY id")
-        return [
-            PairFeedback(
-                a=a,
-                b=b,
-                verdict=verdict,
-                note=note,
-                editor=editor,
-                created_at=datetime.fromisoformat(created),
-                id=int(id_),
-            )
-            for id_, a, b, verdict, note, editor, created in rows
-        ]
+        rows = self._rows(f"SELECT {PAIR_FEEDBACK_COLUMNS} FROM pair_feedback ORDER BY id")
+        return [PairFeedback.from_row(row) for row in rows]
 
     def articles(self, ids: list[str]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
         """id -> (record, classification) for the stored ones among ``ids``."""

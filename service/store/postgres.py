@@ -49,7 +49,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from model.articles.article import Provider, article_from_record
 from model.coverage.search import KnownArticle
-from model.feedback import Correction, PairFeedback
+from model.feedback import CORRECTION_COLUMNS, PAIR_FEEDBACK_COLUMNS, Correction, PairFeedback
 from model.results import SearchFilters
 from service.store.base import ArticleQuery, StoredArticle, StoreError, StorySummary
 from service.store.shared import LinkFn
@@ -226,8 +226,6 @@ _INSERT = (
     f"INSERT INTO articles ({_WRITE_COLUMNS}) "
     "VALUES (%s, %s, %s, %b, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id"
 )
-_CORRECTION_COLUMNS = "id, article_id, topics, quality, note, editor, created_at"
-_FEEDBACK_COLUMNS = "id, a, b, verdict, note, editor, created_at"
 
 
 def _row(row: Sequence[Any]) -> StoredArticle:
@@ -641,24 +639,13 @@ class PgArticleStore:
 
     def corrections(self, article_id: str | None = None) -> list[Correction]:
         if article_id is None:
-            rows = self._query(f"SELECT {_CORRECTION_COLUMNS} FROM corrections ORDER BY id")
+            rows = self._query(f"SELECT {CORRECTION_COLUMNS} FROM corrections ORDER BY id")
         else:
             rows = self._query(
-                f"SELECT {_CORRECTION_COLUMNS} FROM corrections WHERE article_id = %s ORDER BY id",
+                f"SELECT {CORRECTION_COLUMNS} FROM corrections WHERE article_id = %s ORDER BY id",
                 (article_id,),
             )
-        return [
-            Correction(
-                article_id=article,
-                topics=tuple(topics) if topics is not None else None,
-                quality=quality,
-                note=note,
-                editor=editor,
-                created_at=created,
-                id=int(id_),
-            )
-            for id_, article, topics, quality, note, editor, created in rows
-        ]
+        return [Correction.from_row(row) for row in rows]
 
     def add_pair_feedback(self, feedback: PairFeedback) -> PairFeedback:
         rows = self._query(
@@ -670,16 +657,13 @@ class PgArticleStore:
 
     def pair_feedback(self, article_id: str | None = None) -> list[PairFeedback]:
         if article_id is None:
-            rows = self._query(f"SELECT {_FEEDBACK_COLUMNS} FROM pair_feedback ORDER BY id")
+            rows = self._query(f"SELECT {PAIR_FEEDBACK_COLUMNS} FROM pair_feedback ORDER BY id")
         else:
             rows = self._query(
-                f"SELECT {_FEEDBACK_COLUMNS} FROM pair_feedback WHERE a = %s OR b = %s ORDER BY id",
+                f"SELECT {PAIR_FEEDBACK_COLUMNS} FROM pair_feedback WHERE a = %s OR b = %s ORDER BY id",
                 (article_id, article_id),
             )
-        return [
-            PairFeedback(a=a, b=b, verdict=verdict, note=note, editor=editor, created_at=created, id=int(id_))
-            for id_, a, b, verdict, note, editor, created in rows
-        ]
+        return [PairFeedback.from_row(row) for row in rows]
 
     def set_classifications(self, updates: Sequence[tuple[str, dict[str, Any], str]]) -> int:
         updated = 0

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from model.feedback import Correction, PairFeedback
+from model.feedback import CORRECTION_COLUMNS, PAIR_FEEDBACK_COLUMNS, Correction, PairFeedback
 from service.store.base import ArticleQuery, RestoreRow, StoredArticle, StoreError, StorySummary
 
 logger = logging.getLogger(__name__)
@@ -376,19 +376,6 @@ class SqliteArticleStore:
         )
         return [self._row(row) for row in rows]
 
-    @staticmethod
-    def _correction(row: tuple[Any, ...]) -> Correction:
-        id_, article_id, topics, quality, note, editor, created = row
-        return Correction(
-            article_id=article_id,
-            topics=tuple(json.loads(topics)) if topics is not None else None,
-            quality=quality,
-            note=note,
-            editor=editor,
-            created_at=datetime.fromisoformat(created),
-            id=int(id_),
-        )
-
     def add_correction(self, correction: Correction) -> Correction:
         statements: list[tuple[str, Sequence[Any]]] = [
             (
@@ -415,14 +402,14 @@ class SqliteArticleStore:
         return replace(correction, id=int(cursor.lastrowid or 0))
 
     def corrections(self, article_id: str | None = None) -> list[Correction]:
-        columns = "id, article_id, topics, quality, note, editor, created_at"
+        columns = CORRECTION_COLUMNS
         if article_id is None:
             rows = self._query(f"SELECT {columns} FROM corrections ORDER BY id")
         else:
             rows = self._query(
                 f"SELECT {columns} FROM corrections WHERE article_id = ? ORDER BY id", (article_id,)
             )
-        return [self._correction(row) for row in rows]
+        return [Correction.from_row(row) for row in rows]
 
     def add_pair_feedback(self, feedback: PairFeedback) -> PairFeedback:
         cursor = self._write(
@@ -444,7 +431,7 @@ class SqliteArticleStore:
         return replace(feedback, id=int(cursor.lastrowid or 0))
 
     def pair_feedback(self, article_id: str | None = None) -> list[PairFeedback]:
-        columns = "id, a, b, verdict, note, editor, created_at"
+        columns = PAIR_FEEDBACK_COLUMNS
         if article_id is None:
             rows = self._query(f"SELECT {columns} FROM pair_feedback ORDER BY id")
         else:
@@ -452,18 +439,7 @@ class SqliteArticleStore:
                 f"SELECT {columns} FROM pair_feedback WHERE a = ? OR b = ? ORDER BY id",
                 (article_id, article_id),
             )
-        return [
-            PairFeedback(
-                a=a,
-                b=b,
-                verdict=verdict,
-                note=note,
-                editor=editor,
-                created_at=datetime.fromisoformat(created),
-                id=int(id_),
-            )
-            for id_, a, b, verdict, note, editor, created in rows
-        ]
+        return [PairFeedback.from_row(row) for row in rows]
 
     def set_classifications(self, updates: Sequence[tuple[str, dict[str, Any], str]]) -> int:
         statements: list[tuple[str, Sequence[Any]]] = [
