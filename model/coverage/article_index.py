@@ -214,14 +214,17 @@ class ArticleIndex:
         if self._ann is None and self._ann_deferred:
             return  # `build_ann` will make the graph, off the request path
         if self._ann is None:
-            from model.coverage.faiss_ann import AnnIndex
-
-            # M=16 / ef_search=128: at 1M vectors recall@10 0.979, p50 0.2 ms, 913 MB
-            # (benchmarks/results/ann_1000000_faiss.json); M=32 would pass 1 GB.
-            self._ann = AnnIndex(dim=self.dim, dtype="f16", M=16, ef_search=128)
+            self._ann = self._new_graph()
         start = len(self._ann)
         if start < len(self._ids):
             self._ann.add(np.arange(start, len(self._ids), dtype=np.int64), self._vectors[start:])
+
+    def _new_graph(self) -> Any:
+        from model.coverage.faiss_ann import AnnIndex
+
+        # M=16 / ef_search=128: at 1M vectors recall@10 0.979, p50 0.2 ms, 913 MB
+        # (benchmarks/results/ann_1000000_faiss.json); M=32 would pass 1 GB.
+        return AnnIndex(dim=self.dim, dtype="f16", M=16, ef_search=128)
 
     def build_ann(self, stop: threading.Event | None = None, *, chunk: int = 50_000) -> bool:
         """Build (or catch up) the approximate-search graph, off to the side, then swap it in.
@@ -232,11 +235,9 @@ class ArticleIndex:
         """
         if len(self._ids) <= self.ann_threshold:
             return True
-        from model.coverage.faiss_ann import AnnIndex
-
         if self._ann is None:
             count = self._count
-            graph = AnnIndex(dim=self.dim, dtype="f16", M=16, ef_search=128)
+            graph = self._new_graph()
             for start in range(0, count, chunk):
                 if stop is not None and stop.is_set():
                     return False
