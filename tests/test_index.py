@@ -175,3 +175,108 @@ def test_above_the_threshold_search_goes_through_the_ann_graph_and_keeps_filters
             )
             recalls.append(len(truth & {i for i, _ in found}) / len(truth))
     assert np.mean(recalls) >= 0.95
+
+
+def _clustered(n: int, dim: int = 32, seed: int = 5) -> tuple[list[Article], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = _unit(rng, 40, dim=dim)
+    vectors = centres[rng.integers(0, 40, n)] + rng.normal(scale=0.15, size=(n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    articles = [
+        Article(
+            id=f"g{i}",
+            title=f"t{i}",
+            published_at=T0 + timedelta(hours=i),
+            provider=Provider(domain="p.example"),
+        )
+        for i in range(n)
+    ]
+    return articles, vectors
+
+
+def test_once_the_graph_holds_every_row_it_is_the_only_copy_of_the_vectors(tmp_path):
+    pytest.importorskip("faiss", reason="faiss-cpu is not installed")
+    articles, vectors = _clustered(3_000)
+    index = ArticleIndex(dim=32, ann_threshold=1_000)
+    index.add(articles[:2_000], vectors[:2_000], ["s"] * 2_000, sync_ann=False)  # a bulk restore
+    assert index._buffer is not None and index._ann is None
+    assert index.build_ann()
+    assert index._buffer is None  # the float16 matrix is gone: one copy of 2,000 rows, in the graph
+    np.testing.assert_allclose(index.vector("g7"), vectors[7], atol=2e-3)
+
+    # Later rows go straight into the graph and are found; a rewritten row is scored by its new vector.
+    index.add(articles[2_000:], vectors[2_000:], ["s"] * 1_000)
+    assert len(index._ann) == 3_000 and index._buffer is None
+    assert index.search(vectors[2_500], 1)[0][0] == "g2500"
+    index.add([articles[7]], vectors[2_500][None, :], ["s"])
+    np.testing.assert_allclose(index.vector("g7"), vectors[2_500], atol=2e-3)
+    assert {hit for hit, _ in index.search(vectors[2_500], 2)} == {"g7", "g2500"}
+
+    # The snapshot round trip keeps the graph as the only copy; truncating takes the rows back out.
+    index.write_snapshot(tmp_path / "snap", from_row=0, meta={})
+    restored = ArticleIndex(dim=32, ann_threshold=1_000)
+    assert restored.load_snapshot(tmp_path / "snap") == 3_000
+    assert restored._buffer is None
+    np.testing.assert_allclose(restored.vector("g7"), vectors[2_500], atol=2e-3)
+    assert restored.search(vectors[100], 1)[0][0] == "g100"
+    restored.truncate(1_500)
+    assert restored._buffer is not None and restored._ann is None and len(restored) == 1_500
+    np.testing.assert_allclose(restored.vector("g100"), vectors[100], atol=2e-3)
+    assert restored.search(vectors[100], 1)[0][0] == "g100"
+
+
+def test_a_row_rewritten_while_the_graph_is_built_keeps_its_new_vector():
+    pytest.importorskip("faiss", reason="faiss-cpu is not installed")
+    articles, vectors = _clustered(2_000)
+    index = ArticleIndex(dim=32, ann_threshold=500)
+    index.add(articles, vectors, ["s"] * 2_000, sync_ann=False)
+    stop = threading.Event()
+    original_add = index._new_graph
+
+    def graph_that_sees_a_rewrite_mid_build():  # the rewrite lands after the graph copied the rows
+        graph = original_add()
+        real_add = graph.add
+
+        def add(keys, rows, **kwargs):
+            real_add(keys, rows, **kwargs)
+            if keys[-1] == 1_999:
+                index.add([articles[3]], vectors[1_000][None, :], ["s"])
+
+        graph.add = add
+        return graph
+
+    index._new_graph = graph_that_sees_a_rewrite_mid_build
+    assert index.build_ann(stop)
+    assert index._buffer is None
+    np.testing.assert_allclose(index.vector("g3"), vectors[1_000], atol=2e-3)
+
+
+def test_searches_while_ingests_grow_the_graph_never_fail():
+    """faiss may reallocate the graph during an add: searches must not read it meanwhile."""
+    pytest.importorskip("faiss", reason="faiss-cpu is not installed")
+    articles, vectors = _clustered(6_000)
+    index = ArticleIndex(dim=32, ann_threshold=500)
+    index.add(articles[:1_000], vectors[:1_000], ["s"] * 1_000)
+    assert index._buffer is None
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                hits = index.search(vectors[10], k=5, filters=SearchFilters(since=T0))
+                assert hits[0][0] == "g10"
+                index.vector("g20")
+        except BaseException as error:  # surfaced in the main thread
+            errors.append(error)
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for thread in readers:
+        thread.start()
+    for start in range(1_000, 6_000, 50):
+        index.add(articles[start : start + 50], vectors[start : start + 50], ["s"] * 50)
+    done.set()
+    for thread in readers:
+        thread.join()
+    assert not errors
+    assert len(index._ann) == 6_000

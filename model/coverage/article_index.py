@@ -2,11 +2,13 @@
 
 Vectors are stored as float16 (half the memory; cosine error ~1e-3, far below any verdict
 threshold) in one growing matrix. Search is an exact matrix product up to ``ann_threshold``
-articles; above it, an approximate index (`model.coverage.faiss_ann.AnnIndex`, when that module exists) finds
-candidates and filters are applied on them.
+articles; above it, an HNSW graph (`model.coverage.faiss_ann.AnnIndex`) finds candidates with the
+filters applied inside its search. Once the graph holds every row, its float16 codes *are* the
+vectors: the matrix is dropped, so 1M articles keep one copy (768 MB), not two.
 
 Thread safety: one writer and many readers. Writers take a lock; readers take a snapshot of the
-(matrix, count) pair, so a concurrent `add` never shows them a half-written row.
+row count (and of the matrix while there is one), so a concurrent `add` never shows them a
+half-written row; the graph has its own readers-writer lock.
 """
 
 from __future__ import annotations
@@ -81,9 +83,10 @@ class ArticleIndex:
         self._pos: dict[str, int] = {}
         self._articles: list[Article | StoredRecord | None] = []  # None: a snapshot row, read lazily
         self._story_ids: list[str] = []
-        # Row buffers with spare capacity; rows [0, _count) are live.
+        # Row buffers with spare capacity; rows [0, _count) are live. `_buffer` is None while the
+        # ANN graph holds the vectors (see `_adopt_graph`).
         self._count = 0
-        self._buffer = np.zeros((0, dim), dtype=np.float16)
+        self._buffer: npt.NDArray[np.float16] | None = np.zeros((0, dim), dtype=np.float16)
         # Published time (epoch seconds, NaN = unknown) as an array, so date filters are vectorised.
         self._time_buffer = np.zeros(0, dtype=np.float64)
         self._providers: list[str | None] = []
@@ -95,6 +98,7 @@ class ArticleIndex:
         # readers' snapshots and the ANN's row keys stay valid).
         self._removed: set[int] = set()
         self._ann_deferred = False  # a bulk restore left the graph to `build_ann`
+        self._updated_rows: set[int] = set()  # rows rewritten in place while a graph was being built
         # Where records of rows restored from a snapshot come from (the store), read on first use.
         self.record_loader: Callable[[str], Mapping[str, Any] | None] | None = None
 
@@ -124,7 +128,7 @@ class ArticleIndex:
         if len(articles) and vectors.shape[1] != self.dim:
             raise ValueError(f"vectors must have {self.dim} columns, got {vectors.shape[1]}")
         with self._lock:
-            base = len(self._vectors)
+            base = self._count
             pending: dict[int, int] = {}  # new row position -> index in this batch (last one wins)
             for i, (article, story) in enumerate(zip(articles, story_ids, strict=True)):
                 position = self._pos.get(article.id)
@@ -142,7 +146,7 @@ class ArticleIndex:
                 if position >= base:
                     pending[position] = i
                 else:
-                    self._buffer[position] = vectors[i].astype(np.float16)
+                    self._rewrite_row(position, vectors[i])
                     self._time_buffer[position] = _timestamp(article.published_at)
                     self._code_buffer[position] = self._provider_code(article.provider_key)
             if pending:
@@ -150,14 +154,26 @@ class ArticleIndex:
                 self._reserve(base + len(fresh))
                 end = base + len(fresh)
                 # Rows past the published count are invisible to readers until _count moves.
-                self._buffer[base:end] = vectors[fresh].astype(np.float16)
                 self._time_buffer[base:end] = [_timestamp(articles[i].published_at) for i in fresh]
                 self._code_buffer[base:end] = [self._provider_code(articles[i].provider_key) for i in fresh]
+                if self._buffer is None:  # the graph holds the vectors: new rows go straight in
+                    self._ann.add(np.arange(base, end, dtype=np.int64), vectors[fresh])
+                else:
+                    self._buffer[base:end] = vectors[fresh].astype(np.float16)
                 self._count = end
-            if sync_ann:
-                self._sync_ann()
-            else:
-                self._ann_deferred = True
+            if self._buffer is not None:  # (otherwise the graph already has every row)
+                if sync_ann:
+                    self._sync_ann()
+                else:
+                    self._ann_deferred = True
+
+    def _rewrite_row(self, position: int, vector: npt.NDArray[np.float32]) -> None:
+        """A known article's new vector, wherever vectors live (its graph links stay as built)."""
+        if self._ann is not None and position < len(self._ann):
+            self._ann.set_vectors([position], vector[None, :])
+        if self._buffer is not None:
+            self._buffer[position] = vector.astype(np.float16)
+            self._updated_rows.add(position)  # a graph being built elsewhere has the old vector
 
     def remove(self, article_id: str) -> bool:
         """Forget an article (a takedown); False if it is not indexed. Adding it again is allowed."""
@@ -176,7 +192,7 @@ class ArticleIndex:
 
         A grown buffer is a new array: readers holding the old one keep a valid snapshot.
         """
-        capacity = len(self._buffer)
+        capacity = len(self._time_buffer)
         if rows <= capacity:
             return
         capacity = max(rows, 2 * capacity, 1024)
@@ -186,13 +202,18 @@ class ArticleIndex:
             ("_code_buffer", np.int32),
         ):
             old = getattr(self, name)
+            if old is None:
+                continue
             grown = np.zeros((capacity, *old.shape[1:]), dtype=dtype)
             grown[: self._count] = old[: self._count]
             setattr(self, name, grown)
 
-    @property
-    def _vectors(self) -> npt.NDArray[np.float16]:
-        return self._buffer[: self._count]
+    def _rows(self, positions: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """The vectors of rows ``positions`` as float32, from the matrix or from the graph."""
+        buffer = self._buffer  # one read: the graph may take the vectors over meanwhile
+        if buffer is None:
+            return self._ann.vectors(positions)
+        return buffer[np.asarray(positions, dtype=np.int64)].astype(np.float32)
 
     @property
     def _times(self) -> npt.NDArray[np.float64]:
@@ -215,9 +236,21 @@ class ArticleIndex:
             return  # `build_ann` will make the graph, off the request path
         if self._ann is None:
             self._ann = self._new_graph()
-        start = len(self._ann)
-        if start < len(self._ids):
-            self._ann.add(np.arange(start, len(self._ids), dtype=np.int64), self._vectors[start:])
+        start, count = len(self._ann), self._count
+        if start < count:
+            self._ann.add(np.arange(start, count, dtype=np.int64), self._buffer[start:count])
+        self._adopt_graph()
+
+    def _adopt_graph(self) -> None:
+        """Once the graph holds every row, let its float16 codes be the only copy of the vectors.
+
+        Readers holding the old matrix keep a valid array; new readers go through the graph.
+        """
+        ann = self._ann
+        if self._buffer is None or ann is None or ann.dtype != "f16" or len(ann) != self._count:
+            return
+        self._updated_rows.clear()
+        self._buffer = None
 
     def _new_graph(self) -> Any:
         from model.coverage.faiss_ann import AnnIndex
@@ -236,18 +269,26 @@ class ArticleIndex:
         if len(self._ids) <= self.ann_threshold:
             return True
         if self._ann is None:
-            count = self._count
+            buffer, count = self._buffer, self._count
+            if buffer is None:
+                return True
             graph = self._new_graph()
+            with self._lock:
+                self._updated_rows.clear()
             for start in range(0, count, chunk):
                 if stop is not None and stop.is_set():
                     return False
                 end = min(start + chunk, count)
-                graph.add(np.arange(start, end, dtype=np.int64), self._buffer[start:end])
+                graph.add(np.arange(start, end, dtype=np.int64), buffer[start:end])
             with self._lock:
+                # Rows rewritten in place while the graph was built: it has their old vectors.
+                rewritten = sorted(row for row in self._updated_rows if row < count)
+                if rewritten and self._buffer is not None:
+                    graph.set_vectors(rewritten, self._buffer[rewritten].astype(np.float32))
                 self._ann = graph
         with self._lock:
             self._ann_deferred = False
-            self._sync_ann()  # rows added while the graph was built
+            self._sync_ann()  # rows added while the graph was built; then the graph holds them all
         return True
 
     # --- reading -------------------------------------------------------------------------
@@ -262,13 +303,19 @@ class ArticleIndex:
     def truncate(self, rows: int) -> None:
         """Drop every row from ``rows`` on (a snapshot that turned out stale), graph included."""
         with self._lock:
+            if self._buffer is None:  # the graph holds the vectors: take the kept rows back out
+                buffer = np.zeros((max(rows, 1024), self.dim), dtype=np.float16)
+                for start in range(0, rows, 50_000):
+                    end = min(start + 50_000, rows)
+                    buffer[start:end] = self._ann.vectors(np.arange(start, end)).astype(np.float16)
+                self._buffer = buffer
             for article_id in self._ids[rows:]:
                 self._pos.pop(article_id, None)
             del self._ids[rows:], self._articles[rows:], self._story_ids[rows:], self._providers[rows:]
             self._removed = {row for row in self._removed if row < rows}
             self._count = min(self._count, rows)
             self._ann = None
-            self._ann_deferred = True - len(self._removed)
+            self._ann_deferred = True
 
     def __contains__(self, article_id: object) -> bool:
         return article_id in self._pos
@@ -300,7 +347,7 @@ class ArticleIndex:
         position = self._pos.get(article_id)
         if position is None:
             raise ArticleNotFoundError(article_id)
-        return self._vectors[position].astype(np.float32)
+        return self._rows([position])[0]
 
     def story_of(self, article_id: str) -> str | None:
         position = self._pos.get(article_id)
@@ -351,20 +398,24 @@ class ArticleIndex:
     ) -> list[tuple[str, float]]:
         """The ``k`` articles most cosine-similar to ``vector`` that pass ``filters``, best first."""
         filters = filters or SearchFilters()
-        matrix, times = self._vectors, self._times  # snapshot: add() swaps, never mutates, new rows
-        n = min(len(matrix), len(times))
+        # Snapshot: add() swaps buffers and moves the count only after a row is whole.
+        buffer, times = self._buffer, self._times
+        n = len(times)
         if n == 0 or k <= 0:
             return []
         query = np.asarray(vector, dtype=np.float32).ravel()
-        if self._ann is not None and n > self.ann_threshold:
-            hits = self._search_ann(query, k, filters, n, times)
+        ann = self._ann
+        if ann is not None and (n > self.ann_threshold or buffer is None):
+            hits = self._search_ann(ann, query, k, filters, n, times)
             if hits is not None:
                 return hits
+        if buffer is None:  # cannot happen: a graph that holds the vectors covers every row
+            raise RuntimeError("article index: the graph holds the vectors but does not cover the rows")
         mask = self._mask(n, times, filters)
         candidates = np.flatnonzero(mask)
         if candidates.size == 0:
             return []
-        sims = matrix[candidates].astype(np.float32) @ query
+        sims = buffer[candidates].astype(np.float32) @ query
         take = min(k, candidates.size)
         top = np.argpartition(-sims, take - 1)[:take]
         top = top[np.argsort(-sims[top], kind="stable")]
@@ -372,23 +423,23 @@ class ArticleIndex:
 
     def _search_ann(
         self,
+        ann: Any,
         query: npt.NDArray[np.float32],
         k: int,
         filters: SearchFilters,
         n: int,
         times: npt.NDArray[np.float64],
     ) -> list[tuple[str, float]] | None:
-        ann = self._ann
         covered = len(ann)
         if covered < n:  # rows added since the last sync: answer exactly rather than miss them
             return None
-        mask = self._mask(n, times, filters)
+        mask = self._mask(n, times, filters)  # rows past n (added meanwhile) are not allowed
         keys, _ = ann.search(query, k, allowed=mask)
         if len(keys) == 0:
             return []
         # Rescore with the stored float16 rows: exact cosines, and any in-place update honoured.
         rows = keys.astype(np.int64)
-        sims = self._vectors[rows].astype(np.float32) @ query
+        sims = self._rows(rows) @ query
         order = np.argsort(-sims, kind="stable")
         return [(self._ids[rows[i]], float(sims[i])) for i in order]
 
@@ -407,11 +458,18 @@ class ArticleIndex:
             stories = self._story_ids[from_row:count]
             providers = self._providers[from_row:count]
             removed = sorted(r - from_row for r in self._removed if r >= from_row)
-            vectors = self._buffer[from_row:count].copy()
             times = self._time_buffer[from_row:count].copy()
             ann = self._ann if self._ann is not None and len(self._ann) == count else None
         with atomic_folder(directory, replace=True) as folder:
-            np.save(folder / "vectors.npy", vectors)
+            with self._lock:  # chunk by chunk, never a second in-memory copy of every vector
+                vectors = np.lib.format.open_memmap(
+                    folder / "vectors.npy", mode="w+", dtype=np.float16, shape=(count - from_row, self.dim)
+                )
+                for start in range(from_row, count, 50_000):
+                    end = min(start + 50_000, count)
+                    vectors[start - from_row : end - from_row] = self._rows(np.arange(start, end))
+                vectors.flush()
+                del vectors
             np.save(folder / "times.npy", times)
             vocab = sorted({key for key in providers if key is not None})
             codes = {key: i + 1 for i, key in enumerate(vocab)}
@@ -460,7 +518,8 @@ class ArticleIndex:
         if meta is None or meta["from_row"] != self._count or meta["dim"] != self.dim:
             raise DataFileError(f"{folder}: snapshot does not continue this index; restore from the store")
         try:
-            # Mapped, then copied once into the row buffer: never two in-memory copies of 1M rows.
+            # Mapped, then copied once into the row buffer (or not read at all when the graph
+            # comes with the snapshot): never two in-memory copies of 1M rows.
             vectors = np.load(folder / "vectors.npy", mmap_mode="r")
             times = np.load(folder / "times.npy")
             codes = np.load(folder / "providers.npy")
@@ -469,11 +528,20 @@ class ArticleIndex:
             raise DataFileError(f"{folder}: unreadable snapshot ({error})") from None
         ids, stories, vocab = rows["ids"], rows["stories"], rows["providers"]
         keys: list[str | None] = [None, *vocab]
+        graph = None
+        if meta.get("ann_rows") == self._count + len(ids) and (folder / "ann").is_dir():
+            from model.coverage.faiss_ann import AnnIndex
+
+            try:
+                graph = AnnIndex.load(folder / "ann")
+            except (OSError, ValueError, RuntimeError) as error:  # faiss raises RuntimeError
+                logger.warning("%s: unreadable ANN graph (%s); it will be rebuilt", folder / "ann", error)
         with self._lock:
             base = self._count
             self._reserve(base + len(ids))
             end = base + len(ids)
-            self._buffer[base:end] = vectors
+            if self._buffer is not None and (graph is None or graph.dtype != "f16"):
+                self._buffer[base:end] = vectors
             self._time_buffer[base:end] = times
             mapped = np.array([self._provider_code(key) for key in keys], dtype=np.int32)
             self._code_buffer[base:end] = mapped[codes]
@@ -488,11 +556,10 @@ class ArticleIndex:
                 self._pos.pop(ids[row], None)
                 self._removed.add(base + row)
             self._count = end
-            if meta.get("ann_rows") == end and (folder / "ann").is_dir():
-                from model.coverage.faiss_ann import AnnIndex
-
-                self._ann = AnnIndex.load(folder / "ann")
+            if graph is not None:
+                self._ann = graph
                 self._ann_deferred = False
+                self._adopt_graph()
             else:
                 self._ann_deferred = True
         return len(ids)
@@ -504,8 +571,8 @@ class ArticleIndex:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            live = [p for p in range(len(self._ids)) if p not in self._removed]
-            np.save(directory / _VECTORS_FILE, self._vectors[live] if self._removed else self._vectors)
+            live = [p for p in range(self._count) if p not in self._removed]
+            np.save(directory / _VECTORS_FILE, self._rows(live).astype(np.float16))
             with (directory / _ARTICLES_FILE).open("w", encoding="utf-8") as handle:
                 for position, story in enumerate(self._story_ids):
                     if position in self._removed:
