@@ -203,3 +203,24 @@ def test_default_scorer_tracks_semeval_grades():
     metrics = pair_metrics(pairs, scores, verdicts)
     assert metrics["spearman"] < -0.75  # same-story probability vs overall (1 = same story): negative
     assert metrics["same_story_f1"] > 0.6
+
+
+def test_default_scorer_uses_the_square_root_of_the_character_cosine_and_rises_with_it():
+    scorer = PairScorer.default()
+    assert "sqrt_char_tfidf" in scorer.feature_names_
+    X = np.zeros((4, len(FEATURE_NAMES)))
+    X[:, 0] = 0.5
+    X[:, FEATURE_NAMES.index("char_tfidf")] = [0.0, 0.05, 0.3, 0.9]
+    assert np.all(np.diff(scorer.decision(X)) > 0)
+
+
+def test_a_scorer_saved_with_the_raw_character_cosine_still_scores_as_it_did():
+    old = ("cosine", "tfidf", "char_tfidf", "has_time_gap", "log_time_gap")
+    X, overall = _synthetic()
+    scorer = pickle.loads(pickle.dumps(PairScorer(features=old).fit(X, overall)))
+    assert scorer.feature_names_ == old
+    Z = X[:, [FEATURE_NAMES.index(name) for name in old]]
+    expected = ((Z - scorer.mean_) / scorer.scale_) @ scorer.coef_ + scorer.intercept_
+    np.testing.assert_allclose(scorer.decision(X), expected)
+    derived = PairScorer(features=("cosine", "sqrt_char_tfidf")).fit(X, overall)
+    assert derived.coef_.shape == (2,)
