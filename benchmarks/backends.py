@@ -317,9 +317,20 @@ def _ingest_child(url: str, seed: int, n: int, clients: int, start_at: float) ->
     return {"articles_per_s": round(rate, 1), "finished_at": time.time()}
 
 
-def replicas_ingest(url: str, replicas: int, per_replica: int, clients: int, seed: int) -> float:
-    """``replicas`` processes ingesting at once (started together, after their imports); total
-    articles/s from the common start to the last one's end."""
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs so far, from /proc/stat."""
+    with open("/proc/stat") as handle:
+        values = [int(v) for v in handle.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def replicas_ingest(
+    url: str, replicas: int, per_replica: int, clients: int, seed: int
+) -> tuple[float, float]:
+    """``replicas`` processes ingesting at once (started together, after their imports): total
+    articles/s from the common start to the last one's end, and the machine's CPU busy share then
+    (replicas and PostgreSQL together: near 1.0 means the cores, not the design, bound it)."""
     start_at = time.time() + 20  # after every child has imported and built its articles
     command = [sys.executable, "-m", "benchmarks.backends", "_ingest", url]
     children = [
@@ -331,9 +342,12 @@ def replicas_ingest(url: str, replicas: int, per_replica: int, clients: int, see
         )
         for r in range(replicas)
     ]
+    time.sleep(max(0.0, start_at - time.time()))
+    busy0, total0 = cpu_times()
     outputs = [child.communicate(timeout=1800)[0] for child in children]
+    busy1, total1 = cpu_times()
     ends = [json.loads(out.strip().splitlines()[-1])["finished_at"] for out in outputs]
-    return replicas * per_replica / (max(ends) - start_at)
+    return replicas * per_replica / (max(ends) - start_at), (busy1 - busy0) / max(1, total1 - total0)
 
 
 # --- one size -------------------------------------------------------------------------------------
@@ -452,10 +466,10 @@ def run_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             batch = fresh_articles(args.ingest, 200 + c, 30_000_000 + c * 100_000)
             postgres["ingest_articles_per_s"][str(c)] = round(ingest_postgres(url, batch, c), 1)
         per = args.ingest
-        postgres["replicas_ingest_articles_per_s"] = {
-            "1": round(replicas_ingest(url, 1, per, 16, 300), 1),
-            "2": round(replicas_ingest(url, 2, per, 8, 400), 1),
-        }
+        one, one_busy = replicas_ingest(url, 1, per, 16, 300)
+        two, two_busy = replicas_ingest(url, 2, per, 8, 400)
+        postgres["replicas_ingest_articles_per_s"] = {"1": round(one, 1), "2": round(two, 1)}
+        postgres["replicas_cpu_busy"] = {"1": round(one_busy, 3), "2": round(two_busy, 3)}
         postgres["start"] = ready_in_child("postgres", url)
     finally:
         server.stop()
