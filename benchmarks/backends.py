@@ -272,11 +272,15 @@ def cosine_link(article: Any, candidates: Sequence[Any]) -> tuple[str, str | Non
     return article.story_id, None
 
 
-def ingest_postgres(url: str, articles: Sequence[Any], clients: int) -> float:
+def ingest_postgres(url: str, articles: Sequence[Any], clients: int, start_at: float = 0.0) -> float:
+    """Articles/s through ``clients`` threads, timed from ``start_at`` (epoch seconds; now if past)
+    with every pooled connection already open."""
     from service.store.postgres import PgArticleStore
 
-    store = PgArticleStore(url, max_size=max(2, clients))
+    store = PgArticleStore(url, min_size=clients, max_size=max(2, clients))
     try:
+        store.pool.wait(timeout=120)
+        time.sleep(max(0.0, start_at - time.time()))
         started = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
             list(pool.map(lambda a: store.ingest_linked([a], cosine_link, WINDOW), articles))
@@ -312,8 +316,7 @@ def ingest_sqlite(store: Any, index: Any, articles: Sequence[Any], clients: int)
 
 def _ingest_child(url: str, seed: int, n: int, clients: int, start_at: float) -> dict[str, Any]:
     articles = fresh_articles(n, seed, 10_000_000 * seed)
-    time.sleep(max(0.0, start_at - time.time()))  # all replicas begin together, warmed up
-    rate = ingest_postgres(url, articles, clients)
+    rate = ingest_postgres(url, articles, clients, start_at)  # all replicas begin together, warmed up
     return {"articles_per_s": round(rate, 1), "finished_at": time.time()}
 
 
