@@ -223,6 +223,8 @@ def test_once_the_graph_holds_every_row_it_is_the_only_copy_of_the_vectors(tmp_p
     assert restored._buffer is not None and restored._ann is None and len(restored) == 1_500
     np.testing.assert_allclose(restored.vector("g100"), vectors[100], atol=2e-3)
     assert restored.search(vectors[100], 1)[0][0] == "g100"
+    restored.add(articles[1_500:2_600], vectors[1_500:2_600], ["s"] * 1_100)  # grows again past the cut
+    assert restored.search(vectors[2_550], 1)[0][0] == "g2550"
 
 
 def test_a_row_rewritten_while_the_graph_is_built_keeps_its_new_vector():

@@ -304,7 +304,9 @@ class ArticleIndex:
         """Drop every row from ``rows`` on (a snapshot that turned out stale), graph included."""
         with self._lock:
             if self._buffer is None:  # the graph holds the vectors: take the kept rows back out
-                buffer = np.zeros((max(rows, 1024), self.dim), dtype=np.float16)
+                # As long as the other row buffers (`_reserve` sizes them together); untouched
+                # zero pages cost no memory.
+                buffer = np.zeros((len(self._time_buffer), self.dim), dtype=np.float16)
                 for start in range(0, rows, 50_000):
                     end = min(start + 50_000, rows)
                     buffer[start:end] = self._ann.vectors(np.arange(start, end)).astype(np.float16)
