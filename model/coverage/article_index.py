@@ -81,7 +81,8 @@ class ArticleIndex:
         self._lock = threading.Lock()
         self._ids: list[str] = []
         self._pos: dict[str, int] = {}
-        self._articles: list[Article | StoredRecord | None] = []  # None: a snapshot row, read lazily
+        # None: a restored row whose record is read from the store on first use.
+        self._articles: list[Article | StoredRecord | None] = []
         self._story_ids: list[str] = []
         # Row buffers with spare capacity; rows [0, _count) are live. `_buffer` is None while the
         # ANN graph holds the vectors (see `_adopt_graph`).
@@ -131,16 +132,19 @@ class ArticleIndex:
             base = self._count
             pending: dict[int, int] = {}  # new row position -> index in this batch (last one wins)
             for i, (article, story) in enumerate(zip(articles, story_ids, strict=True)):
+                # A restored row whose record stays in the store: the id (kept below) is all
+                # `_article_at` needs to fetch it, so keep no object (~120 MB at 1M rows).
+                kept = None if isinstance(article, StoredRecord) and article.record is None else article
                 position = self._pos.get(article.id)
                 if position is None:
                     position = len(self._ids)
                     self._pos[article.id] = position
                     self._ids.append(article.id)
-                    self._articles.append(article)
+                    self._articles.append(kept)
                     self._story_ids.append(story)
                     self._providers.append(article.provider_key)
                 else:
-                    self._articles[position] = article
+                    self._articles[position] = kept
                     self._story_ids[position] = story
                     self._providers[position] = article.provider_key
                 if position >= base:
