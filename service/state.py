@@ -265,14 +265,17 @@ class ServiceState:
 
     async def _after_ready(self, model: NewsModel) -> None:
         """Build the ANN graph, then snapshot the index so the next start skips both."""
+        had_graph = model.index.has_graph
         if not await asyncio.to_thread(model.index.build_ann, self._stopping):
             return  # shutting down: the snapshot at stop() saves the rows without the graph
-        await asyncio.to_thread(release_free_heap)  # the matrix the graph replaced
+        if self.snapshot_used and (had_graph or not model.index.has_graph):
+            return  # the snapshot just loaded holds all of it; stop() saves the rows since
         async with self.write_lock:
             try:
                 await asyncio.to_thread(self.write_snapshot)
             except (OSError, NewsDeskError) as error:  # a snapshot is an optimisation: never fatal
                 logger.warning("could not write the index snapshot: %s", error)
+        await asyncio.to_thread(release_free_heap)  # the matrix the graph replaced, the write's buffers
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -300,6 +300,11 @@ class ArticleIndex:
     def __len__(self) -> int:
         return len(self._ids)
 
+    @property
+    def has_graph(self) -> bool:
+        """Whether an approximate-search graph exists (built, or loaded with a snapshot)."""
+        return self._ann is not None
+
     def live_count(self) -> int:
         """Rows that can still be found (removed ones excluded)."""
         return len(self._pos)
