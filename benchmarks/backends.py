@@ -173,22 +173,22 @@ def measure_search(
     return out
 
 
-def rss_mb() -> int:
-    """This process's resident memory now (VmRSS)."""
+def _status_mb(field: str) -> int:
     with open("/proc/self/status") as handle:
         for line in handle:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return round(int(line.split()[1]) / 1024)
     return 0
+
+
+def rss_mb() -> int:
+    """This process's resident memory now (VmRSS)."""
+    return _status_mb("VmRSS")
 
 
 def peak_rss_mb() -> int:
     """This process's peak RSS (VmHWM; ru_maxrss would carry the parent's peak across exec)."""
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024)
-    return 0
+    return _status_mb("VmHWM")
 
 
 # --- start to ready, in a fresh process -----------------------------------------------------------

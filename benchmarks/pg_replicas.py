@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks.backends import corpus, replicas_ingest, stored
-from benchmarks.common import REPO
+from benchmarks.common import REPO, emit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "replicas": runs,
         "speedup_over_one": {r: round(run["articles_per_s"] / base, 2) for r, run in runs.items()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    emit(report, args.out)
     return 0
 
 

@@ -135,22 +135,29 @@ def test_sample_seed_related_items_are_found_by_similarity():
     assert {h[0] for h in hits} == related
 
 
-def test_above_the_threshold_search_goes_through_the_ann_graph_and_keeps_filters():
-    pytest.importorskip("faiss", reason="faiss-cpu is not installed")
-    rng = np.random.default_rng(3)
-    centres = _unit(rng, 50, dim=32)
-    n = 6_000
-    vectors = centres[rng.integers(0, 50, n)] + rng.normal(scale=0.15, size=(n, 32)).astype(np.float32)
+def _clustered(n: int, dim: int = 32, seed: int = 5, providers: int = 1) -> tuple[list[Article], np.ndarray]:
+    """``n`` articles an hour apart over ``providers`` outlets, unit vectors around 40 topics."""
+    rng = np.random.default_rng(seed)
+    centres = _unit(rng, 40, dim=dim)
+    vectors = centres[rng.integers(0, 40, n)] + rng.normal(scale=0.15, size=(n, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     articles = [
         Article(
-            id=f"n{i}",
+            id=f"g{i}",
             title=f"t{i}",
             published_at=T0 + timedelta(hours=i),
-            provider=Provider(domain=f"p{i % 7}.example"),
+            provider=Provider(domain=f"p{i % providers}.example"),
         )
         for i in range(n)
     ]
+    return articles, vectors
+
+
+def test_above_the_threshold_search_goes_through_the_ann_graph_and_keeps_filters():
+    pytest.importorskip("faiss", reason="faiss-cpu is not installed")
+    rng = np.random.default_rng(3)
+    n = 6_000
+    articles, vectors = _clustered(n, seed=3, providers=7)
     exact = ArticleIndex(dim=32, ann_threshold=10**9)
     approximate = ArticleIndex(dim=32, ann_threshold=1_000)
     # One by one past the threshold too: the graph must follow articles added later.
@@ -175,23 +182,6 @@ def test_above_the_threshold_search_goes_through_the_ann_graph_and_keeps_filters
             )
             recalls.append(len(truth & {i for i, _ in found}) / len(truth))
     assert np.mean(recalls) >= 0.95
-
-
-def _clustered(n: int, dim: int = 32, seed: int = 5) -> tuple[list[Article], np.ndarray]:
-    rng = np.random.default_rng(seed)
-    centres = _unit(rng, 40, dim=dim)
-    vectors = centres[rng.integers(0, 40, n)] + rng.normal(scale=0.15, size=(n, dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    articles = [
-        Article(
-            id=f"g{i}",
-            title=f"t{i}",
-            published_at=T0 + timedelta(hours=i),
-            provider=Provider(domain="p.example"),
-        )
-        for i in range(n)
-    ]
-    return articles, vectors
 
 
 def test_once_the_graph_holds_every_row_it_is_the_only_copy_of_the_vectors(tmp_path):
