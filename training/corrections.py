@@ -23,8 +23,7 @@ from typing import Any
 
 from model.articles.seeds import read_seeds
 from model.errors import DataFileError
-from model.feedback import CORRECTION_COLUMNS, PAIR_FEEDBACK_COLUMNS, Correction, PairFeedback
-from training.export import StoreReader, export_from_reader
+from training.export import FeedbackTables, StoreReader, export_from_reader
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ def describe_source(src: str) -> str:
     return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", src)
 
 
-class PgStoreReader:
+class PgStoreReader(FeedbackTables):
     """The PostgreSQL store's corrections, pair feedback and articles, read-only."""
 
     def __init__(self, url: str) -> None:
@@ -76,14 +75,6 @@ class PgStoreReader:
             if "does not exist" in str(error):
                 return []  # a store from before the editors' workspace: nothing corrected yet
             raise DataFileError(f"article store: {str(error).splitlines()[0]}") from None
-
-    def corrections(self) -> list[Correction]:
-        rows = self._rows(f"SELECT {CORRECTION_COLUMNS} FROM corrections ORDER BY id")
-        return [Correction.from_row(row) for row in rows]
-
-    def pair_feedback(self) -> list[PairFeedback]:
-        rows = self._rows(f"SELECT {PAIR_FEEDBACK_COLUMNS} FROM pair_feedback ORDER BY id")
-        return [PairFeedback.from_row(row) for row in rows]
 
     def articles(self, ids: list[str]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
         if not ids:

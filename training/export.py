@@ -45,7 +45,23 @@ class ExportSummary:
     pairs_file: str
 
 
-class StoreReader:
+class FeedbackTables:
+    """The editors' tables, the same SQL on SQLite and PostgreSQL; a reader supplies `_rows`
+    (a missing table reads as empty: a store from before the editors' workspace)."""
+
+    def _rows(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def corrections(self) -> list[Correction]:
+        rows = self._rows(f"SELECT {CORRECTION_COLUMNS} FROM corrections ORDER BY id")
+        return [Correction.from_row(row) for row in rows]
+
+    def pair_feedback(self) -> list[PairFeedback]:
+        rows = self._rows(f"SELECT {PAIR_FEEDBACK_COLUMNS} FROM pair_feedback ORDER BY id")
+        return [PairFeedback.from_row(row) for row in rows]
+
+
+class StoreReader(FeedbackTables):
     """Read-only access to the tables export needs; a store from before corrections reads as empty."""
 
     def __init__(self, data_dir: str | Path) -> None:
@@ -66,14 +82,6 @@ class StoreReader:
             if "no such table" in str(error):
                 return []  # a store from before the editors' workspace: nothing corrected yet
             raise DataFileError(f"{self.path}: {error}") from None
-
-    def corrections(self) -> list[Correction]:
-        rows = self._rows(f"SELECT {CORRECTION_COLUMNS} FROM corrections ORDER BY id")
-        return [Correction.from_row(row) for row in rows]
-
-    def pair_feedback(self) -> list[PairFeedback]:
-        rows = self._rows(f"SELECT {PAIR_FEEDBACK_COLUMNS} FROM pair_feedback ORDER BY id")
-        return [PairFeedback.from_row(row) for row in rows]
 
     def articles(self, ids: list[str]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
         """id -> (record, classification) for the stored ones among ``ids``."""
