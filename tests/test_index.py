@@ -223,10 +223,10 @@ def test_a_row_rewritten_while_the_graph_is_built_keeps_its_new_vector():
     index = ArticleIndex(dim=32, ann_threshold=500)
     index.add(articles, vectors, ["s"] * 2_000, sync_ann=False)
     stop = threading.Event()
-    original_add = index._new_graph
+    make_graph = index._new_graph
 
     def graph_that_sees_a_rewrite_mid_build():  # the rewrite lands after the graph copied the rows
-        graph = original_add()
+        graph = make_graph()
         real_add = graph.add
 
         def add(keys, rows, **kwargs):

@@ -12,7 +12,7 @@ Keys are the caller's int64 ids. Filters come as an ``allowed`` mask: a boolean 
 array of allowed keys. How a filter is answered depends on the share of vectors it allows
 (measured at 1M news-like vectors, `benchmarks/backends.py`): a handful are decoded and scored
 exactly; under ``flat_below`` (10%) every allowed vector is scored by a flat scan of the codes
-(~25 ms for 40k of 1M: a filtered graph walk there tops out near recall@10 0.88 whatever the beam);
+(~13 ms for 40k of 1M, where the filtered graph walk gave recall@10 0.87);
 above it the graph is searched with the beam widened by the inverse of the share.
 
 Example
@@ -258,7 +258,7 @@ class AnnIndex:
         selector = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))  # n: bytes, not bits
         if fraction < self.flat_below:
             # Exact over the allowed codes: below ~10% the filtered graph walk misses neighbours
-            # however wide the beam (recall@10 0.87-0.89 at 4% with ef 640-4000, 1M vectors).
+            # (recall@10 0.87 at 4% of 1M vectors, benchmarks/backends.py; a wider beam did not help).
             scores, labels = self._index.storage.search(query, k, params=faiss.SearchParameters(sel=selector))
         else:
             # The beam must grow as the filter tightens, or it fills with rejected nodes.

@@ -346,7 +346,7 @@ class PgArticleStore:
     """
 
     # Filtered sets up to this size are scanned exactly: at 1M rows, filters passing 4% (41k rows)
-    # came back with recall@10 0.91 through HNSW at the largest beam, 1.0 scanned (benchmarks/backends.py).
+    # came back with recall@10 0.91 through HNSW at a beam of ~500, 1.0 scanned (benchmarks/backends.py).
     EXACT_MAX_ROWS = 100_000
     # HNSW beam unfiltered. With m=16, ef_construction=64 at 1M: recall@10 0.917 at 100, 0.943 at
     # 200 (benchmarks/backends.py, which also measures this value).
