@@ -6,9 +6,10 @@ then, under the state's write lock, checked again (a concurrent request may have
 article, a reload may have swapped the model), added to the model's index and story clusters,
 and written to the store in one durable transaction before the call returns.
 
-With a shared store (PostgreSQL) there is no in-process lock or index to trust: the store runs
-the story decision inside its own transaction under its own locks (`SharedArticleStore.ingest_linked`),
-handing `model.coverage.linking.link_story` the stored neighbours; see `service.store.postgres`.
+With a shared store (PostgreSQL) there is no in-process lock or index to trust: the store hands
+`model.coverage.linking.link_story` the stored neighbours and records the decision atomically
+with respect to every other replica (`SharedArticleStore.ingest_linked`; `service.store.postgres`
+says how).
 """
 
 from __future__ import annotations

@@ -143,3 +143,179 @@ def test_an_unreachable_database_fails_readiness_and_ingest_but_not_classify(sma
         response = broken.post("/v1/articles", json=article)
         assert response.status_code == 503 and "cannot open the article store" in response.json()["detail"]
         assert broken.post("/v1/classify", json=article).status_code == 200
+
+
+# --- optimistic story linking (migration 0005) -----------------------------------------------------
+
+WINDOW = timedelta(days=3)
+
+
+def _live(title: str, vector: np.ndarray, hours: float = 0.0) -> StoredArticle:
+    """A new article published on T0's day (every story window overlaps: a live feed), with the
+    id the service gives it (the hash of its URL)."""
+    from model.articles.article import article_from_record
+
+    record = {"title": title, "webUrl": f"https://live.example/{title}"}
+    article = article_from_record(record)
+    return StoredArticle(
+        id=article.id,
+        record=record,
+        embedding=vector / np.linalg.norm(vector),
+        story_id="",
+        classification={"topics": []},
+        canonical_url=article.canonical_url,
+        published_at=T0 + timedelta(hours=hours),
+    )
+
+
+def _join_nearest(article, candidates):
+    """The model's decision, reduced to its rule: join the nearest candidate at cosine >= 0.8."""
+    best = max(candidates, key=lambda c: float(c.vector @ article.embedding), default=None)
+    if best is not None and float(best.vector @ article.embedding) >= 0.8:
+        return best.story_id, None
+    return f"story-{article.record['title']}", None
+
+
+def _direction(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(384).astype(np.float32)
+
+
+def test_an_article_stored_between_the_read_and_the_claim_is_seen_and_the_decision_redone(pg_url):
+    """Replica B reads its window, then replica A stores a same-story article, then B claims: the
+    claim finds the window changed, B decides again with A among its candidates and joins A."""
+    a_store, b_store = PgArticleStore(pg_url), PgArticleStore(pg_url)
+    story = _direction(1)
+    first, second = _live("a", story + 0.05 * _direction(2)), _live("b", story + 0.05 * _direction(3))
+    seen_by_b: list[list[str]] = []
+
+    def link_b(article, candidates):
+        seen_by_b.append([c.article.title for c in candidates])
+        if len(seen_by_b) == 1:  # A lands after B's read, before B's claim
+            assert a_store.ingest_linked([first], _join_nearest, WINDOW)[0][1]
+        return _join_nearest(article, candidates)
+
+    try:
+        ((stored_b, created),) = b_store.ingest_linked([second], link_b, WINDOW)
+        assert created and seen_by_b[0] == [] and "a" in seen_by_b[1]
+        assert stored_b.story_id == a_store.get(first.id).story_id == b_store.get(second.id).story_id
+        assert stored_b.story_id == "story-a"
+        assert b_store.ingest_outcomes == {"retried": 1}
+        assert a_store.ingest_outcomes == {"first_try": 1}
+    finally:
+        a_store.close()
+        b_store.close()
+
+
+def test_a_row_landing_beyond_the_farthest_candidate_does_not_cost_a_retry(pg_url):
+    """With the window full (10 candidates), a row farther than the 10th cannot change them."""
+    store = PgArticleStore(pg_url)
+    try:
+        near = _direction(10)
+        # Twelve rows around `near` (the candidates), one far from everything (lands mid-decision).
+        neighbours = [_live(f"n{i}", near + 0.6 * _direction(100 + i)) for i in range(12)]
+        store.put_many([replace_story(n, f"s{n.id}") for n in neighbours])
+        late = _live("far", _direction(999))
+        article = _live("x", near + 0.3 * _direction(7))
+        calls = []
+
+        def link(stored, candidates):
+            calls.append(len(candidates))
+            if len(calls) == 1:
+                store.put_many([replace_story(late, "s-far")])
+            return _join_nearest(stored, candidates)
+
+        ((_, created),) = store.ingest_linked([article], link, WINDOW)
+        assert created and calls == [10]
+        assert store.ingest_outcomes == {"first_try": 1}
+    finally:
+        store.close()
+
+
+def test_an_article_whose_window_keeps_changing_is_decided_under_the_locks(pg_url):
+    """Each decision is overtaken by a new same-story row: after the optimistic tries the article
+    takes the window's locks for the whole decision, and still joins the story."""
+    store = PgArticleStore(pg_url)
+    story = _direction(20)
+    try:
+        store.put_many([replace_story(_live("seed", story), "story-seed")])
+        calls = []
+
+        def link(stored, candidates):
+            calls.append(len(candidates))
+            if len(calls) <= PgArticleStore.OPTIMISTIC_TRIES:
+                rival = _live(f"rival{len(calls)}", story + 0.05 * _direction(30 + len(calls)))
+                store.put_many([replace_story(rival, "story-seed")])
+            return _join_nearest(stored, candidates)
+
+        ((stored, created),) = store.ingest_linked([_live("x", story + 0.05 * _direction(40))], link, WINDOW)
+        assert created and stored.story_id == "story-seed"
+        tries = PgArticleStore.OPTIMISTIC_TRIES
+        assert len(calls) == tries + 1 and calls[-1] == 1 + tries  # the seed and every rival
+        assert store.ingest_outcomes == {"locked": 1}
+    finally:
+        store.close()
+
+
+def test_a_claim_left_by_a_dead_replica_is_taken_over_or_swept(pg_url):
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    store = PgArticleStore(pg_url)
+    try:
+        orphan = _live("orphan", _direction(50))
+        stale = _live("stale", _direction(51))
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            for article, age in ((orphan, timedelta(0)), (stale, timedelta(minutes=11))):
+                conn.execute(
+                    "INSERT INTO story_claims (id, record, embedding, story_id, published_at, created_at) "
+                    "VALUES (%s, %s, %s::vector, 'dead-story', %s, now() - %s)",
+                    (article.id, Jsonb(article.record), vector_text(article), article.published_at, age),
+                )
+        ((stored, created),) = store.ingest_linked([orphan], _join_nearest, WINDOW)
+        assert created and stored.story_id == store.get(orphan.id).story_id == "story-orphan"
+        reopened = PgArticleStore(pg_url)  # a replica starting sweeps the claims older than 10 min
+        reopened.close()
+        with psycopg.connect(pg_url) as conn:
+            assert conn.execute("SELECT id FROM story_claims").fetchall() == []
+    finally:
+        store.close()
+
+
+def test_two_replicas_ingesting_the_same_day_at_once_agree_on_every_story(pg_url):
+    """Two stores (replicas) x 8 threads, 48 articles of 6 stories, all on one day, interleaved:
+    each story ends with one id, and most articles were stored on their first claim."""
+    stores = [PgArticleStore(pg_url, max_size=8), PgArticleStore(pg_url, max_size=8)]
+    centres = [_direction(60 + s) for s in range(6)]
+    articles = [
+        (_live(f"s{i % 6}-{i}", centres[i % 6] + 0.05 * _direction(200 + i), hours=i % 24), i % 6)
+        for i in range(48)
+    ]
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            results = list(
+                pool.map(
+                    lambda item: stores[item[0] % 2].ingest_linked([item[1][0]], _join_nearest, WINDOW),
+                    enumerate(articles),
+                )
+            )
+        assert all(created for ((_, created),) in results)
+        stories: dict[int, set[str]] = {}
+        for article, story in articles:
+            stories.setdefault(story, set()).add(stores[0].get(article.id).story_id)
+        assert all(len(ids) == 1 for ids in stories.values()), stories
+        assert len({next(iter(ids)) for ids in stories.values()}) == 6
+        outcomes = stores[0].ingest_outcomes + stores[1].ingest_outcomes
+        assert sum(outcomes.values()) == 48
+    finally:
+        for store in stores:
+            store.close()
+
+
+def vector_text(article: StoredArticle) -> str:
+    return str(np.asarray(article.embedding).tolist())
+
+
+def replace_story(article: StoredArticle, story_id: str) -> StoredArticle:
+    from dataclasses import replace
+
+    return replace(article, story_id=story_id, created_at=datetime.now(UTC))

@@ -4,14 +4,19 @@ Everything a replica would otherwise keep in memory lives in the database: artic
 vectors (``vector(384)``, HNSW-indexed), classifications, stories, duplicate links, the editors'
 tables and the live model version (`meta`). Three things make replicas agree:
 
-* **Story assignment in the ingest transaction.** `ingest_linked` takes transaction-scoped
-  advisory locks on the time buckets an article's candidate window touches (ascending order: no
-  deadlock), reads the exact neighbours in that window, lets the model decide (`link`), inserts
-  and commits before the caller answers. Two articles that could be each other's candidates share
-  a bucket, so their decisions are serialised; articles days apart ingest in parallel. READ
-  COMMITTED on purpose: each statement takes a fresh snapshot, so the neighbour query that runs
-  after the lock is granted sees what the previous holder committed (REPEATABLE READ would take
-  the snapshot before the lock wait and miss it).
+* **Story decisions serialised per window, optimistically.** Two articles that could be each
+  other's story candidates (published within the window of each other) share a time bucket, and
+  a claim on a bucket takes its transaction-scoped advisory lock (ascending order: no deadlock).
+  `ingest_linked` reads an article's exact neighbours in its window under one snapshot and lets
+  the model decide (`link`) holding no lock. One statement then takes the locks and checks,
+  through ``ingest_window_unchanged`` (migration 0005), that no row the snapshot missed has landed
+  within the farthest candidate's distance; if so it records the decision as a *claim* and
+  commits, which frees the locks. The article row (its HNSW insert costs milliseconds) is stored
+  next, deleting its claim in the same transaction, before the caller answers. Candidates are
+  read from articles and claims alike, so a decision made elsewhere is seen from its claim on.
+  A changed window sends the article back to decide again with the new rows; after
+  `OPTIMISTIC_TRIES` it decides under the locks from search to commit (`_ingest_locked`). Either
+  way each decision is the one the locked path would make at the moment of its claim.
 * **URL variants** hash to one id: the primary key makes the second insert a no-op.
 * **Migrations** (`pg_migrations/NNNN_name.sql`) run at open under a session advisory lock,
   recorded in ``schema_migrations``; a database newer than this code is refused.
@@ -31,7 +36,9 @@ import logging
 import math
 import re
 import struct
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -223,10 +230,22 @@ _WRITE_COLUMNS = (
 )
 _WRITE_TYPES = ["text", "text", "jsonb", "vector", "text", "jsonb", "text", "text", "timestamptz",
                 "text", "timestamptz", "jsonb", "text[]", "float4"]  # fmt: skip
-_INSERT = (
-    f"INSERT INTO articles ({_WRITE_COLUMNS}) "
-    "VALUES (%s, %s, %s, %b, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id"
+_VALUES = "%s, %s, %s, %b, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+_INSERT = f"INSERT INTO articles ({_WRITE_COLUMNS}) VALUES ({_VALUES}) ON CONFLICT DO NOTHING RETURNING id"
+# The optimistic ingest's one statement: the window's locks, the check, the insert (migration 0005).
+# The optimistic ingest (migration 0005). Under the window's locks, one statement: the check and
+# the claim (taking over one a dead replica left). After the locks: the article, and its claim gone.
+_CLAIM = (
+    "INSERT INTO story_claims (id, record, embedding, story_id, published_at, created_at) "
+    "SELECT %s, %s, %b, %s, %s, %s WHERE ingest_window_unchanged("
+    "%s::integer, %s::integer[], %s::pg_snapshot, %s, %s, %b, %s::double precision) "
+    "ON CONFLICT (id) DO UPDATE SET record = excluded.record, embedding = excluded.embedding, "
+    "story_id = excluded.story_id, published_at = excluded.published_at, "
+    "created_at = excluded.created_at, xact = excluded.xact RETURNING id"
 )
+_STORE_CLAIMED = f"WITH claim AS (DELETE FROM story_claims WHERE id = %s) {_INSERT}"
+# Claims older than this belong to a replica that died between claim and store: swept at start.
+CLAIM_SWEEP_AFTER = timedelta(minutes=10)
 
 
 def _row(row: Sequence[Any]) -> StoredArticle:
@@ -352,9 +371,15 @@ class PgArticleStore:
     # 200 (benchmarks/backends.py, which also measures this value).
     EF_SEARCH = 400
     EF_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
+    # Claims an article makes before it decides under the locks instead (`ingest_linked`); 0: the
+    # locks from search to commit for every article (the first design, which benchmarks compare).
+    OPTIMISTIC_TRIES = 3
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
         self.url = url
+        # How ingests were stored: first claim, a later claim, or under the locks (benchmarks, tests).
+        self.ingest_outcomes: Counter[str] = Counter()
+        self._outcomes_lock = threading.Lock()
         migrate(url)  # before the pool: its configure hook needs the vector type to exist
         try:
             with psycopg.connect(url, connect_timeout=10) as conn:
@@ -386,6 +411,13 @@ class PgArticleStore:
         except PoolTimeout as error:
             self.pool.close()
             raise StoreError(f"cannot open the article store: {error}") from error
+        swept = self._query(
+            "WITH gone AS (DELETE FROM story_claims WHERE created_at < now() - %s RETURNING 1) "
+            "SELECT count(*) FROM gone",
+            (CLAIM_SWEEP_AFTER,),
+        )[0][0]
+        if swept:
+            logger.warning("article store: swept %d story claims a stopped replica left", swept)
         logger.info("article store: PostgreSQL, schema %d, %d articles", SCHEMA_VERSION, self.count())
 
     # --- reads ------------------------------------------------------------------------------
@@ -499,57 +531,181 @@ class PgArticleStore:
         """Decide each new article's story and duplicate with ``link`` and store it, atomically
         with respect to every other replica; returns (the stored row, created) per article.
 
-        ``link(article, candidates)`` gets the exact nearest stored neighbours published within
-        ``window`` of the article (undated ones by ingest time) and returns (story id,
-        duplicate_of). It runs under the bucket locks, so it must be quick and must not touch the
-        database. Articles already stored come back as stored, with created False.
+        ``link(article, candidates)`` gets the `CANDIDATES` exact nearest stored neighbours
+        published within ``window`` of the article (undated ones by ingest time) and returns
+        (story id, duplicate_of). It must not touch the database; it may be called more than
+        once for an article. Articles already stored come back as stored, with created False.
+
+        Optimistic: the candidates are read and ``link`` runs without any lock; one statement then
+        takes the window's locks, checks that no row the read could not see has landed within the
+        farthest candidate's distance (else the decision could differ), inserts and commits. On a
+        change the new rows join the candidates and the article tries again; after
+        `OPTIMISTIC_TRIES` it decides under the locks (`_ingest_locked`). The locks are held for
+        that one statement and its commit, not for the search or the model, so replicas ingesting
+        the same days no longer queue behind each other's decisions.
         """
         now = datetime.now(UTC)
-        keys = sorted({key for a in articles for key in lock_keys(a.published_at or now, window)})
-        out: list[tuple[StoredArticle, bool]] = []
         try:
-            with self.pool.connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
-                for key in keys:  # ascending: two transactions never wait on each other in a cycle
-                    cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (INGEST_LOCK_NS, key))
-                # Exact scans in the window: the HNSW index would post-filter it and miss
-                # neighbours (measured: a split story with one process). Bitmap btree scans remain.
-                cur.execute("SET LOCAL enable_indexscan = off")
-                for article in articles:
-                    cur.execute(f"SELECT {_COLUMNS} FROM articles WHERE id = %s", (article.id,))
-                    found = cur.fetchone()
-                    if found is not None:
-                        out.append((_row(found), False))
-                        continue
-                    candidates = self._window_neighbours(cur, article, now, window)
-                    story_id, duplicate_of = link(article, candidates)
-                    stored = _with(article, story_id, duplicate_of, now)
-                    cur.execute(_INSERT, _params(stored))
-                    if cur.fetchone() is not None:
-                        out.append((stored, True))
-                    else:  # its canonical URL is stored under another id (cannot happen today)
-                        cur.execute(
-                            f"SELECT {_COLUMNS} FROM articles WHERE canonical_url = %s",
-                            (article.canonical_url,),
-                        )
-                        row = cur.fetchone()
-                        out.append((_row(row) if row else stored, False))
+            if not self.OPTIMISTIC_TRIES:  # the first design, kept for comparison (benchmarks)
+                self._count("locked", len(articles))
+                return self._ingest_locked(articles, link, window, now)
+            seen, stored, candidates = self._read_windows(articles, now, window)
+            out: list[tuple[StoredArticle, bool]] = []
+            for article in articles:
+                if article.id in stored:
+                    out.append((stored[article.id], False))
+                    continue
+                outcome = self._ingest_optimistic(article, link, window, now, seen, candidates[article.id])
+                if outcome is None:
+                    self._count("locked")
+                    outcome = self._ingest_locked([article], link, window, now)[0]
+                if outcome[1]:
+                    stored[article.id] = outcome[0]  # a second copy in this batch is not new
+                out.append(outcome)
         except (psycopg.Error, PoolTimeout) as error:
             raise StoreError(f"article store: cannot write: {_one_line(error)}") from error
         return out
 
+    def _count(self, outcome: str, n: int = 1) -> None:
+        with self._outcomes_lock:
+            self.ingest_outcomes[outcome] += n
+
+    def _ingest_optimistic(
+        self,
+        article: StoredArticle,
+        link: LinkFn,
+        window: timedelta,
+        now: datetime,
+        seen: str,
+        candidates: list[tuple[KnownArticle, float]],
+    ) -> tuple[StoredArticle, bool] | None:
+        """Up to `OPTIMISTIC_TRIES` claims; None when every one found its window changed."""
+        moment = article.published_at or now
+        keys = sorted(lock_keys(moment, window))
+        vector = np.asarray(article.embedding, dtype=np.float32)
+        for attempt in range(self.OPTIMISTIC_TRIES):
+            story_id, duplicate_of = link(article, [known for known, _ in candidates])
+            stored = _with(article, story_id, duplicate_of, now)
+            # Past the K-th neighbour a new row cannot enter the candidates; short of K, any can.
+            reach = candidates[-1][1] if len(candidates) >= CANDIDATES else None
+            claim = [article.id, Jsonb(article.record), vector, story_id, article.published_at, now]
+            window_check = [INGEST_LOCK_NS, keys, seen, moment - window, moment + window, vector, reach]
+            with self.pool.connection() as conn, conn.cursor(binary=True) as cur:
+                cur.execute(_CLAIM, [*claim, *window_check])
+                if cur.fetchone() is not None:  # claimed and committed: the locks are free again
+                    cur.execute(_STORE_CLAIMED, [article.id, *_params(stored)])
+                    self._count("first_try" if attempt == 0 else "retried")
+                    if cur.fetchone() is not None:
+                        return stored, True
+                cur.execute(f"SELECT {_COLUMNS} FROM articles WHERE id = %s", (article.id,))
+                found = cur.fetchone()
+                if found is not None:  # stored meanwhile (a URL variant from another replica)
+                    return _row(found), False
+            if attempt + 1 < self.OPTIMISTIC_TRIES:
+                seen, fresh = self._read_window_changes(article, now, window, seen)
+                merged = {known.article.id: (known, d) for known, d in candidates + fresh}
+                candidates = _nearest_first(merged)
+        return None
+
+    def _read_windows(
+        self, articles: Sequence[StoredArticle], now: datetime, window: timedelta
+    ) -> tuple[str, dict[str, StoredArticle], dict[str, list[tuple[KnownArticle, float]]]]:
+        """One snapshot: its text, the articles already stored, each new one's window neighbours."""
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            seen = _snapshot(cur)
+            cur.execute(f"SELECT {_COLUMNS} FROM articles WHERE id = ANY(%s)", ([a.id for a in articles],))
+            stored = {row.id: row for row in map(_row, cur.fetchall())}
+            candidates = {
+                a.id: self._window_neighbours(cur, a, now, window) for a in articles if a.id not in stored
+            }
+        return seen, stored, candidates
+
+    def _read_window_changes(
+        self, article: StoredArticle, now: datetime, window: timedelta, seen: str
+    ) -> tuple[str, list[tuple[KnownArticle, float]]]:
+        """A new snapshot, and the nearest rows in the window it sees that ``seen`` did not."""
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            now_seen = _snapshot(cur)
+            return now_seen, self._window_neighbours(cur, article, now, window, unseen_by=seen)
+
+    def _ingest_locked(
+        self, articles: Sequence[StoredArticle], link: LinkFn, window: timedelta, now: datetime
+    ) -> list[tuple[StoredArticle, bool]]:
+        """The pessimistic path: the window's locks held from the neighbour search to the commit."""
+        keys = sorted({key for a in articles for key in lock_keys(a.published_at or now, window)})
+        out: list[tuple[StoredArticle, bool]] = []
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
+            for key in keys:  # ascending: two transactions never wait on each other in a cycle
+                cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (INGEST_LOCK_NS, key))
+            for article in articles:
+                cur.execute(f"SELECT {_COLUMNS} FROM articles WHERE id = %s", (article.id,))
+                found = cur.fetchone()
+                if found is not None:
+                    out.append((_row(found), False))
+                    continue
+                neighbours = self._window_neighbours(cur, article, now, window)
+                story_id, duplicate_of = link(article, [known for known, _ in neighbours])
+                stored = _with(article, story_id, duplicate_of, now)
+                cur.execute(_STORE_CLAIMED, [article.id, *_params(stored)])
+                if cur.fetchone() is not None:
+                    out.append((stored, True))
+                else:  # its canonical URL is stored under another id (cannot happen today)
+                    cur.execute(
+                        f"SELECT {_COLUMNS} FROM articles WHERE canonical_url = %s", (article.canonical_url,)
+                    )
+                    row = cur.fetchone()
+                    out.append((_row(row) if row else stored, False))
+        return out
+
     @staticmethod
     def _window_neighbours(
-        cur: psycopg.Cursor[Any], article: StoredArticle, now: datetime, window: timedelta
-    ) -> list[KnownArticle]:
+        cur: psycopg.Cursor[Any],
+        article: StoredArticle,
+        now: datetime,
+        window: timedelta,
+        *,
+        unseen_by: str | None = None,
+    ) -> list[tuple[KnownArticle, float]]:
+        """The `CANDIDATES` nearest articles and claims published within ``window`` of
+        ``article`` (undated ones by ingest time), with their cosine distance, nearest first; only
+        rows the snapshot ``unseen_by`` did not see, when given. An exact scan: the HNSW index
+        would post-filter the window and miss neighbours (measured: a story split in two)."""
         moment = article.published_at or now
         vector = np.asarray(article.embedding, dtype=np.float32)
-        cur.execute(
-            f"SELECT {_COLUMNS} FROM articles WHERE "
-            "(published_at BETWEEN %s AND %s) OR (published_at IS NULL AND created_at BETWEEN %s AND %s) "
-            "ORDER BY embedding <=> %b LIMIT %s",
-            (moment - window, moment + window, moment - window, moment + window, vector, CANDIDATES),
+        in_window = sql.SQL(
+            "((published_at BETWEEN %(low)s AND %(high)s)"
+            " OR (published_at IS NULL AND created_at BETWEEN %(low)s AND %(high)s))"
+            " AND id <> %(self)s"  # its own claim, left by a replica that died before storing it
         )
-        return [_known(_row(row)) for row in cur.fetchall()]
+        if unseen_by is not None:
+            in_window += sql.SQL(
+                " AND xact >= pg_snapshot_xmin(%(seen)s::pg_snapshot)"
+                " AND NOT pg_visible_in_snapshot(xact, %(seen)s::pg_snapshot)"
+            )
+        cur.execute("SET LOCAL enable_indexscan = off")  # bitmap scans of the btrees remain
+        cur.execute(
+            sql.SQL(
+                "SELECT id, record, embedding, story_id, embedding <=> %(probe)b AS distance "
+                "FROM articles WHERE {where} UNION ALL "
+                "SELECT id, record, embedding, story_id, embedding <=> %(probe)b "
+                "FROM story_claims WHERE {where} ORDER BY distance LIMIT %(k)s"
+            ).format(where=in_window),
+            {
+                "probe": vector,
+                "low": moment - window,
+                "high": moment + window,
+                "seen": unseen_by,
+                "self": article.id,
+                "k": CANDIDATES,
+            },
+        )
+        neighbours = {
+            id_: (KnownArticle(article_from_record(record), embedding, story_id), float(distance))
+            for id_, record, embedding, story_id, distance in cur.fetchall()
+        }  # an article and its claim are never both visible, but a take-over could show both
+        return _nearest_first(neighbours)
 
     # --- the editors' workspace ------------------------------------------------------------
 
@@ -761,3 +917,17 @@ class PgArticleStore:
 
 def _with(article: StoredArticle, story_id: str, duplicate_of: str | None, now: datetime) -> StoredArticle:
     return replace(article, story_id=story_id, duplicate_of=duplicate_of, created_at=now)
+
+
+def _snapshot(cur: psycopg.Cursor[Any]) -> str:
+    """The transaction's snapshot (``xmin:xmax:xip,...``) as text, to hand to a later statement."""
+    cur.execute("SELECT pg_current_snapshot()::text")
+    row = cur.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _nearest_first(
+    candidates: dict[str, tuple[KnownArticle, float]],
+) -> list[tuple[KnownArticle, float]]:
+    return sorted(candidates.values(), key=lambda item: (item[1], item[0].article.id))[:CANDIDATES]

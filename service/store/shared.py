@@ -1,7 +1,8 @@
 """What a store shared by many replicas (PostgreSQL) offers beyond `base.ArticleStore`.
 
-With such a store a replica keeps no index or story state of its own: the store searches, decides
-stories inside its own transaction (so replicas agree), and holds the live model version.
+With such a store a replica keeps no index or story state of its own: the store searches, records
+each story decision atomically with respect to every other replica (so replicas agree), and holds
+the live model version.
 """
 
 from __future__ import annotations
