@@ -257,10 +257,17 @@ def ready_in_child(kind: str, where: str) -> dict[str, Any]:
 # --- ingest throughput --------------------------------------------------------------------------
 
 
-def fresh_articles(n: int, seed: int, offset: int) -> list[Any]:
+def fresh_articles(n: int, seed: int, offset: int, live: bool = False) -> list[Any]:
+    """``n`` new articles dated anywhere in the archive's two years or, ``live``, all within the
+    day after it (a live feed: every article's story window is the same few days)."""
     vectors, records, dates = corpus(n, 500, seed)
+    if live:
+        rng = np.random.default_rng(seed)
+        end = T0 + timedelta(days=SPAN_DAYS)
+        dates = [end + timedelta(seconds=int(s)) for s in rng.integers(0, 86400, n)]
     for i, record in enumerate(records):
         record["webUrl"] = f"https://ingest.example/{seed}/{i}"
+        record["publishedDateTime"] = dates[i].isoformat().replace("+00:00", "Z")
     return [stored(offset + i, vectors[i], records[i], dates[i]) for i in range(n)]
 
 
@@ -272,19 +279,30 @@ def cosine_link(article: Any, candidates: Sequence[Any]) -> tuple[str, str | Non
     return article.story_id, None
 
 
-def ingest_postgres(url: str, articles: Sequence[Any], clients: int, start_at: float = 0.0) -> float:
+def ingest_postgres(
+    url: str,
+    articles: Sequence[Any],
+    clients: int,
+    start_at: float = 0.0,
+    window: timedelta = WINDOW,
+    locked: bool = False,
+) -> tuple[float, dict[str, int]]:
     """Articles/s through ``clients`` threads, timed from ``start_at`` (epoch seconds; now if past)
-    with every pooled connection already open."""
+    with every pooled connection already open, each article linked within ``window``; and how
+    the store stored them (first claim, a later claim, under the locks). ``locked``: the first
+    design, the window's locks held from search to commit for every article."""
     from service.store.postgres import PgArticleStore
 
     store = PgArticleStore(url, min_size=clients, max_size=max(2, clients))
+    if locked:
+        store.OPTIMISTIC_TRIES = 0
     try:
         store.pool.wait(timeout=120)
         time.sleep(max(0.0, start_at - time.time()))
         started = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
-            list(pool.map(lambda a: store.ingest_linked([a], cosine_link, WINDOW), articles))
-        return len(articles) / (time.perf_counter() - started)
+            list(pool.map(lambda a: store.ingest_linked([a], cosine_link, window), articles))
+        return len(articles) / (time.perf_counter() - started), dict(store.ingest_outcomes)
     finally:
         store.close()
 
@@ -314,10 +332,13 @@ def ingest_sqlite(store: Any, index: Any, articles: Sequence[Any], clients: int)
     return len(articles) / (time.perf_counter() - started)
 
 
-def _ingest_child(url: str, seed: int, n: int, clients: int, start_at: float) -> dict[str, Any]:
-    articles = fresh_articles(n, seed, 10_000_000 * seed)
-    rate = ingest_postgres(url, articles, clients, start_at)  # all replicas begin together, warmed up
-    return {"articles_per_s": round(rate, 1), "finished_at": time.time()}
+def _ingest_child(
+    url: str, seed: int, n: int, clients: int, start_at: float, live: bool, window: timedelta, locked: bool
+) -> dict[str, Any]:
+    articles = fresh_articles(n, seed, 10_000_000 * seed, live)
+    # All replicas begin together, warmed up.
+    rate, outcomes = ingest_postgres(url, articles, clients, start_at, window, locked)
+    return {"articles_per_s": round(rate, 1), "outcomes": outcomes, "finished_at": time.time()}
 
 
 def cpu_times() -> tuple[int, int]:
@@ -328,17 +349,69 @@ def cpu_times() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
+class WaitSampler:
+    """What the database's client backends are doing, sampled every ``every`` seconds from
+    ``pg_stat_activity`` while the block runs: the share of backend-samples per state.
+
+    ``CPU`` is a backend running a statement; ``Lock:advisory`` one queued for an ingest lock;
+    ``Client:ClientRead`` one idle inside a transaction, waiting for its replica's next statement;
+    ``IO:WALSync`` / ``LWLock:WALWrite`` one waiting for a durable commit. Idle connections
+    between transactions are not counted.
+    """
+
+    QUERY = (
+        "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity "
+        "WHERE backend_type = 'client backend' AND state <> 'idle' AND pid <> pg_backend_pid()"
+    )
+
+    def __init__(self, url: str, every: float = 0.01) -> None:
+        self.url, self.every = url, every
+        self.counts: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> WaitSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self._stop.wait(self.every):
+                for (state,) in conn.execute(self.QUERY).fetchall():
+                    self.counts[state] = self.counts.get(state, 0) + 1
+
+    def shares(self, top: int = 6) -> dict[str, float]:
+        total = sum(self.counts.values()) or 1
+        ranked = sorted(self.counts.items(), key=lambda item: -item[1])[:top]
+        return {state: round(count / total, 3) for state, count in ranked}
+
+
 def replicas_ingest(
-    url: str, replicas: int, per_replica: int, clients: int, seed: int
-) -> tuple[float, float]:
+    url: str,
+    replicas: int,
+    per_replica: int,
+    clients: int,
+    seed: int,
+    live: bool = False,
+    window: timedelta = WINDOW,
+    locked: bool = False,
+) -> dict[str, Any]:
     """``replicas`` processes ingesting at once (started together, after their imports): total
-    articles/s from the common start to the last one's end, and the machine's CPU busy share then
-    (replicas and PostgreSQL together: near 1.0 means the cores, not the design, bound it)."""
+    ``articles_per_s`` from the common start to the last one's end, the machine's ``cpu_busy``
+    share then (replicas and PostgreSQL together: near 1.0 means the cores, not the design, bound
+    it), what the database's backends were waiting on (`WaitSampler`) and the store's outcomes."""
     start_at = time.time() + 20  # after every child has imported and built its articles
     command = [sys.executable, "-m", "benchmarks.backends", "_ingest", url]
+    options = [str(int(live)), str(window.total_seconds()), str(int(locked))]
     children = [
         subprocess.Popen(
-            [*command, str(seed + r), str(per_replica), str(clients), str(start_at)],
+            [*command, str(seed + r), str(per_replica), str(clients), str(start_at), *options],
             cwd=REPO,
             stdout=subprocess.PIPE,
             text=True,
@@ -347,10 +420,23 @@ def replicas_ingest(
     ]
     time.sleep(max(0.0, start_at - time.time()))
     busy0, total0 = cpu_times()
-    outputs = [child.communicate(timeout=1800)[0] for child in children]
+    with WaitSampler(url) as waits:
+        outputs = [child.communicate(timeout=1800)[0] for child in children]
     busy1, total1 = cpu_times()
-    ends = [json.loads(out.strip().splitlines()[-1])["finished_at"] for out in outputs]
-    return replicas * per_replica / (max(ends) - start_at), (busy1 - busy0) / max(1, total1 - total0)
+    reports = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+    outcomes: dict[str, int] = {}
+    for report in reports:
+        for outcome, count in report["outcomes"].items():
+            outcomes[outcome] = outcomes.get(outcome, 0) + count
+    return {
+        "articles_per_s": round(
+            replicas * per_replica / (max(r["finished_at"] for r in reports) - start_at), 1
+        ),
+        "clients_each": clients,
+        "cpu_busy": round((busy1 - busy0) / max(1, total1 - total0), 3),
+        "database_backends": waits.shares(),
+        "stored": outcomes,
+    }
 
 
 # --- one size -------------------------------------------------------------------------------------
@@ -467,12 +553,11 @@ def run_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         postgres["ingest_articles_per_s"] = {}
         for c in (1, 8, 32):
             batch = fresh_articles(args.ingest, 200 + c, 30_000_000 + c * 100_000)
-            postgres["ingest_articles_per_s"][str(c)] = round(ingest_postgres(url, batch, c), 1)
+            postgres["ingest_articles_per_s"][str(c)] = round(ingest_postgres(url, batch, c)[0], 1)
         per = args.ingest
-        one, one_busy = replicas_ingest(url, 1, per, 16, 300)
-        two, two_busy = replicas_ingest(url, 2, per, 8, 400)
-        postgres["replicas_ingest_articles_per_s"] = {"1": round(one, 1), "2": round(two, 1)}
-        postgres["replicas_cpu_busy"] = {"1": round(one_busy, 3), "2": round(two_busy, 3)}
+        one, two = replicas_ingest(url, 1, per, 16, 300), replicas_ingest(url, 2, per, 8, 400)
+        postgres["replicas_ingest_articles_per_s"] = {"1": one["articles_per_s"], "2": two["articles_per_s"]}
+        postgres["replicas_cpu_busy"] = {"1": one["cpu_busy"], "2": two["cpu_busy"]}
         postgres["start"] = ready_in_child("postgres", url)
     finally:
         server.stop()
@@ -492,7 +577,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(out))
         return
     if argv and argv[0] == "_ingest":  # child: one replica's ingest load
-        child = _ingest_child(argv[1], int(argv[2]), int(argv[3]), int(argv[4]), float(argv[5]))
+        child = _ingest_child(
+            argv[1],
+            int(argv[2]),
+            int(argv[3]),
+            int(argv[4]),
+            float(argv[5]),
+            argv[6] == "1",
+            timedelta(seconds=float(argv[7])),
+            argv[8] == "1",
+        )
         print(json.dumps(child))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -3,12 +3,20 @@
 ``python -m benchmarks.pg_replicas --articles 100000 --replicas 1,2,4``
 
 The same measurement as `benchmarks.backends` (``replicas_ingest``: processes started together,
-one article per transaction, the story decision under its window's advisory lock, a durable
-commit; vectors precomputed and a cosine stand-in for the pair scorer), on a database already
-holding ``--articles`` rows with their HNSW index, with the same total number of client threads
-split over the replicas. Beside each rate: how busy the machine's CPUs were during it (replicas
-and the PostgreSQL server together), so a flat curve can be read as "cores full" or "design".
-Run it on machines with different core counts to see what bounds the 2-replica figure.
+one article per call of `PgArticleStore.ingest_linked`, a durable commit; vectors precomputed and
+a cosine stand-in for the pair scorer), on a database already holding ``--articles`` rows with
+their HNSW index, with the same total number of client threads split over the replicas. By
+default the new articles are a live feed (all published within one day, so every story window
+overlaps, as in production) and the story window is the service's 30 days.
+
+Each replica count runs with both ingest designs (``--designs``): ``optimistic``, the store's
+(decide without a lock, then one short locked statement checks the window and records a claim),
+and ``locked``, the first design (the window's locks held from search to commit). Beside each
+rate: how busy the machine's CPUs were (replicas and the PostgreSQL server together), what the
+database's backends were doing (sampled from ``pg_stat_activity``: on CPU, queued on the ingest
+locks, waiting for their replica, for a commit's flush) and how the store stored the articles,
+so a flat curve can be read as "cores full" or "design". Run it on machines with different core
+counts to see what bounds the 2-replica figure.
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ import os
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from benchmarks.backends import corpus, replicas_ingest, stored
 from benchmarks.common import REPO, emit
@@ -31,6 +41,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", default="1,2,4", help="comma-separated replica counts")
     parser.add_argument("--per-replica", type=int, default=300, help="articles each replica ingests")
     parser.add_argument("--clients", type=int, default=16, help="client threads in all, split over replicas")
+    parser.add_argument(
+        "--dates",
+        choices=("live", "spread"),
+        default="live",
+        help="new articles dated within one day (a live feed: every story window overlaps, as in "
+        "production) or spread over the archive's two years (windows rarely overlap)",
+    )
+    parser.add_argument(
+        "--window-days", type=float, default=30.0, help="story window (the service's default: 30 days)"
+    )
+    parser.add_argument(
+        "--designs",
+        default="optimistic,locked",
+        help="comma-separated: optimistic (the store's ingest) and/or locked (the first design: the "
+        "window's locks from search to commit), each run on the same database, one after the other",
+    )
     parser.add_argument(
         "--no-hnsw", action="store_true", help="ingest without the HNSW index (is its insert the bound?)"
     )
@@ -63,19 +89,31 @@ def main(argv: list[str] | None = None) -> int:
                 conn.execute("VACUUM ANALYZE articles")
             loaded_s = time.perf_counter() - started
             print(f"loaded {args.articles} rows in {loaded_s:.0f} s", file=sys.stderr, flush=True)
-            runs = {}
+            with psycopg.connect(server.url, autocommit=True) as conn:
+                loaded_seq = conn.execute("SELECT max(seq) FROM articles").fetchone()[0]
+            designs = args.designs.split(",")
+            runs: dict[str, dict[str, Any]] = {design: {} for design in designs}
+            # Replica counts outer, designs inner, each run on the loaded archive alone (the rows
+            # the previous run ingested deleted), so neither design sees a fuller window.
             for i, replicas in enumerate(int(r) for r in args.replicas.split(",")):
-                clients = max(1, args.clients // replicas)
-                rate, busy = replicas_ingest(server.url, replicas, args.per_replica, clients, 1000 + 100 * i)
-                runs[str(replicas)] = {
-                    "articles_per_s": round(rate, 1),
-                    "clients_each": clients,
-                    "cpu_busy": round(busy, 3),
-                }
-                print(json.dumps({replicas: runs[str(replicas)]}), file=sys.stderr, flush=True)
+                for design in designs:
+                    run = replicas_ingest(
+                        server.url,
+                        replicas,
+                        args.per_replica,
+                        max(1, args.clients // replicas),
+                        1000 + 100 * i,
+                        live=args.dates == "live",
+                        window=timedelta(days=args.window_days),
+                        locked=design == "locked",
+                    )
+                    runs[design][str(replicas)] = run
+                    print(json.dumps({design: {replicas: run}}), file=sys.stderr, flush=True)
+                    with psycopg.connect(server.url, autocommit=True) as conn:
+                        conn.execute("DELETE FROM articles WHERE seq > %s", (loaded_seq,))
+                        conn.execute("VACUUM articles")
         finally:
             server.stop()
-    base = runs[min(runs, key=int)]["articles_per_s"]
     report = {
         "benchmark": "pg_replicas",
         "command": "python -m benchmarks.pg_replicas " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -83,8 +121,21 @@ def main(argv: list[str] | None = None) -> int:
         "postgres": "pgserver 0.1.4: PostgreSQL 16.2, pgvector 0.6.2, fsync on, shared_buffers 128MB",
         "articles_before": args.articles,
         "hnsw_index": not args.no_hnsw,
-        "replicas": runs,
-        "speedup_over_one": {r: round(run["articles_per_s"] / base, 2) for r, run in runs.items()},
+        "dates": args.dates,
+        "window_days": args.window_days,
+        "designs": runs,
+        "speedup_over_one": {
+            design: {
+                r: round(run["articles_per_s"] / by[min(by, key=int)]["articles_per_s"], 2)
+                for r, run in by.items()
+            }
+            for design, by in runs.items()
+        },
+        "optimistic_over_locked": {
+            r: round(runs["optimistic"][r]["articles_per_s"] / runs["locked"][r]["articles_per_s"], 2)
+            for r in runs.get("optimistic", {})
+            if r in runs.get("locked", {})
+        },
     }
     emit(report, args.out)
     return 0
