@@ -256,7 +256,7 @@ def test_an_article_whose_window_keeps_changing_is_decided_under_the_locks(pg_ur
         store.close()
 
 
-def test_a_claim_left_by_a_dead_replica_is_taken_over_or_swept(pg_url):
+def test_a_claim_left_by_a_dead_replica_is_taken_over_ignored_once_stale_and_swept(pg_url):
     import psycopg
     from psycopg.types.json import Jsonb
 
@@ -273,6 +273,11 @@ def test_a_claim_left_by_a_dead_replica_is_taken_over_or_swept(pg_url):
                 )
         ((stored, created),) = store.ingest_linked([orphan], _join_nearest, WINDOW)
         assert created and stored.story_id == store.get(orphan.id).story_id == "story-orphan"
+        # The stale claim's story is not offered to a same-story article (its replica is gone).
+        ((stored, created),) = store.ingest_linked(
+            [_live("after", _direction(51) + 0.05 * _direction(52))], _join_nearest, WINDOW
+        )
+        assert created and stored.story_id == "story-after"
         reopened = PgArticleStore(pg_url)  # a replica starting sweeps the claims older than 10 min
         reopened.close()
         with psycopg.connect(pg_url) as conn:

@@ -10,8 +10,8 @@ tables and the live model version (`meta`). Three things make replicas agree:
   `ingest_linked` reads an article's exact neighbours in its window under one snapshot and lets
   the model decide (`link`) holding no lock. One statement then takes the locks and checks,
   through ``ingest_window_unchanged`` (migration 0005), that no row the snapshot missed has landed
-  within the farthest candidate's distance; if so it records the decision as a *claim* and
-  commits, which frees the locks. The article row (its HNSW insert costs milliseconds) is stored
+  within the farthest candidate's distance; when none has, it records the decision as a *claim*
+  and commits, which frees the locks. The article row (its HNSW insert costs milliseconds) is stored
   next, deleting its claim in the same transaction, before the caller answers. Candidates are
   read from articles and claims alike, so a decision made elsewhere is seen from its claim on.
   A changed window sends the article back to decide again with the new rows; after
@@ -232,7 +232,6 @@ _WRITE_TYPES = ["text", "text", "jsonb", "vector", "text", "jsonb", "text", "tex
                 "text", "timestamptz", "jsonb", "text[]", "float4"]  # fmt: skip
 _VALUES = "%s, %s, %s, %b, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
 _INSERT = f"INSERT INTO articles ({_WRITE_COLUMNS}) VALUES ({_VALUES}) ON CONFLICT DO NOTHING RETURNING id"
-# The optimistic ingest's one statement: the window's locks, the check, the insert (migration 0005).
 # The optimistic ingest (migration 0005). Under the window's locks, one statement: the check and
 # the claim (taking over one a dead replica left). After the locks: the article, and its claim gone.
 _CLAIM = (
@@ -244,8 +243,9 @@ _CLAIM = (
     "created_at = excluded.created_at, xact = excluded.xact RETURNING id"
 )
 _STORE_CLAIMED = f"WITH claim AS (DELETE FROM story_claims WHERE id = %s) {_INSERT}"
-# Claims older than this belong to a replica that died between claim and store: swept at start.
-CLAIM_SWEEP_AFTER = timedelta(minutes=10)
+# A claim older than this belongs to a replica that died between claim and store: it is no
+# longer a story candidate, and a replica starting sweeps it.
+CLAIM_LIFETIME = timedelta(minutes=10)
 
 
 def _row(row: Sequence[Any]) -> StoredArticle:
@@ -414,7 +414,7 @@ class PgArticleStore:
         swept = self._query(
             "WITH gone AS (DELETE FROM story_claims WHERE created_at < now() - %s RETURNING 1) "
             "SELECT count(*) FROM gone",
-            (CLAIM_SWEEP_AFTER,),
+            (CLAIM_LIFETIME,),
         )[0][0]
         if swept:
             logger.warning("article store: swept %d story claims a stopped replica left", swept)
@@ -594,8 +594,8 @@ class PgArticleStore:
                 cur.execute(_CLAIM, [*claim, *window_check])
                 if cur.fetchone() is not None:  # claimed and committed: the locks are free again
                     cur.execute(_STORE_CLAIMED, [article.id, *_params(stored)])
-                    self._count("first_try" if attempt == 0 else "retried")
                     if cur.fetchone() is not None:
+                        self._count("first_try" if attempt == 0 else "retried")
                         return stored, True
                 cur.execute(f"SELECT {_COLUMNS} FROM articles WHERE id = %s", (article.id,))
                 found = cur.fetchone()
@@ -690,7 +690,8 @@ class PgArticleStore:
                 "SELECT id, record, embedding, story_id, embedding <=> %(probe)b AS distance "
                 "FROM articles WHERE {where} UNION ALL "
                 "SELECT id, record, embedding, story_id, embedding <=> %(probe)b "
-                "FROM story_claims WHERE {where} ORDER BY distance LIMIT %(k)s"
+                "FROM story_claims WHERE {where} AND created_at > now() - %(lifetime)s "
+                "ORDER BY distance LIMIT %(k)s"
             ).format(where=in_window),
             {
                 "probe": vector,
@@ -698,6 +699,7 @@ class PgArticleStore:
                 "high": moment + window,
                 "seen": unseen_by,
                 "self": article.id,
+                "lifetime": CLAIM_LIFETIME,
                 "k": CANDIDATES,
             },
         )

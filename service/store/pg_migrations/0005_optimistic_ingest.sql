@@ -13,7 +13,8 @@ CREATE INDEX articles_xact ON articles (xact);
 -- Decided, not yet stored: a claim is committed under the window's locks and deleted in the
 -- transaction that inserts its article, so a snapshot sees an article either as its claim or as
 -- its row. Story candidates are read from both tables. A claim left by a replica that died
--- between the two is taken over when the article is posted again, and swept at start.
+-- between the two is taken over when the article is posted again, stops being a candidate after
+-- ten minutes (CLAIM_LIFETIME) and is swept when a replica starts.
 CREATE TABLE story_claims (
     id           text PRIMARY KEY,
     record       jsonb NOT NULL,
