@@ -377,8 +377,10 @@ class PgArticleStore:
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
         self.url = url
-        # How ingests were stored: first claim, a later claim, or under the locks (benchmarks, tests).
+        # How ingests were stored: first claim, a later claim, or under the locks; and the seconds
+        # spent in statements that hold the window's locks, lock waits included (benchmarks, tests).
         self.ingest_outcomes: Counter[str] = Counter()
+        self.lock_seconds = 0.0
         self._outcomes_lock = threading.Lock()
         migrate(url)  # before the pool: its configure hook needs the vector type to exist
         try:
@@ -570,6 +572,10 @@ class PgArticleStore:
         with self._outcomes_lock:
             self.ingest_outcomes[outcome] += n
 
+    def _held(self, since: float) -> None:
+        with self._outcomes_lock:
+            self.lock_seconds += time.perf_counter() - since
+
     def _ingest_optimistic(
         self,
         article: StoredArticle,
@@ -591,8 +597,11 @@ class PgArticleStore:
             claim = [article.id, Jsonb(article.record), vector, story_id, article.published_at, now]
             window_check = [INGEST_LOCK_NS, keys, seen, moment - window, moment + window, vector, reach]
             with self.pool.connection() as conn, conn.cursor(binary=True) as cur:
+                started = time.perf_counter()
                 cur.execute(_CLAIM, [*claim, *window_check])
-                if cur.fetchone() is not None:  # claimed and committed: the locks are free again
+                claimed = cur.fetchone() is not None
+                self._held(started)
+                if claimed:  # and committed: the locks are free again
                     cur.execute(_STORE_CLAIMED, [article.id, *_params(stored)])
                     if cur.fetchone() is not None:
                         self._count("first_try" if attempt == 0 else "retried")
@@ -636,28 +645,36 @@ class PgArticleStore:
         """The pessimistic path: the window's locks held from the neighbour search to the commit."""
         keys = sorted({key for a in articles for key in lock_keys(a.published_at or now, window)})
         out: list[tuple[StoredArticle, bool]] = []
-        with self.pool.connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
-            for key in keys:  # ascending: two transactions never wait on each other in a cycle
-                cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (INGEST_LOCK_NS, key))
-            for article in articles:
-                cur.execute(f"SELECT {_COLUMNS} FROM articles WHERE id = %s", (article.id,))
-                found = cur.fetchone()
-                if found is not None:
-                    out.append((_row(found), False))
-                    continue
-                neighbours = self._window_neighbours(cur, article, now, window)
-                story_id, duplicate_of = link(article, [known for known, _ in neighbours])
-                stored = _with(article, story_id, duplicate_of, now)
-                cur.execute(_STORE_CLAIMED, [article.id, *_params(stored)])
-                if cur.fetchone() is not None:
-                    out.append((stored, True))
-                else:  # its canonical URL is stored under another id (cannot happen today)
-                    cur.execute(
-                        f"SELECT {_COLUMNS} FROM articles WHERE canonical_url = %s", (article.canonical_url,)
+        with self.pool.connection() as conn, conn.cursor(binary=True) as cur:
+            started = time.perf_counter()
+            try:
+                with conn.transaction():
+                    for key in keys:  # ascending: two transactions never wait on each other in a cycle
+                        cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (INGEST_LOCK_NS, key))
+                    out.extend(
+                        self._decide_and_store(cur, article, link, window, now) for article in articles
                     )
-                    row = cur.fetchone()
-                    out.append((_row(row) if row else stored, False))
+            finally:
+                self._held(started)
         return out
+
+    def _decide_and_store(
+        self, cur: psycopg.Cursor[Any], article: StoredArticle, link: LinkFn, window: timedelta, now: datetime
+    ) -> tuple[StoredArticle, bool]:
+        cur.execute(f"SELECT {_COLUMNS} FROM articles WHERE id = %s", (article.id,))
+        found = cur.fetchone()
+        if found is not None:
+            return _row(found), False
+        neighbours = self._window_neighbours(cur, article, now, window)
+        story_id, duplicate_of = link(article, [known for known, _ in neighbours])
+        stored = _with(article, story_id, duplicate_of, now)
+        cur.execute(_STORE_CLAIMED, [article.id, *_params(stored)])
+        if cur.fetchone() is not None:
+            return stored, True
+        # Its canonical URL is stored under another id (cannot happen today).
+        cur.execute(f"SELECT {_COLUMNS} FROM articles WHERE canonical_url = %s", (article.canonical_url,))
+        row = cur.fetchone()
+        return (_row(row) if row else stored), False
 
     @staticmethod
     def _window_neighbours(
