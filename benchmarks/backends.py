@@ -288,11 +288,13 @@ def ingest_postgres(
     start_at: float = 0.0,
     window: timedelta = WINDOW,
     locked: bool = False,
-) -> tuple[float, dict[str, int]]:
-    """Articles/s through ``clients`` threads, timed from ``start_at`` (epoch seconds; now if past)
-    with every pooled connection already open, each article linked within ``window``; and how
-    the store stored them (first claim, a later claim, under the locks). ``locked``: the first
-    design, the window's locks held from search to commit for every article."""
+) -> dict[str, Any]:
+    """``articles_per_s`` through ``clients`` threads, timed from ``start_at`` (epoch seconds; now
+    if past) with every pooled connection already open, each article linked within ``window``;
+    how the store ``stored`` them (first claim, a later claim, under the locks); and
+    ``lock_ms_per_article``, the time in statements holding the window's locks (waits included:
+    with one client, the serial part of each ingest). ``locked``: the first design, the window's
+    locks held from search to commit for every article."""
     from service.store.postgres import PgArticleStore
 
     store = PgArticleStore(url, min_size=clients, max_size=max(2, clients))
@@ -304,7 +306,12 @@ def ingest_postgres(
         started = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
             list(pool.map(lambda a: store.ingest_linked([a], cosine_link, window), articles))
-        return len(articles) / (time.perf_counter() - started), dict(store.ingest_outcomes)
+        elapsed = time.perf_counter() - started
+        return {
+            "articles_per_s": round(len(articles) / elapsed, 1),
+            "stored": dict(store.ingest_outcomes),
+            "lock_ms_per_article": round(1000 * store.lock_seconds / len(articles), 2),
+        }
     finally:
         store.close()
 
@@ -339,8 +346,7 @@ def _ingest_child(
 ) -> dict[str, Any]:
     articles = fresh_articles(n, seed, 10_000_000 * seed, live)
     # All replicas begin together, warmed up.
-    rate, outcomes = ingest_postgres(url, articles, clients, start_at, window, locked)
-    return {"articles_per_s": round(rate, 1), "outcomes": outcomes, "finished_at": time.time()}
+    return {**ingest_postgres(url, articles, clients, start_at, window, locked), "finished_at": time.time()}
 
 
 def cpu_times() -> tuple[int, int]:
@@ -428,7 +434,7 @@ def replicas_ingest(
     reports = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
     outcomes: dict[str, int] = {}
     for report in reports:
-        for outcome, count in report["outcomes"].items():
+        for outcome, count in report["stored"].items():
             outcomes[outcome] = outcomes.get(outcome, 0) + count
     return {
         "articles_per_s": round(
@@ -555,7 +561,7 @@ def run_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         postgres["ingest_articles_per_s"] = {}
         for c in (1, 8, 32):
             batch = fresh_articles(args.ingest, 200 + c, 30_000_000 + c * 100_000)
-            postgres["ingest_articles_per_s"][str(c)] = round(ingest_postgres(url, batch, c)[0], 1)
+            postgres["ingest_articles_per_s"][str(c)] = ingest_postgres(url, batch, c)["articles_per_s"]
         per = args.ingest
         one, two = replicas_ingest(url, 1, per, 16, 300), replicas_ingest(url, 2, per, 8, 400)
         postgres["replicas_ingest_articles_per_s"] = {"1": one["articles_per_s"], "2": two["articles_per_s"]}

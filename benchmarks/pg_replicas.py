@@ -15,8 +15,10 @@ and ``locked``, the first design (the window's locks held from search to commit)
 rate: how busy the machine's CPUs were (replicas and the PostgreSQL server together), what the
 database's backends were doing (sampled from ``pg_stat_activity``: on CPU, queued on the ingest
 locks, waiting for their replica, for a commit's flush) and how the store stored the articles,
-so a flat curve can be read as "cores full" or "design". Run it on machines with different core
-counts to see what bounds the 2-replica figure.
+so a flat curve can be read as "cores full" or "design". First, each design ingests ``--serial``
+articles with one client alone: the time per article in statements that hold the window's locks
+is then the serial part of an ingest, and its inverse a ceiling no replica count passes. Run it on
+machines with different core counts to see what bounds the 2-replica figure.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.backends import corpus, replicas_ingest, stored
+from benchmarks.backends import corpus, fresh_articles, ingest_postgres, replicas_ingest, stored
 from benchmarks.common import REPO, emit
 
 
@@ -56,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         default="optimistic,locked",
         help="comma-separated: optimistic (the store's ingest) and/or locked (the first design: the "
         "window's locks from search to commit), each run on the same database, one after the other",
+    )
+    parser.add_argument(
+        "--serial", type=int, default=200, help="articles ingested by one client alone, per design"
     )
     parser.add_argument(
         "--no-hnsw", action="store_true", help="ingest without the HNSW index (is its insert the bound?)"
@@ -92,6 +97,24 @@ def main(argv: list[str] | None = None) -> int:
             with psycopg.connect(server.url, autocommit=True) as conn:
                 loaded_seq = conn.execute("SELECT max(seq) FROM articles").fetchone()[0]
             designs = args.designs.split(",")
+            window = timedelta(days=args.window_days)
+            # The serial part of an ingest: one client alone, so the time in statements holding
+            # the window's locks is all holding, no waiting. Its inverse bounds any replica count.
+            serial: dict[str, dict[str, Any]] = {}
+            ingest_postgres(server.url, fresh_articles(args.serial, 800, 80_000_000), 1, window=window)
+            _forget_ingested(server.url, loaded_seq)  # that was a warm-up: caches, connections
+            for design in designs:
+                alone = ingest_postgres(
+                    server.url,
+                    fresh_articles(args.serial, 900, 90_000_000, args.dates == "live"),
+                    1,
+                    window=window,
+                    locked=design == "locked",
+                )
+                alone["ceiling_articles_per_s"] = round(1000 / max(alone["lock_ms_per_article"], 1e-3))
+                serial[design] = alone
+                print(json.dumps({"serial": {design: alone}}), file=sys.stderr, flush=True)
+                _forget_ingested(server.url, loaded_seq)
             runs: dict[str, dict[str, Any]] = {design: {} for design in designs}
             # Replica counts outer, designs inner, each run on the loaded archive alone (the rows
             # the previous run ingested deleted), so neither design sees a fuller window.
@@ -104,14 +127,12 @@ def main(argv: list[str] | None = None) -> int:
                         max(1, args.clients // replicas),
                         1000 + 100 * i,
                         live=args.dates == "live",
-                        window=timedelta(days=args.window_days),
+                        window=window,
                         locked=design == "locked",
                     )
                     runs[design][str(replicas)] = run
                     print(json.dumps({design: {replicas: run}}), file=sys.stderr, flush=True)
-                    with psycopg.connect(server.url, autocommit=True) as conn:
-                        conn.execute("DELETE FROM articles WHERE seq > %s", (loaded_seq,))
-                        conn.execute("VACUUM articles")
+                    _forget_ingested(server.url, loaded_seq)
         finally:
             server.stop()
     report = {
@@ -123,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "hnsw_index": not args.no_hnsw,
         "dates": args.dates,
         "window_days": args.window_days,
+        "serial": serial,
         "designs": runs,
         "speedup_over_one": {
             design: {
@@ -139,6 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     emit(report, args.out)
     return 0
+
+
+def _forget_ingested(url: str, loaded_seq: int) -> None:
+    """Back to the loaded archive, so the next run's windows hold what this one's did."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DELETE FROM articles WHERE seq > %s", (loaded_seq,))
+        conn.execute("VACUUM articles")
 
 
 if __name__ == "__main__":
