@@ -39,7 +39,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -612,8 +612,7 @@ class PgArticleStore:
                     return _row(found), False
             if attempt + 1 < self.OPTIMISTIC_TRIES:
                 seen, fresh = self._read_window_changes(article, now, window, seen)
-                merged = {known.article.id: (known, d) for known, d in candidates + fresh}
-                candidates = _nearest_first(merged)
+                candidates = _nearest_first(candidates + fresh)
         return None
 
     def _read_windows(
@@ -720,11 +719,10 @@ class PgArticleStore:
                 "k": CANDIDATES,
             },
         )
-        neighbours = {
-            id_: (KnownArticle(article_from_record(record), embedding, story_id), float(distance))
-            for id_, record, embedding, story_id, distance in cur.fetchall()
-        }  # an article and its claim are never both visible, but a take-over could show both
-        return _nearest_first(neighbours)
+        return _nearest_first(
+            (KnownArticle(article_from_record(record), embedding, story_id), float(distance))
+            for _, record, embedding, story_id, distance in cur.fetchall()
+        )
 
     # --- the editors' workspace ------------------------------------------------------------
 
@@ -946,7 +944,8 @@ def _snapshot(cur: psycopg.Cursor[Any]) -> str:
     return str(row[0])
 
 
-def _nearest_first(
-    candidates: dict[str, tuple[KnownArticle, float]],
-) -> list[tuple[KnownArticle, float]]:
-    return sorted(candidates.values(), key=lambda item: (item[1], item[0].article.id))[:CANDIDATES]
+def _nearest_first(candidates: Iterable[tuple[KnownArticle, float]]) -> list[tuple[KnownArticle, float]]:
+    """The `CANDIDATES` nearest, one per article: a snapshot never shows an article and its claim
+    together, but a taken-over claim or a re-read after a changed window can repeat one."""
+    unique = {known.article.id: (known, distance) for known, distance in candidates}
+    return sorted(unique.values(), key=lambda item: (item[1], item[0].article.id))[:CANDIDATES]
