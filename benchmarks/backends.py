@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -432,10 +433,6 @@ def replicas_ingest(
         outputs = [child.communicate(timeout=1800)[0] for child in children]
     busy1, total1 = cpu_times()
     reports = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
-    outcomes: dict[str, int] = {}
-    for report in reports:
-        for outcome, count in report["stored"].items():
-            outcomes[outcome] = outcomes.get(outcome, 0) + count
     return {
         "articles_per_s": round(
             replicas * per_replica / (max(r["finished_at"] for r in reports) - start_at), 1
@@ -443,7 +440,7 @@ def replicas_ingest(
         "clients_each": clients,
         "cpu_busy": round((busy1 - busy0) / max(1, total1 - total0), 3),
         "database_backends": waits.shares(),
-        "stored": outcomes,
+        "stored": dict(sum((Counter(report["stored"]) for report in reports), Counter())),
     }
 
 
