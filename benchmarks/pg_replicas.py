@@ -5,9 +5,12 @@
 The same measurement as `benchmarks.backends` (``replicas_ingest``: processes started together,
 one article per call of `PgArticleStore.ingest_linked`, a durable commit; vectors precomputed and
 a cosine stand-in for the pair scorer), on a database already holding ``--articles`` rows with
-their HNSW index, with the same total number of client threads split over the replicas. By
-default the new articles are a live feed (all published within one day, so every story window
-overlaps, as in production) and the story window is the service's 30 days.
+their HNSW index, written in publication order as a live feed lays them down (``--layout``). The
+replicas split ``--clients`` threads (a fixed load: do more processes serve it faster?) or each
+runs ``--clients-per-replica`` (the load grows with the replicas: with one or two per replica, one
+replica leaves cores idle for a second, the case where the CPU allows 2x). By default the new
+articles are a live feed (all published within one day, so every story window overlaps, as in
+production) and the story window is the service's 30 days.
 
 Each replica count runs with both ingest designs (``--designs``): ``optimistic``, the store's
 (decide without a lock, then one short locked statement checks the window and records a claim),
@@ -42,7 +45,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--articles", type=int, default=100_000, help="rows in the database before ingest")
     parser.add_argument("--replicas", default="1,2,4", help="comma-separated replica counts")
     parser.add_argument("--per-replica", type=int, default=300, help="articles each replica ingests")
-    parser.add_argument("--clients", type=int, default=16, help="client threads in all, split over replicas")
+    load = parser.add_mutually_exclusive_group()
+    load.add_argument("--clients", type=int, default=16, help="client threads in all, split over replicas")
+    load.add_argument(
+        "--clients-per-replica",
+        type=int,
+        help="client threads for each replica instead: the offered load grows with the replicas, as "
+        "traffic does behind a load balancer (with few, one replica leaves cores idle for a second)",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=("dated", "random"),
+        default="dated",
+        help="the archive's rows written in publication order, as a live feed lays them down (a "
+        "story window is then a few contiguous pages), or in random date order (an unsorted bulk "
+        "import: about one page read per row in the window)",
+    )
     parser.add_argument(
         "--dates",
         choices=("live", "spread"),
@@ -79,10 +97,11 @@ def main(argv: list[str] | None = None) -> int:
             with psycopg.connect(server.url, autocommit=True) as conn:
                 conn.execute("DROP INDEX articles_embedding_hnsw")  # bulk load first, then build once
             vectors, records, dates = corpus(args.articles, 2000, 0)
+            order = sorted(range(args.articles), key=dates.__getitem__) if args.layout == "dated" else None
             started = time.perf_counter()
             for start in range(0, args.articles, 10_000):
-                end = min(start + 10_000, args.articles)
-                store.bulk_load([stored(i, vectors[i], records[i], dates[i]) for i in range(start, end)])
+                rows = (order or range(args.articles))[start : start + 10_000]
+                store.bulk_load([stored(i, vectors[i], records[i], dates[i]) for i in rows])
             store.close()
             with psycopg.connect(server.url, autocommit=True) as conn:
                 conn.execute("SET maintenance_work_mem = '2GB'")
@@ -126,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                         server.url,
                         replicas,
                         args.per_replica,
-                        max(1, args.clients // replicas),
+                        args.clients_per_replica or max(1, args.clients // replicas),
                         1000 + 100 * i,
                         live=live,
                         window=window,
@@ -143,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 1)},
         "postgres": "pgserver 0.1.4: PostgreSQL 16.2, pgvector 0.6.2, fsync on, shared_buffers 128MB",
         "articles_before": args.articles,
+        "layout": args.layout,
         "hnsw_index": not args.no_hnsw,
         "dates": args.dates,
         "window_days": args.window_days,
