@@ -7,8 +7,8 @@ one article per call of `PgArticleStore.ingest_linked`, a durable commit; vector
 a cosine stand-in for the pair scorer), on a database already holding ``--articles`` rows with
 their HNSW index, written in publication order as a live feed lays them down (``--layout``). The
 replicas split ``--clients`` threads (a fixed load: do more processes serve it faster?) or each
-runs ``--clients-per-replica`` (the load grows with the replicas: with one or two per replica, one
-replica leaves cores idle for a second, the case where the CPU allows 2x). By default the new
+runs ``--clients-per-replica`` (the load grows with the replicas: with one each on 2 cores, one
+replica leaves a core idle for a second, the case where the CPU allows 2x). By default the new
 articles are a live feed (all published within one day, so every story window overlaps, as in
 production) and the story window is the service's 30 days.
 
