@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         default="dated",
         help="the archive's rows written in publication order, as a live feed lays them down (a "
         "story window is then a few contiguous pages), or in random date order (an unsorted bulk "
-        "import: about one page read per row in the window)",
+        "import: the window's rows scattered over the table)",
     )
     parser.add_argument(
         "--dates",
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"serial": {design: alone}}), file=sys.stderr, flush=True)
                 _forget_ingested(server.url, loaded_seq)
             # Every (replica count, design) cell runs --repeat times, the cells interleaved, and
-            # reports its median run: rates on this shared VM swing ±25% from run to run, which
+            # reports its median run: rates on this shared VM swing up to 20% from run to run, which
             # one run per cell would read as a difference between designs or replica counts.
             # Each run starts on the loaded archive alone (the previous run's rows deleted), so
             # no run sees a fuller window.
