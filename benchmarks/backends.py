@@ -596,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--sizes", default="100000", help="comma-separated corpus sizes (the issue: 100000,1000000)"
+        "--sizes", default="100000", help="comma-separated corpus sizes (measured: 100000,1000000)"
     )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--ingest", type=int, default=200, help="articles per ingest measurement")

@@ -1,4 +1,5 @@
-"""The few-shot prototype path of the topic tagger, and small smoke runs of issue 13's benchmarks."""
+"""The few-shot prototype path of the topic tagger, and smoke runs of the story-clustering (B-cubed,
+single-link) and learning-curve benchmarks."""
 
 from __future__ import annotations
 
