@@ -1,15 +1,15 @@
-"""``python -m benchmarks``: run every benchmark, collect its JSON, put the headline figures in README.md.
+"""``python -m benchmarks``: run every benchmark, collect its JSON, put the headline figures in docs.
 
 Each benchmark script runs as its own subprocess (a crash or a memory spike stays there) with sizes
 that fit this 2-core machine; its JSON lands in ``benchmarks/results/`` and the runner records, per
 benchmark, the exact command, the machine and the load average in ``benchmarks/results/runs.json``.
-The headline table goes into README.md between ``<!-- benchmarks:start -->`` and
+The headline table goes into docs/benchmarks.md between ``<!-- benchmarks:start -->`` and
 ``<!-- benchmarks:end -->``; without those markers it is printed instead.
 
 Expensive benchmarks (ANN, SemHash, encoders, quality) are not rerun by default when a result is
 already there: its figures are reused and marked so. ``--only NAME`` or ``--rerun`` runs them.
 ``--quick`` runs everything at smoke-test sizes into ``benchmarks/results/quick/`` and leaves the
-README alone.
+table file alone.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ from benchmarks.report import (
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+# Where the headline table lives, between the markers (README links to it).
+TABLE_NAME = "docs/benchmarks.md"
+TABLE_FILE = ROOT / TABLE_NAME
 LARGE_BUNDLE = ".cache/benchmarks/bundle_10k"  # training_time keeps its bundle here for service_load
 
 
@@ -181,7 +184,7 @@ def _machine_for(record: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]
     return machine or None
 
 
-def readme_block(rows: list[Row]) -> str:
+def table_block(rows: list[Row]) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d")
     return (
         f"Headline figures, collected by `python -m benchmarks` on {when}. Each row's command reproduces "
@@ -190,14 +193,14 @@ def readme_block(rows: list[Row]) -> str:
     )
 
 
-def write_readme(block: str, readme: Path) -> bool:
-    """Replace the block between the markers; False when README has none (nothing written)."""
-    if not readme.is_file():
+def write_table(block: str, target: Path) -> bool:
+    """Replace the block between the markers; False when the file has none (nothing written)."""
+    if not target.is_file():
         return False
-    updated = replace_between_markers(readme.read_text(), block)
+    updated = replace_between_markers(target.read_text(), block)
     if updated is None:
         return False
-    readme.write_text(updated)
+    target.write_text(updated)
     return True
 
 
@@ -207,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks",
         description="Run the benchmark scripts as subprocesses, collect their JSON in benchmarks/results/ "
         "and write a table of headline figures (value, baseline, ratio, command, machine) into "
-        f"README.md between {START_MARK} and {END_MARK}. Benchmarks: {names}.",
+        f"{TABLE_NAME} between {START_MARK} and {END_MARK}. Benchmarks: {names}.",
         epilog="\n".join(f"  {b.name:16} {b.about}" for b in BENCHMARKS)
         + "\n\nExpensive ones (encoders, ann, semhash_compare, quality) reuse an existing result "
         "unless named in --only or --rerun is given.",
@@ -217,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", nargs="+", choices=list(BY_NAME), metavar="NAME", help="run only these")
     parser.add_argument("--rerun", action="store_true", help="rerun expensive benchmarks too")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per benchmark (default 3600)")
-    parser.add_argument("--no-readme", action="store_true", help="print the table; leave README.md alone")
+    parser.add_argument(
+        "--no-write", "--no-readme", action="store_true", help="print the table; leave the table file alone"
+    )
     parser.add_argument(
         "--table-only", action="store_true", help="run nothing: render the table from the results there"
     )
@@ -246,15 +251,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     runs_file.write_text(json.dumps(previous | records, indent=2) + "\n")
 
-    block = readme_block(table_rows(records))
-    if args.quick or args.no_readme:
+    block = table_block(table_rows(records))
+    if args.quick or args.no_write:
         print(block)
-    elif write_readme(block, ROOT / "README.md"):
-        print(f"README.md: benchmark table updated ({len(records)} benchmarks)", file=sys.stderr)
+    elif write_table(block, TABLE_FILE):
+        print(f"{TABLE_NAME}: benchmark table updated ({len(records)} benchmarks)", file=sys.stderr)
     else:
         print(block)
         print(
-            f"README.md has no {START_MARK} ... {END_MARK} markers: add them where the table belongs, "
+            f"{TABLE_NAME} has no {START_MARK} ... {END_MARK} markers: add them where the table belongs, "
             "then rerun with --table-only.",
             file=sys.stderr,
         )

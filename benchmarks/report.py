@@ -1,4 +1,4 @@
-"""Headline figures of the benchmark results, as a Markdown table for the README.
+"""Headline figures of the benchmark results, as a Markdown table for docs/benchmarks.md.
 
 Each benchmark's JSON is reduced to a few `Row`s (figure, value, baseline, ratio, command, machine)
 by one extractor per benchmark. Extractors read only keys the scripts write and skip a row whose
