@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -122,38 +126,72 @@ def test_serve_points_the_settings_at_the_given_folders_and_database(tmp_path):
     assert "--pg-port" in command
 
 
-@pytest.mark.e2e
-def test_serve_starts_uvicorn_that_answers_health_then_stops(small_bundle, tmp_path):
-    from test_e2e_service import free_port
-
-    port = free_port()
+def _serve_then_stop(args: list[str], port: int, log: Path, ready_s: float = 120) -> httpx.Response:
+    """Run `news-desk serve ARGS`, wait for /healthz then /readyz, return /v1/model, stop with SIGTERM."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
         "NEWSDESK_LOG_LEVEL": "warning",
     }
-    log = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
-    command += ["--bundle", str(small_bundle), "--data", str(tmp_path / "data")]
+    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *args]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + ready_s
         while True:
             assert process.poll() is None, f"news-desk serve exited:\n{log.read_text()[-3000:]}"
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
+                if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, f"no /healthz in 120 s:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no /healthz in {ready_s} s:\n{log.read_text()[-3000:]}"
             time.sleep(0.25)
-        while httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code != 200:
-            assert time.monotonic() < deadline, "not ready in 120 s"
+        while (ready := httpx.get(f"{base}/readyz", timeout=5)).status_code != 200:
+            assert time.monotonic() < deadline, f"not ready in {ready_s} s: {ready.text}"
             time.sleep(0.25)
-        assert (tmp_path / "data" / "articles.sqlite3").is_file()  # --data reached the settings
+        return httpx.get(f"{base}/v1/model", timeout=30)
     finally:
-        # The command became the server (exec): SIGTERM reaches uvicorn, which shuts down and then
-        # ends by the same signal (uvicorn re-raises it), not by a kill after the timeout.
+        # The command became the server (exec): SIGTERM reaches it, it shuts down and then ends by
+        # the same signal (uvicorn re-raises it) or with 0, not by a kill after the timeout.
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM), log.read_text()[-3000:]
+
+
+@pytest.mark.e2e
+def test_serve_starts_uvicorn_that_answers_health_then_stops(small_bundle, tmp_path):
+    from test_e2e_service import free_port
+
+    data = tmp_path / "data"
+    model = _serve_then_stop(
+        ["--bundle", str(small_bundle), "--data", str(data)], free_port(), tmp_path / "log"
+    )
+    assert model.status_code == 200 and model.json()["labels"]
+    assert (data / "articles.sqlite3").is_file()  # --data reached the settings
+
+
+@pytest.mark.e2e
+def test_serve_on_a_local_postgres_stores_there(small_bundle, tmp_path):
+    pytest.importorskip("pgserver", reason="pgserver is not installed (pip install -e '.[dev]')")
+    if importlib.util.find_spec("service.pg_local") is None:
+        pytest.skip("service.pg_local (the local PostgreSQL launcher) is not in this tree")
+    from test_e2e_service import free_port
+
+    # Short path: PostgreSQL's unix socket lives in its data folder (107 bytes at most).
+    pg_data = Path(tempfile.mkdtemp(prefix="pgcli-", dir="/tmp")) / "pg"
+    try:
+        args = [
+            "--bundle",
+            str(small_bundle),
+            "--data",
+            str(tmp_path / "data"),
+            "--postgres-data",
+            str(pg_data),
+        ]
+        model = _serve_then_stop(args, free_port(), tmp_path / "log", ready_s=180)
+        assert model.status_code == 200
+        assert (pg_data / "PG_VERSION").is_file()  # the server was created on that folder
+        assert not (tmp_path / "data" / "articles.sqlite3").exists()  # and the articles live there
+    finally:
+        shutil.rmtree(pg_data.parent, ignore_errors=True)
