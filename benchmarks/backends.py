@@ -199,9 +199,9 @@ def peak_rss_mb() -> int:
 
 def _ready_sqlite(folder: str, *, from_snapshot: bool) -> dict[str, Any]:
     """The embedded service's restore: every stored row, or the snapshot and the rows after it.
-    (The service itself does this in `service.state`, with a bundle and an encoder around it.)"""
+    (The service itself does this in `model.coverage.restore`, with a bundle and an encoder around it.)"""
     from model.coverage.article_index import ArticleIndex, StoredRecord
-    from service.state import _provider_key
+    from model.coverage.restore import provider_key
     from service.store.base import restore_rows
     from service.store.sqlite import SqliteArticleStore
 
@@ -215,9 +215,9 @@ def _ready_sqlite(folder: str, *, from_snapshot: bool) -> dict[str, Any]:
         since = int(index.read_snapshot_meta(snapshot)["last_seq"])  # type: ignore[index]
     batch: list[Any] = []
 
-    def flush() -> None:  # as `service.state.restore_index`: records parsed lazily, on first use
+    def flush() -> None:  # as `model.coverage.restore.add_stored_rows`: records parsed lazily, on first use
         index.add(
-            [StoredRecord(row.id, _provider_key(row.record), row.published_at, None) for row in batch],
+            [StoredRecord(row.id, provider_key(row.record), row.published_at, None) for row in batch],
             np.stack([row.embedding for row in batch]),
             [row.story_id for row in batch],
             sync_ann=False,

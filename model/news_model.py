@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +22,7 @@ from model import bundle
 from model.articles.article import Article, article_from_record
 from model.coverage.article_index import ArticleIndex, StoredRecord
 from model.coverage.pairs import PairScorer
+from model.coverage.restore import Restored, RowSource, StoredRows
 from model.coverage.search import ArticleSearch, KnownArticle
 from model.coverage.stories import StoryClusterer
 from model.coverage.story_links import (
@@ -93,6 +94,7 @@ class NewsModel:
         self.manifest = dict(manifest or {})
         self.path = path
         self._lock = threading.RLock()
+        self._stored: StoredRows | None = None  # set by `restore_from`: the rows a store added
 
     # --- loading -------------------------------------------------------------------------
 
@@ -353,6 +355,40 @@ class NewsModel:
                 [articles[i] for i in fresh], vectors[fresh], [story_ids[i] for i in fresh], sync_ann=False
             )
         return len(fresh)
+
+    # --- the stored rows: restored from a store, snapshotted to a folder (`model.coverage.restore`)
+
+    def restore_from(
+        self,
+        source: RowSource,
+        snapshot_dir: Path | None = None,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> Restored:
+        """Re-add every article ``source`` stores (vectors, stories; nothing re-embedded), from the
+        index snapshot in ``snapshot_dir`` and the rows after it when that snapshot continues this
+        bundle, else from the store alone. ``progress`` is told the running count."""
+        self._stored = StoredRows(self, source, self.version)
+        return self._stored.restore(snapshot_dir, progress)
+
+    def restore_new(self) -> int:
+        """Re-add what the store gained since `restore_from` (a reload catching up); 0 without one."""
+        return self._stored.restore_new() if self._stored is not None else 0
+
+    def build_graph(self, stop: threading.Event | None = None) -> bool:
+        """Build the approximate-search graph (past the index's threshold); search is exact until
+        then. False when ``stop`` was set first."""
+        return self.index.build_ann(stop)
+
+    @property
+    def snapshot_outdated(self) -> bool:
+        """Whether `write_snapshot` would save more than the snapshot this model was restored from."""
+        return self._stored is not None and self._stored.snapshot_outdated
+
+    def write_snapshot(self, folder: str | Path) -> int:
+        """Snapshot the stored rows to ``folder`` (callers keep ingests out meanwhile); returns the
+        rows written, 0 when this model was not restored from a store."""
+        return self._stored.write_snapshot(Path(folder)) if self._stored is not None else 0
 
     def remove(self, article_id: str) -> bool:
         """Forget an added article (a takedown): out of the index and its story. False if unknown."""

@@ -15,15 +15,12 @@ import ctypes
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from model.articles.article import Provider, article_from_record
 from model.bundle import resolve_bundle
-from model.coverage.article_index import StoredRecord
 from model.encoders.embedder import Embedder
 from model.errors import NewsDeskError
 from model.news_model import NewsModel
@@ -76,64 +73,24 @@ def release_free_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _provider_key(record: dict[str, Any]) -> str | None:
-    provider = record.get("provider")
-    if isinstance(provider, dict):
-        return Provider(name=provider.get("name"), domain=provider.get("domain")).key
-    return Provider(name=str(provider)).key if provider else None
+class StoreRows:
+    """The embedded store as the `RowSource` a model restores from (`NewsModel.restore_from`)."""
 
+    def __init__(self, store: ArticleStore) -> None:
+        self.store = store
 
-def restore_index(
-    model: NewsModel,
-    store: ArticleStore,
-    *,
-    since: int = 0,
-    chunk: int = 5000,
-    progress: Progress | None = None,
-) -> tuple[int, int]:
-    """Re-add stored articles (after ``since``) with their stored vectors and story ids.
+    def count(self) -> int:
+        return self.store.count()
 
-    Nothing is re-embedded or re-scored (`NewsModel.restore`): the store has each article's
-    vector, story and duplicate link. Vectors of another width than the bundle's encoder (a
-    bundle built on another embedding model) are re-embedded. Returns (articles added, last seq).
-    """
-    added, last = 0, since
-    batch: list[RestoreRow] = []
+    def last_seq(self) -> int:
+        return self.store.last_seq()
 
-    def flush() -> None:
-        nonlocal added
-        if not batch:
-            return
-        # Parsed lazily by the index (`StoredRecord`): a restart must not pay for every article.
-        # The record itself is not kept: the index reads it from the store on first use, so a
-        # million restored rows do not hold a million parsed records in memory.
-        articles = [
-            StoredRecord(stored.id, _provider_key(stored.record), stored.published_at, None)
-            for stored in batch
-        ]
-        story_ids = [stored.story_id for stored in batch]
-        dims = {stored.embedding.shape[0] for stored in batch}
-        if dims == {model.embedder.dim}:
-            vectors = np.stack([stored.embedding for stored in batch])
-        else:
-            logger.warning(
-                "stored vectors have dim %s, the bundle's encoder %d: re-embedding", dims, model.embedder.dim
-            )
-            vectors = model.embed(
-                [article_from_record(stored.record, require_text=False) for stored in batch]
-            )
-        added += model.restore(articles, vectors, story_ids)
-        if progress is not None:
-            progress.restored += len(batch)
-        batch.clear()
+    def rows_since(self, since: int, chunk: int) -> Iterator[RestoreRow]:
+        return restore_rows(self.store, since, chunk)
 
-    for stored in restore_rows(store, since, chunk):
-        batch.append(stored)
-        last = stored.seq
-        if len(batch) >= chunk:
-            flush()
-    flush()
-    return added, last
+    def record(self, article_id: str) -> dict[str, Any] | None:
+        stored = self.store.get(article_id)
+        return stored.record if stored is not None else None
 
 
 class ServiceState:
@@ -168,9 +125,6 @@ class ServiceState:
         self.settled = threading.Event()
         self._loading: asyncio.Task[None] | None = None
         self._ann_task: asyncio.Future[None] | None = None
-        # (bundle version, the bundle's own index rows, last store seq restored): what a snapshot
-        # of the stored rows continues from.
-        self._snapshot_base: tuple[str, int, int] = ("", 0, 0)
         self.snapshot_used = False  # whether the last start restored from the index snapshot
         self._stopping = threading.Event()  # set at shutdown: background work stops early
 
@@ -237,7 +191,7 @@ class ServiceState:
     async def _load_model(self, folder: Path) -> None:
         started = time.perf_counter()
         try:
-            model, restored, _ = await asyncio.to_thread(self._build, folder, self._embedder)
+            model, restored = await asyncio.to_thread(self._build, folder, self._embedder)
         except NewsDeskError as error:
             self.model_error = str(error)
             self.progress.phase = "failed"
@@ -265,10 +219,9 @@ class ServiceState:
 
     async def _after_ready(self, model: NewsModel) -> None:
         """Build the ANN graph, then snapshot the index so the next start skips both."""
-        had_graph = model.index.has_graph
-        if not await asyncio.to_thread(model.index.build_ann, self._stopping):
+        if not await asyncio.to_thread(model.build_graph, self._stopping):
             return  # shutting down: the snapshot at stop() saves the rows without the graph
-        if self.snapshot_used and (had_graph or not model.index.has_graph):
+        if not model.snapshot_outdated:
             return  # the snapshot just loaded holds all of it; stop() saves the rows since
         async with self.write_lock:
             try:
@@ -292,28 +245,24 @@ class ServiceState:
         if self.store is not None:
             self.store.close()
 
-    def _build(self, folder: Path, embedder: Embedder | None) -> tuple[NewsModel, int, int]:
+    def _build(self, folder: Path, embedder: Embedder | None) -> tuple[NewsModel, int]:
         self.progress.phase = "loading bundle"
         model = NewsModel.load(folder, embedder=embedder, encoder=self.settings.encoder)
         # Load the encoder's weights now, so "ready" means the first request pays no load time.
         model.embedder.encode(["warm-up"])
         if self.store is None:
-            return model, 0, 0
+            return model, 0
         if isinstance(self.store, SharedArticleStore):
             # The database searches and links stories itself: nothing to rebuild in memory.
-            return model, self.store.count(), 0
+            return model, self.store.count()
         self.progress.phase = "restoring stored articles"
         self.progress.stored = self.store.count()
-        bundle_rows = len(model.index)
-        model.index.record_loader = self._stored_record
-        from_snapshot = self._restore_from_snapshot(model, bundle_rows)
-        self.snapshot_used = from_snapshot is not None
-        if from_snapshot is not None:
-            return model, *from_snapshot
-        self.progress.restored = 0
-        restored, last = restore_index(model, self.store, progress=self.progress)
-        self._snapshot_base = (model.version, bundle_rows, last)
-        return model, restored, last
+        restored = model.restore_from(StoreRows(self.store), self.snapshot_dir, progress=self._restored)
+        self.snapshot_used = restored.from_snapshot
+        return model, restored.articles
+
+    def _restored(self, count: int) -> None:
+        self.progress.restored = count
 
     # --- the index snapshot beside the embedded store ----------------------------------------------
 
@@ -321,60 +270,15 @@ class ServiceState:
     def snapshot_dir(self) -> Path:
         return self.settings.data_dir / "index-snapshot"
 
-    def _stored_record(self, article_id: str) -> dict[str, Any] | None:
-        stored = self.store.get(article_id) if self.store is not None else None
-        return stored.record if stored is not None else None
-
-    def _restore_from_snapshot(self, model: NewsModel, bundle_rows: int) -> tuple[int, int] | None:
-        """Load the snapshot and replay the store rows after it; None when it cannot serve
-        (another bundle, or the store lost rows since it was taken: then a full restore)."""
-        assert self.store is not None
-        meta = model.index.read_snapshot_meta(self.snapshot_dir)
-        if meta is None or meta.get("bundle_version") != model.version or meta.get("from_row") != bundle_rows:
-            return None
-        if self.store.last_seq() < int(meta.get("last_seq", 0)):
-            return None
-        started = time.perf_counter()
-        try:
-            loaded = model.index.load_snapshot(self.snapshot_dir)
-        except NewsDeskError as error:
-            logger.warning("index snapshot unusable (%s): restoring from the store", error)
-            return None
-        self.progress.restored = loaded
-        more, last = restore_index(model, self.store, since=int(meta["last_seq"]), progress=self.progress)
-        live = model.index.live_count() - bundle_rows
-        if live != self.store.count():
-            # Takedowns since the snapshot: it holds rows the store no longer has. Start clean.
-            logger.warning(
-                "index snapshot has %d rows, the store %d: restoring from the store", live, self.store.count()
-            )
-            model.index.truncate(bundle_rows)
-            return None
-        self._snapshot_base = (model.version, bundle_rows, last)
-        logger.info(
-            "restored %d stored articles from the index snapshot and %d after it in %.1fs",
-            loaded,
-            more,
-            time.perf_counter() - started,
-        )
-        return loaded + more, last
-
     def write_snapshot(self) -> int:
         """Snapshot the stored part of the index (after start-up, and at shutdown); 0 when there is
         nothing worth writing (no model, a shared store, fewer rows than the setting)."""
         model, store = self.model, self.store
         if model is None or store is None or isinstance(store, SharedArticleStore):
             return 0
-        version, bundle_rows, _ = self._snapshot_base
-        if version != model.version or store.count() < self.settings.snapshot_min_articles:
+        if store.count() < self.settings.snapshot_min_articles:
             return 0
-        last = store.last_seq()  # callers hold the write lock (or run before ingest opens)
-        started = time.perf_counter()
-        rows = model.index.write_snapshot(
-            self.snapshot_dir, from_row=bundle_rows, meta={"bundle_version": model.version, "last_seq": last}
-        )
-        logger.info("wrote the index snapshot: %d rows in %.1fs", rows, time.perf_counter() - started)
-        return rows
+        return model.write_snapshot(self.snapshot_dir)
 
     async def reload(self, *, force: bool = False, folder: Path | None = None) -> ReloadResult:
         """Load the newest bundle under the configured path (or the version ``folder``) and swap
@@ -394,11 +298,10 @@ class ServiceState:
                 return ReloadResult(False, previous, current.version, 0, time.perf_counter() - started)
             # Reuse the loaded encoder: same weights (the loader checks), no second copy in memory.
             embedder = current.embedder if current is not None else self._embedder
-            model, restored, last = await asyncio.to_thread(self._build, folder, embedder)
+            model, restored = await asyncio.to_thread(self._build, folder, embedder)
             async with self.write_lock:
-                if self.store is not None and not isinstance(self.store, SharedArticleStore):
-                    more, _ = await asyncio.to_thread(restore_index, model, self.store, since=last)
-                    restored += more
+                # What was ingested while the new model restored (none with a shared store).
+                restored += await asyncio.to_thread(model.restore_new)
                 self.model = model
                 self.model_error = None
             if isinstance(self.store, SharedArticleStore):
