@@ -25,6 +25,7 @@ import platform
 import shutil
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -35,7 +36,7 @@ import joblib
 from model.encoders.embedder import Embedder
 from model.errors import BundleError
 from model.files import atomic_folder
-from model.ledger import live_version
+from model.ledger import live_version, read_ledger
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +71,12 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
+# A version's name: creation time (UTC, to the microsecond) and the seed fingerprint's start.
+VERSION_PATTERN = r"^[0-9]{8}T[0-9]{6,12}Z-[0-9a-f]{8}$"
+
+
 def new_version(fingerprint: str) -> str:
-    """Sortable by time, unique per seed set: ``20261126T031800Z-1a2b3c4d``."""
+    """Sortable by time, unique per seed set: ``20261126T031800123456Z-1a2b3c4d`` (`VERSION_PATTERN`)."""
     return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{fingerprint[:8]}"
 
 
@@ -116,33 +121,114 @@ def write_bundle(
     return final
 
 
+def is_version_folder(path: Path) -> bool:
+    """Whether ``path`` is one bundle version (it has a manifest), not a folder of versions."""
+    return (path / MANIFEST).is_file()
+
+
+@dataclass(frozen=True, slots=True)
+class BundleRegistry:
+    """A folder of bundle versions and its ledger (`model.ledger`): which versions exist, which one
+    is live, where one lives. The service's bundle setting names it, or one version inside it."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, configured: str | Path) -> BundleRegistry:
+        """The registry a configured bundle path belongs to: that folder of versions, or the folder
+        holding the configured version (whose siblings are the other versions)."""
+        path = Path(configured)
+        return cls(path.parent if is_version_folder(path) else path)
+
+    def versions(self) -> list[str]:
+        """Every version folder's name, newest first (names sort by time: `new_version`)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            (
+                child.name
+                for child in self.root.iterdir()
+                if is_version_folder(child) and child.name[0] != "."
+            ),
+            reverse=True,
+        )
+
+    def find(self, version: str) -> Path | None:
+        """The folder of ``version``, or None when there is none of that name."""
+        if not version or version[0] == "." or "/" in version or "\\" in version:
+            return None
+        folder = self.root / version
+        return folder if is_version_folder(folder) else None
+
+    def live(self) -> Path:
+        """The version the ledger names as live, else the newest; `BundleError` when there is none."""
+        live = live_version(self.root) if self.root.is_dir() else None
+        if live is not None and (folder := self.find(live)) is not None:
+            return folder
+        if not self.root.is_dir():
+            raise BundleError(
+                f"no model bundle at {self.root}: train one with "
+                f"`python -m training fit --seeds seeds --out {self.root}`"
+            )
+        versions = self.versions()
+        if not versions:
+            raise BundleError(
+                f"{self.root} holds no model bundle (no */{MANIFEST}); train one with "
+                f"`python -m training fit --seeds seeds --out {self.root}`"
+            )
+        return self.root / versions[0]
+
+    def describe(self, live: str | None) -> list[dict[str, Any]]:
+        """Every version, newest first, with its headline metrics and the ledger's decision on it
+        (what `GET /v1/admin/bundles` lists); ``live`` is the version being served."""
+        decisions = read_ledger(self.root)["versions"] if self.root.is_dir() else {}
+        rows = []
+        for version in self.versions():
+            try:
+                manifest = read_manifest(self.root / version)
+            except BundleError as error:
+                rows.append({"version": version, "live": version == live, "error": str(error)})
+                continue
+            entry = decisions.get(version, {})
+            rows.append(
+                {
+                    "version": version,
+                    "created": manifest.get("created"),
+                    "live": version == live,
+                    "decision": entry.get("decision"),
+                    "reason": entry.get("reason"),
+                    "decided_at": entry.get("at"),
+                    "metrics": _headline(manifest.get("metrics", {})),
+                    "seeds": {
+                        k: v
+                        for k, v in manifest.get("seed_fingerprint", {}).items()
+                        if k in ("articles", "seeds", "labelled", "sha256")
+                    },
+                    "corrections": (manifest.get("training") or {}).get("corrections"),
+                    "eval_split": manifest.get("eval_split"),
+                }
+            )
+        return rows
+
+    @staticmethod
+    def next_version(fingerprint: str) -> str:
+        """The name the next bundle written now gets (`new_version`)."""
+        return new_version(fingerprint)
+
+
+def _headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Metrics without the per-label tables."""
+    return {
+        key: {k: v for k, v in value.items() if k != "per_label"} if isinstance(value, dict) else value
+        for key, value in metrics.items()
+    }
+
+
 def resolve_bundle(path: str | Path) -> Path:
     """A version folder as given, or inside a folder of versions the one its ledger names as live
     (`model.ledger`), else the newest."""
     path = Path(path)
-    if (path / MANIFEST).is_file():
-        return path
-    live = live_version(path) if path.is_dir() else None
-    if live is not None and (path / live / MANIFEST).is_file():
-        return path / live
-    if not path.is_dir():
-        raise BundleError(
-            f"no model bundle at {path}: train one with `python -m training fit --seeds seeds --out {path}`"
-        )
-    versions = sorted(
-        (
-            child
-            for child in path.iterdir()
-            if (child / MANIFEST).is_file() and not child.name.startswith(".")
-        ),
-        key=lambda child: child.name,
-    )
-    if not versions:
-        raise BundleError(
-            f"{path} holds no model bundle (no */{MANIFEST}); train one with "
-            f"`python -m training fit --seeds seeds --out {path}`"
-        )
-    return versions[-1]
+    return path if is_version_folder(path) else BundleRegistry(path).live()
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

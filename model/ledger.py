@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +30,27 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerEvent:
+    """One decision about one version, as the ledger's ``events`` list keeps it."""
+
+    at: str  # ISO 8601, UTC, with a ``Z``
+    version: str
+    decision: Decision
+    reason: str
+
+    @property
+    def moment(self) -> datetime:
+        return datetime.fromisoformat(self.at.replace("Z", "+00:00"))
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> LedgerEvent:
+        return cls(str(row["at"]), str(row["version"]), row["decision"], str(row.get("reason", "")))
+
+    def as_json(self) -> dict[str, str]:
+        return {"at": self.at, "version": self.version, "decision": self.decision, "reason": self.reason}
+
+
 def read_ledger(root: str | Path) -> dict[str, Any]:
     """``{"live": version | None, "versions": {version: {...}}, "events": [...]}`` (empty if none)."""
     path = Path(root) / LEDGER
@@ -44,6 +66,11 @@ def read_ledger(root: str | Path) -> dict[str, Any]:
     data.setdefault("versions", {})
     data.setdefault("events", [])
     return data
+
+
+def ledger_events(root: str | Path) -> list[LedgerEvent]:
+    """The ledger's history, oldest first (the newest 500 events)."""
+    return [LedgerEvent.from_json(row) for row in read_ledger(root).get("events") or []]
 
 
 def live_version(root: str | Path) -> str | None:
@@ -75,13 +102,13 @@ def record_event(
     live = decision in ("promoted", "rolled_back") if make_live is None else make_live
     with _lock:
         ledger = read_ledger(root)
-        at = _now()
+        event = LedgerEvent(_now(), version, decision, reason)
         entry = dict(ledger["versions"].get(version, {}))
-        entry.update(decision=decision, reason=reason, at=at)
+        entry.update(decision=decision, reason=reason, at=event.at)
         if details:
             entry.update({key: value for key, value in details.items() if value is not None})
         ledger["versions"][version] = entry
-        ledger["events"].append({"at": at, "version": version, "decision": decision, "reason": reason})
+        ledger["events"].append(event.as_json())
         del ledger["events"][:-500]  # a history, not a log: the newest 500 events
         if live:
             ledger["previous_live"] = ledger.get("live")

@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from model.news_model import NewsModel
 from service.auth import KEY_COOKIE, OPEN, Principal, Role
 from service.config import Settings
 from service.errors import AdminDisabledError, ForbiddenError, RateLimitedError, UnauthorizedError
+from service.retrain import Retrainer
 from service.state import ServiceState
 from service.store import ArticleStore
 
@@ -49,6 +50,17 @@ async def get_store(state: StateDep) -> ArticleStore:
 
 
 StoreDep = Annotated[ArticleStore, Depends(get_store)]
+
+
+async def get_retrainer(request: Request) -> Retrainer:
+    """The retrain and promotion jobs of this process (built by the lifespan)."""
+    return request.app.state.retrainer
+
+
+RetrainerDep = Annotated[Retrainer, Depends(get_retrainer)]
+
+# An article id in a path: the same rule on every route that takes one.
+ArticleId = Annotated[str, Path(description="Article id, as returned by ingest or search.", max_length=200)]
 
 _bearer = HTTPBearer(
     auto_error=False, description="An API key (NEWSDESK_API_KEYS) or the admin token (NEWSDESK_ADMIN_TOKEN)."

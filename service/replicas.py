@@ -12,18 +12,12 @@ import asyncio
 import logging
 from pathlib import Path
 
-from model.bundle import MANIFEST
+from model.bundle import BundleRegistry
 from model.errors import NewsDeskError
 from service.state import ServiceState
 from service.store.shared import LIVE_VERSION_KEY, SharedArticleStore
 
 logger = logging.getLogger(__name__)
-
-
-def _version_folder(bundle: Path, version: str) -> Path:
-    # NEWSDESK_BUNDLE is a folder of versions, or one version folder whose siblings are the others.
-    root = bundle.parent if (bundle / MANIFEST).is_file() else bundle
-    return root / version
 
 
 async def sync_live_version(state: ServiceState) -> bool:
@@ -42,10 +36,12 @@ async def sync_live_version(state: ServiceState) -> bool:
         return False
     if live == current:
         return False
-    folder = _version_folder(Path(state.settings.bundle), live)
-    if not (folder / MANIFEST).is_file():
+    # The bundle setting is a folder of versions, or one version whose siblings are the others.
+    registry = BundleRegistry.of(state.settings.bundle)
+    folder = registry.find(live)
+    if folder is None:
         logger.warning(
-            "live model version %s is not under %s: still serving %s", live, folder.parent, current
+            "live model version %s is not under %s: still serving %s", live, registry.root, current
         )
         return False
     logger.info("following the live model version: %s -> %s", current, live)

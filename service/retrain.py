@@ -13,6 +13,8 @@
    from their stored vectors; corrections are never touched (`ArticleStore.set_classifications`).
 
 `POST /v1/admin/promote` runs steps 4-5 for a version chosen by hand (a rollback included).
+What a job is lives in `service.retrain_jobs`; the bundle versions and the ledger in
+`model.bundle.BundleRegistry` and `model.ledger`.
 """
 
 from __future__ import annotations
@@ -26,8 +28,6 @@ import re
 import shutil
 import sys
 import uuid
-from collections import deque
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -35,11 +35,12 @@ from typing import Any, Literal
 import numpy as np
 
 from model.articles.article import article_from_record
-from model.bundle import MANIFEST, read_manifest
+from model.bundle import VERSION_PATTERN, BundleRegistry
 from model.errors import NewsDeskError
 from model.feedback import write_pairs_tsv
-from model.ledger import read_ledger, record_event
+from model.ledger import ledger_events, record_event
 from service.errors import BundleVersionNotFoundError, JobConflictError, JobNotFoundError
+from service.retrain_jobs import Job, JobKind, now
 from service.state import ServiceState
 from service.store import ArticleStore
 from service.workspace import export_records
@@ -47,112 +48,7 @@ from service.workspace import export_records
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]  # where `python -m training` is importable from
-JobState = Literal["running", "promoted", "rejected", "failed"]
-VERSION_PATTERN = r"^[0-9]{8}T[0-9]{6,12}Z-[0-9a-f]{8}$"
-JOB_ID_PATTERN = r"^[0-9a-f]{12}$"
 RECLASSIFY_CHUNK = 256
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class Job:
-    """One retrain or promotion, as `GET /v1/admin/jobs/{id}` shows it."""
-
-    id: str
-    kind: Literal["retrain", "promote"]
-    trigger: str
-    state: JobState = "running"
-    phase: str = "starting"
-    started_at: datetime = field(default_factory=_now)
-    finished_at: datetime | None = None
-    champion: str | None = None
-    challenger: str | None = None
-    verdict: str | None = None
-    reasons: list[str] = field(default_factory=list)
-    comparison: dict[str, Any] | None = None
-    reclassified: int = 0
-    to_reclassify: int = 0
-    reclassify_done: bool = False
-    error: str | None = None
-    log: deque[str] = field(default_factory=lambda: deque(maxlen=200))
-
-    def say(self, line: str) -> None:
-        self.log.append(line.rstrip()[:500])
-
-    def as_dict(self, *, log_lines: int = 40) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "trigger": self.trigger,
-            "state": self.state,
-            "phase": self.phase,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "champion": self.champion,
-            "challenger": self.challenger,
-            "verdict": self.verdict,
-            "reasons": list(self.reasons),
-            "progress": {
-                "reclassified": self.reclassified,
-                "to_reclassify": self.to_reclassify,
-                "done": self.reclassify_done,
-            },
-            "comparison": self.comparison,
-            "error": self.error,
-            "log_tail": list(self.log)[-log_lines:],
-        }
-
-
-def bundle_root(bundle: Path) -> Path:
-    """The folder of versions: the configured folder, or the parent of a configured version."""
-    return bundle.parent if (bundle / MANIFEST).is_file() else bundle
-
-
-def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: {k: v for k, v in value.items() if k != "per_label"} if isinstance(value, dict) else value
-        for key, value in metrics.items()
-    }
-
-
-def list_bundles(root: Path, live: str | None) -> list[dict[str, Any]]:
-    """Every version under ``root`` (newest first) with its metrics and the ledger's decision."""
-    ledger = read_ledger(root) if root.is_dir() else {"versions": {}}
-    rows = []
-    folders = (
-        sorted((p for p in root.iterdir() if (p / MANIFEST).is_file()), reverse=True) if root.is_dir() else []
-    )
-    for folder in folders:
-        if folder.name.startswith("."):
-            continue
-        try:
-            manifest = read_manifest(folder)
-        except NewsDeskError as error:
-            rows.append({"version": folder.name, "live": folder.name == live, "error": str(error)})
-            continue
-        entry = ledger["versions"].get(folder.name, {})
-        rows.append(
-            {
-                "version": folder.name,
-                "created": manifest.get("created"),
-                "live": folder.name == live,
-                "decision": entry.get("decision"),
-                "reason": entry.get("reason"),
-                "decided_at": entry.get("at"),
-                "metrics": _headline(manifest.get("metrics", {})),
-                "seeds": {
-                    k: v
-                    for k, v in manifest.get("seed_fingerprint", {}).items()
-                    if k in ("articles", "seeds", "labelled", "sha256")
-                },
-                "corrections": (manifest.get("training") or {}).get("corrections"),
-                "eval_split": manifest.get("eval_split"),
-            }
-        )
-    return rows
 
 
 class Retrainer:
@@ -167,8 +63,13 @@ class Retrainer:
         self._last_auto_seeds: str | None = None
 
     @property
+    def registry(self) -> BundleRegistry:
+        """The bundle versions beside the configured one (where a challenger is written)."""
+        return BundleRegistry.of(self.state.settings.bundle)
+
+    @property
     def root(self) -> Path:
-        return bundle_root(Path(self.state.settings.bundle))
+        return self.registry.root
 
     @property
     def last(self) -> Job | None:
@@ -180,7 +81,7 @@ class Retrainer:
             raise JobNotFoundError(f"no job with id {job_id!r}: it is unknown or from before a restart")
         return job
 
-    def _begin(self, kind: Literal["retrain", "promote"], trigger: str) -> Job:
+    def _begin(self, kind: JobKind, trigger: str) -> Job:
         if self.current is not None and self.current.finished_at is None:
             raise JobConflictError(
                 f"job {self.current.id} ({self.current.kind}, {self.current.phase}) is still running; "
@@ -208,7 +109,7 @@ class Retrainer:
                 logger.exception("job %s failed", job.id)
             finally:
                 if job.finished_at is None:
-                    job.finished_at = _now()
+                    job.finished_at = now()
 
         task = asyncio.get_running_loop().create_task(run(), name=f"job-{job.id}")
         self._tasks.add(task)
@@ -223,8 +124,8 @@ class Retrainer:
         return job
 
     def start_promote(self, version: str, trigger: str = "POST /v1/admin/promote") -> Job:
-        folder = self.root / version
-        if not re.fullmatch(VERSION_PATTERN, version) or not (folder / MANIFEST).is_file():
+        folder = self.registry.find(version) if re.fullmatch(VERSION_PATTERN, version) else None
+        if folder is None:
             raise BundleVersionNotFoundError(
                 f"no bundle version {version!r} under the bundle folder; GET /v1/admin/bundles lists them"
             )
@@ -291,7 +192,7 @@ class Retrainer:
                     details=_summary(job.comparison),
                 )
                 job.state = "rejected"
-                job.finished_at = _now()
+                job.finished_at = now()
                 logger.info("challenger %s rejected: %s", challenger.name, "; ".join(job.reasons))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -355,7 +256,7 @@ class Retrainer:
         job.phase = "re-classifying stored articles"
         await self._reclassify(job)
         job.phase = "done"
-        job.finished_at = _now()
+        job.finished_at = now()
 
     async def _reclassify(self, job: Job) -> None:
         """Re-tag every stored article with the live model from its stored vector, in chunks."""
@@ -409,7 +310,7 @@ class Retrainer:
             return None
         last = _last_attempt(self.root, model.manifest)
         interval = settings.retrain_interval_s
-        if interval is not None and (_now() - last).total_seconds() >= interval:
+        if interval is not None and (now() - last).total_seconds() >= interval:
             return f"{settings.retrain_interval} since the last retrain"
         if settings.retrain_min_corrections > 0:
             corrections = await asyncio.to_thread(store.corrections)
@@ -455,10 +356,10 @@ def _last_attempt(root: Path, manifest: dict[str, Any]) -> datetime:
     moments = []
     with contextlib.suppress(ValueError, TypeError):
         moments.append(datetime.fromisoformat(str(manifest.get("created"))))
-    with contextlib.suppress(NewsDeskError, ValueError, TypeError, IndexError):
-        events = read_ledger(root).get("events") or []
+    with contextlib.suppress(NewsDeskError, ValueError, TypeError, KeyError, IndexError):
+        events = ledger_events(root)
         if events:
-            moments.append(datetime.fromisoformat(str(events[-1]["at"]).replace("Z", "+00:00")))
+            moments.append(events[-1].moment)
     aware = [m if m.tzinfo else m.replace(tzinfo=UTC) for m in moments]
     return max(aware, default=datetime.fromtimestamp(0, UTC))
 

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.retrain import JOB_ID_PATTERN, VERSION_PATTERN
+from model.bundle import VERSION_PATTERN
+from service.retrain_jobs import JOB_ID_PATTERN
 
 __all__ = ["JOB_ID_PATTERN", "BundleOut", "BundlesOut", "JobOut", "JobProgressOut", "PromoteIn"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 
-from service.deps import AdminDep, StateDep
-from service.retrain import JOB_ID_PATTERN, Retrainer, list_bundles
+from service.deps import AdminDep, RetrainerDep, StateDep
+from service.retrain_jobs import JOB_ID_PATTERN
 from service.retrain_schemas import BundleOut, BundlesOut, JobOut, PromoteIn
 from service.schemas import ErrorOut, ReloadOut
 
@@ -51,13 +51,6 @@ _AUTH = {
 }
 
 
-def get_retrainer(request: Request) -> Retrainer:
-    return request.app.state.retrainer
-
-
-RetrainerDep = Annotated[Retrainer, Depends(get_retrainer)]
-
-
 @router.post(
     "/retrain",
     status_code=202,
@@ -95,7 +88,7 @@ async def bundles(_: AdminDep, state: StateDep, retrainer: RetrainerDep) -> Bund
     """Newest first, with the ledger's decision (promoted, rejected, rolled back) and its reason."""
     model = state.model
     live = model.version if model is not None else None
-    rows = await asyncio.to_thread(list_bundles, retrainer.root, live)
+    rows = await asyncio.to_thread(retrainer.registry.describe, live)
     return BundlesOut(live=live, bundles=[BundleOut.model_validate(row) for row in rows])
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Path, Response
 from model.articles.article import article_from_record
 from model.errors import ArticleNotFoundError
 from model.results import Classification
-from service.deps import IngestDep, ModelDep, ReaderDep, SettingsDep, StateDep, StoreDep
+from service.deps import ArticleId, IngestDep, ModelDep, ReaderDep, SettingsDep, StateDep, StoreDep
 from service.errors import StoryNotFoundError
 from service.ingest import ingest_articles
 from service.parsing import parse_for_ingest, unpack_batch
@@ -30,8 +30,6 @@ from service.workspace import stored_detail
 from service.workspace_schemas import ArticleDetailOut
 
 router = APIRouter(prefix="/v1", tags=["articles"])
-
-ArticleId = Annotated[str, Path(description="Article id, as returned by ingest or search.", max_length=200)]
 
 
 def _classification(stored: StoredArticle) -> ClassificationOut:

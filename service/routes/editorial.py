@@ -10,11 +10,11 @@ import asyncio
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Query
 from fastapi.responses import StreamingResponse
 
 from service import workspace
-from service.deps import AdminDep, EditorDep, ReaderDep, StateDep, StoreDep
+from service.deps import AdminDep, ArticleId, EditorDep, ReaderDep, StateDep, StoreDep
 from service.schemas import ErrorOut
 from service.store import ArticleQuery
 from service.workspace_schemas import (
@@ -32,7 +32,6 @@ from service.workspace_schemas import (
 
 router = APIRouter(prefix="/v1", tags=["workspace"])
 
-ArticleId = Annotated[str, Path(description="Article id, as returned by ingest or search.", max_length=200)]
 Limit = Annotated[
     int,
     Query(
