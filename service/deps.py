@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from model.coverage.search import ArticleSearch
 from model.news_model import NewsModel
 from service.auth import KEY_COOKIE, OPEN, Principal, Role
 from service.config import Settings
@@ -43,6 +44,14 @@ async def get_model(state: StateDep) -> NewsModel:
 
 
 ModelDep = Annotated[NewsModel, Depends(get_model)]
+
+
+async def get_search(state: StateDep, model: ModelDep) -> ArticleSearch:
+    """Where this request searches related coverage (`ServiceState.search_for`), beside its model."""
+    return state.search_for(model)
+
+
+SearchDep = Annotated[ArticleSearch, Depends(get_search)]
 
 
 async def get_store(state: StateDep) -> ArticleStore:

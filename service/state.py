@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from model.bundle import resolve_bundle
+from model.coverage.linking import MergedSearch
+from model.coverage.search import ArticleSearch
 from model.encoders.embedder import Embedder
 from model.errors import NewsDeskError
 from model.news_model import NewsModel
@@ -146,6 +148,15 @@ class ServiceState:
         if self.store is None:
             raise StoreUnavailableError(f"article store unavailable: {self.store_error}")
         return self.store
+
+    def search_for(self, model: NewsModel) -> ArticleSearch:
+        """Where related coverage is searched, for one request (`/v1/similar` and the pages alike):
+        the model's index, which holds what this process ingested; with a shared store, the
+        database beside the bundle's own corpus (which is in memory)."""
+        store = self.store
+        if isinstance(store, SharedArticleStore):
+            return MergedSearch(model.index, store.search())
+        return model.index
 
     # --- lifecycle ---------------------------------------------------------------------------
 

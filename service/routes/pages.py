@@ -24,11 +24,13 @@ from pydantic import ValidationError
 
 from model.articles.article import Article, article_from_record
 from model.articles.seeds import split_seed_record
+from model.coverage.search import ArticleSearch
 from model.errors import ArticleNotFoundError, InvalidArticleError, NewsDeskError
+from model.news_model import NewsModel
 from model.results import Classification, SimilarHit
 from service import workspace
 from service.auth import KEY_COOKIE
-from service.deps import EditorDep, IngestDep, ReaderDep, StateDep
+from service.deps import ArticleId, EditorDep, IngestDep, ReaderDep, StateDep
 from service.errors import BadRequestError, describe_validation_error, status_for
 from service.inference import classify
 from service.ingest import ingest_articles
@@ -176,10 +178,11 @@ def _outlet(article: Article) -> str:
     return article.provider.name or article.provider.domain or ""
 
 
-def _hits(model: Any, hits: list[SimilarHit]) -> list[dict[str, Any]]:
+def _hits(search: ArticleSearch, hits: list[SimilarHit]) -> list[dict[str, Any]]:
+    """Each hit with its article, read through the search that found it (the database's too)."""
     out = []
     for hit in hits:
-        known = model.known(hit.article_id)
+        known = search.known(hit.article_id)
         if known is None:
             continue
         article: Article = known.article
@@ -200,10 +203,14 @@ def _hits(model: Any, hits: list[SimilarHit]) -> list[dict[str, Any]]:
 
 async def _analyse(state: Any, record: dict[str, Any]) -> dict[str, Any]:
     model = state.require_model()
+    search = state.search_for(model)  # the search path of /v1/similar
     main, related = split_seed_record(record)
     [result], _ = await classify(state, model, [main], all_scores=True)
-    hits = await asyncio.to_thread(model.similar, main, COVERAGE_K)
-    coverage = _hits(model, hits)
+
+    def related_coverage() -> list[dict[str, Any]]:
+        return _hits(search, model.similar(main, COVERAGE_K, search=search))
+
+    coverage = await asyncio.to_thread(related_coverage)
     joins = next((h for h in coverage if h["verdict"] in ("duplicate", "same_story")), None)
     stored = await asyncio.to_thread(state.store.get, main.id) if state.store is not None else None
     return {
@@ -347,9 +354,16 @@ async def review_page(request: Request, state: StateDep, _: ReaderDep) -> HTMLRe
 # --- Correct (one article) -----------------------------------------------------------------
 
 
+def _coverage_of(model: NewsModel, search: ArticleSearch, article_id: str) -> list[dict[str, Any]]:
+    """Related coverage of a known article, searched as `/v1/similar` searches; none if unknown."""
+    if search.known(article_id) is None:
+        return []
+    return _hits(search, model.similar(article_id, COVERAGE_K, search=search))
+
+
 @router.get("/article/{article_id}", response_class=HTMLResponse)
 async def article_page(
-    request: Request, state: StateDep, _: ReaderDep, article_id: Annotated[str, Path(max_length=200)]
+    request: Request, state: StateDep, _: ReaderDep, article_id: ArticleId
 ) -> HTMLResponse:
     try:
         store = state.require_store()
@@ -363,8 +377,7 @@ async def article_page(
     thresholds: dict[str, float] = {}
     if model is not None:
         labels, thresholds = model.labels, model.thresholds
-        if model.known(article_id) is not None:
-            coverage = _hits(model, await asyncio.to_thread(model.similar, article_id, COVERAGE_K))
+        coverage = await asyncio.to_thread(_coverage_of, model, state.search_for(model), article_id)
     graded = {f.other: f for f in detail.pair_feedback}
     related = await asyncio.to_thread(store.get_many, detail.related_ids)
     classification = Classification.from_record(stored.classification, stored.id)
@@ -384,7 +397,7 @@ async def correct_submit(
     request: Request,
     state: StateDep,
     principal: EditorDep,
-    article_id: Annotated[str, Path(max_length=200)],
+    article_id: ArticleId,
 ) -> Response:
     form = await _form(request)
     raw = parse_qs((await request.body()).decode("utf-8", errors="replace"))
@@ -416,7 +429,7 @@ async def pair_submit(
     request: Request,
     state: StateDep,
     principal: EditorDep,
-    article_id: Annotated[str, Path(max_length=200)],
+    article_id: ArticleId,
 ) -> Response:
     form = await _form(request)
     try:

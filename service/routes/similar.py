@@ -7,17 +7,12 @@ import asyncio
 from fastapi import APIRouter
 
 from model.articles.article import Article, Provider
-from model.coverage.linking import MergedSearch
-from model.coverage.search import ArticleSearch
 from model.errors import ArticleNotFoundError
-from model.news_model import NewsModel
 from model.results import SearchFilters, SimilarHit
-from service.deps import ModelDep, ReaderDep, SettingsDep, StateDep
+from service.deps import ModelDep, ReaderDep, SearchDep, SettingsDep
 from service.errors import BadRequestError
 from service.parsing import parse_article
 from service.schemas import CompareOut, CompareRequest, ErrorOut, SimilarHitOut, SimilarOut, SimilarRequest
-from service.state import ServiceState
-from service.store.shared import SharedArticleStore
 
 router = APIRouter(prefix="/v1", tags=["similar"])
 
@@ -35,18 +30,9 @@ def _provider_keys(providers: list[str] | None) -> frozenset[str] | None:
     return frozenset(key for p in providers if (key := Provider(domain=p.strip() or None).key))
 
 
-def search_for(state: ServiceState, model: NewsModel) -> ArticleSearch:
-    """Where /v1/similar searches: the model's index (which holds what this process ingested),
-    or, with a shared store, the database beside the bundle's own corpus (which is in memory)."""
-    store = state.store
-    if isinstance(store, SharedArticleStore):
-        return MergedSearch(model.index, store.search())
-    return model.index
-
-
 @router.post("/similar", responses=_ERRORS, summary="Known articles covering the same thing")
 async def similar(
-    request: SimilarRequest, model: ModelDep, state: StateDep, settings: SettingsDep, _: ReaderDep
+    request: SimilarRequest, model: ModelDep, search: SearchDep, settings: SettingsDep, _: ReaderDep
 ) -> SimilarOut:
     """Hits are graded `duplicate`, `same_story` or `related` (unrelated ones are dropped),
     best first, each with its story id. The query article itself never appears."""
@@ -62,7 +48,6 @@ async def similar(
         assert request.article is not None  # the schema asks for exactly one of them
         query = parse_article(request.article, "article")
         query_id = query.id
-    search = search_for(state, model)
 
     def run() -> list[tuple[SimilarHit, Article]]:
         if isinstance(query, str) and search.known(query) is None:
