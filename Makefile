@@ -48,7 +48,7 @@ serve: install
 PGDATA ?= data/pg
 serve-pg: install
 	@if [ "$(BUNDLE)" = "$(BUNDLES)" ]; then $(MAKE) --no-print-directory bundle-fresh; fi
-	NEWSDESK_BUNDLE=$(BUNDLE) $(PY) -m service.store.pg_local serve --data $(PGDATA) --host $(HOST) --port $(PORT)
+	NEWSDESK_BUNDLE=$(BUNDLE) $(PY) -m service.pg_local serve --data $(PGDATA) --host $(HOST) --port $(PORT)
 
 test: install
 	$(PY) -m ruff check .

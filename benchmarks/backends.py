@@ -102,7 +102,7 @@ def corpus(
 
 def stored(i: int, vector: npt.NDArray[np.float32], record: dict[str, Any], published: datetime) -> Any:
     from model.articles.article import article_from_record
-    from service.store.base import StoredArticle
+    from model.store.base import StoredArticle
 
     return StoredArticle(
         id=article_from_record(record).id,  # the hash of the canonical URL, as the service does
@@ -202,8 +202,8 @@ def _ready_sqlite(folder: str, *, from_snapshot: bool) -> dict[str, Any]:
     (The service itself does this in `model.coverage.restore`, with a bundle and an encoder around it.)"""
     from model.coverage.article_index import ArticleIndex, StoredRecord
     from model.coverage.restore import provider_key
-    from service.store.base import restore_rows
-    from service.store.sqlite import SqliteArticleStore
+    from model.store.base import restore_rows
+    from model.store.sqlite import SqliteArticleStore
 
     started = time.perf_counter()
     store = SqliteArticleStore(Path(folder) / "articles.sqlite3")
@@ -241,7 +241,7 @@ def _ready_sqlite(folder: str, *, from_snapshot: bool) -> dict[str, Any]:
 
 
 def _ready_postgres(url: str) -> dict[str, Any]:
-    from service.store.postgres import PgArticleStore
+    from model.store.postgres import PgArticleStore
 
     started = time.perf_counter()
     store = PgArticleStore(url)
@@ -296,7 +296,7 @@ def ingest_postgres(
     ``lock_ms_per_article``, the time in statements holding the window's locks (waits included:
     with one client, the serial part of each ingest). ``locked``: the first design, the window's
     locks held from search to commit for every article."""
-    from service.store.postgres import PgArticleStore
+    from model.store.postgres import PgArticleStore
 
     store = PgArticleStore(url, min_size=clients, max_size=max(2, clients))
     if locked:
@@ -452,9 +452,9 @@ def run_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     from model.articles.article import article_from_record
     from model.coverage.article_index import ArticleIndex
-    from service.store.pg_local import start_local_server
-    from service.store.postgres import PgArticleStore
-    from service.store.sqlite import SqliteArticleStore
+    from model.store.postgres import PgArticleStore
+    from model.store.sqlite import SqliteArticleStore
+    from service.pg_local import start_local_server
 
     print(f"[{n}] corpus", file=sys.stderr)
     vectors, records, dates = corpus(n, args.centres, args.seed)

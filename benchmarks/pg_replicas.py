@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import psycopg
 
-    from service.store.pg_local import start_local_server
-    from service.store.postgres import PgArticleStore
+    from model.store.postgres import PgArticleStore
+    from service.pg_local import start_local_server
 
     with tempfile.TemporaryDirectory(prefix="pgrep-", dir="/tmp") as tmp:
         server = start_local_server(Path(tmp) / "pg")

@@ -38,8 +38,8 @@ import numpy as np
 
 from benchmarks.report import machine_info
 from benchmarks.service_load import ROOT, base_env, free_port, train_bundle
-from service.store import StoredArticle
-from service.store.sqlite import SqliteArticleStore
+from model.store import StoredArticle
+from model.store.sqlite import SqliteArticleStore
 
 TARGET_READY_S = 5.0
 GRAPH_FIELDS = ("graph_built_s", "steady_rss_mb", "peak_rss_mb")  # the first start, past 50k

@@ -14,12 +14,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from model.coverage.search import ArticleSearch
 from model.news_model import NewsModel
+from model.store import ArticleStore
 from service.auth import KEY_COOKIE, OPEN, Principal, Role
 from service.config import Settings
 from service.errors import AdminDisabledError, ForbiddenError, RateLimitedError, UnauthorizedError
 from service.retrain import Retrainer
 from service.state import ServiceState
-from service.store import ArticleStore
 
 
 async def get_state(request: Request) -> ServiceState:

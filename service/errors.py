@@ -26,7 +26,7 @@ from model.errors import (
     NewsDeskError,
     NotFittedError,
 )
-from service.store import StoreError
+from model.store import StoreError
 
 logger = logging.getLogger(__name__)
 

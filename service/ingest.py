@@ -8,7 +8,7 @@ and written to the store in one durable transaction before the call returns.
 
 With a shared store (PostgreSQL) there is no in-process lock or index to trust: the store hands
 `model.coverage.linking.link_story` the stored neighbours and records the decision atomically
-with respect to every other replica (`SharedArticleStore.ingest_linked`; `service.store.postgres`
+with respect to every other replica (`SharedArticleStore.ingest_linked`; `model.store.postgres`
 says how).
 """
 
@@ -27,10 +27,10 @@ from model.coverage.linking import link_story
 from model.coverage.search import KnownArticle
 from model.news_model import NewsModel
 from model.results import Classification, SearchFilters
+from model.store import ArticleStore, StoredArticle
+from model.store.shared import SharedArticleStore
 from service.inference import classify
 from service.state import ServiceState
-from service.store import ArticleStore, StoredArticle
-from service.store.shared import SharedArticleStore
 
 # Neighbours from the bundle's own corpus (in memory, the same on every replica) that the story
 # decision sees besides the stored ones.

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from model.bundle import BundleRegistry
 from model.errors import NewsDeskError
+from model.store.shared import LIVE_VERSION_KEY, SharedArticleStore
 from service.state import ServiceState
-from service.store.shared import LIVE_VERSION_KEY, SharedArticleStore
 
 logger = logging.getLogger(__name__)
 

@@ -39,10 +39,10 @@ from model.bundle import VERSION_PATTERN, BundleRegistry
 from model.errors import NewsDeskError
 from model.feedback import write_pairs_tsv
 from model.ledger import ledger_events, record_event
+from model.store import ArticleStore
 from service.errors import BundleVersionNotFoundError, JobConflictError, JobNotFoundError
 from service.retrain_jobs import Job, JobKind, now
 from service.state import ServiceState
-from service.store import ArticleStore
 from service.workspace import export_records
 
 logger = logging.getLogger(__name__)

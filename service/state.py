@@ -26,14 +26,14 @@ from model.coverage.search import ArticleSearch
 from model.encoders.embedder import Embedder
 from model.errors import NewsDeskError
 from model.news_model import NewsModel
+from model.store import ArticleStore, open_store
+from model.store.base import RestoreRow, restore_rows
+from model.store.shared import LIVE_VERSION_KEY, SharedArticleStore
 from service.auth import RateLimiter, build_keyring
 from service.batching import MicroBatcher
 from service.config import Settings
 from service.errors import ModelUnavailableError, StoreUnavailableError
 from service.observability import Metrics
-from service.store import ArticleStore, open_store
-from service.store.base import RestoreRow, restore_rows
-from service.store.shared import LIVE_VERSION_KEY, SharedArticleStore
 
 logger = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from model.errors import ArticleNotFoundError, InvalidArticleError, SeedFormatEr
 from model.feedback import Correction, PairFeedback, corrected_record, effective_quality
 from model.news_model import NewsModel
 from model.results import Classification
+from model.store import ArticleQuery, ArticleStore, StoredArticle
 from service.auth import OPEN, Principal
 from service.errors import BadRequestError, SameArticleError
 from service.schemas import ClassificationOut, ProviderOut, TopicOut
 from service.state import ServiceState
-from service.store import ArticleQuery, ArticleStore, StoredArticle
 from service.workspace_schemas import (
     ArticleDetailOut,
     ArticlePageOut,

@@ -151,7 +151,7 @@ def pg_server_url(tmp_path_factory) -> Iterator[str]:
     the reason, when pgserver or psycopg is not installed."""
     pytest.importorskip("pgserver", reason="pgserver is not installed (pip install -e '.[dev]')")
     psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e .)")
-    from service.store.pg_local import start_local_server
+    from service.pg_local import start_local_server
 
     # Short path: the unix socket lives in the data folder and must fit in 107 bytes.
     base = Path(tempfile.mkdtemp(prefix="pgt-", dir="/tmp"))

@@ -12,11 +12,11 @@ import pytest
 from helpers import ready_client, shared_embedder
 
 from model.results import SearchFilters
+from model.store.base import StoredArticle, StoreError
 from service.config import Settings
 from service.main import create_app
-from service.store.base import StoredArticle, StoreError
 
-postgres = pytest.importorskip("service.store.postgres", reason="psycopg is not installed")
+postgres = pytest.importorskip("model.store.postgres", reason="psycopg is not installed")
 PgArticleStore, migrate, SCHEMA_VERSION = postgres.PgArticleStore, postgres.migrate, postgres.SCHEMA_VERSION
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

@@ -19,8 +19,8 @@ from model.evaluation.comparison import Gate, HeldOut, PairOutputs, compare_held
 from model.evaluation.split import EvalSplit
 from model.feedback import Correction
 from model.ledger import read_ledger, record_event
-from service.store.base import StoredArticle
-from service.store.sqlite import SqliteArticleStore
+from model.store.base import StoredArticle
+from model.store.sqlite import SqliteArticleStore
 
 ADMIN = "retrain-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -141,7 +141,7 @@ def test_sqlite_store_re_tags_articles_but_never_a_correction(tmp_path):
 
 
 def test_postgres_store_re_tags_articles_but_never_a_correction(pg_url):
-    from service.store.postgres import PgArticleStore
+    from model.store.postgres import PgArticleStore
 
     store = PgArticleStore(pg_url)
     try:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from helpers import shared_embedder
 
+from model.store import ArticleStore, StoredArticle, StoreError
+from model.store.sqlite import SqliteArticleStore
 from service.batching import MicroBatcher
 from service.config import Settings
-from service.store import ArticleStore, StoredArticle, StoreError
-from service.store.sqlite import SqliteArticleStore
 
 
 def stored(

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Path, Response
 from model.articles.article import article_from_record
 from model.errors import ArticleNotFoundError
 from model.results import Classification
+from model.store import StoredArticle
 from service.deps import ArticleId, IngestDep, ModelDep, ReaderDep, SettingsDep, StateDep, StoreDep
 from service.errors import StoryNotFoundError
 from service.ingest import ingest_articles
@@ -25,7 +26,6 @@ from service.schemas import (
     StoryArticleOut,
     StoryOut,
 )
-from service.store import StoredArticle
 from service.workspace import stored_detail
 from service.workspace_schemas import ArticleDetailOut
 

@@ -13,10 +13,10 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import StreamingResponse
 
+from model.store import ArticleQuery
 from service import workspace
 from service.deps import AdminDep, ArticleId, EditorDep, ReaderDep, StateDep, StoreDep
 from service.schemas import ErrorOut
-from service.store import ArticleQuery
 from service.workspace_schemas import (
     CORRECTION_EXAMPLE,
     PAIR_FEEDBACK_EXAMPLE,

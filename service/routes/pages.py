@@ -28,13 +28,13 @@ from model.coverage.search import ArticleSearch
 from model.errors import ArticleNotFoundError, InvalidArticleError, NewsDeskError
 from model.news_model import NewsModel
 from model.results import Classification, SimilarHit
+from model.store import ArticleQuery
 from service import workspace
 from service.auth import KEY_COOKIE
 from service.deps import ArticleId, EditorDep, IngestDep, ReaderDep, StateDep
 from service.errors import BadRequestError, describe_validation_error, status_for
 from service.inference import classify
 from service.ingest import ingest_articles
-from service.store import ArticleQuery
 from service.workspace_schemas import CorrectionIn, PairFeedbackIn
 
 router = APIRouter(tags=["pages"], include_in_schema=False)

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
 from model.coverage.search import ArticleSearch, KnownArticle
-from service.store.base import StoredArticle
+from model.store.base import StoredArticle
 
 LIVE_VERSION_KEY = "live_model_version"  # meta key: the bundle folder every replica should serve
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from model.feedback import CORRECTION_COLUMNS, PAIR_FEEDBACK_COLUMNS, Correction, PairFeedback
-from service.store.base import ArticleQuery, RestoreRow, StoredArticle, StoreError, StorySummary
+from model.store.base import ArticleQuery, RestoreRow, StoredArticle, StoreError, StorySummary
 
 logger = logging.getLogger(__name__)
 

@@ -59,8 +59,8 @@ from model.articles.article import Provider, article_from_record
 from model.coverage.search import KnownArticle
 from model.feedback import CORRECTION_COLUMNS, PAIR_FEEDBACK_COLUMNS, Correction, PairFeedback
 from model.results import SearchFilters
-from service.store.base import ArticleQuery, StoredArticle, StoreError, StorySummary
-from service.store.shared import LinkFn
+from model.store.base import ArticleQuery, StoredArticle, StoreError, StorySummary
+from model.store.shared import LinkFn
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """A local PostgreSQL 16 + pgvector 0.6 from the `pgserver` wheel, for development, tests and benchmarks.
 
-``python -m service.store.pg_local serve --data data/pg`` (``make serve-pg``) starts the server
+``python -m service.pg_local serve --data data/pg`` (``make serve-pg``) starts the server
 on a data folder (created on first use, reused after), points ``NEWSDESK_DATABASE_URL`` at it and
 serves the app with uvicorn; Ctrl-C stops both. ``... start --data DIR`` only starts the server
 and prints its URL. Production points ``NEWSDESK_DATABASE_URL`` at its own PostgreSQL instead.
