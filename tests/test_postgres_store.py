@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -97,6 +98,41 @@ def test_filtered_search_matches_exact_search_on_both_paths(pg_url):
                 assert np.mean(recall) >= 0.95, (exact_max, filters, np.mean(recall))
     finally:
         store.close()
+
+
+def test_list_filters_pick_the_same_rows_on_sqlite_and_postgresql(pg_url, tmp_path):
+    from model.store import ArticleQuery
+    from model.store.sqlite import SqliteArticleStore
+
+    corpus = [
+        replace(
+            article,
+            record={**article.record, "title": f"Title {i}", "excerpt": "Rain" if i % 7 == 0 else "sun"},
+            classification={"topics": [{"label": "Even" if i % 2 == 0 else "Odd", "probability": 0.9}]},
+            story_id=f"s{i % 20}",
+        )
+        for i, article in enumerate(_corpus(200, seed=3))
+    ]
+    pg, lite = PgArticleStore(pg_url), SqliteArticleStore(tmp_path / "articles.sqlite3")
+    try:
+        pg.put_many(corpus)
+        lite.put_many(corpus)
+        queries = [
+            ArticleQuery(),
+            ArticleQuery(topic="Even"),
+            ArticleQuery(provider="P3.EXAMPLE"),
+            ArticleQuery(story_id="s4"),
+            ArticleQuery(since=T0 + timedelta(days=90), until=T0 + timedelta(days=200)),
+            ArticleQuery(q="rain", topic="Odd"),
+            ArticleQuery(q="title 1", before_seq=150),
+        ]
+        for query in queries:
+            got = [a.id for a in pg.list_articles(query, 500)]
+            assert got == [a.id for a in lite.list_articles(query, 500)], query
+            assert got or query.before_seq, query
+    finally:
+        pg.close()
+        lite.close()
 
 
 def _settings(tmp_path, bundle, url: str, **more) -> Settings:
@@ -321,6 +357,4 @@ def vector_text(article: StoredArticle) -> str:
 
 
 def replace_story(article: StoredArticle, story_id: str) -> StoredArticle:
-    from dataclasses import replace
-
     return replace(article, story_id=story_id, created_at=datetime.now(UTC))

@@ -60,6 +60,7 @@ from model.coverage.search import KnownArticle
 from model.feedback import CORRECTION_COLUMNS, PAIR_FEEDBACK_COLUMNS, Correction, PairFeedback
 from model.results import SearchFilters
 from model.store.base import ArticleQuery, StoredArticle, StoreError, StorySummary
+from model.store.filters import POSTGRES, article_filters
 from model.store.shared import LinkFn
 
 logger = logging.getLogger(__name__)
@@ -727,36 +728,7 @@ class PgArticleStore:
     # --- the editors' workspace ------------------------------------------------------------
 
     def list_articles(self, query: ArticleQuery, limit: int) -> list[StoredArticle]:
-        where: list[str] = []
-        params: list[Any] = []
-        if query.topic is not None:
-            where.append("labels @> ARRAY[%s]::text[]")
-            params.append(query.topic)
-        if query.provider is not None:
-            where.append(
-                "(lower(record->'provider'->>'domain') = lower(%s) "
-                "OR lower(record->'provider'->>'name') = lower(%s))"
-            )
-            params += [query.provider, query.provider]
-        if query.story_id is not None:
-            where.append("story_id = %s")
-            params.append(query.story_id)
-        if query.since is not None:
-            where.append("published_at >= %s")
-            params.append(query.since)
-        if query.until is not None:
-            where.append("published_at <= %s")
-            params.append(query.until)
-        if query.q:
-            where.append(
-                "(strpos(lower(coalesce(record->>'title', '')), lower(%s)) > 0 "
-                "OR strpos(lower(coalesce(record->>'excerpt', '')), lower(%s)) > 0)"
-            )
-            params += [query.q, query.q]
-        if query.before_seq is not None:
-            where.append("seq < %s")
-            params.append(query.before_seq)
-        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        clause, params = article_filters(query, POSTGRES)
         rows = self._query(
             f"SELECT {_COLUMNS} FROM articles {clause}ORDER BY seq DESC LIMIT %s", [*params, limit]
         )

@@ -20,6 +20,7 @@ import numpy as np
 
 from model.feedback import CORRECTION_COLUMNS, PAIR_FEEDBACK_COLUMNS, Correction, PairFeedback
 from model.store.base import ArticleQuery, RestoreRow, StoredArticle, StoreError, StorySummary
+from model.store.filters import SQLITE, article_filters
 
 logger = logging.getLogger(__name__)
 
@@ -303,35 +304,7 @@ class SqliteArticleStore:
         return cursors
 
     def list_articles(self, query: ArticleQuery, limit: int) -> list[StoredArticle]:
-        where, params = [], []
-        if query.topic is not None:
-            where.append("EXISTS (SELECT 1 FROM json_each(articles.labels) AS l WHERE l.value = ?)")
-            params.append(query.topic)
-        if query.provider is not None:
-            where.append(
-                "(lower(json_extract(record, '$.provider.domain')) = lower(?) "
-                "OR lower(json_extract(record, '$.provider.name')) = lower(?))"
-            )
-            params += [query.provider, query.provider]
-        if query.story_id is not None:
-            where.append("story_id = ?")
-            params.append(query.story_id)
-        if query.since is not None:
-            where.append("published_at >= ?")
-            params.append(_iso(query.since))
-        if query.until is not None:
-            where.append("published_at <= ?")
-            params.append(_iso(query.until))
-        if query.q:
-            where.append(
-                "(instr(lower(coalesce(json_extract(record, '$.title'), '')), lower(?)) > 0 "
-                "OR instr(lower(coalesce(json_extract(record, '$.excerpt'), '')), lower(?)) > 0)"
-            )
-            params += [query.q, query.q]
-        if query.before_seq is not None:
-            where.append("seq < ?")
-            params.append(query.before_seq)
-        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        clause, params = article_filters(query, SQLITE)
         rows = self._query(
             f"SELECT {self._COLUMNS} FROM articles {clause}ORDER BY seq DESC LIMIT ?", [*params, limit]
         )
