@@ -37,13 +37,12 @@ import numpy as np
 from model.articles.article import article_from_record
 from model.bundle import VERSION_PATTERN, BundleRegistry
 from model.errors import NewsDeskError
-from model.feedback import write_pairs_tsv
 from model.ledger import ledger_events, record_event
 from model.store import ArticleStore
+from model.store.export import CORRECTIONS_FILE, write_feedback
 from service.errors import BundleVersionNotFoundError, JobConflictError, JobNotFoundError
 from service.retrain_jobs import Job, JobKind, now
 from service.state import ServiceState
-from service.workspace import export_records
 
 logger = logging.getLogger(__name__)
 
@@ -145,11 +144,12 @@ class Retrainer:
         store = self.state.require_store()
         scratch = Path(settings.data_dir) / "retrain" / job.id
         job.phase = "exporting corrections"
-        corrections, pairs = await asyncio.to_thread(_write_feedback, store, scratch)
+        exported = await asyncio.to_thread(write_feedback, store, scratch, one_file=True)
+        corrections, pairs = exported.articles, exported.pairs
         job.say(f"corrections: {corrections} corrected articles, {pairs} graded pairs")
         seeds = [str(Path(p).resolve()) for p in settings.seeds]
-        extra = ["--corrections", str(scratch / "corrections.jsonl")] if corrections else []
-        pair_args = ["--pairs", str(scratch / "pairs.tsv")] if pairs else []
+        extra = ["--corrections", str(scratch / CORRECTIONS_FILE)] if corrections else []
+        pair_args = ["--pairs", exported.pairs_file] if pairs else []
         cache = ["--cache-dir", str(settings.retrain_cache_dir)] if settings.retrain_cache_dir else []
         try:
             job.phase = "fitting the challenger"
@@ -362,20 +362,6 @@ def _last_attempt(root: Path, manifest: dict[str, Any]) -> datetime:
             moments.append(events[-1].moment)
     aware = [m if m.tzinfo else m.replace(tzinfo=UTC) for m in moments]
     return max(aware, default=datetime.fromtimestamp(0, UTC))
-
-
-def _write_feedback(store: ArticleStore, scratch: Path) -> tuple[int, int]:
-    """corrections.jsonl (corrected seed records) and pairs.tsv under ``scratch``: (articles, pairs)."""
-    scratch.mkdir(parents=True, exist_ok=True)
-    records = list(export_records(store))
-    with (scratch / "corrections.jsonl").open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-    feedback = store.pair_feedback()
-    found = store.get_many(list(dict.fromkeys(i for f in feedback for i in (f.a, f.b))))
-    rows = [(f, found[f.a].record, found[f.b].record) for f in feedback if f.a in found and f.b in found]
-    pairs = write_pairs_tsv(rows, scratch / "pairs.tsv") if rows else 0
-    return len(records), pairs
 
 
 def _next_chunk(store: ArticleStore, seq: int) -> list[Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -20,7 +19,7 @@ import yaml
 from model.articles.article import article_from_record
 from model.articles.seeds import split_front_matter
 from model.errors import ArticleNotFoundError, InvalidArticleError, SeedFormatError
-from model.feedback import Correction, PairFeedback, corrected_record, effective_quality
+from model.feedback import Correction, PairFeedback, effective_quality
 from model.news_model import NewsModel
 from model.results import Classification
 from model.store import ArticleQuery, ArticleStore, StoredArticle
@@ -278,30 +277,6 @@ async def delete_article(state: ServiceState, store: ArticleStore, article_id: s
     if not in_store and not in_index:
         raise ArticleNotFoundError(article_id)
     return DeleteOut(id=article_id, store=in_store, index=in_index)
-
-
-# --- export --------------------------------------------------------------------------------
-
-
-def export_records(store: ArticleStore) -> Iterator[dict]:
-    """Every corrected article as a seed record with the corrections applied (oldest first)."""
-    by_article: dict[str, list[Correction]] = {}
-    for correction in store.corrections():
-        by_article.setdefault(correction.article_id, []).append(correction)
-    ids = list(by_article)
-    for start in range(0, len(ids), 500):
-        found = store.get_many(ids[start : start + 500])
-        for article_id in ids[start : start + 500]:
-            stored = found.get(article_id)
-            if stored is None:
-                continue
-            classification = Classification.from_record(stored.classification, stored.id)
-            yield corrected_record(stored.record, classification, by_article[article_id])
-
-
-def export_lines(store: ArticleStore) -> Iterator[str]:
-    for record in export_records(store):
-        yield json.dumps(record, ensure_ascii=False) + "\n"
 
 
 def parse_record_text(text: str) -> dict:

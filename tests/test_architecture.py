@@ -7,6 +7,7 @@ Every import counts, including those inside functions (a lazy import is still an
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import networkx as nx
@@ -87,5 +88,42 @@ def test_model_reads_no_environment() -> None:
         str(path.relative_to(ROOT))
         for path in (ROOT / "model").rglob("*.py")
         if "os.environ" in path.read_text(encoding="utf-8") or "getenv" in path.read_text(encoding="utf-8")
+    ]
+    assert offenders == []
+
+
+# --- the article store (model/store): below the model, the only home of its tables' SQL ----------
+
+
+def test_the_store_imports_nothing_from_service_training_or_the_model_above_it() -> None:
+    graph = import_graph()
+    arrows = [
+        (a, b)
+        for a, b in graph.edges
+        if a.startswith("model.store")
+        and (b.split(".")[0] in ("service", "training", "benchmarks") or b == "model.news_model")
+    ]
+    assert arrows == []
+
+
+def test_service_and_training_reach_the_store_only_through_model_store() -> None:
+    graph = import_graph()
+    users = {a.split(".")[0] for a, b in graph.edges if b.startswith("model.store")}
+    assert {"service", "training"} <= users
+
+
+# SQL naming the store's tables: the article rows, the editors' tables, the live version, the
+# PostgreSQL ingest claims and migrations. The embedding cache (model/encoders) has tables of its own.
+_TABLES = r"(articles|corrections|pair_feedback|story_claims|meta|schema_migrations)\b"
+STORE_SQL = re.compile(rf"\b(FROM|INTO|UPDATE|JOIN|TABLE)\s+{_TABLES}|\b(story_claims|schema_migrations)\b")
+
+
+def test_no_sql_against_the_store_s_tables_outside_model_store() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for package in ("service", "training")
+        for path in (ROOT / package).rglob("*.py")
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if STORE_SQL.search(line)
     ]
     assert offenders == []

@@ -135,6 +135,35 @@ def test_list_filters_pick_the_same_rows_on_sqlite_and_postgresql(pg_url, tmp_pa
         lite.close()
 
 
+def test_training_reads_the_editors_answers_read_only_and_an_unmigrated_database_as_none(pg_url, tmp_path):
+    import psycopg
+    from test_store_export import fill
+
+    from model.feedback import Correction
+    from model.store import open_read_only
+    from training.corrections import load_corrections
+
+    parts = psycopg.conninfo.conninfo_to_dict(pg_url)  # fit --corrections takes a postgresql:// URL
+    url = f"postgresql://{parts['user']}@/{parts['dbname']}?host={parts['host']}"
+    empty = load_corrections(url, tmp_path / "empty")  # nothing was ever stored here
+    assert empty.corrected_ids == set() and empty.pairs is None
+    with psycopg.connect(pg_url) as conn:  # and reading it did not migrate it
+        assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,)
+    store = PgArticleStore(pg_url)
+    try:
+        rows = fill(store)
+    finally:
+        store.close()
+    data = load_corrections(url, tmp_path / "filled")
+    assert data.corrected_ids == {rows[0].id} and data.pair_count == 1
+    reader = open_read_only(url)
+    try:
+        with pytest.raises(StoreError, match="read-only"):
+            reader.add_correction(Correction(rows[1].id, topics=("Space",)))
+    finally:
+        reader.close()
+
+
 def _settings(tmp_path, bundle, url: str, **more) -> Settings:
     return Settings(bundle=bundle, data_dir=tmp_path / "unused", database_url=url, admin_token=TOKEN, **more)
 

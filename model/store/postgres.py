@@ -70,6 +70,7 @@ MIGRATIONS_DIR = Path(__file__).with_name("pg_migrations")
 # queue on it, one applies, the others then find nothing to do.
 MIGRATION_LOCK = 0x6E657773_64736B01 & 0x7FFFFFFFFFFFFFFF
 INGEST_LOCK_NS = 0x4E44  # first int of the (int, int) ingest lock keys: "ND"
+WORKSPACE_TABLES = ("corrections", "pair_feedback")  # a database never migrated lacks them
 CANDIDATES = 10  # exact neighbours in the window handed to the model's story decision
 
 
@@ -363,6 +364,8 @@ class PgArticleStore:
     ----------
     url : a libpq URL or DSN (``postgresql://user:pass@host:5432/db``).
     min_size, max_size : connections the pool keeps / may open.
+    read_only : for a reader such as training: no migration or claim sweep, every session
+        read-only; a database from before the editors' workspace reads as nothing corrected.
     """
 
     # Filtered sets up to this size are scanned exactly: at 1M rows, filters passing 4% (41k rows)
@@ -376,26 +379,31 @@ class PgArticleStore:
     # locks from search to commit for every article (the first design, which benchmarks compare).
     OPTIMISTIC_TRIES = 3
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, read_only: bool = False) -> None:
         self.url = url
+        self.read_only = read_only
         # How ingests were stored: first claim, a later claim, or under the locks; and the seconds
         # spent in statements that hold the window's locks, lock waits included (benchmarks, tests).
         self.ingest_outcomes: Counter[str] = Counter()
         self.lock_seconds = 0.0
         self._outcomes_lock = threading.Lock()
-        migrate(url)  # before the pool: its configure hook needs the vector type to exist
+        if not read_only:
+            migrate(url)  # before the pool: its configure hook needs the vector type to exist
         try:
             with psycopg.connect(url, connect_timeout=10) as conn:
                 info = TypeInfo.fetch(conn, "vector")
         except psycopg.Error as error:
             raise StoreError(f"cannot open the article store: {_one_line(error)}") from error
-        if info is None:
+        if info is None and not read_only:  # a reader may meet a database nothing was stored in
             raise StoreError("cannot open the article store: the vector extension is not installed")
 
         def configure(conn: psycopg.Connection[Any]) -> None:
-            info.register(conn)  # lets COPY's set_types resolve "vector"
-            register_vector_numpy(conn, info.oid)
+            if info is not None:
+                info.register(conn)  # lets COPY's set_types resolve "vector"
+                register_vector_numpy(conn, info.oid)
             conn.autocommit = True  # a plain read is one statement; writes open transactions
+            if read_only:
+                conn.execute("SET default_transaction_read_only = on")
 
         self.pool = ConnectionPool(
             url,
@@ -414,6 +422,8 @@ class PgArticleStore:
         except PoolTimeout as error:
             self.pool.close()
             raise StoreError(f"cannot open the article store: {error}") from error
+        if read_only:
+            return
         swept = self._query(
             "WITH gone AS (DELETE FROM story_claims WHERE created_at < now() - %s RETURNING 1) "
             "SELECT count(*) FROM gone",
@@ -430,6 +440,10 @@ class PgArticleStore:
             with self.pool.connection() as conn, conn.cursor(binary=True) as cur:
                 cur.execute(query, params)
                 return cur.fetchall()
+        except psycopg.errors.UndefinedTable as error:
+            if self.read_only and any(f'"{table}"' in str(error) for table in WORKSPACE_TABLES):
+                return []  # a database from before the editors' workspace, read as is: nothing corrected
+            raise StoreError(f"article store: {_one_line(error)}") from error
         except (psycopg.Error, PoolTimeout) as error:
             raise StoreError(f"article store: {_one_line(error)}") from error
 

@@ -84,6 +84,10 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
+# What opening a store from before the editors' workspace read-only (no migration) reports.
+_MISSING_WORKSPACE = frozenset(f"no such table: {table}" for table in ("corrections", "pair_feedback"))
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat() if value else None
 
@@ -99,9 +103,13 @@ def _labels_json(labels: Sequence[str]) -> str:
 class SqliteArticleStore:
     """`ArticleStore` in one SQLite file, shared by the event loop's worker threads under a lock."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         self._lock = threading.Lock()
+        if read_only:
+            self._db = self._open_read_only()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
@@ -122,6 +130,17 @@ class SqliteArticleStore:
         except (OSError, sqlite3.Error) as error:
             raise StoreError(f"cannot open the article store at {self.path}: {error}") from error
         logger.info("article store %s (journal %s, %d articles)", self.path, mode, self.count())
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """The file as it is: nothing created, no schema migrated (a reader such as training must
+        leave the service's file alone); what an older store lacks reads as empty (`_query`)."""
+        if not self.path.is_file():
+            raise StoreError(f"{self.path}: no article store here")
+        try:
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30, isolation_level=None)
+        except sqlite3.Error as error:
+            raise StoreError(f"{self.path}: cannot open the article store ({error})") from None
 
     def _migrate(self, version: int) -> None:
         """Run the step from ``version`` to ``version + 1`` in one transaction."""
@@ -182,6 +201,8 @@ class SqliteArticleStore:
             with self._lock:
                 return self._db.execute(sql, params).fetchall()
         except sqlite3.Error as error:
+            if str(error) in _MISSING_WORKSPACE:
+                return []  # a store from before the editors' workspace, read as is: nothing corrected
             raise StoreError(f"article store {self.path}: {error}") from error
 
     def put_many(self, articles: Sequence[StoredArticle]) -> list[bool]:

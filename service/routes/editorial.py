@@ -14,6 +14,7 @@ from fastapi import APIRouter, Body, Query
 from fastapi.responses import StreamingResponse
 
 from model.store import ArticleQuery
+from model.store.export import export_lines
 from service import workspace
 from service.deps import AdminDep, ArticleId, EditorDep, ReaderDep, StateDep, StoreDep
 from service.schemas import ErrorOut
@@ -161,5 +162,5 @@ async def delete_article(article_id: ArticleId, _: AdminDep, state: StateDep, st
 async def export_corrections(_: ReaderDep, store: StoreDep) -> StreamingResponse:
     """Save it as ``corrections.jsonl`` beside the seeds: ``training fit`` reads it, and a corrected
     record's topics win over the earlier seed of the same article (`corrected_at`)."""
-    lines = await asyncio.to_thread(lambda: list(workspace.export_lines(store)))
+    lines = await asyncio.to_thread(lambda: list(export_lines(store)))
     return StreamingResponse(iter(lines), media_type="application/x-ndjson")
