@@ -18,7 +18,9 @@ from service.config import Settings
 from service.main import create_app
 
 postgres = pytest.importorskip("model.store.postgres", reason="psycopg is not installed")
-PgArticleStore, migrate, SCHEMA_VERSION = postgres.PgArticleStore, postgres.migrate, postgres.SCHEMA_VERSION
+pg_migrate = pytest.importorskip("model.store.pg_migrate", reason="psycopg is not installed")
+PgArticleStore = postgres.PgArticleStore
+migrate, SCHEMA_VERSION = pg_migrate.migrate, pg_migrate.SCHEMA_VERSION
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 TOKEN = "test-admin-token-0123"

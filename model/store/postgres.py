@@ -18,39 +18,30 @@ tables and the live model version (`meta`). Three things make replicas agree:
   `OPTIMISTIC_TRIES` it decides under the locks from search to commit (`_ingest_locked`). Either
   way each decision is the one the locked path would make at the moment of its claim.
 * **URL variants** hash to one id: the primary key makes the second insert a no-op.
-* **Migrations** (`pg_migrations/NNNN_name.sql`) run at open under a session advisory lock,
-  recorded in ``schema_migrations``; a database newer than this code is refused.
+* **Migrations** (`pg_migrate`: ``pg_migrations/NNNN_name.sql``) run at open under a session
+  advisory lock, recorded in ``schema_migrations``; a database newer than this code is refused.
 
-Search (`search()` gives an `ArticleSearch`): pgvector 0.6 filters *after* the HNSW graph search
-(at most ``ef_search`` rows leave the index, then the WHERE drops some), so a selective filter
-would return fewer than k rows, and a beam that is mostly rejected rows misses neighbours. With a
-filter we first count the matching rows (capped); up to `EXACT_MAX_ROWS` we scan them exactly
-(at 1M articles that covers filters passing up to 10%), above it HNSW runs with ``ef_search``
-divided by the selectivity, and an exact scan backs it up if it still comes back short.
+Search (`search()` gives an `ArticleSearch`, `pg_search`) counts a selective filter first: up to
+`EXACT_MAX_ROWS` matching rows are scanned exactly, above it HNSW runs with a beam widened by the
+filter's selectivity. Vectors travel in pgvector's binary form (`pg_vector`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import re
-import struct
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import psycopg
 from psycopg import sql
-from psycopg.adapt import Dumper, Loader
-from psycopg.pq import Format
 from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -61,145 +52,20 @@ from model.feedback import CORRECTION_COLUMNS, PAIR_FEEDBACK_COLUMNS, Correction
 from model.results import SearchFilters
 from model.store.base import ArticleQuery, StoredArticle, StoreError, StorySummary
 from model.store.filters import POSTGRES, article_filters
+from model.store.pg_migrate import SCHEMA_VERSION, migrate
+from model.store.pg_rows import COLUMNS, article_row, one_line
+from model.store.pg_search import PgSearch, nearest_rows
+from model.store.pg_vector import register_vector_numpy
 from model.store.shared import LinkFn
 
 logger = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).with_name("pg_migrations")
-# Session advisory lock held while migrating (bigint: "newsdsk" + 1); replicas starting together
-# queue on it, one applies, the others then find nothing to do.
-MIGRATION_LOCK = 0x6E657773_64736B01 & 0x7FFFFFFFFFFFFFFF
 INGEST_LOCK_NS = 0x4E44  # first int of the (int, int) ingest lock keys: "ND"
 WORKSPACE_TABLES = ("corrections", "pair_feedback")  # a database never migrated lacks them
 CANDIDATES = 10  # exact neighbours in the window handed to the model's story decision
 
 
-# --- migrations ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()[:16]
-
-
-def load_migrations(folder: Path = MIGRATIONS_DIR) -> tuple[Migration, ...]:
-    """``NNNN_name.sql`` files, in version order; a gap or a repeated number is a packaging bug."""
-    found = []
-    for path in sorted(folder.glob("*.sql")):
-        match = re.fullmatch(r"(\d{4})_(\w+)\.sql", path.name)
-        if match is None:
-            raise StoreError(f"{path}: migration files are named NNNN_name.sql")
-        found.append(Migration(int(match[1]), match[2], path.read_text(encoding="utf-8")))
-    versions = [m.version for m in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise StoreError(f"{folder}: migrations must be numbered 1..n without gaps, found {versions}")
-    return tuple(found)
-
-
-MIGRATIONS = load_migrations()
-SCHEMA_VERSION = MIGRATIONS[-1].version
-
-
-def migrate(url: str, migrations: Sequence[Migration] = MIGRATIONS, *, lock_timeout_s: float = 60) -> int:
-    """Apply the missing migrations, one transaction each, under a session advisory lock.
-
-    Returns the schema version. Raises `StoreError` when the database records a migration newer
-    than ``migrations`` (an older service on a newer database) or the lock is not granted in time.
-    """
-    known = {m.version: m for m in migrations}
-    latest = max(known)
-    try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-            # lock_timeout does not cover advisory locks: poll the try-variant against a deadline.
-            deadline = time.monotonic() + lock_timeout_s
-            while not _scalar(conn, "SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK,)):
-                if time.monotonic() > deadline:
-                    raise StoreError("timed out waiting for another replica's schema migration")
-                time.sleep(0.2)
-            try:
-                return _apply(conn, migrations, known, latest)
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
-    except psycopg.Error as error:
-        raise StoreError(f"cannot open the article store: {_one_line(error)}") from error
-
-
-def _apply(
-    conn: psycopg.Connection[Any], migrations: Sequence[Migration], known: dict[int, Migration], latest: int
-) -> int:
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text NOT NULL,"
-        " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-    )
-    applied = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
-    newer = sorted(v for v in applied if v > latest)
-    if newer:
-        raise StoreError(
-            f"the article database's schema is at version {max(newer)}, this service knows up to "
-            f"{latest}: deploy the newer service version (or point NEWSDESK_DATABASE_URL elsewhere)"
-        )
-    for version, checksum in applied.items():
-        if known[version].checksum != checksum:
-            logger.warning("migration %04d was edited after it was applied to this database", version)
-    for migration in sorted(migrations, key=lambda m: m.version):
-        if migration.version in applied:
-            continue
-        with conn.transaction():
-            conn.execute(migration.sql.encode())  # no parameters: multi-statement text is fine
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                (migration.version, migration.name, migration.checksum),
-            )
-        logger.info("applied migration %04d_%s", migration.version, migration.name)
-    return max([*applied, latest])
-
-
-# --- numpy <-> vector, binary -------------------------------------------------------------------
-
-_HEADER = struct.Struct(">HH")
-
-
-def register_vector_numpy(conn: psycopg.Connection[Any], oid: int) -> None:
-    """numpy arrays dump as binary ``vector``; ``vector`` columns load as float32 arrays.
-
-    Binary is 12-15x faster than the text form for 384 floats (no float printing or parsing).
-    """
-
-    class VectorDumper(Dumper):
-        format = Format.BINARY
-
-        def dump(self, obj: Any) -> bytes:
-            array = np.asarray(obj, dtype=">f4")
-            return _HEADER.pack(array.shape[0], 0) + array.tobytes()
-
-    VectorDumper.oid = oid
-
-    class VectorLoader(Loader):
-        format = Format.BINARY
-
-        def load(self, data: Any) -> npt.NDArray[np.float32]:
-            return np.frombuffer(data, dtype=">f4", offset=4).astype(np.float32)
-
-    conn.adapters.register_dumper(np.ndarray, VectorDumper)
-    conn.adapters.register_loader(oid, VectorLoader)
-
-
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def _scalar(conn: psycopg.Connection[Any], query: str, params: Sequence[Any] = ()) -> Any:
-    row = conn.execute(query, params).fetchone()
-    return row[0] if row else None
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
 
 
 def provider_key(record: dict[str, Any]) -> str | None:
@@ -222,10 +88,6 @@ def lock_keys(moment: datetime, window: timedelta) -> list[int]:
     return [bucket & 0x7FFFFFFF for bucket in range(first, last + 1)]
 
 
-_COLUMNS = (
-    "seq, id, canonical_url, record, embedding, story_id, classification, duplicate_of, "
-    "model_version, published_at, created_at, related, labels"
-)
 _WRITE_COLUMNS = (
     "id, canonical_url, record, embedding, story_id, classification, duplicate_of, "
     "model_version, published_at, provider, created_at, related, labels, uncertainty"
@@ -248,26 +110,6 @@ _STORE_CLAIMED = f"WITH claim AS (DELETE FROM story_claims WHERE id = %s) {_INSE
 # A claim older than this belongs to a replica that died between claim and store: it is no
 # longer a story candidate, and a replica starting sweeps it.
 CLAIM_LIFETIME = timedelta(minutes=10)
-
-
-def _row(row: Sequence[Any]) -> StoredArticle:
-    seq, id_, url, record, vector, story, classification, dup, version, published, created = row[:11]
-    related, labels = row[11:13]
-    return StoredArticle(
-        id=id_,
-        record=record,
-        embedding=vector,
-        story_id=story,
-        classification=classification,
-        created_at=created,
-        canonical_url=url,
-        published_at=published,
-        duplicate_of=dup,
-        model_version=version,
-        seq=seq,
-        related_ids=tuple(related or ()),
-        labels=tuple(labels) if labels is not None else None,
-    )
 
 
 def _params(article: StoredArticle, *, copy: bool = False) -> list[Any]:
@@ -293,67 +135,6 @@ def _params(article: StoredArticle, *, copy: bool = False) -> list[Any]:
     ]
 
 
-def _where(filters: SearchFilters) -> tuple[sql.Composable, list[Any]]:
-    """The filters as SQL, with the in-memory index's semantics (an unknown date fails a date
-    filter; an article without a provider passes ``exclude_provider``)."""
-    parts: list[sql.Composable] = []
-    params: list[Any] = []
-    if filters.since is not None:
-        parts.append(sql.SQL("published_at >= %s"))
-        params.append(filters.since)
-    if filters.until is not None:
-        parts.append(sql.SQL("published_at <= %s"))
-        params.append(filters.until)
-    if filters.providers is not None:
-        parts.append(sql.SQL("provider = ANY(%s)"))
-        params.append(sorted(p.lower() for p in filters.providers))
-    if filters.exclude_provider is not None:
-        parts.append(sql.SQL("(provider IS NULL OR provider <> %s)"))
-        params.append(filters.exclude_provider.lower())
-    if filters.exclude_ids:
-        parts.append(sql.SQL("id <> ALL(%s)"))
-        params.append(sorted(filters.exclude_ids))
-    return (sql.SQL(" AND ").join(parts) if parts else sql.SQL("TRUE")), params
-
-
-def _selective(filters: SearchFilters) -> bool:
-    # exclude_ids alone (the query article) removes a handful of rows: not a filter worth counting.
-    return any(
-        (filters.since, filters.until, filters.providers is not None, filters.exclude_provider is not None)
-    )
-
-
-# --- search -------------------------------------------------------------------------------------
-
-
-class PgSearch:
-    """`ArticleSearch` over the database, for one request: `nearest` reads the rows it returns
-    whole, so the `known` calls that follow (the pair scorer needs each hit's article and vector)
-    cost no extra round trip."""
-
-    def __init__(self, store: PgArticleStore) -> None:
-        self.store = store
-        self._seen: dict[str, KnownArticle | None] = {}
-
-    def nearest(
-        self, vector: npt.NDArray[np.floating], k: int, filters: SearchFilters
-    ) -> list[tuple[str, float]]:
-        rows = self.store.nearest_rows(np.asarray(vector, dtype=np.float32), k, filters)
-        for stored, _ in rows:
-            self._seen[stored.id] = _known(stored)
-        return [(stored.id, cosine) for stored, cosine in rows]
-
-    def known(self, article_id: str) -> KnownArticle | None:
-        if article_id not in self._seen:
-            stored = self.store.get(article_id)
-            self._seen[article_id] = _known(stored) if stored is not None else None
-        return self._seen[article_id]
-
-
-def _known(stored: StoredArticle) -> KnownArticle:
-    return KnownArticle(article_from_record(stored.record), stored.embedding, stored.story_id)
-
-
 # --- the store ----------------------------------------------------------------------------------
 
 
@@ -374,7 +155,6 @@ class PgArticleStore:
     # HNSW beam unfiltered. With m=16, ef_construction=64 at 1M: recall@10 0.917 at 100, 0.943 at
     # 200 (benchmarks/backends.py, which also measures this value).
     EF_SEARCH = 400
-    EF_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
     # Claims an article makes before it decides under the locks instead (`ingest_linked`); 0: the
     # locks from search to commit for every article (the first design, which benchmarks compare).
     OPTIMISTIC_TRIES = 3
@@ -393,7 +173,7 @@ class PgArticleStore:
             with psycopg.connect(url, connect_timeout=10) as conn:
                 info = TypeInfo.fetch(conn, "vector")
         except psycopg.Error as error:
-            raise StoreError(f"cannot open the article store: {_one_line(error)}") from error
+            raise StoreError(f"cannot open the article store: {one_line(error)}") from error
         if info is None and not read_only:  # a reader may meet a database nothing was stored in
             raise StoreError("cannot open the article store: the vector extension is not installed")
 
@@ -443,40 +223,40 @@ class PgArticleStore:
         except psycopg.errors.UndefinedTable as error:
             if self.read_only and any(f'"{table}"' in str(error) for table in WORKSPACE_TABLES):
                 return []  # a database from before the editors' workspace, read as is: nothing corrected
-            raise StoreError(f"article store: {_one_line(error)}") from error
+            raise StoreError(f"article store: {one_line(error)}") from error
         except (psycopg.Error, PoolTimeout) as error:
-            raise StoreError(f"article store: {_one_line(error)}") from error
+            raise StoreError(f"article store: {one_line(error)}") from error
 
     def get(self, article_id: str) -> StoredArticle | None:
-        rows = self._query(f"SELECT {_COLUMNS} FROM articles WHERE id = %s", (article_id,))
-        return _row(rows[0]) if rows else None
+        rows = self._query(f"SELECT {COLUMNS} FROM articles WHERE id = %s", (article_id,))
+        return article_row(rows[0]) if rows else None
 
     def get_many(self, article_ids: Sequence[str]) -> dict[str, StoredArticle]:
         ids = list(dict.fromkeys(article_ids))
         if not ids:
             return {}
-        rows = self._query(f"SELECT {_COLUMNS} FROM articles WHERE id = ANY(%s)", (ids,))
-        return {stored.id: stored for stored in map(_row, rows)}
+        rows = self._query(f"SELECT {COLUMNS} FROM articles WHERE id = ANY(%s)", (ids,))
+        return {stored.id: stored for stored in map(article_row, rows)}
 
     def by_story(self, story_id: str, limit: int = 1000) -> list[StoredArticle]:
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM articles WHERE story_id = %s "
+            f"SELECT {COLUMNS} FROM articles WHERE story_id = %s "
             "ORDER BY published_at DESC NULLS LAST, seq DESC LIMIT %s",
             (story_id, limit),
         )
-        return [_row(row) for row in rows]
+        return [article_row(row) for row in rows]
 
     def iter_since(self, seq: int = 0, chunk: int = 1000) -> Iterator[StoredArticle]:
         # Keyset pages on seq. A bigserial is drawn at INSERT and visible at COMMIT, so under
         # concurrent writers a reader tailing seq could skip a late committer; nothing here tails.
         while True:
             rows = self._query(
-                f"SELECT {_COLUMNS} FROM articles WHERE seq > %s ORDER BY seq LIMIT %s", (seq, chunk)
+                f"SELECT {COLUMNS} FROM articles WHERE seq > %s ORDER BY seq LIMIT %s", (seq, chunk)
             )
             if not rows:
                 return
             for row in rows:
-                yield _row(row)
+                yield article_row(row)
             seq = rows[-1][0]
 
     def last_seq(self) -> int:
@@ -516,7 +296,7 @@ class PgArticleStore:
                     inserted.append(cur.fetchone() is not None)
                 return inserted
         except (psycopg.Error, PoolTimeout) as error:
-            raise StoreError(f"article store: cannot write: {_one_line(error)}") from error
+            raise StoreError(f"article store: cannot write: {one_line(error)}") from error
 
     def bulk_load(self, articles: Sequence[StoredArticle]) -> int:
         """COPY BINARY into a temporary table, then insert what is new (COPY cannot skip a
@@ -540,7 +320,7 @@ class PgArticleStore:
                 )
                 return cur.rowcount
         except (psycopg.Error, PoolTimeout) as error:
-            raise StoreError(f"article store: bulk load failed: {_one_line(error)}") from error
+            raise StoreError(f"article store: bulk load failed: {one_line(error)}") from error
 
     def ingest_linked(
         self, articles: Sequence[StoredArticle], link: LinkFn, window: timedelta
@@ -580,7 +360,7 @@ class PgArticleStore:
                     stored[article.id] = outcome[0]  # a second copy in this batch is not new
                 out.append(outcome)
         except (psycopg.Error, PoolTimeout) as error:
-            raise StoreError(f"article store: cannot write: {_one_line(error)}") from error
+            raise StoreError(f"article store: cannot write: {one_line(error)}") from error
         return out
 
     def _count(self, outcome: str, n: int = 1) -> None:
@@ -621,10 +401,10 @@ class PgArticleStore:
                     if cur.fetchone() is not None:
                         self._count("first_try" if attempt == 0 else "retried")
                         return stored, True
-                cur.execute(f"SELECT {_COLUMNS} FROM articles WHERE id = %s", (article.id,))
+                cur.execute(f"SELECT {COLUMNS} FROM articles WHERE id = %s", (article.id,))
                 found = cur.fetchone()
                 if found is not None:  # stored meanwhile (a URL variant from another replica)
-                    return _row(found), False
+                    return article_row(found), False
             if attempt + 1 < self.OPTIMISTIC_TRIES:
                 seen, fresh = self._read_window_changes(article, now, window, seen)
                 candidates = _nearest_first(candidates + fresh)
@@ -637,8 +417,8 @@ class PgArticleStore:
         with self.pool.connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             seen = _snapshot(cur)
-            cur.execute(f"SELECT {_COLUMNS} FROM articles WHERE id = ANY(%s)", ([a.id for a in articles],))
-            stored = {row.id: row for row in map(_row, cur.fetchall())}
+            cur.execute(f"SELECT {COLUMNS} FROM articles WHERE id = ANY(%s)", ([a.id for a in articles],))
+            stored = {row.id: row for row in map(article_row, cur.fetchall())}
             candidates = {
                 a.id: self._window_neighbours(cur, a, now, window) for a in articles if a.id not in stored
             }
@@ -675,10 +455,10 @@ class PgArticleStore:
     def _decide_and_store(
         self, cur: psycopg.Cursor[Any], article: StoredArticle, link: LinkFn, window: timedelta, now: datetime
     ) -> tuple[StoredArticle, bool]:
-        cur.execute(f"SELECT {_COLUMNS} FROM articles WHERE id = %s", (article.id,))
+        cur.execute(f"SELECT {COLUMNS} FROM articles WHERE id = %s", (article.id,))
         found = cur.fetchone()
         if found is not None:
-            return _row(found), False
+            return article_row(found), False
         neighbours = self._window_neighbours(cur, article, now, window)
         story_id, duplicate_of = link(article, [known for known, _ in neighbours])
         stored = _with(article, story_id, duplicate_of, now)
@@ -686,9 +466,9 @@ class PgArticleStore:
         if cur.fetchone() is not None:
             return stored, True
         # Its canonical URL is stored under another id (cannot happen today).
-        cur.execute(f"SELECT {_COLUMNS} FROM articles WHERE canonical_url = %s", (article.canonical_url,))
+        cur.execute(f"SELECT {COLUMNS} FROM articles WHERE canonical_url = %s", (article.canonical_url,))
         row = cur.fetchone()
-        return (_row(row) if row else stored), False
+        return (article_row(row) if row else stored), False
 
     @staticmethod
     def _window_neighbours(
@@ -744,9 +524,9 @@ class PgArticleStore:
     def list_articles(self, query: ArticleQuery, limit: int) -> list[StoredArticle]:
         clause, params = article_filters(query, POSTGRES)
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM articles {clause}ORDER BY seq DESC LIMIT %s", [*params, limit]
+            f"SELECT {COLUMNS} FROM articles {clause}ORDER BY seq DESC LIMIT %s", [*params, limit]
         )
-        return [_row(row) for row in rows]
+        return [article_row(row) for row in rows]
 
     def list_stories(self, limit: int, before_seq: int | None = None) -> list[StorySummary]:
         having = "HAVING max(seq) < %s " if before_seq is not None else ""
@@ -774,12 +554,12 @@ class PgArticleStore:
 
     def review_queue(self, limit: int) -> list[StoredArticle]:
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM articles AS a "
+            f"SELECT {COLUMNS} FROM articles AS a "
             "WHERE NOT EXISTS (SELECT 1 FROM corrections AS c WHERE c.article_id = a.id) "
             "ORDER BY cardinality(labels) > 0, uncertainty IS NULL, uncertainty, seq DESC LIMIT %s",
             (limit,),
         )
-        return [_row(row) for row in rows]
+        return [article_row(row) for row in rows]
 
     def add_correction(self, correction: Correction) -> Correction:
         topics = list(correction.topics) if correction.topics is not None else None
@@ -797,7 +577,7 @@ class PgArticleStore:
                         "UPDATE articles SET labels = %s WHERE id = %s", (topics, correction.article_id)
                     )
         except (psycopg.Error, PoolTimeout) as error:
-            raise StoreError(f"article store: cannot write: {_one_line(error)}") from error
+            raise StoreError(f"article store: cannot write: {one_line(error)}") from error
         return replace(correction, id=int(row[0]) if row else 0)
 
     def corrections(self, article_id: str | None = None) -> list[Correction]:
@@ -843,7 +623,7 @@ class PgArticleStore:
                     )  # fmt: skip
                     updated += max(cur.rowcount, 0)
         except (psycopg.Error, PoolTimeout) as error:
-            raise StoreError(f"article store: cannot write: {_one_line(error)}") from error
+            raise StoreError(f"article store: cannot write: {one_line(error)}") from error
         return updated
 
     def delete(self, article_id: str) -> bool:
@@ -854,7 +634,7 @@ class PgArticleStore:
                 cur.execute("DELETE FROM corrections WHERE article_id = %s", (article_id,))
                 cur.execute("DELETE FROM pair_feedback WHERE a = %s OR b = %s", (article_id, article_id))
         except (psycopg.Error, PoolTimeout) as error:
-            raise StoreError(f"article store: cannot delete: {_one_line(error)}") from error
+            raise StoreError(f"article store: cannot delete: {one_line(error)}") from error
         return deleted
 
     # --- search -----------------------------------------------------------------------------
@@ -867,55 +647,13 @@ class PgArticleStore:
         self, vector: npt.NDArray[np.float32], k: int, filters: SearchFilters
     ) -> list[tuple[StoredArticle, float]]:
         """The ``k`` stored articles closest to ``vector`` (cosine) that pass ``filters``."""
-        where, params = _where(filters)
         try:
             with self.pool.connection() as conn, conn.transaction():
-                if not _selective(filters):
-                    return self._ordered(conn, vector, k, where, params, ef=self.EF_SEARCH)
-                count = sql.SQL("SELECT count(*) FROM (SELECT 1 FROM articles WHERE {} LIMIT %s) t")
-                matching = _scalar(conn, count.format(where), [*params, self.EXACT_MAX_ROWS + 1])
-                if matching <= self.EXACT_MAX_ROWS:
-                    return self._ordered(conn, vector, k, where, params, ef=None)
-                ef = self._beam(conn, k, where, params, matching)
-                hits = self._ordered(conn, vector, k, where, params, ef=ef)
-                return hits if len(hits) >= k else self._ordered(conn, vector, k, where, params, ef=None)
+                return nearest_rows(
+                    conn, vector, k, filters, ef_search=self.EF_SEARCH, exact_max_rows=self.EXACT_MAX_ROWS
+                )
         except (psycopg.Error, PoolTimeout) as error:
-            raise StoreError(f"article store: search failed: {_one_line(error)}") from error
-
-    def _beam(
-        self, conn: psycopg.Connection[Any], k: int, where: sql.Composable, params: list[Any], matching: int
-    ) -> int:
-        """``ef_search`` for a filter passing ~selectivity of the rows: the unfiltered beam divided
-        by it, so about as many passing rows leave the index as unfiltered. The count is capped,
-        so the planner estimates."""
-        total = _scalar(conn, "SELECT reltuples::bigint FROM pg_class WHERE relname = 'articles'")
-        explain = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM articles WHERE {}").format(where)
-        estimate = int(_scalar(conn, explain, params)[0]["Plan"]["Plan Rows"])
-        selectivity = min(1.0, max(matching, estimate) / max(int(total or 1), matching))
-        return min(self.EF_MAX, max(self.EF_SEARCH, k, math.ceil(self.EF_SEARCH / selectivity)))
-
-    @staticmethod
-    def _ordered(
-        conn: psycopg.Connection[Any],
-        vector: npt.NDArray[np.float32],
-        k: int,
-        where: sql.Composable,
-        params: list[Any],
-        *,
-        ef: int | None,
-    ) -> list[tuple[StoredArticle, float]]:
-        """HNSW with beam ``ef``, or (``ef=None``) an exact scan of the rows passing ``where``."""
-        if ef is None:
-            # Off the HNSW index (which post-filters); the btree filters still run as bitmap scans.
-            conn.execute("SET LOCAL enable_indexscan = off")
-        else:
-            conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(int(ef))))
-        query = sql.SQL(
-            "SELECT {}, 1 - (embedding <=> %b) FROM articles WHERE {} ORDER BY embedding <=> %b LIMIT %s"
-        ).format(sql.SQL(_COLUMNS), where)
-        with conn.cursor(binary=True) as cur:
-            cur.execute(query, [vector, *params, vector, k])
-            return [(_row(row[:-1]), float(row[-1])) for row in cur.fetchall()]
+            raise StoreError(f"article store: search failed: {one_line(error)}") from error
 
 
 def _with(article: StoredArticle, story_id: str, duplicate_of: str | None, now: datetime) -> StoredArticle:
