@@ -106,7 +106,7 @@ def test_the_store_imports_nothing_from_service_training_or_the_model_above_it()
     assert arrows == []
 
 
-def test_service_and_training_reach_the_store_only_through_model_store() -> None:
+def test_service_and_training_both_open_the_store_from_model() -> None:
     graph = import_graph()
     users = {a.split(".")[0] for a, b in graph.edges if b.startswith("model.store")}
     assert {"service", "training"} <= users
