@@ -15,10 +15,8 @@ import ctypes
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from model.bundle import resolve_bundle
 from model.coverage.linking import MergedSearch
@@ -27,7 +25,7 @@ from model.encoders.embedder import Embedder
 from model.errors import NewsDeskError
 from model.news_model import NewsModel
 from model.store import ArticleStore, open_store
-from model.store.base import RestoreRow, restore_rows
+from model.store.base import StoreRows
 from model.store.shared import LIVE_VERSION_KEY, SharedArticleStore
 from service.auth import RateLimiter, build_keyring
 from service.batching import MicroBatcher
@@ -73,26 +71,6 @@ def release_free_heap() -> None:
     """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-class StoreRows:
-    """The embedded store as the `RowSource` a model restores from (`NewsModel.restore_from`)."""
-
-    def __init__(self, store: ArticleStore) -> None:
-        self.store = store
-
-    def count(self) -> int:
-        return self.store.count()
-
-    def last_seq(self) -> int:
-        return self.store.last_seq()
-
-    def rows_since(self, since: int, chunk: int) -> Iterator[RestoreRow]:
-        return restore_rows(self.store, since, chunk)
-
-    def record(self, article_id: str) -> dict[str, Any] | None:
-        stored = self.store.get(article_id)
-        return stored.record if stored is not None else None
 
 
 class ServiceState:

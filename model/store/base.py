@@ -191,3 +191,24 @@ def restore_rows(store: ArticleStore, since: int = 0, chunk: int = 5000) -> Iter
         yield RestoreRow(
             stored.seq, stored.id, stored.record, stored.embedding, stored.story_id, stored.published_at
         )
+
+
+class StoreRows:
+    """A store as the rows a model restores from (`model.coverage.restore.RowSource`): the light
+    reader in ``seq`` order, and one article's record, read when a restored row is first used."""
+
+    def __init__(self, store: ArticleStore) -> None:
+        self.store = store
+
+    def count(self) -> int:
+        return self.store.count()
+
+    def last_seq(self) -> int:
+        return self.store.last_seq()
+
+    def rows_since(self, since: int, chunk: int) -> Iterator[RestoreRow]:
+        return restore_rows(self.store, since, chunk)
+
+    def record(self, article_id: str) -> dict[str, Any] | None:
+        stored = self.store.get(article_id)
+        return stored.record if stored is not None else None
