@@ -19,6 +19,21 @@ Per method: B-cubed precision, recall and F1 (per article, averaged), the share 
 pairs put in one cluster, and the share of labelled *not*-same-story pairs (on both sets these are
 topically related: same industry, or listed as related coverage) merged anyway.
 
+Ingest, one article at a time in published order (`model.coverage.story_rule`, the decision
+`NewsModel.add` and the PostgreSQL ingest make), compared with the two rules it replaced:
+
+* ``in_memory_before``: the story from the 20 nearest inside the window, ``duplicate_of`` the first
+  of the 5 nearest at any age that the scorer calls a copy (the old `NewsModel.add`);
+* ``postgres_before``: story and duplicate from the 10 nearest inside the window only (the old
+  PostgreSQL ingest);
+* ``unified``: `link_story` as shipped (copies from the nearest at any age, stories in the window);
+  ``unified_10``: the same with 10 window candidates instead of 20.
+
+Each on the set as it is and with ``--reposts`` copies of its articles re-posted 90 days later
+(beyond the window; gold: the original's story, ``duplicate_of`` the original): B-cubed, duplicate
+links, links whose story differs from their original's, and for the re-posts how many were linked
+to their original and put in its story.
+
 Also: the story window on storychains (default 14 days vs 30 days, no window and 3 days: how many
 gold chains spanning more than the window are split), and the wall time of the shipped rule on an undated
 slice of ``--timing-n`` AG News + Hacker News articles (dates dropped; embeddings from the cache).
@@ -33,6 +48,7 @@ import dataclasses
 import logging
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +62,10 @@ from benchmarks.common import add_common_arguments, emit
 from benchmarks.pairs import SETS, PairSet, load_set, pool
 from model.articles.article import Article
 from model.articles.seeds import read_seeds
+from model.coverage.article_index import ArticleIndex
 from model.coverage.pairs import HashedIdf, PairScorer, best_f1_threshold
 from model.coverage.story_links import cluster_stories
+from model.coverage.story_rule import STORY_WINDOW_DAYS, StoryLink, candidates, link_story
 from model.encoders.embedder import Embedder, EmbeddingCache
 
 logger = logging.getLogger("benchmarks.stories")
@@ -115,6 +133,122 @@ def _window_check(ps: PairSet, vectors: npt.NDArray[np.float32], scorer: PairSco
     return out
 
 
+REPOST_DAYS = 90.0  # re-posts land this long after their original: beyond any story window measured
+
+
+def _reposts(
+    ps: PairSet, vectors: npt.NDArray[np.float32], every: int
+) -> tuple[list[Article], npt.NDArray[np.float32], list[Any], list[int]]:
+    """The set plus a copy of every ``every``-th article (by id) re-posted `REPOST_DAYS` later under a
+    new id and no URL; returns articles, vectors, gold stories and the original's index per copy."""
+    gold = _gold(ps)
+    originals = [k for k in sorted(range(len(ps.articles)), key=lambda k: ps.articles[k].id)][::every]
+    copies = [
+        dataclasses.replace(
+            ps.articles[k],
+            id=f"{ps.articles[k].id}-repost",
+            urls={},
+            published_at=ps.articles[k].published_at + timedelta(days=REPOST_DAYS)
+            if ps.articles[k].published_at
+            else None,
+        )
+        for k in originals
+    ]
+    articles = [*ps.articles, *copies]
+    return (
+        articles,
+        np.vstack([vectors, vectors[originals]]),
+        [*gold, *(gold[k] for k in originals)],
+        originals,
+    )
+
+
+def _order(articles: list[Article]) -> list[int]:
+    return sorted(
+        range(len(articles)),
+        key=lambda k: (
+            articles[k].published_at is None,
+            articles[k].published_at.timestamp() if articles[k].published_at else 0.0,
+            articles[k].id,
+        ),
+    )
+
+
+def _ingest(
+    articles: list[Article],
+    vectors: npt.NDArray[np.float32],
+    scorer: PairScorer,
+    rule: str,
+    window_days: float,
+) -> tuple[list[str], list[str | None]]:
+    """Story and duplicate_of per article (input order), ingesting one at a time in published order."""
+    index = ArticleIndex()
+    story: list[str] = [""] * len(articles)
+    duplicate: list[str | None] = [None] * len(articles)
+    for k in _order(articles):
+        article, vector = articles[k], vectors[k]
+        recent, nearest = candidates(index, article, vector, window_days)  # nearest first
+        if rule == "in_memory_before":
+            link = link_story(scorer, article, vector, recent)
+            others = [c.article for c in nearest]
+            verdicts = scorer.compare_many(article, others, vector, np.array([c.vector for c in nearest]))
+            first = (c.article.id for c, v in zip(nearest, verdicts, strict=True) if v.verdict == "duplicate")
+            link = StoryLink(link.story_id, next(first, None))
+        elif rule == "postgres_before":
+            link = link_story(scorer, article, vector, recent[:10])
+        elif rule == "unified":
+            link = link_story(scorer, article, vector, recent, nearest)
+        elif rule == "unified_10":
+            link = link_story(scorer, article, vector, recent[:10], nearest)
+        else:
+            raise ValueError(rule)
+        story[k], duplicate[k] = link
+        index.add([article], vectors[k : k + 1], [link.story_id])
+    return story, duplicate
+
+
+INGEST_RULES = ("in_memory_before", "postgres_before", "unified", "unified_10")
+
+
+def _ingest_scores(
+    articles: list[Article], story: list[str], duplicate: list[str | None], gold: list[Any]
+) -> dict[str, Any]:
+    story_of = {a.id: s for a, s in zip(articles, story, strict=True)}
+    links = [(a.id, d) for a, d in zip(articles, duplicate, strict=True) if d is not None]
+    return bcubed(story, gold) | {
+        "clusters": len(set(story)),
+        "duplicate_links": len(links),
+        "links_outside_original_story": sum(story_of[a] != story_of[d] for a, d in links),
+    }
+
+
+def _ingest_check(
+    ps: PairSet, vectors: npt.NDArray[np.float32], scorer: PairScorer, window_days: float, every: int
+) -> dict[str, Any]:
+    """The ingest rules on the set as it is and with re-posted copies."""
+    out: dict[str, Any] = {"window_days": window_days}
+    gold = _gold(ps)
+    for rule in INGEST_RULES:
+        story, duplicate = _ingest(ps.articles, vectors, scorer, rule, window_days)
+        out[rule] = _ingest_scores(ps.articles, story, duplicate, gold)
+    if every:
+        articles, matrix, gold_r, originals = _reposts(ps, vectors, every)
+        n = len(ps.articles)
+        out["reposts"] = {"copies": len(originals), "days_after": REPOST_DAYS}
+        for rule in INGEST_RULES:
+            story, duplicate = _ingest(articles, matrix, scorer, rule, window_days)
+            copies = range(n, len(articles))
+            out["reposts"][rule] = _ingest_scores(articles, story, duplicate, gold_r) | {
+                "reposts_linked_to_original": sum(
+                    duplicate[c] == articles[o].id for c, o in zip(copies, originals, strict=True)
+                ),
+                "reposts_in_original_story": sum(
+                    story[c] == story[o] for c, o in zip(copies, originals, strict=True)
+                ),
+            }
+    return out
+
+
 def _timing(data_dir: Path, embedder: Embedder, n: int) -> dict[str, Any]:
     articles: list[Article] = []
     for folder in ("agnews", "hn"):
@@ -135,7 +269,9 @@ def _timing(data_dir: Path, embedder: Embedder, n: int) -> dict[str, Any]:
     }
 
 
-def run(data_dir: Path, embedder: Embedder, timing_n: int) -> dict[str, Any]:
+def run(
+    data_dir: Path, embedder: Embedder, timing_n: int, *, ingest: bool = True, reposts: int = 5
+) -> dict[str, Any]:
     sets = {name: load_set(data_dir, name) for name in SETS}
     out: dict[str, Any] = {}
     for name in EVALUATED:
@@ -169,6 +305,8 @@ def run(data_dir: Path, embedder: Embedder, timing_n: int) -> dict[str, Any]:
                 "tfidf_cosine": round(float(cut_tfidf), 4),
             },
         } | {method: _scores(ps, pred, gold) for method, pred in methods.items()}
+        if ingest:
+            out[name]["ingest"] = _ingest_check(ps, vectors, scorer, STORY_WINDOW_DAYS, reposts)
         if name == "storychains":
             out["window"] = _window_check(ps, vectors, scorer)
     if timing_n:
@@ -185,10 +323,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timing-n", type=int, default=10_000, help="undated articles to time the rule on (0: skip)"
     )
+    parser.add_argument(
+        "--no-ingest", action="store_true", help="skip the one-at-a-time ingest rules (the old output)"
+    )
+    parser.add_argument(
+        "--reposts",
+        type=int,
+        default=5,
+        help="re-post a copy of every N-th article 90 days later for the ingest rules (0: none)",
+    )
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
-    result = run(args.data_dir, Embedder(cache=EmbeddingCache(args.cache)), args.timing_n)
+    embedder = Embedder(cache=EmbeddingCache(args.cache))
+    result = run(args.data_dir, embedder, args.timing_n, ingest=not args.no_ingest, reposts=args.reposts)
     emit(result, args.out)
     return 0
 

@@ -11,7 +11,6 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,8 @@ from model.coverage.pairs import PairScorer
 from model.coverage.restore import Restored, RowSource, StoredRows
 from model.coverage.search import ArticleSearch, KnownArticle
 from model.coverage.stories import StoryClusterer
-from model.coverage.story_links import (
-    STORY_WINDOW_DAYS,
-    StoryChoice,
-    choose_story,
-    founder_story_id,
-    story_note,
-)
+from model.coverage.story_links import story_note
+from model.coverage.story_rule import STORY_WINDOW_DAYS, StoryLink, candidates, link_story
 from model.encoders.embedder import Embedder
 from model.errors import ArticleNotFoundError, NotFittedError
 from model.feedback import topic_uncertainty
@@ -324,13 +318,11 @@ class NewsModel:
                         Ingested(article.id, self.stories.story_of(article.id) or article.id, None, False)
                     )
                     continue
-                duplicate_of = self.find_duplicate(article, vectors[i])
+                link = self.link(article, vectors[i])
                 known_story = story_ids[i] if story_ids is not None else None
-                if known_story is None:
-                    known_story = self.choose_story(article, vectors[i]).story_id or founder_story_id(article)
-                story_id = self.stories.restore(article, vectors[i], known_story)
+                story_id = self.stories.restore(article, vectors[i], known_story or link.story_id)
                 self.index.add([article], vectors[i : i + 1], [story_id])
-                results.append(Ingested(article.id, story_id, duplicate_of, True))
+                results.append(Ingested(article.id, story_id, link.duplicate_of, True))
         return results
 
     def restore(
@@ -400,52 +392,19 @@ class NewsModel:
             self.index.remove(article_id)
             return True
 
-    def choose_story(
-        self,
-        article: Article,
-        vector: npt.NDArray[np.float32],
-        search: ArticleSearch | None = None,
-        *,
-        neighbours: int = 20,
-    ) -> StoryChoice:
-        """The story ``article`` would join: `model.coverage.story_links.choose_story` over its
-        nearest known articles published within the story window of it (mean-link on the
-        pair scorer's verdicts)."""
-        search = search if search is not None else self.index
-        window = timedelta(days=float(getattr(self.stories, "window_days", STORY_WINDOW_DAYS)))
-        moment = article.published_at
-        filters = SearchFilters(
-            since=moment - window if moment is not None else None,
-            until=moment + window if moment is not None else None,
-            exclude_ids=frozenset({article.id}),
-        )
-        found = [
-            (other_id, other)
-            for other_id, _ in search.nearest(vector, neighbours, filters)
-            if (other := search.known(other_id)) is not None
-        ]
-        if not found:
-            return StoryChoice(None, 0.0, None)
-        comparisons = self.pair_scorer.compare_many(
-            article, [other.article for _, other in found], vector, np.array([o.vector for _, o in found])
-        )
-        return choose_story(
-            self.pair_scorer,
-            [(other_id, other.story_id, c) for (other_id, other), c in zip(found, comparisons, strict=True)],
-        )
-
-    def find_duplicate(
+    def link(
         self, article: Article, vector: npt.NDArray[np.float32], search: ArticleSearch | None = None
-    ) -> str | None:
-        """The id of a known copy of ``article`` (the pair scorer's `duplicate` verdict), if any."""
+    ) -> StoryLink:
+        """The story ``article`` would join and the copy it duplicates, among the articles of
+        ``search`` (default: this model's index), by `model.coverage.story_rule.link_story`."""
         search = search if search is not None else self.index
-        for other_id, _ in search.nearest(vector, 5, SearchFilters(exclude_ids=frozenset({article.id}))):
-            other = search.known(other_id)
-            if other is None:
-                continue
-            if self.pair_scorer.compare(article, other.article, vector, other.vector).verdict == "duplicate":
-                return other_id
-        return None
+        recent, nearest = candidates(search, article, vector, self.window_days)
+        return link_story(self.pair_scorer, article, vector, recent, nearest)
+
+    @property
+    def window_days(self) -> float:
+        """The story window this bundle was trained with (days either side of an article)."""
+        return float(getattr(self.stories, "window_days", STORY_WINDOW_DAYS))
 
     def get(self, article_id: str) -> Article:
         if article_id not in self.index:

@@ -7,7 +7,7 @@ article, a reload may have swapped the model), added to the model's index and st
 and written to the store in one durable transaction before the call returns.
 
 With a shared store (PostgreSQL) there is no in-process lock or index to trust: the store hands
-`model.coverage.linking.link_story` the stored neighbours and records the decision atomically
+`model.coverage.story_rule.link_story` the stored neighbours and records the decision atomically
 with respect to every other replica (`SharedArticleStore.ingest_linked`; `model.store.postgres`
 says how).
 """
@@ -23,18 +23,15 @@ import numpy as np
 import numpy.typing as npt
 
 from model.articles.article import Article
-from model.coverage.linking import link_story
 from model.coverage.search import KnownArticle
+from model.coverage.story_rule import candidates as story_candidates
+from model.coverage.story_rule import link_story
 from model.news_model import NewsModel
-from model.results import Classification, SearchFilters
+from model.results import Classification
 from model.store import ArticleStore, StoredArticle
 from model.store.shared import SharedArticleStore
 from service.inference import classify
 from service.state import ServiceState
-
-# Neighbours from the bundle's own corpus (in memory, the same on every replica) that the story
-# decision sees besides the stored ones.
-BUNDLE_CANDIDATES = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,14 +111,18 @@ def _ingest_shared(
     vectors: npt.NDArray[np.float32],
 ) -> list[tuple[StoredArticle, bool]]:
     """Store ``fresh`` through the shared store, which links each to a story in its transaction."""
-    window = timedelta(days=model.stories.window_days)
-    # Bundle neighbours are searched here, before the store takes its locks: they never change.
-    extra = {a.id: _bundle_candidates(model, a, vectors[i], window) for i, a in enumerate(fresh)}
+    window = timedelta(days=model.window_days)
+    # The bundle's own corpus (in memory, the same on every replica) is searched here, before the
+    # store takes its locks: it never changes. The rule keeps the nearest of both together.
+    bundle = {
+        a.id: story_candidates(model.index, a, vectors[i], model.window_days) for i, a in enumerate(fresh)
+    }
     position = {article.id: i for i, article in enumerate(fresh)}
 
     def link(stored: StoredArticle, candidates: list[KnownArticle]) -> tuple[str, str | None]:
         i = position[stored.id]
-        return link_story(model.pair_scorer, fresh[i], vectors[i], [*candidates, *extra[stored.id]])
+        recent, nearest = bundle[stored.id]
+        return link_story(model.pair_scorer, fresh[i], vectors[i], [*candidates, *recent], nearest)
 
     now = datetime.now(UTC)
     records = [
@@ -140,16 +141,3 @@ def _ingest_shared(
         for i, article in enumerate(fresh)
     ]
     return store.ingest_linked(records, link, window)
-
-
-def _bundle_candidates(
-    model: NewsModel, article: Article, vector: npt.NDArray[np.float32], window: timedelta
-) -> list[KnownArticle]:
-    moment = article.published_at
-    filters = SearchFilters(since=moment - window, until=moment + window) if moment else SearchFilters()
-    found = []
-    for other_id, _ in model.index.nearest(vector, BUNDLE_CANDIDATES, filters):
-        other = model.index.known(other_id)
-        if other is not None:
-            found.append(other)
-    return found

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from model.articles.seeds import SeedCorpus, read_seeds
-from model.coverage.story_links import STORY_WINDOW_DAYS
+from model.coverage.story_rule import STORY_WINDOW_DAYS
 from model.encoders.embedder import Embedder, EmbeddingCache
 from model.errors import DataFileError, NewsDeskError, SeedFormatError
 

@@ -24,7 +24,8 @@ from model.coverage.pairs import (
     read_pairs_tsv,
 )
 from model.coverage.stories import StoryClusterer
-from model.coverage.story_links import STORY_WINDOW_DAYS, cluster_stories
+from model.coverage.story_links import cluster_stories
+from model.coverage.story_rule import STORY_WINDOW_DAYS
 from model.encoders.embedder import Embedder
 from model.evaluation.coverage import pair_metrics, related_retrieval_metrics
 from model.evaluation.split import EvalSplit

@@ -41,7 +41,8 @@ from model.coverage.neardup import (
 )
 from model.coverage.pairs import PairScorer
 from model.coverage.stories import StoryClusterer
-from model.coverage.story_links import STORY_WINDOW_DAYS, cluster_stories
+from model.coverage.story_links import cluster_stories
+from model.coverage.story_rule import STORY_WINDOW_DAYS
 
 logger = logging.getLogger(__name__)
 

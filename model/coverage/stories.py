@@ -13,7 +13,6 @@ touched by the last ``max_active`` assignments.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model.articles.article import Article
+from model.coverage.story_rule import new_story_id
 
 logger = logging.getLogger(__name__)
 
@@ -40,29 +40,30 @@ def _order_key(article: Article) -> tuple[bool, float, str]:
 class StoryClusterer:
     """Assign articles to stories with stable ids, online.
 
-    Parameters
-    ----------
-    threshold : float, default=0.65
-        Minimum cosine between an article and a story centroid to join the story. On SemEval
-        a pair cosine of ~0.58 is where the scorer starts calling ``same_story``; a centroid
-        averages away each member's peculiarities, so members sit a little closer to it.
-    window_days : float, default=3.0
-        A story is active for an article published within this many days of the story's
-        first..last member.
-    max_active : int, default=5000
-        Undated articles are compared with stories touched by the last ``max_active`` assignments.
-    max_span_days : float, default=7.0
-        A story accepts no article more than this many days after (or before) its first member:
-        templated wire items (earnings tables) would otherwise chain into one endless "story".
+        Parameters
+        ----------
+        threshold : float, default=0.65
+            Minimum cosine between an article and a story centroid to join the story. On SemEval
+            a pair cosine of ~0.58 is where the scorer starts calling ``same_story``; a centroid
+            averages away each member's peculiarities, so members sit a little closer to it.
+        window_days : float, default=3.0
+            A story is active for an article published within this many days of the story's
+            first..last member.
+        max_active : int, default=5000
+            Undated articles are compared with stories touched by the last ``max_active`` assignments.
+        max_span_days : float, default=7.0
+            A story accepts no article more than this many days after (or before) its first member:
+            templated wire items (earnings tables) would otherwise chain into one endless "story".
 
-    Examples
-    --------
-    >>> from model.articles.article import Article
-    >>> clusterer = StoryClusterer()
-    >>> v = np.ones(4, dtype=np.float32) / 2
-    >>> first = clusterer.assign(Article(id="a", title="x"), v)
-    >>> clusterer.assign(Article(id="b", title="y"), v) == first
-    True
+        Examples
+        --------
+        >>> from model.articles.article import Article
+    from model.coverage.story_rule import new_story_id
+        >>> clusterer = StoryClusterer()
+        >>> v = np.ones(4, dtype=np.float32) / 2
+        >>> first = clusterer.assign(Article(id="a", title="x"), v)
+        >>> clusterer.assign(Article(id="b", title="y"), v) == first
+        True
     """
 
     def __init__(
@@ -171,10 +172,6 @@ class StoryClusterer:
         self._members.append([])
         return position
 
-    @staticmethod
-    def _story_id_for(article: Article) -> str:
-        return "s_" + hashlib.sha256(article.id.encode("utf-8")).hexdigest()[:16]
-
     def assign(self, article: Article, vector: npt.NDArray[np.floating]) -> str:
         """The story of ``article``: the closest active one above ``threshold``, else a new one.
 
@@ -195,7 +192,7 @@ class StoryClusterer:
                 if sims[best] >= self.threshold:
                     self._join(int(candidates[best]), article, vector)
                     return self._of[article.id]
-            story_id = self._story_id_for(article)
+            story_id = new_story_id(article)
             if story_id in self._story_pos:  # founder id reused after a restore: keep it unique
                 story_id = f"{story_id}_{len(self._story_ids)}"
             self._join(self._new_story(story_id), article, vector)

@@ -1,24 +1,16 @@
-"""Stories that agree with the pair scorer: an article joins a story only through its verdicts.
+"""Stories that agree with the pair scorer, for a whole batch at once, and why a hit is not in a story.
 
-The rule (`choose_story`), shared by batch clustering (`cluster_stories`, used by training and
-``dedup``) and by one-at-a-time ingest (`NewsModel.add`): take the article's nearest known articles
-published within ``window_days`` of it (undated: no time limit), score each pair with the
-`PairScorer`, and group those neighbours by story. A story qualifies when one of its members is
-a ``duplicate`` of the article, or when the *mean* same-story score over its members among the
-neighbours reaches the scorer's cut (mean-link: one close member is not enough when the rest of
-the story disagrees, which stops single-link chaining). The article joins the qualifying story
-with the highest mean score, else founds its own. The window is around the *article*, not the
-story's first member, so a storyline that runs for weeks keeps collecting follow-ups published
-near its latest members.
+`cluster_stories` (training and ``dedup``) takes the articles in published order and decides each
+by the one rule, `model.coverage.story_rule.decide` (a copy at any age joins its original's story;
+otherwise mean-link over the neighbours inside the story window), scoring the pairs as whole
+arrays instead of one `PairScorer.compare_many` call per article. `story_note` tells a reader of
+related coverage why a ``same_story`` hit is not in the query's story.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -26,53 +18,19 @@ import numpy.typing as npt
 from model.articles.article import Article
 from model.coverage.neardup import near_duplicate_score
 from model.coverage.pairs import FEATURE_NAMES, PairScorer, _row_cosines
+from model.coverage.story_rule import (
+    DUPLICATE_CANDIDATES,
+    STORY_CANDIDATES,
+    STORY_WINDOW_DAYS,
+    Neighbour,
+    decide,
+    new_story_id,
+)
 from model.results import Comparison
 
 logger = logging.getLogger(__name__)
 
 _JOINS = frozenset({"duplicate", "same_story"})
-# How far (either side of an article) its story neighbours may be published. Real storylines run
-# for weeks: on storychains a 14-day window split a chain whose first two articles are 27 days
-# apart (B-cubed F1 0.922 -> 0.930 at 30 days; benchmarks/stories.py), at no cost in speed.
-STORY_WINDOW_DAYS = 30.0
-
-
-def founder_story_id(article: Article) -> str:
-    """The id of the story ``article`` founds (as `StoryClusterer` names new stories)."""
-    return "s_" + hashlib.sha256(article.id.encode("utf-8")).hexdigest()[:16]
-
-
-@dataclass(frozen=True, slots=True)
-class StoryChoice:
-    """Which story an article joins and why."""
-
-    story_id: str | None  # None: found a new story
-    mean_score: float  # mean same-story score over the chosen story's neighbours (0 when new)
-    duplicate_of: str | None
-
-
-def choose_story(scorer: PairScorer, neighbours: Sequence[tuple[str, str | None, Comparison]]) -> StoryChoice:
-    """Pick the story from ``(article id, story id, comparison)`` of the article's neighbours."""
-    scores: dict[str, list[float]] = defaultdict(list)
-    duplicates: dict[str, tuple[float, str]] = {}
-    for other_id, story_id, comparison in neighbours:
-        if story_id is None:
-            continue
-        scores[story_id].append(comparison.score)
-        if comparison.verdict == "duplicate":
-            best = duplicates.get(story_id)
-            if best is None or comparison.score > best[0]:
-                duplicates[story_id] = (comparison.score, other_id)
-    if duplicates:
-        # A copy belongs where its original is, whatever other stories score on average.
-        story_id = max(duplicates, key=lambda story: duplicates[story])
-        return StoryChoice(story_id, float(np.mean(scores[story_id])), duplicates[story_id][1])
-    best_story, best_mean = None, -1.0
-    for story_id, values in scores.items():
-        mean = float(np.mean(values))
-        if mean >= scorer.same_story_threshold_ and mean > best_mean:
-            best_story, best_mean = story_id, mean
-    return StoryChoice(best_story, max(best_mean, 0.0), None)
 
 
 def story_note(verdict: str, query_story: str | None, hit_story: str | None, query_known: bool) -> str | None:
@@ -97,14 +55,15 @@ def cluster_stories(
     scorer: PairScorer,
     *,
     window_days: float = STORY_WINDOW_DAYS,
-    neighbours: int = 20,
+    neighbours: int = STORY_CANDIDATES,
     block: int = 512,
 ) -> list[str]:
     """Story ids (input order) for a batch, articles taken in published order (undated last).
 
-    Neighbours are the ``neighbours`` most cosine-similar earlier articles within ``window_days``;
-    each text is hashed once and pairs are scored as whole arrays, so a 30k-article corpus takes
-    seconds, not an hour of per-pair calls.
+    Each article is decided as if ingested after the ones before it: its ``neighbours`` most
+    cosine-similar earlier articles within ``window_days`` and its `DUPLICATE_CANDIDATES` most
+    similar earlier ones at any age go to `decide`. Each text is hashed once and pairs are scored
+    as whole arrays, so a 30k-article corpus takes seconds, not an hour of per-pair calls.
     """
     vectors = np.asarray(vectors, dtype=np.float32)
     n = len(articles)
@@ -138,14 +97,15 @@ def cluster_stories(
         for r, i in enumerate(rows):
             sim = sims[r]
             earlier = rank < rank[i]
+            recent = earlier.copy()
             if np.isfinite(hours[i]):
                 gap = np.abs(hours - hours[i])
-                earlier &= ~(gap > window)  # undated others stay candidates
-            candidates = np.flatnonzero(earlier)
-            if candidates.size > neighbours:
-                candidates = candidates[np.argpartition(-sim[candidates], neighbours)[:neighbours]]
+                recent &= ~(gap > window)  # undated others stay candidates
+            inside = _nearest(np.flatnonzero(recent), sim, neighbours)
+            anywhere = _nearest(np.flatnonzero(earlier), sim, DUPLICATE_CANDIDATES)
+            candidates = np.concatenate([inside, np.setdiff1d(anywhere, inside)])
             if not candidates.size:
-                story[i] = founder_story_id(articles[i])
+                story[i] = new_story_id(articles[i])
                 continue
             X = np.zeros((candidates.size, len(FEATURE_NAMES)))
             X[:, col["cosine"]] = sim[candidates]
@@ -164,8 +124,9 @@ def cluster_stories(
                     )
             scores = scorer.predict(X)
             dup = (X[:, col["url_match"]] > 0) | (X[:, col["near_duplicate"]] >= scorer.duplicate_threshold)
+            in_window = set(inside.tolist())
             neighbours_of = [
-                (
+                Neighbour(
                     articles[j].id,
                     story[j],
                     Comparison(
@@ -177,11 +138,17 @@ def cluster_stories(
                         else "related",
                         None,  # type: ignore[arg-type]  # evidence is not needed to choose
                     ),
+                    j in in_window,
                 )
                 for k, j in enumerate(candidates.tolist())
             ]
-            chosen = choose_story(scorer, neighbours_of).story_id
-            story[i] = chosen or founder_story_id(articles[i])
-    result = [s or founder_story_id(a) for s, a in zip(story, articles, strict=True)]
+            chosen, _ = decide(scorer, neighbours_of)
+            story[i] = chosen or new_story_id(articles[i])
+    result = [s or new_story_id(a) for s, a in zip(story, articles, strict=True)]
     logger.info("clustered %d articles into %d stories", n, len(set(result)))
     return result
+
+
+def _nearest(rows: npt.NDArray[np.intp], sim: npt.NDArray[np.floating], k: int) -> npt.NDArray[np.intp]:
+    """The ``k`` of ``rows`` most similar by ``sim`` (all of them when there are no more)."""
+    return rows if rows.size <= k else rows[np.argpartition(-sim[rows], k)[:k]]
