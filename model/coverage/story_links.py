@@ -102,8 +102,10 @@ def cluster_stories(
                 gap = np.abs(hours - hours[i])
                 recent &= ~(gap > window)  # undated others stay candidates
             inside = _nearest(np.flatnonzero(recent), sim, neighbours)
-            anywhere = _nearest(np.flatnonzero(earlier), sim, DUPLICATE_CANDIDATES)
-            candidates = np.concatenate([inside, np.setdiff1d(anywhere, inside)])
+            candidates = inside
+            if np.isfinite(hours[i]):  # undated: the window holds every earlier article already
+                anywhere = _nearest(np.flatnonzero(earlier), sim, DUPLICATE_CANDIDATES)
+                candidates = np.concatenate([inside, np.setdiff1d(anywhere, inside)])
             if not candidates.size:
                 story[i] = new_story_id(articles[i])
                 continue
