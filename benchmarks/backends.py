@@ -274,7 +274,9 @@ def fresh_articles(n: int, seed: int, offset: int, live: bool = False) -> list[A
     return [stored(offset + i, vectors[i], records[i], dates[i]) for i in range(n)]
 
 
-def cosine_link(article: Any, candidates: Sequence[Any]) -> tuple[str, str | None]:
+def cosine_link(
+    article: Any, candidates: Sequence[Any], nearest: Sequence[Any] = ()
+) -> tuple[str, str | None]:
     """A stand-in for the pair scorer (the same cost on both backends): join at cosine >= 0.8."""
     best = max(candidates, key=lambda c: float(c.vector @ article.embedding), default=None)
     if best is not None and float(best.vector @ article.embedding) >= 0.8:

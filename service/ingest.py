@@ -119,10 +119,14 @@ def _ingest_shared(
     }
     position = {article.id: i for i, article in enumerate(fresh)}
 
-    def link(stored: StoredArticle, candidates: list[KnownArticle]) -> tuple[str, str | None]:
+    def link(
+        stored: StoredArticle, candidates: list[KnownArticle], nearest: list[KnownArticle]
+    ) -> tuple[str, str | None]:
         i = position[stored.id]
-        recent, nearest = bundle[stored.id]
-        return link_story(model.pair_scorer, fresh[i], vectors[i], [*candidates, *recent], nearest)
+        recent, anywhere = bundle[stored.id]
+        return link_story(
+            model.pair_scorer, fresh[i], vectors[i], [*candidates, *recent], [*nearest, *anywhere]
+        )
 
     now = datetime.now(UTC)
     records = [

@@ -235,7 +235,7 @@ def _live(title: str, vector: np.ndarray, hours: float = 0.0) -> StoredArticle:
     )
 
 
-def _join_nearest(article, candidates):
+def _join_nearest(article, candidates, nearest=()):
     """The model's decision, reduced to its rule: join the nearest candidate at cosine >= 0.8."""
     best = max(candidates, key=lambda c: float(c.vector @ article.embedding), default=None)
     if best is not None and float(best.vector @ article.embedding) >= 0.8:
@@ -255,7 +255,7 @@ def test_an_article_stored_between_the_read_and_the_claim_is_seen_and_the_decisi
     first, second = _live("a", story + 0.05 * _direction(2)), _live("b", story + 0.05 * _direction(3))
     seen_by_b: list[list[str]] = []
 
-    def link_b(article, candidates):
+    def link_b(article, candidates, nearest):
         seen_by_b.append([c.article.title for c in candidates])
         if len(seen_by_b) == 1:  # A lands after B's read, before B's claim
             assert a_store.ingest_linked([first], _join_nearest, WINDOW)[0][1]
@@ -274,25 +274,27 @@ def test_an_article_stored_between_the_read_and_the_claim_is_seen_and_the_decisi
 
 
 def test_a_row_landing_beyond_the_farthest_candidate_does_not_cost_a_retry(pg_url):
-    """With the window full (10 candidates), a row farther than the 10th cannot change them."""
+    """With the window full (`CANDIDATES`), a row farther than the last cannot change them."""
     store = PgArticleStore(pg_url)
     try:
         near = _direction(10)
-        # Twelve rows around `near` (the candidates), one far from everything (lands mid-decision).
-        neighbours = [_live(f"n{i}", near + 0.6 * _direction(100 + i)) for i in range(12)]
+        # Rows around `near` (the candidates and two more), one far from everything (lands mid-decision).
+        neighbours = [
+            _live(f"n{i}", near + 0.6 * _direction(100 + i)) for i in range(postgres.CANDIDATES + 2)
+        ]
         store.put_many([replace_story(n, f"s{n.id}") for n in neighbours])
         late = _live("far", _direction(999))
         article = _live("x", near + 0.3 * _direction(7))
         calls = []
 
-        def link(stored, candidates):
+        def link(stored, candidates, nearest):
             calls.append(len(candidates))
             if len(calls) == 1:
                 store.put_many([replace_story(late, "s-far")])
             return _join_nearest(stored, candidates)
 
         ((_, created),) = store.ingest_linked([article], link, WINDOW)
-        assert created and calls == [10]
+        assert created and calls == [postgres.CANDIDATES]
         assert store.ingest_outcomes == {"first_try": 1}
     finally:
         store.close()
@@ -307,7 +309,7 @@ def test_an_article_whose_window_keeps_changing_is_decided_under_the_locks(pg_ur
         store.put_many([replace_story(_live("seed", story), "story-seed")])
         calls = []
 
-        def link(stored, candidates):
+        def link(stored, candidates, nearest):
             calls.append(len(candidates))
             if len(calls) <= PgArticleStore.OPTIMISTIC_TRIES:
                 rival = _live(f"rival{len(calls)}", story + 0.05 * _direction(30 + len(calls)))

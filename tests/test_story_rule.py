@@ -7,6 +7,7 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 from helpers import shared_embedder
 
 from model.articles.article import Article, Provider
@@ -14,6 +15,7 @@ from model.coverage.article_index import ArticleIndex
 from model.coverage.pairs import HashedIdf, PairScorer
 from model.coverage.story_links import cluster_stories
 from model.coverage.story_rule import candidates, link_story, new_story_id
+from model.news_model import NewsModel
 
 T0 = datetime(2024, 3, 1, 8, tzinfo=UTC)
 WINDOW_DAYS = 30.0
@@ -97,10 +99,59 @@ def test_a_copy_inside_the_window_is_linked_to_its_best_scoring_original():
 
 def test_batch_clustering_decides_as_one_at_a_time_ingest():
     """`cluster_stories` (training, dedup) and ingest give one partition, re-posts included."""
-    articles = [QUAKE, FOLLOW_UP, TRANSFER, _repost(QUAKE, 90), _repost(TRANSFER, 200), _repost(QUAKE, 1, "b")]
+    articles = [
+        QUAKE,
+        FOLLOW_UP,
+        TRANSFER,
+        _repost(QUAKE, 90),
+        _repost(TRANSFER, 200),
+        _repost(QUAKE, 1, "b"),
+    ]
     scorer = _scorer(articles)
     vectors = shared_embedder().encode([a.text for a in articles])
     batch = cluster_stories(articles, np.asarray(vectors), scorer, window_days=WINDOW_DAYS)
     ingested = _ingest(sorted(articles, key=lambda a: (a.published_at, a.id)), scorer)
     assert batch == [ingested[a.id].story_id for a in articles]
     assert len(set(batch)) == 2
+
+
+def test_both_stores_decide_the_same_duplicates_and_stories_from_one_stream(small_bundle, pg_url):
+    """One stream, copies in and beyond the window included, through `NewsModel.add` (the SQLite
+    store's path) and through the PostgreSQL ingest: the same duplicate links and stories."""
+    postgres = pytest.importorskip("model.store.postgres", reason="psycopg is not installed")
+    from service.ingest import _ingest_shared
+
+    follow_up = Article(
+        id="transfer-2",
+        title="Brazilian teenager joins Real Madrid in a record deal",
+        excerpt="The forward, 19, passed his medical in Madrid and signed a six-year contract.",
+        published_at=TRANSFER.published_at + timedelta(days=1),
+    )
+    stream = [
+        QUAKE,
+        FOLLOW_UP,
+        TRANSFER,
+        _repost(QUAKE, 1, "same-week"),
+        follow_up,
+        _repost(QUAKE, 90),
+        _repost(TRANSFER, 200),
+        _repost(FOLLOW_UP, 200),
+    ]
+    memory = NewsModel.load(small_bundle, embedder=shared_embedder())
+    shared = NewsModel.load(small_bundle, embedder=memory.embedder)
+    vectors = memory.embed(stream)
+    in_memory = {done.article_id: (done.story_id, done.duplicate_of) for done in memory.add(stream, vectors)}
+    store = postgres.PgArticleStore(pg_url)
+    try:
+        results = shared.classify(stream, embeddings=vectors, all_scores=True)
+        stored = _ingest_shared(shared, store, stream, results, vectors)
+        on_postgres = {row.id: (row.story_id, row.duplicate_of) for row, created in stored if created}
+    finally:
+        store.close()
+    assert on_postgres == in_memory
+    quake_story = in_memory[QUAKE.id][0]
+    assert in_memory[f"{QUAKE.id}-same-week"] == (quake_story, QUAKE.id)
+    # The best-scoring copy: the one nearer in time.
+    assert in_memory[f"{QUAKE.id}-repost"] == (quake_story, f"{QUAKE.id}-same-week")
+    assert in_memory[f"{TRANSFER.id}-repost"] == (in_memory[TRANSFER.id][0], TRANSFER.id)
+    assert in_memory[f"{FOLLOW_UP.id}-repost"] == (in_memory[FOLLOW_UP.id][0], FOLLOW_UP.id)

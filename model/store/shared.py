@@ -16,7 +16,9 @@ from model.store.base import StoredArticle
 
 LIVE_VERSION_KEY = "live_model_version"  # meta key: the bundle folder every replica should serve
 
-LinkFn = Callable[[StoredArticle, list[KnownArticle]], tuple[str, str | None]]
+# (the new article, its stored neighbours inside the story window, its nearest stored articles at
+# any age) -> (story id, duplicate_of): `model.coverage.story_rule.link_story` behind a closure.
+LinkFn = Callable[[StoredArticle, list[KnownArticle], list[KnownArticle]], tuple[str, str | None]]
 
 
 @runtime_checkable
@@ -31,7 +33,8 @@ class SharedArticleStore(Protocol):
         self, articles: Sequence[StoredArticle], link: LinkFn, window: timedelta
     ) -> list[tuple[StoredArticle, bool]]:
         """Store new articles with the (story id, duplicate_of) ``link`` picks from their stored
-        neighbours within ``window``, atomically across replicas: (stored row, created) for each."""
+        neighbours within ``window`` and nearest at any age, atomically across replicas: (stored
+        row, created) for each."""
         ...
 
     def get_meta(self, key: str) -> str | None: ...
