@@ -90,13 +90,6 @@ def text_jaccard(a: str, b: str, k: int = 5) -> float:
     return jaccard(shingles(a, k), shingles(b, k))
 
 
-def containment(a: set[str], b: set[str]) -> float:
-    """Share of the smaller set found in the larger one: catches a short copy of a longer text."""
-    if not a or not b:
-        return 0.0
-    return len(a & b) / min(len(a), len(b))
-
-
 _POLY = np.uint64(1_099_511_628_211)  # FNV-64 prime, as the base of a polynomial rolling hash
 
 
