@@ -75,18 +75,8 @@ async def ingest_articles(
                 ingested = await asyncio.to_thread(current.add, todo, vectors[rows])
                 now = datetime.now(UTC)
                 records = [
-                    StoredArticle(
-                        id=article.id,
-                        record=article.to_record(),
-                        embedding=vectors[i],
-                        story_id=done.story_id,
-                        classification=results[i].to_record(),
-                        created_at=now,
-                        canonical_url=article.canonical_url,
-                        published_at=article.published_at,
-                        duplicate_of=done.duplicate_of,
-                        model_version=model.version,
-                        related_ids=article.related_ids,
+                    _stored(
+                        article, vectors[i], results[i], model.version, now, done.story_id, done.duplicate_of
                     )
                     for i, article, done in zip(rows, todo, ingested, strict=True)
                 ]
@@ -129,19 +119,31 @@ def _ingest_shared(
         )
 
     now = datetime.now(UTC)
-    records = [
-        StoredArticle(
-            id=article.id,
-            record=article.to_record(),
-            embedding=vectors[i],
-            story_id="",  # decided by `link` under the store's lock
-            classification=results[i].to_record(),
-            created_at=now,
-            canonical_url=article.canonical_url,
-            published_at=article.published_at,
-            model_version=model.version,
-            related_ids=article.related_ids,
-        )
-        for i, article in enumerate(fresh)
-    ]
+    # The story is decided by `link` under the store's lock.
+    records = [_stored(a, vectors[i], results[i], model.version, now, "") for i, a in enumerate(fresh)]
     return store.ingest_linked(records, link, window)
+
+
+def _stored(
+    article: Article,
+    vector: npt.NDArray[np.float32],
+    result: Classification,
+    model_version: str,
+    now: datetime,
+    story_id: str,
+    duplicate_of: str | None = None,
+) -> StoredArticle:
+    """The row the store keeps for a newly ingested ``article``."""
+    return StoredArticle(
+        id=article.id,
+        record=article.to_record(),
+        embedding=vector,
+        story_id=story_id,
+        classification=result.to_record(),
+        created_at=now,
+        canonical_url=article.canonical_url,
+        published_at=article.published_at,
+        duplicate_of=duplicate_of,
+        model_version=model_version,
+        related_ids=article.related_ids,
+    )
