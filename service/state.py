@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.bundle import resolve_bundle
-from model.coverage.linking import MergedSearch
-from model.coverage.search import ArticleSearch
+from model.coverage.search import ArticleSearch, MergedSearch
 from model.encoders.embedder import Embedder
 from model.errors import NewsDeskError
 from model.news_model import NewsModel
