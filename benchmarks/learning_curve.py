@@ -46,7 +46,8 @@ from benchmarks.common import add_common_arguments, emit
 from model.articles.article import Article
 from model.articles.seeds import read_seeds
 from model.encoders.embedder import Embedder, EmbeddingCache
-from model.tagging.topics import TopicTagger, label_texts
+from model.tagging.label_gate import label_texts
+from model.tagging.topic_tagger import TopicTagger
 
 logger = logging.getLogger("benchmarks.learning_curve")
 SEED = 0

@@ -48,17 +48,11 @@ from sklearn.metrics import roc_auc_score
 
 from model.articles.article import Article
 from model.articles.seeds import read_seeds
-from model.coverage.pairs import (
-    DEFAULT_FEATURES,
-    FEATURE_NAMES,
-    HashedIdf,
-    PairScorer,
-    best_f1_threshold,
-    indexed_pair_evidence,
-    pair_feature_matrix,
-    read_pairs_tsv,
-)
+from model.coverage.pair_evidence import FEATURE_NAMES, HashedIdf, indexed_pair_evidence, pair_feature_matrix
+from model.coverage.pair_files import read_pairs_tsv
+from model.coverage.pair_scorer import DEFAULT_FEATURES, PairScorer
 from model.encoders.embedder import Embedder, EmbeddingCache
+from model.evaluation.thresholds import best_f1_threshold
 
 logger = logging.getLogger("benchmarks.pairs")
 

@@ -34,7 +34,7 @@ from model.articles.seeds import read_seeds
 from model.encoders.embedder import Embedder, EmbeddingCache
 from model.evaluation.tagging import score_metrics, topic_metrics
 from model.tagging.scores import ScoreHead
-from model.tagging.topics import TopicTagger
+from model.tagging.topic_tagger import TopicTagger
 
 logger = logging.getLogger("benchmarks.quality")
 SEED = 0

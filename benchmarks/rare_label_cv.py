@@ -21,7 +21,8 @@ from benchmarks.common import corpus_dir
 from model.articles.seeds import read_seeds
 from model.encoders.embedder import Embedder, EmbeddingCache
 from model.evaluation.tagging import topic_metrics
-from model.tagging.topics import TopicClassifier, TopicTagger
+from model.tagging.topic_classifier import TopicClassifier
+from model.tagging.topic_tagger import TopicTagger
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,10 +63,12 @@ from benchmarks.pairs import SETS, PairSet, load_set, pool
 from model.articles.article import Article
 from model.articles.seeds import read_seeds
 from model.coverage.article_index import ArticleIndex
-from model.coverage.pairs import HashedIdf, PairScorer, best_f1_threshold
+from model.coverage.pair_evidence import HashedIdf
+from model.coverage.pair_scorer import PairScorer
 from model.coverage.story_links import cluster_stories
 from model.coverage.story_rule import STORY_WINDOW_DAYS, StoryLink, candidates, link_story
 from model.encoders.embedder import Embedder, EmbeddingCache
+from model.evaluation.thresholds import best_f1_threshold
 
 logger = logging.getLogger("benchmarks.stories")
 EVALUATED = ("storychains", "semeval")

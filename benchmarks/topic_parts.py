@@ -38,8 +38,10 @@ from model.articles.article import Article
 from model.articles.seeds import read_seeds
 from model.encoders.embedder import Embedder, EmbeddingCache
 from model.evaluation.tagging import topic_metrics
+from model.evaluation.thresholds import best_f1_threshold
 from model.tagging.features import ArticleFeaturizer
-from model.tagging.topics import _THRESHOLD_GRID, TopicClassifier, TopicTagger, _best_f1_threshold
+from model.tagging.topic_classifier import THRESHOLD_GRID, TopicClassifier
+from model.tagging.topic_tagger import TopicTagger
 
 logger = logging.getLogger("benchmarks.topic_parts")
 SEED = 0
@@ -81,13 +83,14 @@ def _tune_thresholds(
         chosen[np.arange(len(prob)), prob.argmax(1)] = True  # min_labels = 1
         return chosen
 
-    g = float(_THRESHOLD_GRID[int(np.argmax([_micro(chosen_at(t), Y) for t in _THRESHOLD_GRID]))])
+    g = float(THRESHOLD_GRID[int(np.argmax([_micro(chosen_at(t), Y) for t in THRESHOLD_GRID]))])
     thresholds = np.full(Y.shape[1], g)
     k = clf.threshold_shrinkage
     for j in range(Y.shape[1]):
         support = int(Y[:, j].sum())
         if support >= clf.tune_min_support:
-            thresholds[j] = (support * _best_f1_threshold(prob[:, j], Y[:, j], g) + k * g) / (support + k)
+            best = best_f1_threshold(prob[:, j], Y[:, j], grid=THRESHOLD_GRID, prefer=g)
+            thresholds[j] = (support * best + k * g) / (support + k)
     return thresholds
 
 

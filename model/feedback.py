@@ -5,22 +5,20 @@ An editor never overwrites what the model said. A `Correction` is a response to 
 model's labels with the latest correction applied, so a correction can add a label the model
 missed or remove one it gave. A `PairFeedback` grades two articles with the pair scorer's own
 verdicts. Both flow back into training: corrected articles as seed records (`corrected_record`),
-graded pairs as the ``pairs.tsv`` that ``training fit --pairs`` reads (`write_pairs_tsv`).
+graded pairs as the ``pairs.tsv`` that ``training fit --pairs`` reads
+(`model.coverage.pair_files.write_pairs_tsv`).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from model.articles.seeds import CORRECTED_FIELD
-from model.coverage.pairs import RELATED_MAX_OVERALL, SAME_STORY_MAX_OVERALL
-from model.files import atomic_file
+from model.coverage.pair_files import RELATED_MAX_OVERALL, SAME_STORY_MAX_OVERALL
 from model.results import Classification, TopicScore, Verdict
 
 # SemEval-2022 Task 8's `overall` scale (1 = same story ... 4 = unrelated) for each verdict, inside
@@ -32,7 +30,6 @@ VERDICT_OVERALL: dict[str, float] = {
     "related": (SAME_STORY_MAX_OVERALL + RELATED_MAX_OVERALL) / 2,
     "unrelated": 4.0,
 }
-PAIRS_COLUMNS = ("id1", "id2", "overall", "title1", "title2", "excerpt1", "excerpt2")
 
 
 def _utc_now() -> datetime:
@@ -169,34 +166,3 @@ def corrected_record(
         if editors:
             out["corrected_by"] = editors
     return out
-
-
-def write_pairs_tsv(
-    rows: Iterable[tuple[PairFeedback, Mapping[str, Any], Mapping[str, Any]]], path: str | Path
-) -> int:
-    """Write graded pairs (feedback, record a, record b) as ``training fit --pairs`` reads them.
-
-    Returns the number of rows. Tabs and newlines inside titles are replaced by spaces, so each
-    pair stays one TSV row.
-    """
-
-    def clean(value: Any) -> str:
-        return " ".join(str(value or "").split())
-
-    lines: list[list[str]] = [list(PAIRS_COLUMNS)]
-    for feedback, a, b in rows:
-        lines.append(
-            [
-                feedback.a,
-                feedback.b,
-                f"{feedback.overall:g}",
-                clean(a.get("title")),
-                clean(b.get("title")),
-                clean(a.get("excerpt")),
-                clean(b.get("excerpt")),
-            ]
-        )
-
-    with atomic_file(path) as temp, temp.open("w", encoding="utf-8", newline="") as handle:
-        csv.writer(handle, delimiter="\t", lineterminator="\n").writerows(lines)
-    return len(lines) - 1

@@ -20,7 +20,7 @@ import numpy.typing as npt
 from model import bundle
 from model.articles.article import Article, article_from_record
 from model.coverage.article_index import ArticleIndex, StoredRecord
-from model.coverage.pairs import PairScorer
+from model.coverage.pair_scorer import PairScorer
 from model.coverage.restore import Restored, RowSource, StoredRows
 from model.coverage.search import ArticleSearch, KnownArticle
 from model.coverage.stories import StoryClusterer
@@ -31,7 +31,7 @@ from model.errors import ArticleNotFoundError, NotFittedError
 from model.feedback import topic_uncertainty
 from model.results import Classification, Comparison, SearchFilters, SimilarHit
 from model.tagging.scores import ScoreHead
-from model.tagging.topics import TopicTagger, small_data_warnings
+from model.tagging.topic_tagger import TopicTagger, small_data_warnings
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from helpers import corpus_path, shared_embedder
 from benchmarks import learning_curve
 from benchmarks.stories import _single_link, bcubed
 from model.articles.article import Article
-from model.tagging.topics import TopicTagger
+from model.tagging.topic_tagger import TopicTagger
 
 
 def test_bcubed_scores_a_perfect_a_merged_and_a_split_clustering():

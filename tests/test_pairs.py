@@ -11,17 +11,9 @@ from helpers import corpus_path, shared_embedder
 from sklearn.base import clone
 
 from model.articles.article import Article, Provider
-from model.coverage.pairs import (
-    DEFAULT_FEATURES,
-    FEATURE_NAMES,
-    HashedIdf,
-    PairScorer,
-    graded_pair_evidence,
-    pair_evidence,
-    pair_feature_matrix,
-    pair_texts,
-    read_pairs_tsv,
-)
+from model.coverage.pair_evidence import FEATURE_NAMES, HashedIdf, pair_evidence, pair_feature_matrix
+from model.coverage.pair_files import graded_pair_evidence, pair_texts, read_pairs_tsv
+from model.coverage.pair_scorer import DEFAULT_FEATURES, PairScorer
 from model.evaluation.coverage import pair_metrics
 
 T0 = datetime(2021, 8, 28, 9, 0, tzinfo=UTC)

@@ -12,7 +12,8 @@ from helpers import shared_embedder
 
 from model.articles.article import Article, Provider
 from model.coverage.article_index import ArticleIndex
-from model.coverage.pairs import HashedIdf, PairScorer
+from model.coverage.pair_evidence import HashedIdf
+from model.coverage.pair_scorer import PairScorer
 from model.coverage.story_links import cluster_stories
 from model.coverage.story_rule import candidates, link_story, new_story_id
 from model.news_model import NewsModel

@@ -15,7 +15,8 @@ from model.articles.article import Article
 from model.evaluation.tagging import topic_metrics
 from model.results import TopicScore
 from model.tagging.features import ArticleFeaturizer
-from model.tagging.topics import TopicClassifier, TopicTagger
+from model.tagging.topic_classifier import TopicClassifier
+from model.tagging.topic_tagger import TopicTagger
 
 
 @parametrize_with_checks([TopicClassifier(cv=3)])

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from helpers import FOOTBALL, SAMPLE_SEED, SPACE, shared_embedder
 
 from model.articles.seeds import read_seeds, write_seed
-from model.coverage.pairs import RELATED_MAX_OVERALL, SAME_STORY_MAX_OVERALL, read_pairs_tsv
+from model.coverage.pair_files import RELATED_MAX_OVERALL, SAME_STORY_MAX_OVERALL, read_pairs_tsv
 from model.store.sqlite import SCHEMA_VERSION, SqliteArticleStore
 from service.config import Settings
 from service.main import create_app

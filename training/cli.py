@@ -288,7 +288,7 @@ def _read(paths: Sequence[Path], args: argparse.Namespace) -> SeedCorpus:
 
 def _check_pairs(paths: Path | Sequence[Path] | None) -> None:
     """Read the labelled pair files up front, so a bad one fails before minutes of fitting."""
-    from model.coverage.pairs import read_pairs_tsv
+    from model.coverage.pair_files import read_pairs_tsv
 
     for path in [paths] if isinstance(paths, Path) else paths or []:
         read_pairs_tsv(path)
@@ -520,7 +520,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_dedup(args: argparse.Namespace) -> int:
     from model.coverage.dedup import dedup_corpus
-    from model.coverage.pairs import HashedIdf, PairScorer
+    from model.coverage.pair_evidence import HashedIdf
+    from model.coverage.pair_scorer import PairScorer
     from model.coverage.stories import StoryClusterer
 
     corpus = _read(args.seeds, args)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from model.articles.seeds import SeedCorpus
-from model.coverage.pairs import read_pairs_tsv
+from model.coverage.pair_files import read_pairs_tsv
 from model.evaluation.comparison import Gate, HeldOut, PairOutputs, compare_held_out
 from model.evaluation.coverage import related_retrieval_per_query
 from model.evaluation.split import EvalSplit

@@ -15,14 +15,9 @@ import numpy.typing as npt
 from model.articles.article import Article
 from model.articles.seeds import SeedCorpus
 from model.coverage.article_index import ArticleIndex
-from model.coverage.pairs import (
-    HashedIdf,
-    PairScorer,
-    graded_pair_evidence,
-    pair_feature_matrix,
-    pair_texts,
-    read_pairs_tsv,
-)
+from model.coverage.pair_evidence import HashedIdf, pair_feature_matrix
+from model.coverage.pair_files import graded_pair_evidence, pair_texts, read_pairs_tsv
+from model.coverage.pair_scorer import PairScorer
 from model.coverage.stories import StoryClusterer
 from model.coverage.story_links import cluster_stories
 from model.coverage.story_rule import STORY_WINDOW_DAYS
@@ -32,7 +27,7 @@ from model.evaluation.split import EvalSplit
 from model.evaluation.tagging import score_metrics, topic_metrics
 from model.news_model import NewsModel
 from model.tagging.scores import ScoreHead
-from model.tagging.topics import TopicTagger
+from model.tagging.topic_tagger import TopicTagger
 from training.fit_cache import FitCache, data_digest
 
 logger = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from model.coverage.neardup import (
     near_duplicate_score,
     text_fingerprint,
 )
-from model.coverage.pairs import PairScorer
+from model.coverage.pair_scorer import PairScorer
 from model.coverage.stories import StoryClusterer
 from model.coverage.story_links import cluster_stories
 from model.coverage.story_rule import STORY_WINDOW_DAYS

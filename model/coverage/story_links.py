@@ -17,7 +17,8 @@ import numpy.typing as npt
 
 from model.articles.article import Article
 from model.coverage.neardup import near_duplicate_score
-from model.coverage.pairs import FEATURE_NAMES, PairScorer, _row_cosines
+from model.coverage.pair_evidence import FEATURE_NAMES, HashedIdf, row_cosines
+from model.coverage.pair_scorer import PairScorer
 from model.coverage.story_rule import (
     DUPLICATE_CANDIDATES,
     STORY_CANDIDATES,
@@ -84,8 +85,6 @@ def cluster_stories(
         dtype=np.float64,
     )
     idf = scorer.idf
-    from model.coverage.pairs import HashedIdf
-
     words, chars = (idf or HashedIdf()).transform([a.text for a in articles])
     urls = [a.canonical_url for a in articles]
     story: list[str | None] = [None] * n
@@ -111,8 +110,8 @@ def cluster_stories(
                 continue
             X = np.zeros((candidates.size, len(FEATURE_NAMES)))
             X[:, col["cosine"]] = sim[candidates]
-            X[:, col["tfidf"]] = _row_cosines(words[candidates], words[[i] * candidates.size])
-            X[:, col["char_tfidf"]] = _row_cosines(chars[candidates], chars[[i] * candidates.size])
+            X[:, col["tfidf"]] = row_cosines(words[candidates], words[[i] * candidates.size])
+            X[:, col["char_tfidf"]] = row_cosines(chars[candidates], chars[[i] * candidates.size])
             gaps = np.abs(hours[candidates] - hours[i])
             dated = np.isfinite(gaps)
             X[dated, col["has_time_gap"]] = 1.0

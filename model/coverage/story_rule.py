@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model.articles.article import Article
-from model.coverage.pairs import PairScorer
+from model.coverage.pair_scorer import PairScorer
 from model.coverage.search import ArticleSearch, KnownArticle
 from model.results import Comparison, SearchFilters
 

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import pearsonr, spearmanr
 
-from model.coverage.pairs import SAME_STORY_MAX_OVERALL
+from model.coverage.pair_files import SAME_STORY_MAX_OVERALL
 from model.evaluation.tagging import topic_metrics
 
 # Metrics where lower is better; every other one is higher-is-better.

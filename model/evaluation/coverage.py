@@ -16,7 +16,8 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from model.articles.article import Article
 from model.articles.seeds import SeedCorpus
-from model.coverage.pairs import SAME_STORY_MAX_OVERALL, PairScorer
+from model.coverage.pair_files import SAME_STORY_MAX_OVERALL
+from model.coverage.pair_scorer import PairScorer
 from model.results import Verdict
 
 # (query article, its vector, candidate article, candidate vector) -> score, higher = more related

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from model.articles.seeds import write_seed
-from model.feedback import Correction, PairFeedback, corrected_record, write_pairs_tsv
+from model.coverage.pair_files import write_pairs_tsv
+from model.feedback import Correction, PairFeedback, corrected_record
 from model.files import atomic_file
 from model.results import Classification
 from model.store.base import ArticleStore
