@@ -294,3 +294,18 @@ def test_bundle_ships_an_int8_encoder_that_agrees_with_fp32(trained):
     fp32 = shared_embedder().encode(texts)
     assert (int8 * fp32).sum(axis=1).min() > 0.97
     assert NewsModel.load(folder, encoder="torch").embedder.backend == "torch"
+
+
+def test_the_ledger_records_a_candidate_as_trained_and_a_hand_fit_as_live(tmp_path):
+    from model.ledger import live_version, read_ledger
+    from training.trainer import record_trained_bundle
+
+    for version in ("v1", "v2", "v3"):
+        (tmp_path / version).mkdir()
+    record_trained_bundle(tmp_path, "v1", candidate=False)
+    assert read_ledger(tmp_path)["events"] == []  # no ledger yet: the newest version is live anyway
+    record_trained_bundle(tmp_path, "v2", candidate=True)
+    assert live_version(tmp_path) is None  # a challenger never goes live by being trained
+    record_trained_bundle(tmp_path, "v3", candidate=False)
+    assert live_version(tmp_path) == "v3"  # with a ledger, a hand-run fit serves its bundle next
+    assert [event["decision"] for event in read_ledger(tmp_path)["events"]] == ["trained", "promoted"]

@@ -295,11 +295,10 @@ def _check_pairs(paths: Path | Sequence[Path] | None) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from model.evaluation.split import EvalSplit
-    from model.ledger import record_event
     from training.corrections import CorrectionData, load_corrections
     from training.fingerprint import seed_fingerprint
-    from training.trainer import TrainingOptions, evaluate_model, fit_news_model, split_holdout
+    from training.fit_cache import FitCache
+    from training.trainer import TrainingOptions, fit_and_evaluate, record_trained_bundle
 
     started = time.perf_counter()
     _check_pairs(args.pairs)
@@ -309,85 +308,48 @@ def cmd_fit(args: argparse.Namespace) -> int:
         pairs = [*(args.pairs or []), *([corrections.pairs] if corrections.pairs else [])] or None
         corpus = _read([*args.seeds, *corrections.seeds], args)
         seeds_only = seed_fingerprint(_read(args.seeds, args)) if corrections.seeds else None
-        embedder = _embedder(args)
-
-        from training.fit_cache import FitCache
-
         fit_cache = None if args.no_cache else FitCache((args.cache_dir or default_cache_dir()) / "fits")
-
-        def options() -> TrainingOptions:
-            return TrainingOptions(
+        fitted = fit_and_evaluate(
+            corpus,
+            _embedder(args),
+            TrainingOptions(
                 fit_cache=fit_cache,
                 pairs=pairs,
                 story_window_days=args.story_window_days,
                 progress=not args.no_progress,
-            )
-
-        metrics: dict[str, Any] = {}
-        eval_split: dict[str, Any] | None = None
-        if args.eval:
-            eval_corpus = _read(args.eval, args)
-            model = fit_news_model(corpus, embedder, opts := options())
-            metrics = evaluate_model(model, eval_corpus, pairs=pairs, progress=not args.no_progress)
-            metrics["evaluated_on"] = ", ".join(str(p) for p in args.eval)
-        elif args.holdout > 0 and len(corpus.main_ids) >= 20:
-            train, held = split_holdout(corpus, args.holdout, always_train=corrections.corrected_ids)
-            logger.info(
-                "fixed split: fitting on %d seeds, evaluating on %d held out",
-                len(train.main_ids),
-                len(held.main_ids),
-            )
-            model = fit_news_model(train, embedder, opts := options())
-            metrics = evaluate_model(model, held, progress=not args.no_progress)
-            metrics["evaluated_on"] = (
-                f"fixed split: {len(held.main_ids)} seeds ({args.holdout:.0%} by id hash) held out"
-                + (", before refitting on all" if args.refit_all else ", never trained on")
-            )
-            eval_split = EvalSplit(args.holdout).to_record() | {
-                "held_out_seeds": len(held.main_ids),
-                "refit_all": bool(args.refit_all),
-            }
-            if args.refit_all:
-                model = fit_news_model(corpus, embedder, opts := options())
-        else:
-            if args.holdout > 0:
-                logger.warning(
-                    "only %d seeds: too few to hold some out, so the bundle has no metrics",
-                    len(corpus.main_ids),
-                )
-            model = fit_news_model(corpus, embedder, opts := options())
-        opts.timings["total"] = round(time.perf_counter() - started, 3)
+            ),
+            eval_corpus=_read(args.eval, args) if args.eval else None,
+            eval_name=", ".join(str(p) for p in args.eval or []),
+            holdout=args.holdout,
+            refit_all=args.refit_all,
+            always_train=corrections.corrected_ids,
+        )
+        fitted.timings["total"] = round(time.perf_counter() - started, 3)
         encoder_dir = None if args.no_onnx else _export_encoder(args)
         fingerprint = seed_fingerprint(corpus)
-        path = model.save(
+        path = fitted.model.save(
             args.out,
             encoder_dir=encoder_dir,
             seed_fingerprint=fingerprint,
-            metrics=metrics,
+            metrics=fitted.metrics,
             training={
-                "timings_s": opts.timings,
+                "timings_s": fitted.timings,
                 "story_window_days": args.story_window_days,
                 "pairs": [str(p) for p in args.pairs] if args.pairs else None,
                 "corrections": corrections.to_record() if args.corrections else None,
                 # What `check-seeds` compares: the seed files alone, corrections left out.
                 "seeds_sha256": (seeds_only or fingerprint)["sha256"],
             },
-            eval_split=eval_split,
+            eval_split=fitted.eval_split,
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if args.candidate:
-        record_event(args.out, path.name, "trained", "challenger, waiting for the gate", make_live=False)
-    elif (Path(args.out) / "ledger.json").is_file():
-        # A ledger names the live version; a hand-run fit serves its bundle next, as before the ledger.
-        record_event(
-            args.out, path.name, "promoted", "trained by hand with `python -m training fit` (no gate)"
-        )
+    record_trained_bundle(args.out, path.name, candidate=args.candidate)
     summary = {
         "bundle": str(path),
         "version": path.name,
-        "metrics": _headline(metrics),
-        "seconds": opts.timings["total"],
+        "metrics": _headline(fitted.metrics),
+        "seconds": fitted.timings["total"],
     }
     print(json.dumps(summary, indent=2))
     return 0

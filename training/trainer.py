@@ -1,11 +1,16 @@
-"""Fit every part of a `NewsModel` from a seed corpus, and evaluate a model on seeds."""
+"""Fit every part of a `NewsModel` from a seed corpus, and evaluate a model on seeds.
+
+Also the policy of ``python -m training fit`` beyond one fit: which seeds a bundle is evaluated on
+(a separate set, the fixed held-out split, or none: `fit_and_evaluate`) and what the bundle ledger
+records for a newly written bundle (`record_trained_bundle`).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ from model.encoders.embedder import Embedder
 from model.evaluation.coverage import pair_metrics, related_retrieval_metrics
 from model.evaluation.split import EvalSplit
 from model.evaluation.tagging import score_metrics, topic_metrics
+from model.ledger import LEDGER, record_event
 from model.news_model import NewsModel
 from model.tagging.scores import ScoreHead
 from model.tagging.topic_tagger import TopicTagger
@@ -33,6 +39,8 @@ from training.fit_cache import FitCache, data_digest
 logger = logging.getLogger(__name__)
 
 SCORE_FIELDS: dict[str, bool] = {"quality": False, "heat": True}  # field -> modelled on log1p scale
+# Fewer seeds than this and no separate evaluation set: fit on all of them, report no metrics.
+MIN_SEEDS_TO_HOLD_OUT = 20
 
 
 @dataclass
@@ -231,3 +239,91 @@ def evaluate_model(
             [c.verdict for c in comparisons],
         )
     return metrics
+
+
+@dataclass
+class FitOutcome:
+    """A fitted model, what it was measured on, and the fixed split to record in its manifest."""
+
+    model: NewsModel
+    metrics: dict[str, Any]
+    eval_split: dict[str, Any] | None
+    timings: dict[str, float]
+
+
+def fit_and_evaluate(
+    corpus: SeedCorpus,
+    embedder: Embedder,
+    options: TrainingOptions | None = None,
+    *,
+    eval_corpus: SeedCorpus | None = None,
+    eval_name: str = "",
+    holdout: float = 0.2,
+    refit_all: bool = False,
+    always_train: Collection[str] = (),
+) -> FitOutcome:
+    """Fit a model and measure it on articles it was not trained on.
+
+    - ``eval_corpus`` given: fit on all of ``corpus``, evaluate on it (and on ``options.pairs``).
+    - else, with ``holdout`` > 0 and at least `MIN_SEEDS_TO_HOLD_OUT` seeds: fit on the seeds the
+      fixed id-hash split (`split_holdout`) keeps for training, evaluate on the held-out ones, and
+      return the split's record, so a later challenger is compared on the same articles; with
+      ``refit_all`` then refit on every seed (the metrics then describe a model that had not seen
+      the split). ``always_train`` (editors' corrections) are never held out.
+    - else fit on everything, with no metrics.
+
+    ``timings`` are those of the last fit.
+    """
+    options = options or TrainingOptions()
+    progress = options.progress
+
+    def fit(seeds: SeedCorpus) -> tuple[NewsModel, TrainingOptions]:
+        run = replace(options, timings={})
+        return fit_news_model(seeds, embedder, run), run
+
+    metrics: dict[str, Any] = {}
+    eval_split: dict[str, Any] | None = None
+    if eval_corpus is not None:
+        model, run = fit(corpus)
+        metrics = evaluate_model(model, eval_corpus, pairs=options.pairs, progress=progress)
+        metrics["evaluated_on"] = eval_name
+    elif holdout > 0 and len(corpus.main_ids) >= MIN_SEEDS_TO_HOLD_OUT:
+        train, held = split_holdout(corpus, holdout, always_train=always_train)
+        logger.info(
+            "fixed split: fitting on %d seeds, evaluating on %d held out",
+            len(train.main_ids),
+            len(held.main_ids),
+        )
+        model, run = fit(train)
+        metrics = evaluate_model(model, held, progress=progress)
+        metrics["evaluated_on"] = (
+            f"fixed split: {len(held.main_ids)} seeds ({holdout:.0%} by id hash) held out"
+            + (", before refitting on all" if refit_all else ", never trained on")
+        )
+        eval_split = EvalSplit(holdout).to_record() | {
+            "held_out_seeds": len(held.main_ids),
+            "refit_all": bool(refit_all),
+        }
+        if refit_all:
+            model, run = fit(corpus)
+    else:
+        if holdout > 0:
+            logger.warning(
+                "only %d seeds: too few to hold some out, so the bundle has no metrics", len(corpus.main_ids)
+            )
+        model, run = fit(corpus)
+    return FitOutcome(model=model, metrics=metrics, eval_split=eval_split, timings=run.timings)
+
+
+def record_trained_bundle(root: str | Path, version: str, *, candidate: bool) -> None:
+    """What the bundle ledger says of a bundle `fit` just wrote under ``root``.
+
+    A candidate is recorded as trained, not live, so servers keep serving the live version until
+    the gate promotes it. A bundle trained by hand is promoted when a ledger exists (the ledger
+    names the live version, and a hand-run fit served its bundle next before there was one);
+    without a ledger the newest version is live anyway, and none is started.
+    """
+    if candidate:
+        record_event(root, version, "trained", "challenger, waiting for the gate", make_live=False)
+    elif (Path(root) / LEDGER).is_file():
+        record_event(root, version, "promoted", "trained by hand with `python -m training fit` (no gate)")
