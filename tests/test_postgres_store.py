@@ -19,6 +19,7 @@ from service.main import create_app
 
 postgres = pytest.importorskip("model.store.postgres", reason="psycopg is not installed")
 pg_migrate = pytest.importorskip("model.store.pg_migrate", reason="psycopg is not installed")
+pg_ingest = pytest.importorskip("model.store.pg_ingest", reason="psycopg is not installed")
 PgArticleStore = postgres.PgArticleStore
 migrate, SCHEMA_VERSION = pg_migrate.migrate, pg_migrate.SCHEMA_VERSION
 
@@ -280,7 +281,7 @@ def test_a_row_landing_beyond_the_farthest_candidate_does_not_cost_a_retry(pg_ur
         near = _direction(10)
         # Rows around `near` (the candidates and two more), one far from everything (lands mid-decision).
         neighbours = [
-            _live(f"n{i}", near + 0.6 * _direction(100 + i)) for i in range(postgres.CANDIDATES + 2)
+            _live(f"n{i}", near + 0.6 * _direction(100 + i)) for i in range(pg_ingest.CANDIDATES + 2)
         ]
         store.put_many([replace_story(n, f"s{n.id}") for n in neighbours])
         late = _live("far", _direction(999))
@@ -294,7 +295,7 @@ def test_a_row_landing_beyond_the_farthest_candidate_does_not_cost_a_retry(pg_ur
             return _join_nearest(stored, candidates)
 
         ((_, created),) = store.ingest_linked([article], link, WINDOW)
-        assert created and calls == [postgres.CANDIDATES]
+        assert created and calls == [pg_ingest.CANDIDATES]
         assert store.ingest_outcomes == {"first_try": 1}
     finally:
         store.close()

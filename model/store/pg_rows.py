@@ -1,13 +1,16 @@
-"""What the PostgreSQL modules share: the article columns read back and their `StoredArticle`,
-a one-value query, and a driver error as one line."""
+"""What the PostgreSQL modules share: the article columns written and read back, a `StoredArticle`
+as the row's parameters and back, a one-value query, and a driver error as one line."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import psycopg
+from psycopg.types.json import Jsonb
 
+from model.articles.article import Provider
 from model.store.base import StoredArticle
 
 COLUMNS = (
@@ -43,3 +46,44 @@ def scalar(conn: psycopg.Connection[Any], query: str, params: Sequence[Any] = ()
 
 def one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
+
+
+WRITE_COLUMNS = (
+    "id, canonical_url, record, embedding, story_id, classification, duplicate_of, "
+    "model_version, published_at, provider, created_at, related, labels, uncertainty"
+)
+WRITE_TYPES = ["text", "text", "jsonb", "vector", "text", "jsonb", "text", "text", "timestamptz",
+                "text", "timestamptz", "jsonb", "text[]", "float4"]  # fmt: skip
+VALUES = "%s, %s, %s, %b, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+INSERT = f"INSERT INTO articles ({WRITE_COLUMNS}) VALUES ({VALUES}) ON CONFLICT DO NOTHING RETURNING id"
+
+
+def provider_key(record: dict[str, Any]) -> str | None:
+    """The key searches filter on, as `Article.provider_key` gives it (lower case, no www.)."""
+    provider = record.get("provider")
+    if not isinstance(provider, dict):
+        return None
+    return Provider(name=provider.get("name"), domain=provider.get("domain")).key
+
+
+def write_params(article: StoredArticle, *, copy: bool = False) -> list[Any]:
+    # COPY with set_types takes plain dicts for jsonb; a parametrised INSERT needs Jsonb wrappers.
+    record = article.record if copy else Jsonb(article.record)
+    classification = article.classification if copy else Jsonb(article.classification)
+    related = list(article.related_ids) if article.related_ids else None
+    return [
+        article.id,
+        article.canonical_url,
+        record,
+        np.asarray(article.embedding, dtype=np.float32),
+        article.story_id,
+        classification,
+        article.duplicate_of,
+        article.model_version,
+        article.published_at,
+        provider_key(article.record),
+        article.created_at,
+        related if copy or related is None else Jsonb(related),
+        article.effective_labels,
+        article.uncertainty,
+    ]
