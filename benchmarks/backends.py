@@ -200,8 +200,8 @@ def peak_rss_mb() -> int:
 def _ready_sqlite(folder: str, *, from_snapshot: bool) -> dict[str, Any]:
     """The embedded service's restore: every stored row, or the snapshot and the rows after it.
     (The service itself does this in `model.coverage.restore`, with a bundle and an encoder around it.)"""
+    from model.articles.article import record_provider_key
     from model.coverage.article_index import ArticleIndex, StoredRecord
-    from model.coverage.restore import provider_key
     from model.store.base import restore_rows
     from model.store.sqlite import SqliteArticleStore
 
@@ -217,7 +217,7 @@ def _ready_sqlite(folder: str, *, from_snapshot: bool) -> dict[str, Any]:
 
     def flush() -> None:  # as `model.coverage.restore.add_stored_rows`: records parsed lazily, on first use
         index.add(
-            [StoredRecord(row.id, provider_key(row.record), row.published_at, None) for row in batch],
+            [StoredRecord(row.id, record_provider_key(row.record), row.published_at, None) for row in batch],
             np.stack([row.embedding for row in batch]),
             [row.story_id for row in batch],
             sync_ann=False,

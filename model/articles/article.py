@@ -364,6 +364,15 @@ def _parse_images(value: Any) -> tuple[Image, ...]:
     return tuple(images)
 
 
+def record_provider_key(record: Mapping[str, Any]) -> str | None:
+    """`Article.provider_key` of a stored record without parsing the whole article (restores and
+    the PostgreSQL rows index it; stored records hold a provider mapping, the article rules see to it)."""
+    provider = record.get("provider")
+    if not isinstance(provider, Mapping):
+        return None
+    return Provider(name=provider.get("name"), domain=provider.get("domain")).key
+
+
 def article_from_record(
     record: Mapping[str, Any], *, source: str | None = None, require_text: bool = True
 ) -> Article:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from model.articles.article import Article, Provider, article_from_record
+from model.articles.article import Article, article_from_record, record_provider_key
 from model.coverage.article_index import ArticleIndex, StoredRecord
 from model.encoders.embedder import Embedder
 from model.errors import NewsDeskError
@@ -92,14 +92,6 @@ class Restored:
     from_snapshot: bool
 
 
-def provider_key(record: Mapping[str, Any]) -> str | None:
-    """The index's provider key of a stored record, without parsing the whole article."""
-    provider = record.get("provider")
-    if isinstance(provider, dict):
-        return Provider(name=provider.get("name"), domain=provider.get("domain")).key
-    return Provider(name=str(provider)).key if provider else None
-
-
 def add_stored_rows(
     model: Restorable,
     source: RowSource,
@@ -126,7 +118,9 @@ def add_stored_rows(
         # Parsed lazily by the index (`StoredRecord`): a restart must not pay for every article.
         # The record itself is not kept: the index reads it from the store on first use, so a
         # million restored rows do not hold a million parsed records in memory.
-        articles = [StoredRecord(row.id, provider_key(row.record), row.published_at, None) for row in batch]
+        articles = [
+            StoredRecord(row.id, record_provider_key(row.record), row.published_at, None) for row in batch
+        ]
         story_ids = [row.story_id for row in batch]
         dims = {row.embedding.shape[0] for row in batch}
         if dims == {dim}:

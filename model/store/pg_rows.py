@@ -10,7 +10,7 @@ import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
-from model.articles.article import Provider
+from model.articles.article import record_provider_key
 from model.store.base import StoredArticle
 
 COLUMNS = (
@@ -58,14 +58,6 @@ VALUES = "%s, %s, %s, %b, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
 INSERT = f"INSERT INTO articles ({WRITE_COLUMNS}) VALUES ({VALUES}) ON CONFLICT DO NOTHING RETURNING id"
 
 
-def provider_key(record: dict[str, Any]) -> str | None:
-    """The key searches filter on, as `Article.provider_key` gives it (lower case, no www.)."""
-    provider = record.get("provider")
-    if not isinstance(provider, dict):
-        return None
-    return Provider(name=provider.get("name"), domain=provider.get("domain")).key
-
-
 def write_params(article: StoredArticle, *, copy: bool = False) -> list[Any]:
     # COPY with set_types takes plain dicts for jsonb; a parametrised INSERT needs Jsonb wrappers.
     record = article.record if copy else Jsonb(article.record)
@@ -81,7 +73,7 @@ def write_params(article: StoredArticle, *, copy: bool = False) -> list[Any]:
         article.duplicate_of,
         article.model_version,
         article.published_at,
-        provider_key(article.record),
+        record_provider_key(article.record),
         article.created_at,
         related if copy or related is None else Jsonb(related),
         article.effective_labels,
