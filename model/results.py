@@ -117,6 +117,7 @@ class SearchFilters:
     providers: frozenset[str] | None = None
     exclude_provider: str | None = None
     exclude_ids: frozenset[str] = field(default_factory=frozenset)
+    language: str | None = None  # ISO 639-1, lower case: only articles in this language
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from model.articles.article import MAX_FIELD_CHARS, MAX_OTHER_TEXT_CHARS, Article
+from model.articles.language import LANGUAGE_PATTERN
 from model.results import Classification, Comparison, PairEvidence, ScorePrediction, SimilarHit, TopicScore
 
 Verdict = Literal["duplicate", "same_story", "related", "unrelated"]
@@ -160,6 +161,12 @@ class ArticleIn(BaseModel):
     related: list[ArticleIn] | None = Field(
         None, description="Other outlets' coverage of the same subject, each an article record."
     )
+    language: str | None = Field(
+        None,
+        description="The article's language (ISO 639-1, e.g. `de`; a tag like `pt-BR` keeps `pt`). "
+        "Detected from the title and excerpt when absent.",
+        json_schema_extra={"pattern": LANGUAGE_PATTERN},
+    )
     id: str | None = Field(
         None, description="Ignored: the service derives every id from the canonical URL (else from the text)."
     )
@@ -250,6 +257,11 @@ class SimilarRequest(BaseModel):
         json_schema_extra={"pattern": _ISO_DATE},
     )
     providers: list[str] | None = Field(None, description="Only hits from these outlets (domain or name).")
+    language: str | None = Field(
+        None,
+        pattern=LANGUAGE_PATTERN,
+        description="Only hits in this language (ISO 639-1, e.g. `de`; `pt-BR` reads as `pt`).",
+    )
     exclude_same_provider: bool = Field(
         False, strict=True, description="Drop hits from the query article's own outlet."
     )
@@ -389,6 +401,7 @@ class ArticleSummary(BaseModel):
     url: str | None = None
     provider: ProviderOut | None = None
     publishedDateTime: str | None = None
+    language: str | None = Field(None, description="ISO 639-1 code: the seed's own, else detected.")
 
     @classmethod
     def of(cls, article: Article) -> ArticleSummary:
@@ -400,6 +413,7 @@ class ArticleSummary(BaseModel):
             if article.provider
             else None,
             publishedDateTime=article.to_record().get("publishedDateTime"),
+            language=article.language,
         )
 
 

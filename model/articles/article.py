@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
 from typing import Any
 
+from model.articles.language import detect_language, normalise_language
 from model.articles.urls import article_id, canonical_url
 from model.errors import FieldTooLongError, InvalidArticleError
 
@@ -67,6 +68,9 @@ class Article:
     related_ids: tuple[str, ...] = ()
     source: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # ISO 639-1, lower case: the seed's own field, else detected from the text; None when the text
+    # has no letters to tell it by.
+    language: str | None = None
 
     @property
     def text(self) -> str:
@@ -124,6 +128,7 @@ class Article:
             images=pick(self.images, other.images),
             related_ids=tuple(dict.fromkeys((*self.related_ids, *other.related_ids))),
             source=pick(self.source, other.source),
+            language=pick(self.language, other.language),
             extra={**other.extra, **self.extra},
         )
 
@@ -139,7 +144,7 @@ class Article:
             record["provider"] = {"name": self.provider.name, "domain": self.provider.domain}
         if self.topics:
             record["topics"] = list(self.topics)
-        for name in ("quality", "heat", "published", "category", "type"):
+        for name in ("quality", "heat", "published", "category", "type", "language"):
             value = getattr(self, name)
             if value is not None:
                 record[name] = value
@@ -172,6 +177,7 @@ SEED_FIELDS: tuple[str, ...] = (
     "type",
     "images",
     "related",
+    "language",
 )
 _KNOWN_FIELDS = frozenset(SEED_FIELDS)
 
@@ -380,6 +386,7 @@ def article_from_record(
 
     ``related`` is not followed here (see `model.articles.seeds`), only checked to be a list.
     ``heat`` below zero is the feeds' "not measured" marker and reads as missing.
+    ``language`` is the record's own when given, else detected from title + excerpt.
     """
     if not isinstance(record, Mapping):
         raise InvalidArticleError("article", f"expected a mapping of fields, got {_type_name(record)}")
@@ -404,6 +411,9 @@ def article_from_record(
         raise InvalidArticleError(
             "related", f"expected a list of article mappings, got {_type_name(related)}"
         )
+    language = normalise_language(record.get("language"))
+    if language is None:
+        language = detect_language(f"{title}\n{excerpt}")
     explicit_id = _optional_str(record, "id")
     preferred_url = next((urls[name] for name in _URL_PREFERENCE if urls.get(name)), None)
     return Article(
@@ -429,4 +439,5 @@ def article_from_record(
         images=_parse_images(record.get("images")),
         source=source,
         extra=_extra_fields(record),
+        language=language,
     )

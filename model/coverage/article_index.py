@@ -34,7 +34,9 @@ from model.results import SearchFilters
 logger = logging.getLogger(__name__)
 
 INDEX_FORMAT = 1
-SNAPSHOT_FORMAT = 1
+# 2: rows carry their language (``languages.npy``); a format-1 snapshot is not loaded, the index is
+# restored from the store instead (once), since its rows' languages are unknown.
+SNAPSHOT_FORMAT = 2
 _VECTORS_FILE = "vectors.npy"
 _ARTICLES_FILE = "articles.jsonl"
 _META_FILE = "index.json"
@@ -53,6 +55,7 @@ class StoredRecord:
     provider_key: str | None
     published_at: datetime | None
     record: Mapping[str, Any] | None  # None: fetched through the index's `record_loader` when needed
+    language: str | None = None  # the stored record's, for language filters before it is parsed
 
     def parse(self, loader: Callable[[str], Mapping[str, Any] | None] | None = None) -> Article:
         record = self.record if self.record is not None else (loader(self.id) if loader else None)
@@ -94,6 +97,9 @@ class ArticleIndex:
         # Provider keys as small ints, so provider filters are one vectorised comparison.
         self._code_buffer = np.zeros(0, dtype=np.int32)
         self._provider_vocab: dict[str | None, int] = {None: 0}
+        # Languages the same way (0: unknown), for the `SearchFilters.language` filter.
+        self._language_buffer = np.zeros(0, dtype=np.int16)
+        self._language_vocab: dict[str | None, int] = {None: 0}
         self._ann: Any = None  # model.coverage.faiss_ann.AnnIndex once the index grows past ann_threshold
         # Rows of removed articles: never found again, skipped when saving (rows never move, so
         # readers' snapshots and the ANN's row keys stay valid).
@@ -153,6 +159,7 @@ class ArticleIndex:
                     self._rewrite_row(position, vectors[i])
                     self._time_buffer[position] = _timestamp(article.published_at)
                     self._code_buffer[position] = self._provider_code(article.provider_key)
+                    self._language_buffer[position] = self._language_code(article.language)
             if pending:
                 fresh = [pending[position] for position in sorted(pending)]
                 self._reserve(base + len(fresh))
@@ -160,6 +167,7 @@ class ArticleIndex:
                 # Rows past the published count are invisible to readers until _count moves.
                 self._time_buffer[base:end] = [_timestamp(articles[i].published_at) for i in fresh]
                 self._code_buffer[base:end] = [self._provider_code(articles[i].provider_key) for i in fresh]
+                self._language_buffer[base:end] = [self._language_code(articles[i].language) for i in fresh]
                 if self._buffer is None:  # the graph holds the vectors: new rows go straight in
                     self._ann.add(np.arange(base, end, dtype=np.int64), vectors[fresh])
                 else:
@@ -191,6 +199,9 @@ class ArticleIndex:
     def _provider_code(self, key: str | None) -> int:
         return self._provider_vocab.setdefault(key, len(self._provider_vocab))
 
+    def _language_code(self, language: str | None) -> int:
+        return self._language_vocab.setdefault(language, len(self._language_vocab))
+
     def _reserve(self, rows: int) -> None:
         """Grow the row buffers geometrically, so adding one article is amortised O(1), not a copy.
 
@@ -204,6 +215,7 @@ class ArticleIndex:
             ("_buffer", np.float16),
             ("_time_buffer", np.float64),
             ("_code_buffer", np.int32),
+            ("_language_buffer", np.int16),
         ):
             old = getattr(self, name)
             if old is None:
@@ -379,6 +391,9 @@ class ArticleIndex:
                 mask &= np.isin(codes, [self._provider_vocab[p] for p in wanted if p in self._provider_vocab])
             if excluded is not None and excluded in self._provider_vocab:
                 mask &= codes != self._provider_vocab[excluded]
+        if filters.language is not None:
+            code = self._language_vocab.get(filters.language)
+            mask &= self._language_buffer[:n] == code if code is not None else False
         for article_id in filters.exclude_ids:
             position = self._pos.get(article_id)
             if position is not None and position < n:
@@ -470,6 +485,8 @@ class ArticleIndex:
             providers = self._providers[from_row:count]
             removed = sorted(r - from_row for r in self._removed if r >= from_row)
             times = self._time_buffer[from_row:count].copy()
+            language_codes = self._language_buffer[from_row:count].copy()
+            language_vocab = {code: key for key, code in self._language_vocab.items()}
             ann = self._ann if self._ann is not None and len(self._ann) == count else None
         with atomic_folder(directory, replace=True) as folder:
             with self._lock:  # chunk by chunk, never a second in-memory copy of every vector
@@ -482,13 +499,30 @@ class ArticleIndex:
                 vectors.flush()
                 del vectors
             np.save(folder / "times.npy", times)
+            languages = sorted(key for key in language_vocab.values() if key is not None)
+            language_codes_out = {key: i + 1 for i, key in enumerate(languages)}
+            np.save(
+                folder / "languages.npy",
+                np.array(
+                    [language_codes_out.get(language_vocab[c], 0) for c in language_codes.tolist()],
+                    dtype=np.int16,
+                ),
+            )
             vocab = sorted({key for key in providers if key is not None})
             codes = {key: i + 1 for i, key in enumerate(vocab)}
             np.save(
                 folder / "providers.npy", np.array([codes.get(key, 0) for key in providers], dtype=np.int32)
             )
             (folder / "rows.json").write_text(
-                json.dumps({"ids": ids, "stories": stories, "providers": vocab, "removed": removed}),
+                json.dumps(
+                    {
+                        "ids": ids,
+                        "stories": stories,
+                        "providers": vocab,
+                        "languages": languages,
+                        "removed": removed,
+                    }
+                ),
                 encoding="utf-8",
             )
             if ann is not None:
@@ -534,6 +568,7 @@ class ArticleIndex:
             vectors = np.load(folder / "vectors.npy", mmap_mode="r")
             times = np.load(folder / "times.npy")
             codes = np.load(folder / "providers.npy")
+            language_codes = np.load(folder / "languages.npy")
             rows = json.loads((folder / "rows.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise DataFileError(f"{folder}: unreadable snapshot ({error})") from None
@@ -556,6 +591,9 @@ class ArticleIndex:
             self._time_buffer[base:end] = times
             mapped = np.array([self._provider_code(key) for key in keys], dtype=np.int32)
             self._code_buffer[base:end] = mapped[codes]
+            language_keys: list[str | None] = [None, *rows["languages"]]
+            language_map = np.array([self._language_code(key) for key in language_keys], dtype=np.int16)
+            self._language_buffer[base:end] = language_map[language_codes]
             providers = [keys[c] for c in codes.tolist()]
             self._ids.extend(ids)
             self._pos.update(zip(ids, range(base, end), strict=True))

@@ -119,7 +119,10 @@ def add_stored_rows(
         # The record itself is not kept: the index reads it from the store on first use, so a
         # million restored rows do not hold a million parsed records in memory.
         articles = [
-            StoredRecord(row.id, record_provider_key(row.record), row.published_at, None) for row in batch
+            StoredRecord(
+                row.id, record_provider_key(row.record), row.published_at, None, row.record.get("language")
+            )
+            for row in batch
         ]
         story_ids = [row.story_id for row in batch]
         dims = {row.embedding.shape[0] for row in batch}

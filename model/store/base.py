@@ -71,6 +71,7 @@ class ArticleQuery:
     since: datetime | None = None  # published at or after
     until: datetime | None = None  # published at or before
     q: str | None = None  # text in the title or excerpt, case-insensitive
+    language: str | None = None  # ISO 639-1, lower case
     before_seq: int | None = None  # keyset cursor: only articles stored before this seq
 
 

@@ -70,6 +70,9 @@ def article_filters(query: ArticleQuery, dialect: Dialect) -> tuple[str, list[An
     if query.until is not None:
         where.append(f"published_at <= {mark}")
         params.append(dialect.moment(query.until))
+    if query.language is not None:
+        where.append(f"language = {mark}")
+        params.append(query.language)
     if query.q:
         found = [
             f"{dialect.find}(lower(coalesce({text((field,))}, '')), lower({mark})) > 0"

@@ -50,11 +50,11 @@ def one_line(error: BaseException) -> str:
 
 WRITE_COLUMNS = (
     "id, canonical_url, record, embedding, story_id, classification, duplicate_of, "
-    "model_version, published_at, provider, created_at, related, labels, uncertainty"
+    "model_version, published_at, provider, created_at, related, labels, uncertainty, language"
 )
 WRITE_TYPES = ["text", "text", "jsonb", "vector", "text", "jsonb", "text", "text", "timestamptz",
-                "text", "timestamptz", "jsonb", "text[]", "float4"]  # fmt: skip
-VALUES = "%s, %s, %s, %b, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+                "text", "timestamptz", "jsonb", "text[]", "float4", "text"]  # fmt: skip
+VALUES = "%s, %s, %s, %b, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
 INSERT = f"INSERT INTO articles ({WRITE_COLUMNS}) VALUES ({VALUES}) ON CONFLICT DO NOTHING RETURNING id"
 
 
@@ -78,4 +78,5 @@ def write_params(article: StoredArticle, *, copy: bool = False) -> list[Any]:
         related if copy or related is None else Jsonb(related),
         article.effective_labels,
         article.uncertainty,
+        article.record.get("language"),
     ]

@@ -148,6 +148,9 @@ def where_clause(filters: SearchFilters) -> tuple[sql.Composable, list[Any]]:
     if filters.exclude_provider is not None:
         parts.append(sql.SQL("(provider IS NULL OR provider <> %s)"))
         params.append(filters.exclude_provider.lower())
+    if filters.language is not None:
+        parts.append(sql.SQL("language = %s"))
+        params.append(filters.language)
     if filters.exclude_ids:
         parts.append(sql.SQL("id <> ALL(%s)"))
         params.append(sorted(filters.exclude_ids))
@@ -157,5 +160,11 @@ def where_clause(filters: SearchFilters) -> tuple[sql.Composable, list[Any]]:
 def _selective(filters: SearchFilters) -> bool:
     # exclude_ids alone (the query article) removes a handful of rows: not a filter worth counting.
     return any(
-        (filters.since, filters.until, filters.providers is not None, filters.exclude_provider is not None)
+        (
+            filters.since,
+            filters.until,
+            filters.providers is not None,
+            filters.exclude_provider is not None,
+            filters.language is not None,
+        )
     )

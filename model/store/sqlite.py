@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from model.articles.language import record_language
 from model.feedback import CORRECTION_COLUMNS, PAIR_FEEDBACK_COLUMNS, Correction, PairFeedback
 from model.store.base import ArticleQuery, RestoreRow, StoredArticle, StoreError, StorySummary
 from model.store.filters import SQLITE, article_filters
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _CREATE_V1 = """
 CREATE TABLE IF NOT EXISTS articles (
@@ -80,6 +81,12 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX IF NOT EXISTS pair_feedback_a ON pair_feedback (a);
     CREATE INDEX IF NOT EXISTS pair_feedback_b ON pair_feedback (b);
+    """,
+    # 2 -> 3: each article's language (filtered by the inbox and /v1/similar); rows stored before
+    # get theirs from their record in the same transaction (`_fill_languages`).
+    2: """
+    ALTER TABLE articles ADD COLUMN language TEXT;
+    CREATE INDEX IF NOT EXISTS articles_language ON articles (language, published_at);
     """,
 }
 
@@ -149,6 +156,8 @@ class SqliteArticleStore:
             for statement in _MIGRATIONS[version].split(";"):
                 if statement.strip():
                     self._db.execute(statement)
+            if version == 2:
+                self._fill_languages()
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version + 1),))
             self._db.execute("COMMIT")
         except BaseException:
@@ -157,6 +166,20 @@ class SqliteArticleStore:
         logger.info(
             "article store %s: schema migrated from version %d to %d", self.path, version, version + 1
         )
+
+    def _fill_languages(self, chunk: int = 1000) -> None:
+        """Each stored row's language from its record (inside the migration's transaction)."""
+        seq = 0
+        while rows := self._db.execute(
+            "SELECT seq, record FROM articles WHERE seq > ? ORDER BY seq LIMIT ?", (seq, chunk)
+        ).fetchall():
+            updates = [(language, language, row_seq) for row_seq, record in rows
+                       for language in [record_language(json.loads(record))]]  # fmt: skip
+            self._db.executemany(
+                "UPDATE articles SET language = ?, record = json_set(record, '$.language', ?) WHERE seq = ?",
+                updates,
+            )
+            seq = rows[-1][0]
 
     _COLUMNS = (
         "seq, id, canonical_url, record, embedding, story_id, classification, duplicate_of, "
@@ -221,6 +244,7 @@ class SqliteArticleStore:
                 json.dumps(list(a.related_ids), ensure_ascii=False) if a.related_ids else None,
                 _labels_json(a.effective_labels),
                 a.uncertainty,
+                a.record.get("language"),
             )
             for a in articles
         ]
@@ -233,7 +257,8 @@ class SqliteArticleStore:
                         cursor = self._db.execute(
                             "INSERT OR IGNORE INTO articles (id, canonical_url, record, embedding, story_id, "
                             "classification, duplicate_of, model_version, published_at, created_at, "
-                            "related, labels, uncertainty) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            "related, labels, uncertainty, language) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             row,
                         )
                         inserted.append(cursor.rowcount == 1)

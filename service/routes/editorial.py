@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import StreamingResponse
 
+from model.articles.language import LANGUAGE_PATTERN, normalise_language
 from model.store import ArticleQuery
 from model.store.export import export_lines
 from service import workspace
@@ -61,6 +62,10 @@ async def list_articles(
     since: Annotated[datetime | None, Query(description="Published at or after (ISO 8601).")] = None,
     until: Annotated[datetime | None, Query(description="Published at or before (ISO 8601).")] = None,
     q: Annotated[str | None, Query(description="Text in the title or excerpt.", max_length=200)] = None,
+    language: Annotated[
+        str | None,
+        Query(description="Only articles in this language (ISO 639-1, e.g. `de`).", pattern=LANGUAGE_PATTERN),
+    ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> ArticlePageOut:
@@ -73,6 +78,7 @@ async def list_articles(
         since=workspace.utc(since),
         until=workspace.utc(until),
         q=q.strip() if q and q.strip() else None,
+        language=normalise_language(language),
     )
     return await asyncio.to_thread(workspace.list_articles, store, query, limit, cursor)
 

@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter
 
 from model.articles.article import Article, Provider
+from model.articles.language import normalise_language
 from model.errors import ArticleNotFoundError
 from model.results import SearchFilters, SimilarHit
 from service.deps import ModelDep, ReaderDep, SearchDep, SettingsDep
@@ -39,7 +40,10 @@ async def similar(
     if request.k > settings.max_k:
         raise BadRequestError(f"k: at most {settings.max_k}, got {request.k}")
     filters = SearchFilters(
-        since=request.since, until=request.until, providers=_provider_keys(request.providers)
+        since=request.since,
+        until=request.until,
+        providers=_provider_keys(request.providers),
+        language=normalise_language(request.language),
     )
     query: Article | str
     if request.id is not None:
