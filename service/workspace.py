@@ -112,6 +112,7 @@ def _row(stored: StoredArticle, sizes: dict[str, int]) -> ArticleRowOut:
         url=url,
         provider=_provider(record),
         publishedDateTime=record.get("publishedDateTime"),
+        language=record.get("language"),
         story_id=stored.story_id,
         story_size=sizes.get(stored.story_id, 1),
         duplicate_of=stored.duplicate_of,

@@ -151,6 +151,7 @@ class ArticleRowOut(BaseModel):
     url: str | None = None
     provider: ProviderOut | None = None
     publishedDateTime: str | None = None
+    language: str | None = Field(None, description="ISO 639-1 code: the seed's own, else detected.")
     story_id: str
     story_size: int = Field(description="Stored articles in the story.")
     duplicate_of: str | None = None

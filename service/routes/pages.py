@@ -20,9 +20,11 @@ from urllib.parse import parse_qs, urlencode
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from pydantic import ValidationError
 
 from model.articles.article import Article, article_from_record
+from model.articles.language import is_rtl, normalise_language
 from model.articles.seeds import split_seed_record
 from model.coverage.search import ArticleSearch
 from model.errors import ArticleNotFoundError, InvalidArticleError, NewsDeskError
@@ -61,7 +63,17 @@ def _fmt_time(value: Any) -> str:
     return str(value)
 
 
+def _text_attributes(language: str | None) -> Markup:
+    """``lang`` and ``dir`` for an element holding an article's text: right-to-left languages
+    (Arabic, Hebrew, Persian, Urdu, ...) display as such; an unknown one lets the browser decide."""
+    if not language:
+        return Markup(' dir="auto"')
+    direction = "rtl" if is_rtl(language) else "ltr"
+    return Markup(' lang="{}" dir="{}"').format(language, direction)
+
+
 templates.env.filters["when"] = _fmt_time
+templates.env.filters["textdir"] = _text_attributes
 templates.env.filters["pct"] = lambda value: f"{100 * float(value):.0f}%"
 
 
@@ -193,6 +205,7 @@ def _hits(search: ArticleSearch, hits: list[SimilarHit]) -> list[dict[str, Any]]
                 "score": hit.score,
                 "title": article.title or article.excerpt[:120],
                 "outlet": _outlet(article),
+                "language": article.language,
                 "published": article.published_at,
                 "url": article.url,
                 "story_id": hit.story_id,
@@ -275,7 +288,9 @@ def _day(value: str, field: str, *, end: bool) -> datetime | None:
 @router.get("/inbox", response_class=HTMLResponse)
 async def inbox_page(request: Request, state: StateDep, _: ReaderDep) -> HTMLResponse:
     params = {key: value for key, value in request.query_params.items() if value.strip()}
-    filters = {k: params.get(k, "") for k in ("q", "topic", "provider", "story_id", "since", "until")}
+    filters = {
+        k: params.get(k, "") for k in ("q", "topic", "provider", "language", "story_id", "since", "until")
+    }
     twin = "/v1/articles?" + urlencode({k: v for k, v in params.items() if k in (*filters, "cursor")})
     labels = state.model.labels if state.model is not None else []
     try:
@@ -287,6 +302,7 @@ async def inbox_page(request: Request, state: StateDep, _: ReaderDep) -> HTMLRes
             since=_day(filters["since"], "since", end=False),
             until=_day(filters["until"], "until", end=True),
             q=filters["q"] or None,
+            language=normalise_language(filters["language"]),
         )
         page = await asyncio.to_thread(workspace.list_articles, store, query, 50, params.get("cursor"))
     except NewsDeskError as error:
