@@ -214,3 +214,35 @@ def test_the_api_stores_filters_and_the_pages_show_right_to_left(client):
     assert 'lang="de" dir="ltr"' in client.get(f"/article/{ids['de']}").text
     inbox = client.get("/inbox", params={"language": "ar"}).text
     assert 'lang="ar" dir="rtl"' in inbox and GERMAN not in inbox
+
+
+def test_evaluate_reports_pearson_per_language_pair_beside_the_overall_figure(small_bundle, tmp_path):
+    from model.articles.seeds import SeedCorpus
+    from model.news_model import NewsModel
+    from training.trainer import evaluate_model
+
+    rows = ["id1\tid2\toverall\ttitle1\ttitle2\texcerpt1\texcerpt2\tlang1\tlang2"]
+    texts = {
+        "de": (
+            "Neue Regeln für die Windkraft",
+            "Die Windkraft an Land bekommt neue Regeln",
+            "Fußball am Sonntag",
+        ),
+        "en": ("New rules for onshore wind", "Onshore wind power gets new rules", "Football on Sunday"),
+    }
+    for lang, (a, b, c) in texts.items():
+        for i, (other, overall) in enumerate(((b, 1.0), (c, 4.0), (a, 1.0))):
+            rows.append(f"{lang}{i}a\t{lang}{i}b\t{overall}\t{a}\t{other}\t\t\t{lang}\t{lang}")
+    # A cross-language pair without language columns is detected instead.
+    rows.append(f"x1\tx2\t1.5\t{GERMAN}\t{ENGLISH}\t\t\t\t")
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+    model = NewsModel.load(small_bundle, embedder=shared_embedder())
+    metrics = evaluate_model(model, SeedCorpus(), pairs=pairs, progress=False)["pairs"]
+    assert {"n", "pearson", "abs_pearson"} <= set(metrics)  # the overall figures stay as they are
+    by_language = metrics["pearson_by_language"]
+    assert list(by_language) == ["de-de", "en-en", "de-en"]
+    assert by_language["de-de"]["n"] == 3 and by_language["de-en"]["n"] == 1
+    assert by_language["de-en"]["abs_pearson"] != by_language["de-en"]["abs_pearson"]  # NaN: one pair
+    assert 0 <= by_language["en-en"]["abs_pearson"] <= 1

@@ -27,7 +27,7 @@ from model.coverage.stories import StoryClusterer
 from model.coverage.story_links import cluster_stories
 from model.coverage.story_rule import STORY_WINDOW_DAYS
 from model.encoders.embedder import Embedder
-from model.evaluation.coverage import pair_metrics, related_retrieval_metrics
+from model.evaluation.coverage import pair_metrics, pearson_by_language, related_retrieval_metrics
 from model.evaluation.split import EvalSplit
 from model.evaluation.tagging import score_metrics, topic_metrics
 from model.ledger import LEDGER, record_event
@@ -238,6 +238,8 @@ def evaluate_model(
             [c.score for c in comparisons],
             [c.verdict for c in comparisons],
         )
+        # Beside the overall figure: how the scorer does in each language pair (semeval_ml's 15).
+        metrics["pairs"]["pearson_by_language"] = pearson_by_language(graded, [c.score for c in comparisons])
     return metrics
 
 

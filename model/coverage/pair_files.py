@@ -16,9 +16,10 @@ import numpy as np
 import numpy.typing as npt
 
 from model.articles.article import Article
+from model.articles.language import detect_language, normalise_language
 from model.articles.seeds import read_seeds
 from model.coverage.pair_evidence import HashedIdf, indexed_pair_evidence
-from model.errors import DataFileError, SeedFormatError
+from model.errors import DataFileError, InvalidArticleError, SeedFormatError
 from model.files import atomic_file
 from model.results import PairEvidence
 
@@ -55,7 +56,8 @@ _LABEL_COLUMNS = {"file1", "file2", "label", "title1", "title2", "excerpt1", "ex
 def read_pairs_tsv(path: str | Path) -> list[GradedPair]:
     """Read a labelled pair file: tab-separated, one of two layouts.
 
-    - graded (SemEval): ``id1 id2 overall title1 title2 excerpt1 excerpt2 [file]``;
+    - graded (SemEval): ``id1 id2 overall title1 title2 excerpt1 excerpt2 [file] [lang1 lang2]``
+      (each side's language from ``lang1``/``lang2`` where given, else detected);
     - binary (storychains, tgpairs, editors' feedback): ``file1 file2 label title1 title2
       excerpt1 excerpt2``, ``label`` 1 = same story. When ``file1``/``file2`` name seed files
       beside the TSV, the articles are read from them (dates, outlets, URLs); otherwise from the
@@ -107,13 +109,18 @@ def _read_pairs(path: Path) -> list[GradedPair]:
             if binary and value not in (0.0, 1.0):
                 raise DataFileError(f"{path}:{line}: label: expected 0 or 1, got {raw!r}")
             sides = []
-            for name, title, excerpt in ((first, "title1", "excerpt1"), (second, "title2", "excerpt2")):
+            for side, name in (("1", first), ("2", second)):
                 ref = (row.get(name) or "").strip()
                 article = _seed_article(path.parent, ref, seeds) if binary else None
-                sides.append(
-                    article
-                    or Article(id=f"pair:{ref}", title=row.get(title) or "", excerpt=row.get(excerpt) or "")
-                )
+                if article is None:
+                    title, excerpt = row.get(f"title{side}") or "", row.get(f"excerpt{side}") or ""
+                    try:
+                        language = normalise_language(row.get(f"lang{side}"), f"lang{side}")
+                    except InvalidArticleError as error:
+                        raise DataFileError(f"{path}:{line}: {error.field}: {error.reason}") from None
+                    language = language or detect_language(f"{title}\n{excerpt}")
+                    article = Article(id=f"pair:{ref}", title=title, excerpt=excerpt, language=language)
+                sides.append(article)
             if binary:
                 label = int(value)
                 pairs.append(GradedPair(sides[0], sides[1], 1.0 if label else 4.0, label))

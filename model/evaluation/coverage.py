@@ -16,7 +16,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from model.articles.article import Article
 from model.articles.seeds import SeedCorpus
-from model.coverage.pair_files import SAME_STORY_MAX_OVERALL
+from model.coverage.pair_files import SAME_STORY_MAX_OVERALL, GradedPair
 from model.coverage.pair_scorer import PairScorer
 from model.results import Verdict
 
@@ -94,6 +94,25 @@ def _as_ranker(scorer: PairScorer | Ranker) -> Ranker:
     if isinstance(scorer, PairScorer):
         return lambda a, va, b, vb: scorer.compare(a, b, va, vb).score
     return scorer
+
+
+def pearson_by_language(
+    pairs: Sequence[GradedPair], scores: Sequence[float] | npt.NDArray[np.floating]
+) -> dict[str, dict[str, float | int]]:
+    """``n``, ``pearson`` and ``abs_pearson`` for each language pair (``de-en``: the first side's
+    language, then the second's, as the pair file gives them; ``?`` for an unknown language)."""
+    values = np.asarray(scores, dtype=np.float64)
+    if len(values) != len(pairs):
+        raise ValueError(f"{len(pairs)} pairs but {len(values)} scores")
+    groups: dict[str, list[int]] = {}
+    for i, pair in enumerate(pairs):
+        groups.setdefault(f"{pair.a.language or '?'}-{pair.b.language or '?'}", []).append(i)
+    out = {}
+    for key in sorted(groups, key=lambda k: (-len(groups[k]), k)):
+        rows = groups[key]
+        found = pair_metrics([pairs[i].overall for i in rows], values[rows])
+        out[key] = {name: found[name] for name in ("n", "pearson", "abs_pearson")}
+    return out
 
 
 def pair_metrics(
