@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.articles.language import detect_language
 from model.bundle import resolve_bundle
 from model.coverage.search import ArticleSearch, MergedSearch
 from model.encoders.embedder import Embedder
@@ -238,6 +239,7 @@ class ServiceState:
         model = NewsModel.load(folder, embedder=embedder, encoder=self.settings.encoder)
         # Load the encoder's weights now, so "ready" means the first request pays no load time.
         model.embedder.encode(["warm-up"])
+        detect_language("warm-up")  # the language model too (~0.5 s on first use)
         if self.store is None:
             return model, 0
         if isinstance(self.store, SharedArticleStore):
