@@ -64,7 +64,11 @@ async def list_articles(
     q: Annotated[str | None, Query(description="Text in the title or excerpt.", max_length=200)] = None,
     language: Annotated[
         str | None,
-        Query(description="Only articles in this language (ISO 639-1, e.g. `de`).", pattern=LANGUAGE_PATTERN),
+        # Checked by the article rule (a 422 naming `language`), so an empty value reads as none.
+        Query(
+            description="Only articles in this language (ISO 639-1, e.g. `de`).",
+            json_schema_extra={"pattern": LANGUAGE_PATTERN},
+        ),
     ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
