@@ -32,6 +32,7 @@ from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from model.articles.language import record_language
 from model.feedback import CORRECTION_COLUMNS, PAIR_FEEDBACK_COLUMNS, Correction, PairFeedback
 from model.results import SearchFilters
 from model.store.base import ArticleQuery, StoredArticle, StoreError, StorySummary
@@ -124,6 +125,7 @@ class PgArticleStore(LinkedIngest):
         )[0][0]
         if swept:
             logger.warning("article store: swept %d story claims a stopped replica left", swept)
+        self.fill_languages()
         logger.info("article store: PostgreSQL, schema %d, %d articles", SCHEMA_VERSION, self.count())
 
     # --- reads ------------------------------------------------------------------------------
@@ -236,6 +238,36 @@ class PgArticleStore(LinkedIngest):
             raise StoreError(f"article store: bulk load failed: {one_line(error)}") from error
 
     # --- the editors' workspace ------------------------------------------------------------
+
+    def fill_languages(self, batch: int = 1000) -> int:
+        """Give each row stored without a language its own (migration 0006), from its stored
+        record, a batch per transaction (resumable; replicas opening together skip each other's
+        locked rows). An undetectable one is marked ``"language": null`` in its record, so it is
+        not read again. Returns the rows filled."""
+        filled = 0
+        try:
+            while True:
+                with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT id, record FROM articles WHERE language IS NULL AND NOT record ? 'language' "
+                        "LIMIT %s FOR UPDATE SKIP LOCKED",
+                        (batch,),
+                    )
+                    rows = cur.fetchall()
+                    if not rows:
+                        break
+                    languages = [(record_language(record), id_) for id_, record in rows]
+                    cur.executemany(
+                        "UPDATE articles SET language = %s, "
+                        "record = record || jsonb_build_object('language', %s::text) WHERE id = %s",
+                        [(language, language, id_) for language, id_ in languages],
+                    )
+                    filled += len(rows)
+        except (psycopg.Error, PoolTimeout) as error:
+            raise StoreError(f"article store: cannot fill in languages: {one_line(error)}") from error
+        if filled:
+            logger.info("article store: filled in the language of %d articles stored before", filled)
+        return filled
 
     def list_articles(self, query: ArticleQuery, limit: int) -> list[StoredArticle]:
         clause, params = article_filters(query, POSTGRES)
