@@ -210,6 +210,26 @@ def test_the_inbox_filters_and_the_story_view(page, service):
     shot(page, "story")
 
 
+def test_right_to_left_articles_display_right_to_left(page, service):
+    arabic = {
+        "title": "الحكومة تعلن عن خطة جديدة لدعم الطاقة المتجددة في البلاد",
+        "excerpt": "قالت الوزارة إن الخطة تشمل محطات رياح وشمس في ثلاث مناطق.",
+        "webUrl": "https://arabic-news.example/energy-plan",
+    }
+    article_id = service.api("POST", "/v1/articles", arabic)["id"]
+    page.open(f"/article/{article_id}")
+    direction = "return getComputedStyle(document.querySelector(arguments[0])).direction"
+    assert page.driver.execute_script(direction, "#article-title") == "rtl"
+    assert page.driver.execute_script(direction, ".excerpt") == "rtl"
+    assert page.find("#article-language").text == "ar"
+    shot(page, "article-rtl")
+    page.open("/inbox?language=ar")
+    [row] = texts(page, "#inbox tbody tr")
+    assert arabic["title"] in row
+    assert page.driver.execute_script(direction, "#inbox tbody a") == "rtl"
+    assert page.driver.execute_script(direction, "#inbox th") == "ltr"  # the page itself stays as it is
+
+
 def test_no_page_asks_another_host_for_anything(page, service):
     for path in ("/", "/inbox", "/review"):
         page.open(path)
