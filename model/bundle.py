@@ -33,7 +33,9 @@ from typing import Any
 
 import joblib
 
+from model.encoders.base import Encoder
 from model.encoders.embedder import Embedder
+from model.encoders.registry import DEFAULT_ENCODER, make_encoder, manifest_encoder, prefix_of, vectors_id
 from model.errors import BundleError
 from model.files import atomic_folder
 from model.ledger import live_version, read_ledger
@@ -266,14 +268,19 @@ def _check_libraries(manifest: Mapping[str, Any]) -> None:
             )
 
 
-def bundle_embedder(folder: Path, encoder: str = "auto") -> Embedder:
-    """The encoder a bundle should serve with.
+def bundle_embedder(folder: Path, encoder: str = "auto") -> Encoder:
+    """The encoder a bundle should serve with: the one its manifest names (``embedding.name``;
+    MiniLM for a bundle written before encoders had names).
 
-    ``auto`` takes the bundle's int8 ONNX export when it has one (faster, and no torch import),
-    else sentence-transformers; ``torch`` and ``onnx-int8`` insist.
+    ``encoder`` is MiniLM's runtime (``NEWSDESK_ENCODER``); other encoders have one runtime and
+    ignore it. For MiniLM ``auto`` takes the bundle's int8 ONNX export when it has one (faster,
+    and no torch import), else sentence-transformers; ``torch`` and ``onnx-int8`` insist.
     """
     if encoder not in ENCODERS:
         raise BundleError(f"unknown encoder {encoder!r}, expected one of {', '.join(ENCODERS)}")
+    name, vectors = manifest_encoder(read_manifest(folder))
+    if name != DEFAULT_ENCODER:
+        return make_encoder(name, prefix=prefix_of(vectors))
     onnx_dir = folder / ENCODER_DIR
     has_onnx = onnx_dir.is_dir()
     if encoder == "onnx-int8" and not has_onnx:
@@ -303,14 +310,17 @@ def verify_bundle(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def check_embedder(folder: Path, manifest: Mapping[str, Any], embedder: Embedder) -> None:
-    """Refuse an embedder other than the one the bundle was trained with."""
+def check_embedder(folder: Path, manifest: Mapping[str, Any], embedder: Encoder) -> None:
+    """Refuse an embedder other than the one the bundle was trained with: its vectors id, not
+    its width, decides (two encoders may both be 384 wide)."""
     expected = manifest.get("embedding", {})
-    if expected.get("model") != embedder.model_name or int(expected.get("dim", -1)) != embedder.dim:
+    name, wanted = manifest_encoder(manifest)
+    got = vectors_id(embedder)
+    if wanted != got or int(expected.get("dim", -1)) != embedder.dim:
         raise BundleError(
-            f"{folder / MANIFEST}: built with embedding model {expected.get('model')} "
-            f"(dim {expected.get('dim')}), but the embedder is {embedder.model_name} (dim {embedder.dim}); "
-            "retrain, or load the embedding model the bundle names"
+            f"{folder / MANIFEST}: built with encoder {name} ({wanted}, dim {expected.get('dim')}), "
+            f"but the embedder is {got} (dim {embedder.dim}); "
+            "retrain, or load the encoder the bundle names"
         )
 
 
@@ -362,7 +372,8 @@ def model_card(manifest: Mapping[str, Any]) -> str:
 
 Created {manifest.get("created")} by `python -m training fit`.
 
-- Embedding: {embedding.get("model")} (dim {embedding.get("dim")}, L2-normalised)
+- Embedding: {embedding.get("name", DEFAULT_ENCODER)}, {embedding.get("model")}
+  (dim {embedding.get("dim")}, L2-normalised)
 - Seeds: {fingerprint.get("articles")} articles from {fingerprint.get("files")} files
   (sha256 {str(fingerprint.get("sha256", ""))[:16]})
 - Topic labels ({len(labels)}): {shown or "none"}

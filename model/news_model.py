@@ -26,7 +26,8 @@ from model.coverage.search import ArticleSearch, KnownArticle
 from model.coverage.stories import StoryClusterer
 from model.coverage.story_links import story_note
 from model.coverage.story_rule import STORY_WINDOW_DAYS, StoryLink, candidates, link_story
-from model.encoders.embedder import Embedder
+from model.encoders.base import Encoder
+from model.encoders.registry import encoder_name, vectors_id
 from model.errors import ArticleNotFoundError, NotFittedError
 from model.feedback import topic_uncertainty
 from model.results import Classification, Comparison, SearchFilters, SimilarHit
@@ -70,7 +71,7 @@ class NewsModel:
     def __init__(
         self,
         *,
-        embedder: Embedder,
+        embedder: Encoder,
         topics: TopicTagger | None,
         scores: Mapping[str, ScoreHead],
         pair_scorer: PairScorer,
@@ -93,7 +94,7 @@ class NewsModel:
     # --- loading -------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | Path, *, embedder: Embedder | None = None, encoder: str = "auto") -> NewsModel:
+    def load(cls, path: str | Path, *, embedder: Encoder | None = None, encoder: str = "auto") -> NewsModel:
         """Load and verify a bundle: a version folder with ``manifest.json``, or a folder of
         versions (the newest is taken). Without ``embedder`` one is built as the bundle says for
         ``encoder``: "auto" (the bundle's int8 ONNX encoder when it ships one), "torch" or
@@ -151,8 +152,10 @@ class NewsModel:
         topics = self.topics
         fields = {
             "embedding": {
+                "name": encoder_name(self.embedder),
                 "model": self.embedder.model_name,
                 "model_id": self.embedder.model_id,
+                "vectors_id": vectors_id(self.embedder),
                 "dim": self.embedder.dim,
                 "normalized": True,
             },

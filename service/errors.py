@@ -91,6 +91,11 @@ class BundleVersionNotFoundError(ServiceError):
     """No bundle version of this name under the bundle folder."""
 
 
+class VectorsMismatchError(ServiceError):
+    """The shared store's vectors are another encoder's than the served bundle's: comparing them
+    would be meaningless, so search and ingest refuse until the store is re-embedded."""
+
+
 # Looked up along the exception's MRO, so the most specific entry wins.
 STATUS_CODES: dict[type[BaseException], int] = {
     FieldTooLongError: 413,
@@ -106,6 +111,7 @@ STATUS_CODES: dict[type[BaseException], int] = {
     NotFittedError: 409,
     SameArticleError: 409,
     JobConflictError: 409,
+    VectorsMismatchError: 409,
     JobNotFoundError: 404,
     BundleVersionNotFoundError: 404,
     BundleError: 503,

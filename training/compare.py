@@ -19,6 +19,7 @@ import numpy as np
 
 from model.articles.seeds import SeedCorpus
 from model.coverage.pair_files import read_pairs_tsv
+from model.encoders.registry import vectors_id
 from model.evaluation.comparison import Gate, HeldOut, PairOutputs, compare_held_out
 from model.evaluation.coverage import related_retrieval_per_query
 from model.evaluation.split import EvalSplit
@@ -73,40 +74,53 @@ def collect_answers(
     """Both models' answers on the held-out articles, the graded pairs and the related queries."""
     data = HeldOut()
     articles = list(held.articles.values())
-    embedder = challenger.embedder
-    vectors = embed_articles(embedder, articles, progress) if articles else None
     models = (champion, challenger)
+    # Each model answers from its own encoder's vectors (two bundles may be built on different
+    # encoders); one embedding serves both when their vectors are the same kind.
+    shared = vectors_id(champion.embedder) == vectors_id(challenger.embedder)
+    embedders = (
+        (challenger.embedder, challenger.embedder) if shared else (champion.embedder, challenger.embedder)
+    )
+    both = [embed_articles(e, articles, progress) if articles else None for e in dict.fromkeys(embedders)]
+    per_model = (both[0], both[-1])
     labelled = [i for i, article in enumerate(articles) if article.topics]
-    if vectors is not None and labelled and all(m.topics is not None for m in models):
+    if per_model[0] is not None and labelled and all(m.topics is not None for m in models):
         chosen = [articles[i] for i in labelled]
         data.topics_true = [set(a.topics) for a in chosen]
         answers = [
-            [{t.label for t in row[0]} for row in m.topics.predict(chosen, vectors[labelled])]  # type: ignore[union-attr]
-            for m in models
+            [{t.label for t in row[0]} for row in m.topics.predict(chosen, v[labelled])]  # type: ignore[union-attr,index]
+            for m, v in zip(models, per_model, strict=True)
         ]
         data.topics = (answers[0], answers[1])
     for name in SCORE_FIELDS:
         have = [i for i, a in enumerate(articles) if getattr(a, name) is not None]
-        if vectors is None or not have or not all(name in m.scores for m in models):
+        if per_model[0] is None or not have or not all(name in m.scores for m in models):
             continue
         chosen = [articles[i] for i in have]
         true = np.array([float(getattr(a, name)) for a in chosen])
         predicted = [
-            np.array([p.value for p in m.scores[name].predict(chosen, vectors[have])]) for m in models
+            np.array([p.value for p in m.scores[name].predict(chosen, v[have])])  # type: ignore[index]
+            for m, v in zip(models, per_model, strict=True)
         ]
         data.scores[name] = (true, predicted[0], predicted[1])
-    if held.links and vectors is not None:
-        by_id = {article.id: vectors[i] for i, article in enumerate(articles)}
-        rows = [related_retrieval_per_query(held, by_id, m.pair_scorer) for m in models]
+    if held.links and per_model[0] is not None:
+        rows = [
+            related_retrieval_per_query(
+                held,
+                {article.id: v[i] for i, article in enumerate(articles)},  # type: ignore[index]
+                m.pair_scorer,
+            )
+            for m, v in zip(models, per_model, strict=True)
+        ]
         common = sorted({q for q, _, _ in rows[0]} & {q for q, _, _ in rows[1]})
         recall = [{q: r for q, r, _ in per} for per in rows]
         data.related = (np.array([recall[0][q] for q in common]), np.array([recall[1][q] for q in common]))
     graded = [pair for path in pairs for pair in read_pairs_tsv(path)]
     if graded:
-        va = embedder.encode([pair.a.text for pair in graded])
-        vb = embedder.encode([pair.b.text for pair in graded])
         outputs = []
         for m in models:
+            va = m.embedder.encode([pair.a.text for pair in graded])
+            vb = m.embedder.encode([pair.b.text for pair in graded])
             found = [m.pair_scorer.compare(p.a, p.b, a, b) for p, a, b in zip(graded, va, vb, strict=True)]
             outputs.append(
                 PairOutputs(

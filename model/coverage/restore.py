@@ -7,6 +7,11 @@ them out, so the next start loads it in the time it takes to read the files and 
 rows stored after it. A snapshot of another bundle, or one the store has lost rows since (a
 takedown), is not used: then every stored row is restored.
 
+Vectors are only ever mixed with vectors of the same encoder (its ``vectors_id``; two encoders
+may both be 384 wide). The store records whose its vectors are; when that is not the bundle's
+encoder, the restore re-embeds every stored article from its text and writes the new vectors
+back before it records the bundle's encoder, so the store never holds two encoders' vectors.
+
 `NewsModel.restore_from`, `.restore_new`, `.write_snapshot` are the calls; this module is what they
 do. The store is reached through `RowSource`, so nothing here knows a backend.
 """
@@ -26,12 +31,14 @@ import numpy.typing as npt
 
 from model.articles.article import Article, article_from_record, record_provider_key
 from model.coverage.article_index import ArticleIndex, StoredRecord
-from model.encoders.embedder import Embedder
+from model.encoders.base import DEFAULT_MODEL_NAME, Encoder
+from model.encoders.registry import vectors_id
 from model.errors import NewsDeskError
 
 logger = logging.getLogger(__name__)
 
 CHUNK = 5000
+LEGACY_SNAPSHOT_VECTORS = DEFAULT_MODEL_NAME  # a snapshot written before vectors ids were recorded
 
 
 class StoredRow(Protocol):
@@ -66,12 +73,22 @@ class RowSource(Protocol):
         """A stored article's record, or None when it is gone (read on first use of a restored row)."""
         ...
 
+    def vectors_id(self) -> str | None:
+        """Which encoder made the stored vectors; None when nothing is stored."""
+        ...
+
+    def set_vectors_id(self, vectors_id: str) -> None: ...
+
+    def replace_vectors(self, rows: Sequence[tuple[str, npt.NDArray[np.float32]]]) -> None:
+        """Overwrite stored vectors with re-embedded ones."""
+        ...
+
 
 class Restorable(Protocol):
     """The model a restore fills (`NewsModel`)."""
 
     index: ArticleIndex
-    embedder: Embedder
+    embedder: Encoder
 
     def embed(self, articles: Sequence[Article]) -> npt.NDArray[np.float32]: ...
 
@@ -100,12 +117,14 @@ def add_stored_rows(
     chunk: int = CHUNK,
     progress: Callable[[int], None] | None = None,
     restored: int = 0,
+    reembed: bool = False,
 ) -> tuple[int, int]:
     """Re-add the stored articles after ``since`` with their stored vectors and story ids.
 
-    Vectors of another width than the model's encoder (a bundle built on another embedding model)
-    are re-embedded. ``progress`` is told the running total (``restored`` plus the rows read so
-    far). Returns (articles added, last seq).
+    ``reembed`` (the store's vectors are another encoder's): embed each article's text afresh and
+    write the vectors back to the store. Vectors of another width are re-embedded too.
+    ``progress`` is told the running total (``restored`` plus the rows read so far).
+    Returns (articles added, last seq).
     """
     added, last = 0, since
     batch: list[StoredRow] = []
@@ -126,11 +145,13 @@ def add_stored_rows(
         ]
         story_ids = [row.story_id for row in batch]
         dims = {row.embedding.shape[0] for row in batch}
-        if dims == {dim}:
+        if dims == {dim} and not reembed:
             vectors = np.stack([row.embedding for row in batch])
         else:
-            logger.warning("stored vectors have dim %s, the bundle's encoder %d: re-embedding", dims, dim)
+            if not reembed:
+                logger.warning("stored vectors have dim %s, the bundle's encoder %d: re-embedding", dims, dim)
             vectors = model.embed([article_from_record(row.record, require_text=False) for row in batch])
+            source.replace_vectors([(row.id, vector) for row, vector in zip(batch, vectors, strict=True)])
         added += model.restore(articles, vectors, story_ids)
         restored += len(batch)
         if progress is not None:
@@ -161,6 +182,9 @@ class StoredRows:
         self.last_seq = 0
         self.from_snapshot = False
         self._graph_at_restore = False
+        # Set by `restore` when the store's vectors are another encoder's: then every row read is
+        # re-embedded (the ones a reload catches up on too) and the snapshot is not used.
+        self.reembed = False
         # A restored row's record stays in the store until something reads it.
         model.index.record_loader = source.record
 
@@ -168,19 +192,37 @@ class StoredRows:
         self, snapshot_dir: Path | None = None, progress: Callable[[int], None] | None = None
     ) -> Restored:
         """Every stored row: from the snapshot in ``snapshot_dir`` and the rows after it when it
-        serves, else from the store alone."""
-        loaded = self._from_snapshot(snapshot_dir, progress) if snapshot_dir is not None else None
+        serves, else from the store alone (re-embedding every row when the store's vectors are
+        another encoder's)."""
+        mine, stored = vectors_id(self.model.embedder), self.source.vectors_id()
+        self.reembed = stored is not None and stored != mine
+        if self.reembed:
+            logger.warning(
+                "the store's vectors were made by %s, this bundle's encoder is %s: re-embedding %d "
+                "stored articles",
+                stored,
+                mine,
+                self.source.count(),
+            )
+        usable = snapshot_dir is not None and not self.reembed
+        loaded = self._from_snapshot(snapshot_dir, progress) if usable else None  # type: ignore[arg-type]
         self.from_snapshot = loaded is not None
         if loaded is None:
             if progress is not None:
                 progress(0)
-            loaded, self.last_seq = add_stored_rows(self.model, self.source, progress=progress)
+            loaded, self.last_seq = add_stored_rows(
+                self.model, self.source, progress=progress, reembed=self.reembed
+            )
+        if stored != mine:
+            self.source.set_vectors_id(mine)
         self._graph_at_restore = self.model.index.has_graph
         return Restored(loaded, self.last_seq, self.from_snapshot)
 
     def restore_new(self) -> int:
         """Re-add the rows stored since the last restore (a reload catching up); returns how many."""
-        added, self.last_seq = add_stored_rows(self.model, self.source, since=self.last_seq)
+        added, self.last_seq = add_stored_rows(
+            self.model, self.source, since=self.last_seq, reembed=self.reembed
+        )
         return added
 
     def _from_snapshot(self, folder: Path, progress: Callable[[int], None] | None) -> int | None:
@@ -190,6 +232,8 @@ class StoredRows:
         meta = index.read_snapshot_meta(folder)
         if meta is None or meta.get("bundle_version") != self.version or meta.get("from_row") != bundle_rows:
             return None
+        if meta.get("vectors_id", LEGACY_SNAPSHOT_VECTORS) != vectors_id(self.model.embedder):
+            return None  # another encoder's vectors (a snapshot from before they were recorded: MiniLM's)
         if self.source.last_seq() < int(meta.get("last_seq", 0)):
             return None
         started = time.perf_counter()
@@ -229,7 +273,13 @@ class StoredRows:
         last = self.source.last_seq()
         started = time.perf_counter()
         rows = self.model.index.write_snapshot(
-            folder, from_row=self.bundle_rows, meta={"bundle_version": self.version, "last_seq": last}
+            folder,
+            from_row=self.bundle_rows,
+            meta={
+                "bundle_version": self.version,
+                "last_seq": last,
+                "vectors_id": vectors_id(self.model.embedder),
+            },
         )
         logger.info("wrote the index snapshot: %d rows in %.1fs", rows, time.perf_counter() - started)
         return rows

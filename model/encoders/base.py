@@ -2,7 +2,8 @@
 
 An encoder turns texts into L2-normalised float32 rows, so cosine similarity is a dot product.
 `model.encoders.embedder.Embedder` (sentence-transformers, with an on-disk cache) and
-`model.encoders.onnx.OnnxEncoder` (the int8 export) both satisfy it.
+`model.encoders.onnx.OnnxEncoder` (the int8 export) both run MiniLM;
+`model.encoders.e5.E5Encoder` runs multilingual-e5-small. `model.encoders.registry` names them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class Encoder(Protocol):
 
     @property
     def dim(self) -> int: ...
+
+    @property
+    def model_name(self) -> str:
+        """The model's published name (the manifest's ``embedding.model``)."""
+        ...
 
     @property
     def model_id(self) -> str:

@@ -45,6 +45,8 @@ class Embedder:
     onnx_dir : folder written by `model.encoders.onnx.export_onnx_int8` (needed for "onnx-int8").
     """
 
+    name = "minilm"  # the registry's name (`model.encoders.registry`)
+
     def __init__(
         self,
         model_path: str | Path | None = None,
@@ -115,6 +117,12 @@ class Embedder:
         weights = self.model_path / "model.safetensors"
         stamp = f"{weights.stat().st_size}" if weights.exists() else "?"
         return f"{self.model_name}@{stamp}"
+
+    @property
+    def vectors_id(self) -> str:
+        """Which vectors these are, whatever the runtime: the torch and int8 ONNX MiniLM agree to
+        0.99 cosine and share one index by design, so both answer the model's name."""
+        return self.model_name
 
     def _onnx_encoder(self) -> Any:
         if self._onnx is None:

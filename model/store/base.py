@@ -16,8 +16,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from model.encoders.base import DEFAULT_MODEL_NAME as LEGACY_VECTORS_ID
 from model.errors import NewsDeskError
 from model.feedback import Correction, PairFeedback
+
+# Meta key: which encoder made the stored vectors (`model.encoders.registry.vectors_id`). A store
+# written before it was recorded holds MiniLM's (the only encoder there was).
+VECTORS_KEY = "vectors_id"
 
 
 class StoreError(NewsDeskError):
@@ -194,6 +199,21 @@ def restore_rows(store: ArticleStore, since: int = 0, chunk: int = 5000) -> Iter
         )
 
 
+def stored_vectors_id(store: Any) -> str | None:
+    """Which encoder made ``store``'s vectors: its record, MiniLM for rows stored before the record
+    was kept, None for an empty store (any encoder may start it)."""
+    recorded = store.get_meta(VECTORS_KEY) if hasattr(store, "get_meta") else None
+    if recorded:
+        return str(recorded)
+    return LEGACY_VECTORS_ID if store.count() > 0 else None
+
+
+def record_vectors_id(store: Any, vectors_id: str) -> None:
+    """Record that ``store``'s vectors are now ``vectors_id``'s."""
+    if hasattr(store, "set_meta"):
+        store.set_meta(VECTORS_KEY, vectors_id)
+
+
 class StoreRows:
     """A store as the rows a model restores from (`model.coverage.restore.RowSource`): the light
     reader in ``seq`` order, and one article's record, read when a restored row is first used."""
@@ -213,3 +233,16 @@ class StoreRows:
     def record(self, article_id: str) -> dict[str, Any] | None:
         stored = self.store.get(article_id)
         return stored.record if stored is not None else None
+
+    def vectors_id(self) -> str | None:
+        return stored_vectors_id(self.store)
+
+    def set_vectors_id(self, vectors_id: str) -> None:
+        record_vectors_id(self.store, vectors_id)
+
+    def replace_vectors(self, rows: Sequence[tuple[str, npt.NDArray[np.float32]]]) -> None:
+        """Write re-embedded vectors back, so the store holds one encoder's only."""
+        replace = getattr(self.store, "replace_embeddings", None)
+        if replace is None:
+            raise StoreError("this store cannot rewrite its vectors; re-embed it with its own tools")
+        replace(rows)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from model.articles.language import record_language
 from model.feedback import CORRECTION_COLUMNS, PAIR_FEEDBACK_COLUMNS, Correction, PairFeedback
@@ -348,6 +349,27 @@ class SqliteArticleStore:
         except sqlite3.Error as error:
             raise StoreError(f"article store {self.path}: cannot write: {error}") from error
         return cursors
+
+    # --- meta (which encoder made the stored vectors: `model.store.base.VECTORS_KEY`) ----------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write([("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))])
+
+    def replace_embeddings(self, rows: Sequence[tuple[str, npt.NDArray[np.float32]]]) -> None:
+        """Overwrite stored vectors (another encoder's, re-embedded), one transaction."""
+        self._write(
+            [
+                (
+                    "UPDATE articles SET embedding = ? WHERE id = ?",
+                    (np.ascontiguousarray(vector, dtype=np.float32).tobytes(), article_id),
+                )
+                for article_id, vector in rows
+            ]
+        )
 
     def list_articles(self, query: ArticleQuery, limit: int) -> list[StoredArticle]:
         clause, params = article_filters(query, SQLITE)

@@ -7,6 +7,7 @@ import json
 
 from fastapi import APIRouter, Response
 
+from model.encoders.registry import manifest_embedding
 from model.errors import NewsDeskError
 from service.deps import ModelDep, ReaderDep, StateDep
 from service.errors import redact_paths
@@ -75,7 +76,7 @@ async def model_info(model: ModelDep, state: StateDep, _: ReaderDep) -> ModelOut
         created=manifest.get("created"),
         labels=model.labels,
         scores=sorted(model.scores),
-        embedding=dict(manifest.get("embedding", {})),
+        embedding=manifest_embedding(manifest),
         metrics=json.loads(redact_paths(json.dumps(manifest.get("metrics", {}), default=str))),
         indexed_articles=len(model.index),
         stored_articles=stored,

@@ -1,0 +1,75 @@
+"""The encoders by name: what `python -m training fit --encoder NAME` picks and a bundle records.
+
+A bundle's manifest names its encoder (``embedding.name``) and the vectors it makes
+(``embedding.vectors_id``); `NewsModel.load` builds that encoder again from them. A bundle written
+before encoders had names has neither: it is MiniLM (`LEGACY_VECTORS_ID`).
+
+Vectors are compared only with vectors of the same ``vectors_id``, never by width: MiniLM and
+multilingual-e5-small are both 384 wide. MiniLM's two runtimes (torch fp32, int8 ONNX; chosen by
+``NEWSDESK_ENCODER``) share one id, since their vectors agree to 0.99 cosine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from model.encoders.base import DEFAULT_MODEL_NAME, Encoder
+from model.encoders.cache import EmbeddingCache
+from model.errors import BundleError
+
+DEFAULT_ENCODER = "minilm"
+E5_NAME = "e5-multilingual"
+ENCODER_NAMES = (DEFAULT_ENCODER, E5_NAME)
+LEGACY_VECTORS_ID = DEFAULT_MODEL_NAME  # what MiniLM's vectors were before encoders had names
+
+
+def make_encoder(
+    name: str,
+    *,
+    cache: EmbeddingCache | None = None,
+    backend: str = "torch",
+    onnx_dir: str | Path | None = None,
+    prefix: str = "passage",
+) -> Encoder:
+    """The encoder called ``name``. ``backend``/``onnx_dir`` choose MiniLM's runtime; ``prefix``
+    e5's form ("passage" for what is stored, "query")."""
+    if name == DEFAULT_ENCODER:
+        from model.encoders.embedder import Embedder
+
+        return Embedder(cache=cache, backend=backend, onnx_dir=onnx_dir)
+    if name == E5_NAME:
+        from model.encoders.e5 import E5Encoder
+
+        return E5Encoder(prefix=prefix, cache=cache)
+    raise BundleError(f"unknown encoder {name!r}, expected one of {', '.join(ENCODER_NAMES)}")
+
+
+def encoder_name(encoder: Any) -> str:
+    return str(getattr(encoder, "name", DEFAULT_ENCODER))
+
+
+def vectors_id(encoder: Any) -> str:
+    """Which vectors ``encoder`` makes: equal ids may share an index, different ids never."""
+    return str(getattr(encoder, "vectors_id", None) or encoder.model_id)
+
+
+def manifest_encoder(manifest: Mapping[str, Any]) -> tuple[str, str]:
+    """(name, vectors id) a bundle's manifest records; MiniLM's for a bundle written before names."""
+    embedding = manifest.get("embedding", {}) or {}
+    name = str(embedding.get("name") or DEFAULT_ENCODER)
+    default_id = LEGACY_VECTORS_ID if name == DEFAULT_ENCODER else ""
+    return name, str(embedding.get("vectors_id") or default_id)
+
+
+def prefix_of(vectors_id_: str) -> str:
+    """e5's form from its vectors id (``...:passage`` / ``...:query``)."""
+    return vectors_id_.rsplit(":", 1)[-1] if vectors_id_.endswith((":passage", ":query")) else "passage"
+
+
+def manifest_embedding(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """A manifest's ``embedding`` with ``name`` and ``vectors_id`` filled in for a bundle written
+    before encoders had names (what ``GET /v1/model`` shows)."""
+    name, vectors = manifest_encoder(manifest)
+    return {**(manifest.get("embedding", {}) or {}), "name": name, "vectors_id": vectors}
