@@ -28,7 +28,9 @@ TRAINING_COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 # What `make serve` exports: the encoder's weights come from a Python package, never from a hub.
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+# OMP_WAIT_POLICY: the e5 encoder's OpenMP threads sleep, not spin, between work (10-20x faster on
+# a busy 2-core machine; docs/encoders.md); read once when OpenMP starts, so set before it loads.
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def build_parser() -> argparse.ArgumentParser:

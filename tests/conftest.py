@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, SAMPLE_SEED
 
+# As the entry points do: the e5 encoder's OpenMP threads sleep between work instead of spinning,
+# which on a shared 2-core machine costs 10-20x (docs/encoders.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # Three topics, twelve stories each; every story has one same-story report from another outlet.
 # Quality and heat are on every main article, so the bundle fits both score heads (>= 30 values).
 _TOPICS = {

