@@ -36,7 +36,7 @@ import numpy as np
 
 from model.articles.article import article_from_record
 from model.bundle import VERSION_PATTERN, BundleRegistry
-from model.encoders.registry import vectors_id
+from model.encoders.registry import encoder_name, vectors_id
 from model.errors import NewsDeskError
 from model.ledger import ledger_events, record_event
 from model.store import ArticleStore
@@ -155,9 +155,13 @@ class Retrainer:
         cache = ["--cache-dir", str(settings.retrain_cache_dir)] if settings.retrain_cache_dir else []
         try:
             job.phase = "fitting the challenger"
+            # The challenger keeps the live bundle's encoder: one on another encoder would need the
+            # whole store re-embedded, which a retrain never decides on its own.
+            live = self.state.model
+            encoder = ["--encoder", encoder_name(live.embedder)] if live is not None else []
             fit_args = ["fit", "--seeds", *seeds, *extra, *pair_args, "--out", str(self.root.resolve()),
                         "--candidate", "--holdout", f"{settings.retrain_holdout:g}", "--no-progress", *cache,
-                        *([] if settings.retrain_onnx else ["--no-onnx"])]  # fmt: skip
+                        *encoder, *([] if settings.retrain_onnx else ["--no-onnx"])]  # fmt: skip
             code, out = await self._training(job, fit_args)
             if code != 0:
                 raise RuntimeError(f"training fit failed (exit {code}); see log_tail")
