@@ -200,3 +200,16 @@ def test_backfill_on_postgres_with_replicas_sharing_the_writer_lock(archive, sma
         assert two.get(f"/v1/articles/{articles[0].id}").status_code == 200
         with pytest.raises(StoreBusyError):
             hold_writer("postgres", Path("."), pg_url, exclusive=True)
+
+
+def test_the_archive_the_bundle_was_trained_on_restarts_from_the_snapshot_too(
+    small_seeds, small_bundle, tmp_path
+):
+    # Its articles are the bundle's own rows already: they are stored, yet add no row to the index.
+    articles = _articles(small_seeds)
+    target = BackfillTarget(data_dir=tmp_path / "data")
+    assert run_backfill(_model(small_bundle), target, articles).stored == len(articles)
+    settings = Settings(bundle=small_bundle, data_dir=target.data_dir)
+    with ready_client(create_app(settings, embedder=shared_embedder())) as client:
+        assert client.app.state.news.snapshot_used
+        assert all(client.get(f"/v1/articles/{a.id}").status_code == 200 for a in articles)
