@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from helpers import ROOT, corpus_path, ready_client, shared_embedder
 
 from model.articles.seeds import read_seeds
 from model.news_model import NewsModel
-from model.store import open_read_only
+from model.store import StoreError, open_read_only
 from model.store.writers import StoreBusyError, hold_writer
 from service.config import Settings
 from service.main import create_app
@@ -127,6 +129,47 @@ def test_a_run_cut_short_resumes_and_stories_match_posting_one_by_one(archive, s
             done.story_id,
             done.duplicate_of,
         )
+
+
+def test_a_run_killed_mid_way_continues_where_it_stopped(archive, small_bundle, tmp_path):
+    data = tmp_path / "data"
+    args = ["--seeds", str(archive), "--data", str(data), "--bundle", str(small_bundle), "--no-cache"]
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path}
+    command = [
+        sys.executable,
+        "-m",
+        "training",
+        "backfill",
+        *args,
+        "--batch-size",
+        "1",
+        "--no-progress",
+        "-q",
+    ]
+    run = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and run.poll() is None:
+        try:
+            store = open_read_only(data)
+            committed = store.count()
+            store.close()
+        except StoreError:  # not created yet, or its tables not yet
+            committed = 0
+        if committed:
+            run.send_signal(signal.SIGKILL)  # kill -9 after a batch committed
+            break
+        time.sleep(0.02)
+    run.communicate(timeout=60)
+    assert run.returncode == -signal.SIGKILL
+    rest = _backfill_cli(*args)
+    assert rest.returncode == 0, rest.stderr
+    summary = json.loads(rest.stdout)
+    assert summary["already_stored"] >= 1 and summary["stored"] + summary["already_stored"] == 24 + COPIES
+    store = open_read_only(data)
+    ids = [row.id for row in store.iter_since(0)]
+    store.close()
+    assert len(ids) == len(set(ids)) == 24 + COPIES
 
 
 def test_refused_while_a_service_writes_the_store_and_the_reverse(archive, small_bundle, tmp_path):
