@@ -76,7 +76,9 @@ def _hold_file(path: Path, exclusive: bool) -> WriterLock:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
-        raise StoreError(f"cannot open the store's lock file {path}: {error}") from error
+        raise StoreError(
+            f"cannot open the article store at {path.parent} (its lock file: {error})"
+        ) from error
     try:
         fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except BlockingIOError:
