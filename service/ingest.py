@@ -29,6 +29,7 @@ from model.coverage.story_rule import link_story
 from model.news_model import NewsModel
 from model.results import Classification
 from model.store import ArticleStore, StoredArticle
+from model.store.base import new_stored_article
 from model.store.shared import SharedArticleStore
 from service.inference import classify
 from service.state import ServiceState
@@ -76,7 +77,7 @@ async def ingest_articles(
                 ingested = await asyncio.to_thread(current.add, todo, vectors[rows])
                 now = datetime.now(UTC)
                 records = [
-                    _stored(
+                    new_stored_article(
                         article, vectors[i], results[i], model.version, now, done.story_id, done.duplicate_of
                     )
                     for i, article, done in zip(rows, todo, ingested, strict=True)
@@ -121,30 +122,7 @@ def _ingest_shared(
 
     now = datetime.now(UTC)
     # The story is decided by `link` under the store's lock.
-    records = [_stored(a, vectors[i], results[i], model.version, now, "") for i, a in enumerate(fresh)]
+    records = [
+        new_stored_article(a, vectors[i], results[i], model.version, now, "") for i, a in enumerate(fresh)
+    ]
     return store.ingest_linked(records, link, window)
-
-
-def _stored(
-    article: Article,
-    vector: npt.NDArray[np.float32],
-    result: Classification,
-    model_version: str,
-    now: datetime,
-    story_id: str,
-    duplicate_of: str | None = None,
-) -> StoredArticle:
-    """The row the store keeps for a newly ingested ``article``."""
-    return StoredArticle(
-        id=article.id,
-        record=article.to_record(),
-        embedding=vector,
-        story_id=story_id,
-        classification=result.to_record(),
-        created_at=now,
-        canonical_url=article.canonical_url,
-        published_at=article.published_at,
-        duplicate_of=duplicate_of,
-        model_version=model_version,
-        related_ids=article.related_ids,
-    )

@@ -28,6 +28,7 @@ from model.news_model import NewsModel
 from model.store import ArticleStore, open_store
 from model.store.base import StoreRows, record_vectors_id, stored_vectors_id
 from model.store.shared import LIVE_VERSION_KEY, SharedArticleStore
+from model.store.writers import WriterLock, hold_writer
 from service.auth import RateLimiter, build_keyring
 from service.batching import MicroBatcher
 from service.config import Settings
@@ -91,6 +92,8 @@ class ServiceState:
         self.model_error: str | None = "the model bundle is still loading"
         self.store: ArticleStore | None = None
         self.store_error: str | None = "the article store is not open yet"
+        # Held while serving (shared with replicas), so a backfill refuses to write under us.
+        self._writer: WriterLock | None = None
         self.metrics = metrics or Metrics()
         self.batcher = MicroBatcher(
             max_size=settings.batch_max_size,
@@ -171,12 +174,10 @@ class ServiceState:
         self.batcher.start()
         try:
             url = self.settings.database_url
-            self.store = await asyncio.to_thread(
-                open_store,
-                self.settings.store_backend,
-                self.settings.data_dir,
-                url.get_secret_value() if url is not None else None,
-            )
+            where = (self.settings.store_backend, self.settings.data_dir)
+            secret = url.get_secret_value() if url is not None else None
+            self._writer = await asyncio.to_thread(hold_writer, *where, secret, exclusive=False)
+            self.store = await asyncio.to_thread(open_store, *where, secret)
             self.store_error = None
         except NewsDeskError as error:
             self.store_error = str(error)
@@ -255,6 +256,8 @@ class ServiceState:
                 logger.warning("could not write the index snapshot: %s", error)
         if self.store is not None:
             self.store.close()
+        if self._writer is not None:
+            self._writer.release()
 
     def _build(self, folder: Path, embedder: Encoder | None) -> tuple[NewsModel, int]:
         self.progress.phase = "loading bundle"

@@ -244,11 +244,21 @@ class StoredRows:
             return None
         if progress is not None:
             progress(loaded)
+        read = [loaded]  # the running count of rows seen: the snapshot's, then the store's after it
+
+        def replayed(count: int) -> None:
+            read[0] = count
+            if progress is not None:
+                progress(count)
+
         more, last = add_stored_rows(
-            self.model, self.source, since=int(meta["last_seq"]), progress=progress, restored=loaded
+            self.model, self.source, since=int(meta["last_seq"]), progress=replayed, restored=loaded
         )
+        # Stored articles that are also the bundle's own (a backfill of the archive it was trained on)
+        # add no row to the index: those the snapshot counted, and those replayed after it.
+        in_bundle = int(meta.get("stored_in_bundle", 0)) + (read[0] - loaded - more)
         live, stored = index.live_count() - bundle_rows, self.source.count()
-        if live != stored:
+        if live + in_bundle != stored:
             # Takedowns since the snapshot: it holds rows the store no longer has. Start clean.
             logger.warning("index snapshot has %d rows, the store %d: restoring from the store", live, stored)
             index.truncate(bundle_rows)
@@ -270,16 +280,16 @@ class StoredRows:
 
     def write_snapshot(self, folder: Path) -> int:
         """Snapshot the stored rows (the caller keeps ingests out meanwhile); returns the rows."""
-        last = self.source.last_seq()
+        last, stored = self.source.last_seq(), self.source.count()
+        index = self.model.index
         started = time.perf_counter()
-        rows = self.model.index.write_snapshot(
-            folder,
-            from_row=self.bundle_rows,
-            meta={
-                "bundle_version": self.version,
-                "last_seq": last,
-                "vectors_id": vectors_id(self.model.embedder),
-            },
-        )
+        meta = {
+            "bundle_version": self.version,
+            "last_seq": last,
+            "vectors_id": vectors_id(self.model.embedder),
+            # Stored rows the index holds as the bundle's own rows (no row of their own past them).
+            "stored_in_bundle": stored - (index.live_count() - self.bundle_rows),
+        }
+        rows = index.write_snapshot(folder, from_row=self.bundle_rows, meta=meta)
         logger.info("wrote the index snapshot: %d rows in %.1fs", rows, time.perf_counter() - started)
         return rows

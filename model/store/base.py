@@ -16,9 +16,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from model.articles.article import Article
 from model.encoders.base import DEFAULT_MODEL_NAME as LEGACY_VECTORS_ID
 from model.errors import NewsDeskError
 from model.feedback import Correction, PairFeedback
+from model.results import Classification
 
 # Meta key: which encoder made the stored vectors (`model.encoders.registry.vectors_id`). A store
 # written before it was recorded holds MiniLM's (the only encoder there was).
@@ -64,6 +66,32 @@ class StoredArticle:
         """min |probability - threshold| over labels at ingest (None for older records)."""
         value = self.classification.get("uncertainty")
         return float(value) if value is not None else None
+
+
+def new_stored_article(
+    article: Article,
+    vector: npt.NDArray[np.float32],
+    result: Classification,
+    model_version: str,
+    now: datetime,
+    story_id: str,
+    duplicate_of: str | None = None,
+) -> StoredArticle:
+    """The row a store keeps for a newly ingested ``article``: the service's ingest and a batch
+    backfill write the same one."""
+    return StoredArticle(
+        id=article.id,
+        record=article.to_record(),
+        embedding=vector,
+        story_id=story_id,
+        classification=result.to_record(),
+        created_at=now,
+        canonical_url=article.canonical_url,
+        published_at=article.published_at,
+        duplicate_of=duplicate_of,
+        model_version=model_version,
+        related_ids=article.related_ids,
+    )
 
 
 @dataclass(frozen=True, slots=True)
