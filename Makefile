@@ -19,7 +19,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: the CPU wheel on this disk; nothing later may upgrade it.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev]"
+	# The ray extra too, so `make test` (and CI) run the `--engine ray` and Parquet tests; torch
+	# named again so no dependency may move it.
+	$(PY) -m pip install --quiet -e ".[dev,ray]" torch==2.13.0
 	touch $@
 
 # Train when no bundle exists, or retrain when $(SEEDS) no longer matches the live bundle's seed
@@ -63,7 +65,7 @@ fix: install
 	$(PY) -m ruff format .
 
 bench: install
-	$(PY) -m pip install --quiet torch==2.13.0 -e ".[dev,bench]"
+	$(PY) -m pip install --quiet torch==2.13.0 -e ".[dev,ray,bench]"
 	$(PY) -m benchmarks
 
 clean:
