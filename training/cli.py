@@ -7,6 +7,7 @@ Examples::
         --eval ../shared/data/reuters/test
     python -m training evaluate --model bundles --seeds ../shared/data/reuters/test
     python -m training dedup --seeds ../shared/data/reuters --out report.jsonl
+    python -m training fit --engine ray --workers 2 --seeds 'archive/*.parquet' --out bundles
     python -m training export --data-dir data --out corrections
     python -m training fit --seeds seeds --corrections data --out bundles --candidate
     python -m training compare --champion bundles/A --challenger bundles/B --seeds seeds
@@ -26,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model.articles.seeds import SeedCorpus, read_seeds
 from model.coverage.story_rule import STORY_WINDOW_DAYS
@@ -34,6 +35,9 @@ from model.encoders.base import Encoder
 from model.encoders.cache import EmbeddingCache
 from model.encoders.registry import DEFAULT_ENCODER, ENCODER_NAMES, make_encoder
 from model.errors import DataFileError, NewsDeskError, SeedFormatError
+
+if TYPE_CHECKING:
+    from training.engine import Engine
 
 logger = logging.getLogger("training")
 
@@ -52,12 +56,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         required=True,
         type=Path,
         metavar="PATH",
-        help="seed files or folders (read recursively): .md/.txt/.yaml front matter or .jsonl",
+        help="seed files, folders (read recursively) or globs: .md/.txt/.yaml front matter, .jsonl, or "
+        ".parquet shards (one seed per row)",
     )
     parser.add_argument(
         "--skip-invalid",
         action="store_true",
-        help="report malformed seed files and go on, instead of stopping at the first one",
+        help="report malformed seed files (or rows) and go on, instead of stopping at the first one",
     )
     parser.add_argument(
         "--cache-dir",
@@ -80,6 +85,32 @@ def _positive(text: str) -> int:
     return value
 
 
+def _engine_options(parser: argparse.ArgumentParser) -> None:
+    from training.engine import ENGINES
+
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="where the read and embed batches run: in this process (local, default) or on Ray "
+        "(ray: a local Ray, or the cluster at $RAY_ADDRESS; needs pip install -e '.[ray]')",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--engine ray: encoder actors (default: the number of cores)",
+    )
+    parser.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=0.0,
+        metavar="G",
+        help="--engine ray: GPUs each encoder actor asks for (default 0: CPU)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training",
@@ -98,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "write a new version folder under --out.",
     )
     _common(fit)
+    _engine_options(fit)
     fit.add_argument(
         "--out", required=True, type=Path, metavar="DIR", help="folder of bundle versions; a new one is added"
     )
@@ -178,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         "graded pairs (Pearson, same-story F1) with --pairs.",
     )
     _common(evaluate)
+    _engine_options(evaluate)
     evaluate.add_argument(
         "--model",
         required=True,
@@ -194,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         "same-story coverage; writes one JSON object per group.",
     )
     _common(dedup)
+    _engine_options(dedup)
     dedup.add_argument(
         "--out", type=Path, metavar="report.jsonl", help="write the report here (default: stdout)"
     )
@@ -351,10 +385,25 @@ def _bundle_encoder(args: argparse.Namespace, path: Path) -> Encoder:
     return make_encoder(name, cache=cache, prefix=prefix_of(vectors))
 
 
-def _read(paths: Sequence[Path], args: argparse.Namespace) -> SeedCorpus:
-    corpus = read_seeds(paths, skip_invalid=args.skip_invalid, progress=not args.no_progress)
+def _engine(args: argparse.Namespace) -> Engine:
+    from training.engine import make_engine
+
+    return make_engine(
+        getattr(args, "engine", "local"),
+        workers=getattr(args, "workers", None),
+        gpus_per_worker=getattr(args, "gpus_per_worker", 0.0),
+    )
+
+
+def _read(paths: Sequence[Path], args: argparse.Namespace, engine: Engine | None = None) -> SeedCorpus:
+    if engine is None:
+        corpus = read_seeds(paths, skip_invalid=args.skip_invalid, progress=not args.no_progress)
+    else:
+        corpus = engine.read(paths, skip_invalid=args.skip_invalid, progress=not args.no_progress)
     for error in corpus.errors:
         print(f"skipped: {error}", file=sys.stderr)
+    if corpus.errors:
+        print(f"skipped {len(corpus.errors)} invalid seed files or rows (--skip-invalid)", file=sys.stderr)
     if not corpus.articles:
         where = ", ".join(str(path) for path in paths)
         skipped = f" ({len(corpus.errors)} files skipped as invalid)" if corpus.errors else ""
@@ -375,36 +424,52 @@ def _check_pairs(paths: Path | Sequence[Path] | None) -> None:
         read_pairs_tsv(path)
 
 
-def cmd_fit(args: argparse.Namespace) -> int:
+def _workers(args: argparse.Namespace) -> int:
+    from training.engine import default_workers
+
+    return 1 if args.engine == "local" else args.workers or default_workers()
+
+
+def _fit(args: argparse.Namespace, engine: Engine, scratch: Path) -> tuple[Any, SeedCorpus, Any, Any]:
+    """Read the seeds (and corrections) and fit, the batches run by ``engine``."""
     from training.corrections import CorrectionData, load_corrections
     from training.fingerprint import seed_fingerprint
     from training.fit_cache import FitCache
-    from training.trainer import TrainingOptions, fit_and_evaluate, record_trained_bundle
+    from training.trainer import TrainingOptions, fit_and_evaluate
+
+    corrections = load_corrections(args.corrections, scratch) if args.corrections else CorrectionData()
+    pairs = [*(args.pairs or []), *([corrections.pairs] if corrections.pairs else [])] or None
+    corpus = _read([*args.seeds, *corrections.seeds], args, engine)
+    seeds_only = seed_fingerprint(_read(args.seeds, args, engine)) if corrections.seeds else None
+    fit_cache = None if args.no_cache else FitCache((args.cache_dir or default_cache_dir()) / "fits")
+    fitted = fit_and_evaluate(
+        corpus,
+        engine.embedder(_embedder(args)),
+        TrainingOptions(
+            fit_cache=fit_cache,
+            pairs=pairs,
+            story_window_days=args.story_window_days,
+            progress=not args.no_progress,
+        ),
+        eval_corpus=_read(args.eval, args, engine) if args.eval else None,
+        eval_name=", ".join(str(p) for p in args.eval or []),
+        holdout=args.holdout,
+        refit_all=args.refit_all,
+        always_train=corrections.corrected_ids,
+    )
+    return fitted, corpus, seeds_only, corrections
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from training.fingerprint import seed_fingerprint
+    from training.trainer import record_trained_bundle
 
     started = time.perf_counter()
     _check_pairs(args.pairs)
     scratch = Path(tempfile.mkdtemp(prefix="newsdesk-fit-"))
     try:
-        corrections = load_corrections(args.corrections, scratch) if args.corrections else CorrectionData()
-        pairs = [*(args.pairs or []), *([corrections.pairs] if corrections.pairs else [])] or None
-        corpus = _read([*args.seeds, *corrections.seeds], args)
-        seeds_only = seed_fingerprint(_read(args.seeds, args)) if corrections.seeds else None
-        fit_cache = None if args.no_cache else FitCache((args.cache_dir or default_cache_dir()) / "fits")
-        fitted = fit_and_evaluate(
-            corpus,
-            _embedder(args),
-            TrainingOptions(
-                fit_cache=fit_cache,
-                pairs=pairs,
-                story_window_days=args.story_window_days,
-                progress=not args.no_progress,
-            ),
-            eval_corpus=_read(args.eval, args) if args.eval else None,
-            eval_name=", ".join(str(p) for p in args.eval or []),
-            holdout=args.holdout,
-            refit_all=args.refit_all,
-            always_train=corrections.corrected_ids,
-        )
+        with _engine(args) as engine:
+            fitted, corpus, seeds_only, corrections = _fit(args, engine, scratch)
         fitted.timings["total"] = round(time.perf_counter() - started, 3)
         # The int8 ONNX export is MiniLM's; other encoders serve with their own runtime.
         encoder_dir = None if args.no_onnx or args.encoder != DEFAULT_ENCODER else _export_encoder(args)
@@ -417,6 +482,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
             training={
                 "timings_s": fitted.timings,
                 "story_window_days": args.story_window_days,
+                # Which engine ran the read and embed batches (the fits are the same code either way).
+                "engine": {"name": args.engine, "workers": _workers(args)},
+                "invalid_seeds": len(corpus.errors),
                 "pairs": [str(p) for p in args.pairs] if args.pairs else None,
                 "corrections": corrections.to_record() if args.corrections else None,
                 # What `check-seeds` compares: the seed files alone, corrections left out.
@@ -432,6 +500,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         "version": path.name,
         "metrics": _headline(fitted.metrics),
         "seconds": fitted.timings["total"],
+        "engine": args.engine,
+        "invalid_seeds": len(corpus.errors),
     }
     print(json.dumps(summary, indent=2))
     return 0
@@ -554,9 +624,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.trainer import evaluate_model
 
     _check_pairs(args.pairs)
-    corpus = _read(args.seeds, args)
-    model = NewsModel.load(args.model, embedder=_bundle_encoder(args, args.model))
-    metrics = evaluate_model(model, corpus, pairs=args.pairs, progress=not args.no_progress)
+    with _engine(args) as engine:
+        corpus = _read(args.seeds, args, engine)
+        model = NewsModel.load(args.model, embedder=engine.embedder(_bundle_encoder(args, args.model)))
+        metrics = evaluate_model(model, corpus, pairs=args.pairs, progress=not args.no_progress)
     metrics["model_version"] = model.version
     print(json.dumps(metrics, indent=2, default=str))
     return 0
@@ -568,12 +639,13 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     from model.coverage.pair_scorer import PairScorer
     from model.coverage.stories import StoryClusterer
 
-    corpus = _read(args.seeds, args)
-    articles = list(corpus.articles.values())
-    embedder = _embedder(args)
-    started = time.perf_counter()
-    vectors = embedder.encode([a.text for a in articles], show_progress_bar=not args.no_progress)
-    embedded = time.perf_counter()
+    with _engine(args) as engine:
+        corpus = _read(args.seeds, args, engine)
+        articles = list(corpus.articles.values())
+        embedder = engine.embedder(_embedder(args))
+        started = time.perf_counter()
+        vectors = embedder.encode([a.text for a in articles], show_progress_bar=not args.no_progress)
+        embedded = time.perf_counter()
     # Stories follow the default pair scorer's verdicts, its IDF fitted on this corpus.
     scorer = PairScorer.default(idf=HashedIdf().fit(a.text for a in articles))
     report = dedup_corpus(
@@ -591,6 +663,8 @@ def cmd_dedup(args: argparse.Namespace) -> int:
             print(json.dumps(record, default=str))
     summary = report.summary() | {
         "articles": len(articles),
+        "invalid_seeds": len(corpus.errors),
+        "engine": args.engine,
         "embed_seconds": round(embedded - started, 2),
         "dedup_seconds": round(finished - embedded, 2),
     }

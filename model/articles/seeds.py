@@ -1,4 +1,5 @@
-"""Reading seed files: YAML front matter (``.md``, ``.txt``, ``.yaml``) and JSON lines (``.jsonl``).
+"""Reading seed files: YAML front matter (``.md``, ``.txt``, ``.yaml``), JSON lines (``.jsonl``) and
+Parquet shards (``.parquet``: one seed per row, the columns a JSON line's fields).
 
 A seed is one main article plus its ``related`` coverage. Each related item becomes an article of
 its own, linked from the main one, so the corpus is a set of unique articles plus link pairs.
@@ -27,7 +28,9 @@ _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 FRONT_MATTER_SUFFIXES = frozenset({".md", ".txt", ".yaml", ".yml", ".markdown"})
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
-SEED_SUFFIXES = FRONT_MATTER_SUFFIXES | JSONL_SUFFIXES
+PARQUET_SUFFIXES = frozenset({".parquet"})
+SEED_SUFFIXES = FRONT_MATTER_SUFFIXES | JSONL_SUFFIXES | PARQUET_SUFFIXES
+_GLOB_CHARS = frozenset("*?[")
 # Marks an editor-corrected record (`model.feedback.corrected_record`): its topics and quality are
 # final and win over any other record of the same article, whatever order the files are read in.
 CORRECTED_FIELD = "corrected_at"
@@ -87,9 +90,18 @@ class SeedCorpus:
 
 
 def iter_seed_files(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Seed files under ``paths`` (files as given, folders recursively, sorted, READMEs skipped)."""
+    """Seed files under ``paths`` (files as given, folders recursively, sorted, READMEs skipped;
+    a path that does not exist but holds ``*``, ``?`` or ``[`` is a glob, e.g. ``shards/*.parquet``)."""
     for raw in paths:
         path = Path(raw)
+        if not path.exists() and _GLOB_CHARS & set(str(raw)):
+            anchor = Path(path.anchor or ".")
+            pattern = str(path.relative_to(anchor)) if path.anchor else str(path)
+            matches = sorted(p for p in anchor.glob(pattern) if p.is_file())
+            if not matches:
+                raise SeedFormatError(path, "path", "the glob matches no file")
+            yield from matches
+            continue
         if path.is_dir():
             for child in sorted(path.rglob("*")):
                 if (
@@ -126,7 +138,37 @@ def split_front_matter(text: str, path: str | Path) -> str:
     raise SeedFormatError(path, "front matter", "no closing '---' line after the YAML fields")
 
 
-def _records_in_file(path: Path) -> Iterator[tuple[int | None, Any]]:
+def parquet_record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A Parquet row as a seed record: a null column is a field the seed does not have (a shard's
+    columns are the union of its seeds' fields), exactly as a JSON line that leaves it out."""
+    return {key: value for key, value in row.items() if value is not None}
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[int | None, Any]]:
+    """Rows of one Parquet file, numbered from 1 like a JSON line's line number."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SeedFormatError(
+            path, "parquet", "reading Parquet seeds needs pyarrow; install it with: pip install -e '.[ray]'"
+        ) from None
+    try:
+        shard = pq.ParquetFile(path)
+    except Exception as error:  # pyarrow raises several types for a damaged or foreign file
+        raise SeedFormatError(path, "parquet", f"not a readable Parquet file ({error})") from None
+    number = 0
+    for batch in shard.iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            number += 1
+            yield number, parquet_record(row)
+
+
+def records_in_file(path: Path) -> Iterator[tuple[int | None, Any]]:
+    """One seed file's ``(line, record)`` pairs (line None for a front-matter file); a bad JSON line
+    comes as its `SeedFormatError`, so `add_seed_records` can skip it and read on."""
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        yield from _parquet_records(path)
+        return
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
@@ -219,8 +261,8 @@ def read_seeds(
 
     Parameters
     ----------
-    paths : files or folders; folders are read recursively.
-    skip_invalid : when True, a bad file is logged and kept in ``corpus.errors`` instead of
+    paths : files, folders (read recursively) or globs; ``.parquet`` files are read row by row.
+    skip_invalid : when True, a bad file (or row) is logged and kept in ``corpus.errors`` instead of
         stopping the read with a `SeedFormatError`.
     progress : show a progress bar over files.
     """
@@ -233,26 +275,46 @@ def read_seeds(
     else:
         iterator = files
     for path in iterator:
-        corpus.files += 1
-        try:
-            for line, record in _records_in_file(path):
+        add_seed_records(corpus, path, records_in_file(path), skip_invalid=skip_invalid)
+    return finish_reading(corpus)
+
+
+def add_seed_records(
+    corpus: SeedCorpus,
+    path: Path,
+    records: Iterable[tuple[int | None, Any]],
+    *,
+    skip_invalid: bool = False,
+) -> None:
+    """Add one file's ``(line, record)`` pairs to ``corpus`` under the seed rules: a bad record
+    raises ``file:line: field: reason`` or, with ``skip_invalid``, joins ``corpus.errors``.
+
+    The one loop every reader goes through, whoever read the rows (this module, or Ray Data for
+    ``--engine ray``)."""
+    corpus.files += 1
+    try:
+        for line, record in records:
+            try:
+                if isinstance(record, SeedFormatError):
+                    raise record
                 try:
-                    if isinstance(record, SeedFormatError):
-                        raise record
-                    try:
-                        _add_seed_record(corpus, record, str(path))
-                    except InvalidArticleError as error:
-                        raise SeedFormatError(path, error.field, error.reason, line=line) from None
-                except SeedFormatError as error:
-                    if not skip_invalid:
-                        raise
-                    logger.warning("skipped %s", error)
-                    corpus.errors.append(error)
-        except SeedFormatError as error:  # the file as a whole (encoding, front matter, YAML)
-            if not skip_invalid:
-                raise
-            logger.warning("skipped %s", error)
-            corpus.errors.append(error)
+                    _add_seed_record(corpus, record, str(path))
+                except InvalidArticleError as error:
+                    raise SeedFormatError(path, error.field, error.reason, line=line) from None
+            except SeedFormatError as error:
+                if not skip_invalid:
+                    raise
+                logger.warning("skipped %s", error)
+                corpus.errors.append(error)
+    except SeedFormatError as error:  # the file as a whole (encoding, front matter, YAML)
+        if not skip_invalid:
+            raise
+        logger.warning("skipped %s", error)
+        corpus.errors.append(error)
+
+
+def finish_reading(corpus: SeedCorpus) -> SeedCorpus:
+    """Drop repeated links and log what was read; the last step of every reader."""
     corpus.links = list(dict.fromkeys(corpus.links))
     logger.info(
         "read %d articles (%d seeds, %d related links) from %d files, %d skipped",

@@ -79,6 +79,9 @@ class E5Encoder:
         self.cache = cache
         self._engine: Any = None
         self._lock = threading.Lock()
+        # Embeds the texts the cache lacks elsewhere when set (the training `ray` engine's actor
+        # pool building this same encoder); the cache is still read and written here.
+        self.runner: Any = None
 
     @property
     def engine(self) -> Any:
@@ -134,6 +137,8 @@ class E5Encoder:
         return out
 
     def _encode_uncached(self, texts: list[str], step: int) -> npt.NDArray[np.float32]:
+        if self.runner is not None:
+            return np.asarray(self.runner(texts), dtype=np.float32)
         engine, is_query = self.engine, self.prefix == "query"
         rows = [
             np.asarray(engine.encode(texts[start : start + step], is_query), dtype=np.float32).reshape(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,10 @@ class Embedder:
         ONNX with int8 weights, run by onnxruntime: 2.1x the throughput at 0.994 cosine to fp32,
         see benchmarks/encoders.py; it never imports torch, so a service starts faster).
     onnx_dir : folder written by `model.encoders.onnx.export_onnx_int8` (needed for "onnx-int8").
+
+    ``runner``, when set, embeds the texts the cache lacks in place of this process's model (the
+    training ``ray`` engine sets it to an actor pool building this same encoder); the cache is
+    still read before and written after, here.
     """
 
     name = "minilm"  # the registry's name (`model.encoders.registry`)
@@ -76,6 +80,7 @@ class Embedder:
         self._model: SentenceTransformer | None = None
         self._dim: int | None = None
         self._load_lock = threading.Lock()
+        self.runner: Callable[[list[str]], npt.NDArray[np.float32]] | None = None
 
     @property
     def model(self) -> SentenceTransformer:
@@ -173,6 +178,8 @@ class Embedder:
     def _encode_uncached(
         self, texts: list[str], batch_size: int, show_progress_bar: bool
     ) -> npt.NDArray[np.float32]:
+        if self.runner is not None:
+            return self.runner(texts)
         if self.backend == "onnx-int8":
             return self._onnx_encoder().encode(
                 texts, batch_size=batch_size, show_progress_bar=show_progress_bar

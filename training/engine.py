@@ -1,0 +1,299 @@
+"""Where the read and embed batches of ``python -m training`` run: here (``local``) or on Ray (``ray``).
+
+The engine changes only who runs the batches. Both read seeds through `model.articles.seeds`'
+one loop (`add_seed_records`: the same rules, the same ``file:line: field: reason`` errors) and
+embed through the same encoder (`make_encoder`; its cache consulted before, and filled after, each call); the
+fits are the same code either way.
+
+``ray``: Parquet seeds come in through ``ray.data.read_parquet``; texts the embedding cache lacks
+are embedded by a Ray Data ``map_batches`` over an actor pool, each actor building the encoder
+once (`EncodeBatch`). The driver keeps the SQLite cache: it looks texts up before dispatching
+and stores the returned vectors, so the cache stays one file shared by later runs (local or ray)
+and the actors (possibly on other machines, without the driver's disk) never write it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from model.articles.seeds import (
+    PARQUET_SUFFIXES,
+    SeedCorpus,
+    add_seed_records,
+    finish_reading,
+    iter_seed_files,
+    parquet_record,
+    read_seeds,
+    records_in_file,
+)
+from model.encoders.base import Encoder
+from model.encoders.embedder import Embedder
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("local", "ray")
+# Texts per actor call: big enough to amortise a Ray round trip, small enough to balance two actors.
+RAY_BATCH_SIZE = 256
+# Fewer uncached texts than this (a label gate's names, a few new seeds) are embedded here by the
+# same encoder: starting an actor pool (each loading the model) costs seconds, one batch less.
+RAY_MIN_TEXTS = 64
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+class LocalEngine:
+    """Everything in this process: today's readers and the embedder's own batches."""
+
+    name = "local"
+
+    def __enter__(self) -> LocalEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def read(self, paths: Sequence[Path], *, skip_invalid: bool, progress: bool) -> SeedCorpus:
+        return read_seeds(paths, skip_invalid=skip_invalid, progress=progress)
+
+    def embedder(self, embedder: Encoder) -> Encoder:
+        return embedder
+
+
+def encoder_spec(encoder: Encoder) -> dict[str, Any]:
+    """What builds the same encoder in another process: `make_encoder`'s arguments, no cache."""
+    from model.encoders.registry import encoder_name
+
+    spec: dict[str, Any] = {"name": encoder_name(encoder)}
+    if isinstance(encoder, Embedder):  # MiniLM: its runtime (torch or int8 ONNX)
+        spec |= {"backend": encoder.backend, "onnx_dir": str(encoder.onnx_dir) if encoder.onnx_dir else None}
+    if getattr(encoder, "prefix", None):
+        spec["prefix"] = encoder.prefix
+    return spec
+
+
+def build_encoder(spec: dict[str, Any], device: str | None = None) -> Encoder:
+    """The encoder `encoder_spec` describes, built as the local path builds it, without a cache
+    (the driver keeps the cache)."""
+    from model.encoders.registry import make_encoder
+
+    encoder = make_encoder(**spec)
+    if device and hasattr(encoder, "device"):
+        encoder.device = device
+    return encoder
+
+
+def _actor_class(spec: dict[str, Any], device: str | None) -> type:
+    """`EncodeBatch` bound to ``spec``: the class travels pickled by value with the spec inside,
+    so Ray keeps no constructor arguments in its object store for actor restarts to lose."""
+
+    class Encode(EncodeBatch):
+        def __init__(self) -> None:
+            super().__init__(spec, device)
+
+    return Encode
+
+
+class EncodeBatch:
+    """A Ray Data actor: builds the encoder once, then embeds one batch of texts per call."""
+
+    def __init__(self, spec: dict[str, Any], device: str | None = None) -> None:
+        self.embedder = build_encoder(spec, device)
+
+    def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        vectors = self.embedder.encode([str(text) for text in batch["text"]], show_progress_bar=False)
+        return {"row": batch["row"], "vector": vectors}
+
+
+class RayEngine:
+    """A local Ray (``RAY_ADDRESS`` unset) or the cluster at ``RAY_ADDRESS``; stops only what it started.
+
+    Parameters
+    ----------
+    workers : encoder actors in the pool.
+    gpus_per_worker : GPUs each actor asks for (0: CPU only); the actor then encodes on ``cuda``.
+    cpus_per_worker : CPUs each actor asks for; default: a share that leaves one CPU of the
+        cluster to the read tasks (on 2 cores, two 1-CPU actors starve the read task and hang).
+    """
+
+    name = "ray"
+
+    def __init__(
+        self, workers: int, *, gpus_per_worker: float = 0.0, cpus_per_worker: float | None = None
+    ) -> None:
+        self.workers = max(1, int(workers))
+        self.gpus_per_worker = gpus_per_worker
+        self.cpus_per_worker = cpus_per_worker
+        self._started = False
+        self._ray: Any = None
+        self._wrapped: list[Any] = []
+        self._here: dict[str, Encoder] = {}
+
+    def __enter__(self) -> RayEngine:
+        # No usage report (the machine may be offline) and no dashboard; set before ray is imported.
+        os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+        os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+        try:
+            import ray
+        except ImportError:
+            from model.errors import NewsDeskError
+
+            raise NewsDeskError(
+                "--engine ray needs Ray; install it with: pip install -e '.[ray]' (or use --engine local)"
+            ) from None
+        self._ray = ray
+        if not ray.is_initialized():
+            address = os.environ.get("RAY_ADDRESS") or None
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                configure_logging=True,
+            )
+            self._started = True
+            logger.info("ray: %s, %s", address or "a local cluster", ray.cluster_resources())
+        # Ray Data logs each execution at INFO; the CLI's own log says what ran.
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        # Seeds in file order, so a file's rows keep their numbers and the corpus matches `local`.
+        context.execution_options.preserve_order = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for embedder in self._wrapped:  # the model outlives the pool: it embeds here again
+            embedder.runner = None
+        self._wrapped.clear()
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def read(self, paths: Sequence[Path], *, skip_invalid: bool, progress: bool) -> SeedCorpus:
+        """Seed files in the local reader's order; the Parquet ones as one Ray Dataset."""
+        files = list(iter_seed_files(paths))
+        shards = [f for f in files if f.suffix.lower() in PARQUET_SUFFIXES]
+        rows = self._parquet_rows(shards) if shards else iter(())
+        pending = _Peekable(rows)
+        corpus = SeedCorpus()
+        for path in files:
+            if path.suffix.lower() in PARQUET_SUFFIXES:
+                add_seed_records(
+                    corpus, path, pending.take_while(str(path.resolve())), skip_invalid=skip_invalid
+                )
+            else:
+                add_seed_records(corpus, path, records_in_file(path), skip_invalid=skip_invalid)
+        return finish_reading(corpus)
+
+    def _parquet_rows(self, shards: Sequence[Path]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(file, record) for every row of ``shards``, in file then row order."""
+        ray = self._ray
+        dataset = ray.data.read_parquet([str(p.resolve()) for p in shards], include_paths=True)
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=4096):
+            for row in batch.to_pylist():
+                yield str(Path(row.pop("path")).resolve()), parquet_record(row)
+
+    # --- embedding ---------------------------------------------------------------------------
+
+    def embedder(self, embedder: Encoder) -> Encoder:
+        """``embedder`` with its uncached texts embedded by the actor pool (its cache stays here)."""
+        embedder.runner = self._runner(encoder_spec(embedder))
+        self._wrapped.append(embedder)
+        return embedder
+
+    def actor_cpus(self) -> float:
+        if self.cpus_per_worker is not None:
+            return self.cpus_per_worker
+        cpus = float(self._ray.cluster_resources().get("CPU", 1.0))
+        return round(min(1.0, max(0.1, (cpus - 1.0) / self.workers)), 2)
+
+    def _runner(self, spec: dict[str, Any]) -> Callable[[list[str]], npt.NDArray[np.float32]]:
+        def run(texts: list[str]) -> npt.NDArray[np.float32]:
+            return self.encode(texts, spec)
+
+        return run
+
+    def encode(self, texts: list[str], spec: dict[str, Any]) -> npt.NDArray[np.float32]:
+        """Embed ``texts`` on the actor pool; rows come back in ``texts``' order."""
+        import pyarrow as pa
+
+        if len(texts) < RAY_MIN_TEXTS:
+            key = repr(sorted(spec.items()))
+            if key not in self._here:
+                self._here[key] = build_encoder(spec)
+            return self._here[key].encode(texts, show_progress_bar=False)
+        ray = self._ray
+        # Longest first, in blocks of whole batches: each batch pads little and the two slowest
+        # blocks start first.
+        order = np.argsort([-len(text) for text in texts], kind="stable")
+        blocks = [
+            pa.table(
+                {
+                    "row": order[start : start + RAY_BATCH_SIZE],
+                    "text": [texts[i] for i in order[start : start + RAY_BATCH_SIZE]],
+                }
+            )
+            for start in range(0, len(texts), RAY_BATCH_SIZE)
+        ]
+        device = "cuda" if self.gpus_per_worker > 0 else None
+        dataset = ray.data.from_arrow(blocks).map_batches(
+            _actor_class(spec, device),
+            compute=ray.data.ActorPoolStrategy(size=min(self.workers, len(blocks))),
+            batch_size=RAY_BATCH_SIZE,
+            batch_format="numpy",
+            num_cpus=self.actor_cpus(),
+            num_gpus=self.gpus_per_worker,
+        )
+        out: npt.NDArray[np.float32] | None = None
+        for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
+            vectors = np.asarray(batch["vector"], dtype=np.float32)
+            if out is None:
+                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[batch["row"]] = vectors
+        assert out is not None
+        logger.info("ray: embedded %d texts on %d actors", len(texts), self.workers)
+        return out
+
+
+class _Peekable:
+    """Hands out the Ray rows file by file: ``take_while(file)`` numbers that file's rows from 1."""
+
+    def __init__(self, rows: Iterator[tuple[str, dict[str, Any]]]) -> None:
+        self._rows = rows
+        self._next: tuple[str, dict[str, Any]] | None = None
+
+    def take_while(self, file: str) -> Iterator[tuple[int | None, Any]]:
+        number = 0
+        while True:
+            if self._next is None:
+                self._next = next(self._rows, None)
+                if self._next is None:
+                    return
+            if self._next[0] != file:
+                return
+            number += 1
+            yield number, self._next[1]
+            self._next = None
+
+
+Engine = LocalEngine | RayEngine
+
+
+def make_engine(name: str, *, workers: int | None = None, gpus_per_worker: float = 0.0) -> Engine:
+    if name == "local":
+        return LocalEngine()
+    if name == "ray":
+        return RayEngine(workers or default_workers(), gpus_per_worker=gpus_per_worker)
+    raise ValueError(f"unknown engine {name!r}, expected one of {', '.join(ENGINES)}")
