@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,7 @@ class RayEngine:
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
         try:
             import ray
+            import ray.data  # configures its loggers on import: quieted below, after it
         except ImportError:
             from model.errors import NewsDeskError
 
@@ -155,15 +156,16 @@ class RayEngine:
             ray.init(
                 address=address,
                 include_dashboard=False,
-                logging_level=logging.WARNING,
+                logging_level=logging.ERROR,
                 log_to_driver=False,
                 configure_logging=True,
             )
             self._started = True
             logger.info("ray: %s, %s", address or "a local cluster", ray.cluster_resources())
-        # Ray Data logs each execution at INFO; the CLI's own log says what ran.
+        # Ray logs each execution (and notices) at INFO and WARNING; the CLI's own log says what
+        # ran, and a failure surfaces as an exception.
         for name in ("ray", "ray.data"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+            logging.getLogger(name).setLevel(logging.ERROR)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
@@ -185,20 +187,25 @@ class RayEngine:
         """Seed files in the local reader's order; the Parquet ones as one Ray Dataset."""
         files = list(iter_seed_files(paths))
         shards = [f for f in files if f.suffix.lower() in PARQUET_SUFFIXES]
-        rows = self._parquet_rows(shards) if shards else iter(())
+        rows = self._parquet_rows(shards)
         pending = _Peekable(rows)
         corpus = SeedCorpus()
-        for path in files:
-            if path.suffix.lower() in PARQUET_SUFFIXES:
-                add_seed_records(
-                    corpus, path, pending.take_while(str(path.resolve())), skip_invalid=skip_invalid
-                )
-            else:
-                add_seed_records(corpus, path, records_in_file(path), skip_invalid=skip_invalid)
+        try:
+            for path in files:
+                if path.suffix.lower() in PARQUET_SUFFIXES:
+                    add_seed_records(
+                        corpus, path, pending.take_while(str(path.resolve())), skip_invalid=skip_invalid
+                    )
+                else:
+                    add_seed_records(corpus, path, records_in_file(path), skip_invalid=skip_invalid)
+        finally:
+            rows.close()  # a stopped read ends its Ray iterator now, while Ray still runs
         return finish_reading(corpus)
 
-    def _parquet_rows(self, shards: Sequence[Path]) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _parquet_rows(self, shards: Sequence[Path]) -> Generator[tuple[str, dict[str, Any]], None, None]:
         """(file, record) for every row of ``shards``, in file then row order."""
+        if not shards:
+            return
         ray = self._ray
         dataset = ray.data.read_parquet([str(p.resolve()) for p in shards], include_paths=True)
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=4096):

@@ -1,0 +1,182 @@
+"""Seeds as Parquet shards, and `--engine ray` against `--engine local` on the same seeds.
+
+The Ray tests start a real local Ray (seconds each) and run only where `ray` is importable:
+`make install` (and so CI) installs the `ray` extra, so there they run.
+"""
+
+import importlib.util
+import json
+import shutil
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import corpus_path
+from test_training_cli import run_cli
+
+from model.articles.seeds import read_seeds, split_front_matter
+from model.bundle import MANIFEST
+from model.errors import SeedFormatError
+
+pa = pytest.importorskip("pyarrow", reason="Parquet seeds need pyarrow (the `ray` extra installs it)")
+pq = pytest.importorskip("pyarrow.parquet")
+
+needs_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None,
+    reason="ray is not installed (pip install -e '.[ray]'; make install and CI install it)",
+)
+
+RECORDS = [
+    {
+        "title": "Central bank raises rates by half a point",
+        "excerpt": "The move was expected by most economists.",
+        "publishedDateTime": "2024-03-05T10:00:00Z",
+        "webUrl": "https://money.example/rates",
+        "topics": ["economy"],
+        "quality": 70,
+        "related": [{"title": "Markets shrug at the rate rise", "webUrl": "https://wire.example/markets"}],
+    },
+    {"title": "Striker signs a four-year contract", "topics": ["sport"], "heat": 12.5},
+    {"title": "A third article with no optional fields"},
+]
+
+
+def _as_jsonable(value):
+    if isinstance(value, datetime | date):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, dict):
+        return {key: _as_jsonable(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [_as_jsonable(inner) for inner in value]
+    return value
+
+
+def _table(rows: list[dict]):
+    """Rows as a table whose columns are the union of their fields (absent: null)."""
+    columns = dict.fromkeys(key for row in rows for key in row)
+    return pa.Table.from_pylist([{key: row.get(key) for key in columns} for row in rows])
+
+
+def write_shards(records: list[dict], folder: Path, per_shard: int) -> Path:
+    """``records`` as Parquet shards of ``per_shard`` rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for number, start in enumerate(range(0, len(records), per_shard)):
+        pq.write_table(_table(records[start : start + per_shard]), folder / f"{number:03d}.parquet")
+    return folder
+
+
+def _without_source(corpus):
+    return {
+        key: (a.title, a.excerpt, a.published_at, a.topics, a.quality, a.heat, a.related_ids, dict(a.urls))
+        for key, a in corpus.articles.items()
+    }
+
+
+def test_parquet_seeds_read_like_the_same_jsonl(tmp_path):
+    jsonl = tmp_path / "seeds.jsonl"
+    jsonl.write_text("".join(json.dumps(record) + "\n" for record in RECORDS))
+    shards = write_shards(RECORDS, tmp_path / "shards", per_shard=2)
+    expected = read_seeds([jsonl])
+    for paths in ([shards], [shards / "000.parquet", shards / "001.parquet"], [str(shards / "*.parquet")]):
+        corpus = read_seeds(paths)
+        assert _without_source(corpus) == _without_source(expected)
+        assert corpus.main_ids == expected.main_ids
+        assert corpus.links == expected.links
+        assert corpus.files == 2
+
+
+def _bad_shard(tmp_path: Path) -> Path:
+    rows = [*RECORDS[:2], {"title": "Fine", "quality": 140}, RECORDS[2]]
+    path = tmp_path / "shards" / "bad.parquet"
+    path.parent.mkdir()
+    pq.write_table(_table(rows), path)
+    return path
+
+
+def test_a_bad_parquet_row_names_the_file_and_row(tmp_path):
+    path = _bad_shard(tmp_path)
+    with pytest.raises(SeedFormatError) as error:
+        read_seeds([path])
+    assert str(error.value) == f"{path}:3: quality: expected a number from 0 to 100, got 140"
+    corpus = read_seeds([path], skip_invalid=True)
+    assert len(corpus.errors) == 1
+    assert len(corpus.main_ids) == 3
+
+
+def test_a_glob_that_matches_nothing_is_an_error(tmp_path):
+    with pytest.raises(SeedFormatError, match="matches no file"):
+        read_seeds([str(tmp_path / "*.parquet")])
+
+
+def _seed_records(paths: list[Path]) -> list[dict]:
+    return [_as_jsonable(yaml.safe_load(split_front_matter(p.read_text(encoding="utf-8"), p))) for p in paths]
+
+
+@pytest.fixture(scope="module")
+def small_seeds(tmp_path_factory):
+    """80 AG News (topics) and 10 Hacker News (heat) seeds: as files, and as two Parquet shards
+    (about 72 to train on after the held-out split: enough that the ray engine starts its pool)."""
+    root = tmp_path_factory.mktemp("engine")
+    files = [*sorted(corpus_path("agnews").glob("*.md"))[:80], *sorted(corpus_path("hn").glob("*.md"))[:10]]
+    folder = root / "files"
+    folder.mkdir()
+    for path in files:
+        shutil.copy(path, folder / path.name)
+    shards = write_shards(_seed_records(sorted(folder.iterdir())), root / "shards", per_shard=50)
+    return root, folder, shards
+
+
+def _fit(root: Path, name: str, seeds: str, *extra: str) -> tuple[dict, dict, str]:
+    out = root / name
+    result = run_cli(
+        "fit", "--seeds", seeds, "--out", str(out), "--no-onnx", "--no-progress",
+        "--cache-dir", str(root / f"cache-{name}"), *extra,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    manifest = json.loads((Path(summary["bundle"]) / MANIFEST).read_text())
+    return summary, manifest, result.stderr
+
+
+@needs_ray
+def test_a_ray_fit_on_parquet_shards_matches_a_local_fit_on_the_files(small_seeds):
+    root, folder, shards = small_seeds
+    local, local_manifest, _ = _fit(root, "local", str(folder))
+    ray, ray_manifest, log = _fit(root, "ray", str(shards / "*.parquet"), "--engine", "ray", "--workers", "2")
+    assert (
+        local_manifest["seed_fingerprint"]["articles"] == ray_manifest["seed_fingerprint"]["articles"] == 90
+    )
+    assert ray["metrics"]["topics"]["micro_f1"] == pytest.approx(
+        local["metrics"]["topics"]["micro_f1"], abs=0.005
+    )
+    assert ray["metrics"]["topics"]["n"] == local["metrics"]["topics"]["n"] > 0
+    assert local_manifest["training"]["engine"] == {"name": "local", "workers": 1}
+    assert ray_manifest["training"]["engine"] == {"name": "ray", "workers": 2}
+    assert ray["engine"] == "ray"
+    assert "texts on 2 actors" in log  # the seeds went through the actor pool, not the driver
+
+
+@needs_ray
+def test_ray_evaluate_counts_and_lists_a_bad_row_with_skip_invalid(small_seeds, tmp_path):
+    root, folder, _ = small_seeds
+    if not (root / "local").exists():
+        _fit(root, "local", str(folder))
+    path = _bad_shard(tmp_path)
+    result = run_cli(
+        "evaluate", "--model", str(root / "local"), "--seeds", str(path.parent), "--engine", "ray",
+        "--workers", "2", "--skip-invalid", "--no-cache", "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"skipped: {path}:3: quality: expected a number from 0 to 100, got 140" in result.stderr
+    assert "skipped 1 invalid seed files or rows" in result.stderr
+    assert json.loads(result.stdout)["topics"]["n"] == 2
+
+
+@needs_ray
+def test_ray_dedup_stops_at_a_bad_row_with_its_file_and_row(tmp_path):
+    path = _bad_shard(tmp_path)
+    result = run_cli("dedup", "--seeds", str(path.parent), "--engine", "ray", "--workers", "2", "--no-cache")
+    assert result.returncode == 2, result.stderr
+    assert f"error: {path}:3: quality: expected a number from 0 to 100, got 140" in result.stderr
+    assert "Traceback" not in result.stderr
