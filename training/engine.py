@@ -140,7 +140,6 @@ class RayEngine:
     def __enter__(self) -> RayEngine:
         # No usage report (the machine may be offline) and no dashboard; set before ray is imported.
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-        os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
         try:
             import ray
             import ray.data  # configures its loggers on import: quieted below, after it
