@@ -249,27 +249,14 @@ class SqliteArticleStore:
             )
             for a in articles
         ]
-        inserted = []
-        try:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    for row in rows:
-                        cursor = self._db.execute(
-                            "INSERT OR IGNORE INTO articles (id, canonical_url, record, embedding, story_id, "
-                            "classification, duplicate_of, model_version, published_at, created_at, "
-                            "related, labels, uncertainty, language) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            row,
-                        )
-                        inserted.append(cursor.rowcount == 1)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-        except sqlite3.Error as error:
-            raise StoreError(f"article store {self.path}: cannot write: {error}") from error
-        return inserted
+        insert = (
+            "INSERT OR IGNORE INTO articles (id, canonical_url, record, embedding, story_id, "
+            "classification, duplicate_of, model_version, published_at, created_at, "
+            "related, labels, uncertainty, language) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        cursors = self._write([(insert, row) for row in rows])
+        return [cursor.rowcount == 1 for cursor in cursors]
 
     def get(self, article_id: str) -> StoredArticle | None:
         rows = self._query(f"SELECT {self._COLUMNS} FROM articles WHERE id = ?", (article_id,))
