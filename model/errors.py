@@ -55,6 +55,10 @@ class EmbeddingModelError(NewsDeskError):
     """The embedding model cannot be loaded (usually: its package is not installed)."""
 
 
+class ExportDriftError(NewsDeskError):
+    """The encoder a bundle would serve with answers too differently from the one it was measured with."""
+
+
 class ArticleNotFoundError(NewsDeskError, KeyError):
     """No article with this id is known."""
 

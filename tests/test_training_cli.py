@@ -296,6 +296,38 @@ def test_bundle_ships_an_int8_encoder_that_agrees_with_fp32(trained):
     assert NewsModel.load(folder, encoder="torch").embedder.backend == "torch"
 
 
+def test_fit_measures_the_exported_encoder_it_serves_with(trained):
+    root, _, _ = trained
+    manifest = json.loads((resolve_bundle(root / "bundles") / MANIFEST).read_text())
+    export = manifest["metrics"]["export"]
+    assert export["encoder"].startswith("all-MiniLM-L6-v2-onnx-int8@")
+    assert export["texts"] > 0 and "evaluation seeds" in export["texts_from"]
+    assert 0.98 <= export["cosine_min"] <= export["cosine_mean"] < 1.0
+    # The same heads on the same texts, fed each encoder's vectors; the trained figures are the bundle's.
+    assert export["trained"]["topics"]["micro_f1"] == manifest["metrics"]["topics"]["micro_f1"]
+    assert abs(export["exported"]["topics"]["micro_f1"] - export["trained"]["topics"]["micro_f1"]) < 0.1
+    assert export["tolerance"] == {"max_drop": 0.02, "min_cosine": 0.98}
+
+
+def test_fit_refuses_a_bundle_whose_export_drifts_beyond_the_tolerance(trained, seeds, tmp_path):
+    _, cache, _ = trained
+    out = tmp_path / "bundles"
+    result = run_cli(
+        "fit",
+        "--seeds",
+        str(seeds),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),  # the first fit's embeddings and fits: only the check runs anew
+        "--no-progress",
+        "--export-tolerance",
+        "-1",  # the int8 encoder would have to beat the trained one by a whole F1: nothing passes
+    )
+    _assert_one_line_error(result, "int8 ONNX encoder drifts", "micro_f1", "--export-tolerance")
+    assert not out.exists() or not any(out.iterdir())  # no bundle, no ledger entry
+
+
 def test_the_ledger_records_a_candidate_as_trained_and_a_hand_fit_as_live(tmp_path):
     from model.ledger import live_version, read_ledger
     from training.trainer import record_trained_bundle

@@ -34,10 +34,12 @@ from model.coverage.story_rule import STORY_WINDOW_DAYS
 from model.encoders.base import Encoder
 from model.encoders.cache import EmbeddingCache
 from model.encoders.registry import DEFAULT_ENCODER, ENCODER_NAMES, make_encoder
-from model.errors import DataFileError, NewsDeskError, SeedFormatError
+from model.errors import DataFileError, ExportDriftError, NewsDeskError, SeedFormatError
+from training.export_check import EXPORT_MAX_DROP, EXPORT_MIN_COSINE
 
 if TYPE_CHECKING:
     from training.engine import Engine
+    from training.trainer import FitOutcome
 
 logger = logging.getLogger("training")
 
@@ -193,6 +195,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not ship the int8 ONNX export of the encoder in the bundle (servers then embed with "
         "torch); only MiniLM has that export, so an e5-multilingual bundle never ships one",
+    )
+    fit.add_argument(
+        "--export-tolerance",
+        type=float,
+        default=EXPORT_MAX_DROP,
+        metavar="DROP",
+        help="the bundle's int8 ONNX encoder is evaluated on the same texts as the trained fp32 one; fit "
+        "refuses the bundle (exit 2, nothing written) when its topics micro- or macro-F1 falls more "
+        f"than DROP (plus one held-out article's worth) below the trained one's (default {EXPORT_MAX_DROP})",
+    )
+    fit.add_argument(
+        "--export-min-cosine",
+        type=float,
+        default=EXPORT_MIN_COSINE,
+        metavar="C",
+        help="... or when the mean cosine between the two encoders' vectors of those texts is below C "
+        f"(default {EXPORT_MIN_COSINE}); both encoders' figures are in the manifest's metrics.export",
     )
     fit.add_argument(
         "--story-window-days",
@@ -473,6 +492,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         fitted.timings["total"] = round(time.perf_counter() - started, 3)
         # The int8 ONNX export is MiniLM's; other encoders serve with their own runtime.
         encoder_dir = None if args.no_onnx or args.encoder != DEFAULT_ENCODER else _export_encoder(args)
+        if encoder_dir is not None:
+            _check_export(args, fitted, corpus, encoder_dir)
         fingerprint = seed_fingerprint(corpus)
         path = fitted.model.save(
             args.out,
@@ -609,6 +630,26 @@ def _export_encoder(args: argparse.Namespace) -> Path | None:
         # The bundle still serves with the torch encoder; say why it ships without the fast one.
         logger.warning("no int8 ONNX encoder in this bundle (%s); servers will embed with torch", error)
         return None
+
+
+def _check_export(
+    args: argparse.Namespace, fitted: FitOutcome, corpus: SeedCorpus, encoder_dir: Path
+) -> None:
+    """Measure the exported encoder the bundle will serve with; record it in the metrics, or refuse."""
+    from model.encoders.onnx import OnnxEncoder
+    from training.export_check import check_export, drift_problems
+
+    record = check_export(fitted, corpus, OnnxEncoder(encoder_dir), progress=not args.no_progress)
+    record["tolerance"] = {"max_drop": args.export_tolerance, "min_cosine": args.export_min_cosine}
+    fitted.timings["export_check"] = record["seconds"]
+    problems = drift_problems(record, max_drop=args.export_tolerance, min_cosine=args.export_min_cosine)
+    if problems:
+        raise ExportDriftError(
+            f"the int8 ONNX encoder drifts from the trained one on {record['texts']} {record['texts_from']}: "
+            + "; ".join(problems)
+            + " (tolerance: --export-tolerance, --export-min-cosine); no bundle written"
+        )
+    fitted.metrics["export"] = record
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -203,6 +203,21 @@ def evaluate_model(
     """Every metric the seeds allow: topics, each score field, related retrieval, graded pairs."""
     articles = list(corpus.articles.values())
     vectors = embed_articles(model.embedder, articles, progress) if articles else None
+    return evaluate_vectors(model, corpus, articles, vectors, pairs=pairs)
+
+
+def evaluate_vectors(
+    model: NewsModel,
+    corpus: SeedCorpus,
+    articles: list[Article],
+    vectors: npt.NDArray[np.float32] | None,
+    *,
+    pairs: Sequence[Path] | Path | None = None,
+    embedder: Embedder | None = None,
+) -> dict[str, Any]:
+    """`evaluate_model` on given vectors of ``corpus``'s ``articles`` (in its order); graded pairs
+    are embedded with ``embedder`` (default: the model's), so another encoder can be measured."""
+    embedder = embedder or model.embedder
     metrics: dict[str, Any] = {}
     labelled = [i for i, article in enumerate(articles) if article.topics]
     if labelled and model.topics is not None and vectors is not None:
@@ -228,8 +243,8 @@ def evaluate_model(
         metrics["related"] = related_retrieval_metrics(corpus, by_id, model.pair_scorer)
     if pairs:
         graded = [pair for path in _pair_files(pairs) for pair in read_pairs_tsv(path)]
-        va = model.embedder.encode([pair.a.text for pair in graded])
-        vb = model.embedder.encode([pair.b.text for pair in graded])
+        va = embedder.encode([pair.a.text for pair in graded])
+        vb = embedder.encode([pair.b.text for pair in graded])
         comparisons = [
             model.pair_scorer.compare(pair.a, pair.b, a, b) for pair, a, b in zip(graded, va, vb, strict=True)
         ]
@@ -251,6 +266,11 @@ class FitOutcome:
     metrics: dict[str, Any]
     eval_split: dict[str, Any] | None
     timings: dict[str, float]
+    # The model the metrics describe (before a refit on all seeds), the seeds and pairs they were
+    # measured on: what an exported encoder is measured on again (training.export_check).
+    evaluated: NewsModel | None = None
+    eval_corpus: SeedCorpus | None = None
+    eval_pairs: Sequence[Path] | Path | None = None
 
 
 def fit_and_evaluate(
@@ -285,9 +305,12 @@ def fit_and_evaluate(
 
     metrics: dict[str, Any] = {}
     eval_split: dict[str, Any] | None = None
+    evaluated: NewsModel | None = None
+    eval_pairs: Sequence[Path] | Path | None = None
     if eval_corpus is not None:
         model, run = fit(corpus)
-        metrics = evaluate_model(model, eval_corpus, pairs=options.pairs, progress=progress)
+        evaluated, eval_pairs = model, options.pairs
+        metrics = evaluate_model(model, eval_corpus, pairs=eval_pairs, progress=progress)
         metrics["evaluated_on"] = eval_name
     elif holdout > 0 and len(corpus.main_ids) >= MIN_SEEDS_TO_HOLD_OUT:
         train, held = split_holdout(corpus, holdout, always_train=always_train)
@@ -297,6 +320,7 @@ def fit_and_evaluate(
             len(held.main_ids),
         )
         model, run = fit(train)
+        evaluated, eval_corpus = model, held
         metrics = evaluate_model(model, held, progress=progress)
         metrics["evaluated_on"] = (
             f"fixed split: {len(held.main_ids)} seeds ({holdout:.0%} by id hash) held out"
@@ -314,7 +338,15 @@ def fit_and_evaluate(
                 "only %d seeds: too few to hold some out, so the bundle has no metrics", len(corpus.main_ids)
             )
         model, run = fit(corpus)
-    return FitOutcome(model=model, metrics=metrics, eval_split=eval_split, timings=run.timings)
+    return FitOutcome(
+        model=model,
+        metrics=metrics,
+        eval_split=eval_split,
+        timings=run.timings,
+        evaluated=evaluated,
+        eval_corpus=eval_corpus if evaluated is not None else None,
+        eval_pairs=eval_pairs,
+    )
 
 
 def record_trained_bundle(root: str | Path, version: str, *, candidate: bool) -> None:
