@@ -210,8 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=EXPORT_MIN_COSINE,
         metavar="C",
-        help="... or when the mean cosine between the two encoders' vectors of those texts is below C "
-        f"(default {EXPORT_MIN_COSINE}); both encoders' figures are in the manifest's metrics.export",
+        help="fit also refuses the bundle when the mean cosine between the int8 and the trained encoder's "
+        f"vectors of those texts is below C (default {EXPORT_MIN_COSINE}); both encoders' figures are in "
+        "the manifest's metrics.export (docs/training.md)",
     )
     fit.add_argument(
         "--story-window-days",
