@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
-from helpers import shared_embedder
+from helpers import ready_client, shared_embedder
 
 from model.articles.article import article_from_record
 from model.articles.language import detect_language, is_rtl, normalise_language
@@ -173,11 +171,7 @@ def test_the_index_filters_by_language_and_keeps_it_in_a_snapshot(tmp_path):
 @pytest.fixture(scope="module")
 def client(small_bundle, tmp_path_factory):
     settings = Settings(bundle=small_bundle, data_dir=tmp_path_factory.mktemp("language") / "store")
-    with TestClient(create_app(settings, embedder=shared_embedder())) as test_client:
-        deadline = time.monotonic() + 120
-        while test_client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, test_client.get("/readyz").json()
-            time.sleep(0.1)
+    with ready_client(create_app(settings, embedder=shared_embedder())) as test_client:
         yield test_client
 
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 
 import pytest
-from fastapi.testclient import TestClient
-from helpers import FOOTBALL, SAMPLE_SEED, SPACE, shared_embedder
+from helpers import FOOTBALL, SAMPLE_SEED, SPACE, ready_client, shared_embedder
 
 from model.articles.seeds import read_seeds, write_seed
 from model.coverage.pair_files import RELATED_MAX_OVERALL, SAME_STORY_MAX_OVERALL, read_pairs_tsv
@@ -44,11 +42,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(small_bundle, data_dir):
     settings = Settings(bundle=small_bundle, data_dir=data_dir, admin_token=TOKEN, max_batch=8)
-    with TestClient(create_app(settings, embedder=shared_embedder())) as test_client:
-        deadline = time.monotonic() + 120
-        while test_client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, test_client.get("/readyz").json()
-            time.sleep(0.1)
+    with ready_client(create_app(settings, embedder=shared_embedder())) as test_client:
         yield test_client
 
 
