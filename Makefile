@@ -9,6 +9,9 @@ BUNDLE ?= $(BUNDLES)
 SEEDS ?= seeds
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# OpenMP threads sleep between work instead of spinning (the e5 encoder ran 10-20x slower spinning on a
+# busy 2-core machine: docs/encoders.md); `news-desk` and `python -m training` set the same.
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: install serve serve-pg train bundle-fresh test lint fix bench clean
 
