@@ -97,6 +97,22 @@ class Settings(BaseSettings):
         "shutdown) once it holds this many stored articles, so a restart skips reading and "
         "re-indexing them.",
     )
+    reembed_duty: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Most share of wall time the background re-embedding (a bundle on another encoder, "
+        "pending) spends encoding; it sleeps the rest, so ingest and search keep their pace.",
+    )
+    reembed_chunk: int = Field(
+        64, ge=1, le=5000, description="Stored articles the background re-embedding encodes per chunk."
+    )
+    keep_generations: int = Field(
+        1,
+        ge=0,
+        description="Vector generations kept besides the live one after a switch (a rollback to a kept "
+        "one is instant); older ones are retired and their vectors dropped.",
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS; empty (the default): CORS off."
     )

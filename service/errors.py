@@ -91,6 +91,10 @@ class BundleVersionNotFoundError(ServiceError):
     """No bundle version of this name under the bundle folder."""
 
 
+class GenerationNotFoundError(ServiceError):
+    """No vector generation of this id that could be retired (unknown, or the live one)."""
+
+
 class VectorsMismatchError(ServiceError):
     """The shared store's vectors are another encoder's than the served bundle's: comparing them
     would be meaningless, so search and ingest refuse until the store is re-embedded."""
@@ -114,6 +118,7 @@ STATUS_CODES: dict[type[BaseException], int] = {
     VectorsMismatchError: 409,
     JobNotFoundError: 404,
     BundleVersionNotFoundError: 404,
+    GenerationNotFoundError: 404,
     BundleError: 503,
     EmbeddingModelError: 503,
     ModelUnavailableError: 503,

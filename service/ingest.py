@@ -26,6 +26,7 @@ from model.articles.article import Article
 from model.coverage.search import KnownArticle
 from model.coverage.story_rule import candidates as story_candidates
 from model.coverage.story_rule import link_story
+from model.encoders.registry import vectors_id
 from model.news_model import NewsModel
 from model.results import Classification
 from model.store import ArticleStore, StoredArticle
@@ -74,6 +75,14 @@ async def ingest_articles(
             rows = [i for i, article in enumerate(fresh) if article.id not in again]
             if rows:
                 todo = [fresh[i] for i in rows]
+                if vectors_id(current.embedder) != vectors_id(model.embedder):
+                    # A generation switch swapped in another encoder while we encoded: these
+                    # vectors would land among the new encoder's, so encode again (once a switch).
+                    model = current
+                    vectors = await asyncio.to_thread(current.embed, fresh)
+                    results = await asyncio.to_thread(
+                        current.classify, fresh, all_scores=True, embeddings=vectors
+                    )
                 ingested = await asyncio.to_thread(current.add, todo, vectors[rows])
                 now = datetime.now(UTC)
                 records = [

@@ -97,6 +97,33 @@ class StateCollector(Collector):
         progress = state.progress
         restore.add_metric([], 1.0 if progress.stored == 0 else min(1.0, progress.restored / progress.stored))
         yield restore
+        pending = state.pending
+        for name, help_text, value in (
+            ("done", "Stored articles the pending bundle's vector generation holds.", "done"),
+            ("total", "Stored articles the pending bundle's vector generation must hold.", "total"),
+        ):
+            gauge = GaugeMetricFamily(f"newsdesk_reembed_{name}", help_text)
+            gauge.add_metric([], getattr(pending, value) if pending is not None else 0)
+            yield gauge
+        seconds = GaugeMetricFamily(
+            "newsdesk_reembed_seconds", "Seconds the background re-embedding has run (0: none under way)."
+        )
+        info_now = pending.as_dict() if pending is not None else {}
+        seconds.add_metric([], float(info_now.get("seconds", 0.0)))
+        yield seconds
+        estimate = GaugeMetricFamily(
+            "newsdesk_reembed_estimate_seconds", "Seconds the background re-embedding still needs (estimate)."
+        )
+        estimate.add_metric([], float(info_now.get("estimate_s") or 0.0))
+        yield estimate
+        sizes = GaugeMetricFamily(
+            "newsdesk_vector_generation_bytes",
+            "Bytes of vectors each vector generation of the store holds (its disk cost).",
+            labels=["generation", "vectors_id", "state"],
+        )
+        for row in state.generation_info:
+            sizes.add_metric([str(row["id"]), str(row["vectors_id"]), str(row["state"])], row["vector_bytes"])
+        yield sizes
         ready = GaugeMetricFamily("newsdesk_ready", "1 when a model is served.")
         ready.add_metric([], 1.0 if model is not None else 0.0)
         yield ready

@@ -35,8 +35,8 @@ from typing import Any, Literal
 import numpy as np
 
 from model.articles.article import article_from_record
-from model.bundle import VERSION_PATTERN, BundleRegistry
-from model.encoders.registry import encoder_name, vectors_id
+from model.bundle import VERSION_PATTERN, BundleRegistry, read_manifest
+from model.encoders.registry import encoder_name, manifest_encoder, vectors_id
 from model.errors import NewsDeskError
 from model.ledger import ledger_events, record_event
 from model.store import ArticleStore
@@ -183,6 +183,12 @@ class Retrainer:
                 raise RuntimeError(f"training compare failed (exit {code}); see log_tail")
             job.comparison = json.loads(report.read_text(encoding="utf-8"))
             job.reasons = list(job.comparison.get("reasons", []))
+            other_encoder = await asyncio.to_thread(_vectors_of, challenger) != vectors_id(champion.embedder)
+            if code == 0 and other_encoder:
+                # Passing the gate is not enough: every stored article would be re-embedded. A
+                # person decides that (POST /v1/admin/promote says first how long it will take).
+                job.reasons.append("the challenger is on another encoder: promote it by hand")
+                code = 1
             if code == 0:
                 reason = "passed the gate: " + "; ".join(job.reasons)
                 await self._promote(job, challenger, "promoted", reason, details=job.comparison)
@@ -194,7 +200,8 @@ class Retrainer:
                     self.root,
                     challenger.name,
                     "rejected",
-                    "failed the gate: " + "; ".join(job.reasons),
+                    ("not promoted automatically: " if other_encoder else "failed the gate: ")
+                    + "; ".join(job.reasons),
                     details=_summary(job.comparison),
                 )
                 job.state = "rejected"
@@ -256,13 +263,52 @@ class Retrainer:
             record_event, self.root, folder.name, decision, reason, details=_summary(details)
         )
         result = await self.state.reload(folder=folder, force=True)
-        job.say(f"serving {result.model_version} (was {result.previous_version}) after {result.seconds:.1f}s")
+        if result.pending is not None:
+            # Another encoder: every stored article is re-embedded first, the live bundle serving.
+            job.reembedding = result.pending
+            left = int(str(result.pending["total"])) - int(str(result.pending["done"]))
+            estimate = result.pending.get("estimate_s")
+            job.say(
+                f"{folder.name} encodes with {result.pending['vectors_id']}: re-embedding {left} stored "
+                f"articles before it serves"
+                + (f", about {float(str(estimate)):.0f}s" if estimate is not None else "")
+            )
+            job.phase = "re-embedding stored articles"
+            if not await self._await_switch(job, folder):
+                return
+            job.say(f"serving {folder.name} after the re-embedding")
+        else:
+            job.say(
+                f"serving {result.model_version} (was {result.previous_version}) after {result.seconds:.1f}s"
+            )
         job.state = "promoted"
         logger.info("promoted %s: %s", folder.name, reason)
         job.phase = "re-classifying stored articles"
         await self._reclassify(job)
         job.phase = "done"
         job.finished_at = now()
+
+    async def _await_switch(self, job: Job, folder: Path, poll_s: float = 0.5) -> bool:
+        """Wait until the pending bundle in ``folder`` serves; False (the job failed) when its
+        re-embedding failed or another reload replaced it."""
+        while True:
+            pending = self.state.pending
+            model = self.state.model
+            if model is not None and model.path is not None and Path(model.path) == folder:
+                job.reembedding = None
+                return True
+            if pending is None or pending.folder != folder or pending.phase == "failed":
+                job.state = "failed"
+                job.error = (
+                    f"re-embedding failed: {pending.error}"
+                    if pending is not None and pending.folder == folder
+                    else "another bundle was loaded before the re-embedding finished"
+                )
+                job.phase = "done"
+                job.finished_at = now()
+                return False
+            job.reembedding = pending.as_dict()
+            await asyncio.sleep(poll_s)
 
     async def _reclassify(self, job: Job) -> None:
         """Re-tag every stored article with the live model from its stored vector, in chunks."""
@@ -369,6 +415,11 @@ def _last_attempt(root: Path, manifest: dict[str, Any]) -> datetime:
             moments.append(events[-1].moment)
     aware = [m if m.tzinfo else m.replace(tzinfo=UTC) for m in moments]
     return max(aware, default=datetime.fromtimestamp(0, UTC))
+
+
+def _vectors_of(folder: Path) -> str:
+    """Which vectors the bundle in ``folder`` makes."""
+    return manifest_encoder(read_manifest(folder))[1]
 
 
 def _next_chunk(store: ArticleStore, seq: int) -> list[Any]:

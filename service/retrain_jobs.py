@@ -39,6 +39,8 @@ class Job:
     to_reclassify: int = 0
     reclassify_done: bool = False
     error: str | None = None
+    # A promotion of a bundle on another encoder: the re-embedding it waits for (as /readyz shows it).
+    reembedding: dict[str, Any] | None = None
     log: deque[str] = field(default_factory=lambda: deque(maxlen=200))
 
     def say(self, line: str) -> None:
@@ -64,5 +66,6 @@ class Job:
             },
             "comparison": self.comparison,
             "error": self.error,
+            "reembedding": self.reembedding,
             "log_tail": list(self.log)[-log_lines:],
         }

@@ -40,6 +40,11 @@ class JobOut(BaseModel):
         description="`python -m training compare`'s JSON: every metric of both with 95% intervals."
     )
     error: str | None = None
+    reembedding: dict[str, Any] | None = Field(
+        None,
+        description="A bundle on another encoder: the stored articles' re-embedding the switch waits for, "
+        "with `estimate_s` (how long it will take) from the start.",
+    )
     log_tail: list[str] = Field(description="The last lines the job logged (training's stderr included).")
 
 

@@ -517,14 +517,37 @@ class ReadyOut(BaseModel):
         default_factory=list,
         description="Ready, but worth knowing: e.g. the bundle was trained on too little data.",
     )
+    reembedding: dict[str, Any] | None = Field(
+        None,
+        description="A bundle on another encoder waiting for its vectors while the live one serves: "
+        "`model_version`, `vectors_id`, `generation`, `phase`, `done` of `total` stored articles, "
+        "`seconds`, `articles_per_s`, `estimate_s` (seconds left), `error`.",
+    )
+    generations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The store's vector generations: `id`, `vectors_id`, `state` (building, complete, "
+        "live, retired), `filled_seq`, `bundle_version`, `rows`, `vector_bytes` (their disk cost).",
+    )
 
 
 class ReloadOut(BaseModel):
-    changed: bool = Field(description="False when the newest bundle was already being served.")
+    changed: bool = Field(description="False when the newest bundle was already being served, or is pending.")
     previous_version: str | None
-    model_version: str
+    model_version: str = Field(description="The version serving now.")
     restored_articles: int = Field(description="Stored articles re-added to the new model's index.")
     seconds: float
+    pending: dict[str, Any] | None = Field(
+        None,
+        description="Set when the bundle is on another encoder than the stored vectors: it waits while "
+        "they are re-embedded in the background (as `reembedding` in /readyz, with `estimate_s`); "
+        "the live bundle serves meanwhile and both switch at once when done.",
+    )
+
+
+class GenerationsOut(BaseModel):
+    live: int | None = Field(description="The live generation's id.")
+    generations: list[dict[str, Any]] = Field(description="As `generations` in /readyz.")
+    reembedding: dict[str, Any] | None = Field(None, description="As in /readyz.")
 
 
 class ProblemOut(BaseModel):

@@ -4,7 +4,9 @@ A request takes the current `NewsModel` reference once and uses it to the end, s
 (which builds the new model fully before swapping the reference) never changes a model under
 a request in flight. Index and store writes go through ``write_lock``; a reload takes it only for
 its last step (re-adding what was ingested meanwhile, then swapping), so ingests wait for
-milliseconds, never fail.
+milliseconds, never fail. A bundle on another encoder than the store's live vectors is *pending*:
+the live one serves on while its vector generation fills in the background (`service.generations`),
+then both switch at once.
 """
 
 from __future__ import annotations
@@ -26,13 +28,26 @@ from model.encoders.registry import manifest_encoder, vectors_id
 from model.errors import NewsDeskError
 from model.news_model import NewsModel
 from model.store import ArticleStore, open_store
-from model.store.base import StoreRows, record_vectors_id, stored_vectors_id
+from model.store.base import GenerationStore, StoreRows, record_vectors_id, stored_vectors_id
 from model.store.shared import LIVE_VERSION_KEY, SharedArticleStore
 from model.store.writers import WriterLock, hold_writer
 from service.auth import RateLimiter, build_keyring
 from service.batching import MicroBatcher
 from service.config import Settings
-from service.errors import ModelUnavailableError, StoreUnavailableError, VectorsMismatchError
+from service.errors import (
+    GenerationNotFoundError,
+    ModelUnavailableError,
+    StoreUnavailableError,
+    VectorsMismatchError,
+)
+from service.generations import (
+    Pending,
+    fill_and_switch,
+    generation_store,
+    live_bundle_folder,
+    needs_generation,
+    stage,
+)
 from service.observability import Metrics
 
 logger = logging.getLogger(__name__)
@@ -45,6 +60,8 @@ class ReloadResult:
     model_version: str
     restored_articles: int
     seconds: float
+    # A bundle on another encoder: still serving ``model_version``; this one fills its vectors.
+    pending: dict[str, object] | None = None
 
 
 @dataclass
@@ -78,6 +95,13 @@ def release_free_heap() -> None:
 def _bundle_vectors(folder: Path) -> str:
     """Which vectors the bundle in ``folder`` makes (its manifest's encoder)."""
     return manifest_encoder(read_manifest(folder))[1]
+
+
+def _fitting(embedder: Encoder | None, folder: Path) -> Encoder | None:
+    """``embedder`` when the bundle in ``folder`` encodes with it, else None (the bundle builds its own)."""
+    if embedder is not None and vectors_id(embedder) != _bundle_vectors(folder):
+        return None
+    return embedder
 
 
 class ServiceState:
@@ -119,6 +143,12 @@ class ServiceState:
         # of another encoder is never compared with them (`check_shared_vectors`).
         self.store_vectors: str | None = None
         self._stopping = threading.Event()  # set at shutdown: background work stops early
+        # A bundle on another encoder waiting for its vector generation (`service.generations`).
+        self.pending: Pending | None = None
+        self._pending_task: asyncio.Task[None] | None = None
+        # The store's vector generations with their sizes, as /readyz and /metrics show them
+        # (refreshed after a start, a switch or a retirement: counting them reads every row).
+        self.generation_info: list[dict[str, object]] = []
 
     # --- what routes ask for ---------------------------------------------------------------
 
@@ -203,7 +233,16 @@ class ServiceState:
     async def _load_model(self, folder: Path) -> None:
         started = time.perf_counter()
         try:
-            model, restored = await asyncio.to_thread(self._build, folder, self._embedder)
+            serve, later = await asyncio.to_thread(self._plan_start, folder)
+            if serve is None:
+                # Nothing on record serves the store's live vectors: fill this bundle's generation
+                # before it serves (the fill swaps the model in when done).
+                self.progress.phase = "re-embedding stored articles"
+                model = await asyncio.to_thread(self._load_only, folder, self._embedder)
+                await self._begin_pending(folder, model, wait=True)
+                self.settled.set()
+                return
+            model, restored = await asyncio.to_thread(self._build, serve, _fitting(self._embedder, serve))
         except NewsDeskError as error:
             self.model_error = str(error)
             self.progress.phase = "failed"
@@ -228,6 +267,120 @@ class ServiceState:
         )
         # The ANN graph (past 50k articles) is built after ready; search is exact meanwhile.
         self._ann_task = asyncio.get_running_loop().create_task(self._after_ready(model), name="build-ann")
+        await self.refresh_generations()
+        if later is not None:
+            # The bundle to serve is on another encoder (a switch a restart interrupted): the one on
+            # the live vectors serves while its generation fills, resuming where it stopped.
+            try:
+                pending = await asyncio.to_thread(self._load_only, later, self._embedder)
+                await self._begin_pending(later, pending)
+            except NewsDeskError as error:
+                logger.error("pending bundle %s cannot load: %s", later.name, error)
+
+    def _plan_start(self, folder: Path) -> tuple[Path | None, Path | None]:
+        """(the bundle to serve now, one to stage as pending): ``folder`` alone when the store's
+        live vectors are its encoder's; else the bundle last served on them, with ``folder``
+        pending; (None, folder) when no such bundle is at hand."""
+        if not needs_generation(self, _bundle_vectors(folder)):
+            return folder, None
+        live = live_bundle_folder(self)
+        logger.warning(
+            "bundle %s encodes with another encoder than the stored vectors: %s",
+            folder.name,
+            f"serving {live.name} while its vectors are made" if live else "making its vectors first",
+        )
+        return live, folder
+
+    def _load_only(self, folder: Path, embedder: Encoder | None) -> NewsModel:
+        """The bundle alone (no stored rows restored), its encoder warmed up."""
+        model = NewsModel.load(folder, embedder=_fitting(embedder, folder), encoder=self.settings.encoder)
+        model.embedder.encode(["warm-up"])
+        return model
+
+    async def _begin_pending(self, folder: Path, model: NewsModel, *, wait: bool = False) -> Pending:
+        """Stage ``model`` as pending and start its worker (``wait``: run it to the switch)."""
+        pending = await asyncio.to_thread(stage, self, folder, model)
+        self.pending = pending
+        if wait:
+            await fill_and_switch(self, pending)
+            if self.pending is pending:  # the fill failed: say why in /readyz
+                self.model_error = f"re-embedding for bundle {model.version} failed: {pending.error}"
+                self.progress.phase = "failed"
+            return pending
+        self._pending_task = asyncio.get_running_loop().create_task(
+            fill_and_switch(self, pending), name="re-embed"
+        )
+        return pending
+
+    async def _cancel_pending(self) -> None:
+        """Stop the worker (its generation keeps what it filled: a later stage resumes)."""
+        task, self._pending_task = self._pending_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.pending = None
+
+    async def after_switch(self, model: NewsModel) -> None:
+        """A generation switch swapped ``model`` in: retire generations past the kept ones, build
+        its graph and snapshot."""
+        store = generation_store(self)
+        if store is not None:
+            old = [g for g in await asyncio.to_thread(store.generations) if g.state == "complete"]
+            old.sort(key=lambda g: (g.switched_at is not None, g.switched_at, g.id), reverse=True)
+            for generation in old[self.settings.keep_generations :]:
+                freed = await asyncio.to_thread(store.retire_generation, generation.id)
+                logger.info(
+                    "retired vector generation %d (%s): %d bytes of vectors dropped",
+                    generation.id,
+                    generation.vectors_id,
+                    freed,
+                )
+        await self.refresh_generations()
+        self._ann_task = asyncio.get_running_loop().create_task(self._after_ready(model), name="build-ann")
+
+    async def retire_generation(self, generation: int) -> int:
+        """Drop a kept generation's vectors (not the live one, nor the one a pending bundle fills)."""
+        store = generation_store(self)
+        known = {g.id: g for g in await asyncio.to_thread(store.generations)} if store is not None else {}
+        found = known.get(generation)
+        pending = self.pending
+        if store is None or found is None or found.state in ("live", "retired"):
+            raise GenerationNotFoundError(f"no kept vector generation {generation} to retire")
+        if pending is not None and pending.generation == generation:
+            raise GenerationNotFoundError(f"vector generation {generation} is filling for a pending bundle")
+        freed = await asyncio.to_thread(store.retire_generation, generation)
+        await self.refresh_generations()
+        return freed
+
+    async def refresh_generations(self) -> list[dict[str, object]]:
+        """Read the store's generations with their sizes (for /readyz, /metrics, the admin API)."""
+        store = generation_store(self)
+        if store is None:
+            return []
+
+        def read() -> list[dict[str, object]]:
+            rows = []
+            for generation in store.generations():
+                count, size = store.generation_bytes(generation.id)
+                rows.append(
+                    {
+                        "id": generation.id,
+                        "vectors_id": generation.vectors_id,
+                        "state": generation.state,
+                        "filled_seq": generation.filled_seq,
+                        "bundle_version": generation.bundle_version,
+                        "rows": count,
+                        "vector_bytes": size,
+                    }
+                )
+            return rows
+
+        try:
+            self.generation_info = await asyncio.to_thread(read)
+        except NewsDeskError as error:
+            logger.warning("could not read the vector generations: %s", error)
+        return self.generation_info
 
     async def _after_ready(self, model: NewsModel) -> None:
         """Build the ANN graph, then snapshot the index so the next start skips both."""
@@ -244,7 +397,7 @@ class ServiceState:
 
     async def stop(self) -> None:
         self._stopping.set()
-        for task in (self._loading, self._ann_task):
+        for task in (self._loading, self._ann_task, self._pending_task):
             if task is not None and not task.done():
                 task.cancel()
         await self.batcher.stop()
@@ -289,6 +442,10 @@ class ServiceState:
         self.progress.stored = self.store.count()
         restored = model.restore_from(StoreRows(self.store), self.snapshot_dir, progress=self._restored)
         self.snapshot_used = restored.from_snapshot
+        if isinstance(self.store, GenerationStore) and (live := self.store.live_generation()) is not None:
+            # Which bundle serves the live vectors: a start that finds a newer bundle on another
+            # encoder serves this one while that one's vectors are made.
+            self.store.set_generation_bundle(live.id, model.version)
         return model, restored.articles
 
     def _restored(self, count: int) -> None:
@@ -319,13 +476,29 @@ class ServiceState:
             current = self.model
             folder = await asyncio.to_thread(resolve_bundle, folder or self.settings.bundle)
             previous = current.version if current is not None else None
+            pending = self.pending
+            if pending is not None and pending.folder == folder and pending.phase != "failed":
+                # Already on its way: say how far.
+                version = current.version if current is not None else pending.model.version
+                seconds = time.perf_counter() - started
+                return ReloadResult(False, previous, version, 0, seconds, pending.as_dict())
             if (
                 current is not None
                 and not force
                 and current.path is not None
                 and Path(current.path) == folder
             ):
+                await self._cancel_pending()  # back to the live one: the fill stops (resumable)
                 return ReloadResult(False, previous, current.version, 0, time.perf_counter() - started)
+            await self._cancel_pending()
+            vectors = await asyncio.to_thread(_bundle_vectors, folder)
+            if current is not None and await asyncio.to_thread(needs_generation, self, vectors):
+                # Another encoder than the store's live vectors: the live bundle serves on.
+                model = await asyncio.to_thread(self._load_only, folder, self._embedder)
+                staged = await self._begin_pending(folder, model)
+                seconds = time.perf_counter() - started
+                logger.info("reload: bundle %s pending while its vectors are made", model.version)
+                return ReloadResult(False, previous, current.version, 0, seconds, staged.as_dict())
             # Reuse the loaded encoder when the new bundle is on the same one (the loader checks), so
             # there is no second copy in memory; a bundle on another encoder builds its own.
             embedder = current.embedder if current is not None else self._embedder

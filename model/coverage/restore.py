@@ -8,9 +8,10 @@ rows stored after it. A snapshot of another bundle, or one the store has lost ro
 takedown), is not used: then every stored row is restored.
 
 Vectors are only ever mixed with vectors of the same encoder (its ``vectors_id``; two encoders
-may both be 384 wide). The store records whose its vectors are; when that is not the bundle's
-encoder, the restore re-embeds every stored article from its text and writes the new vectors
-back before it records the bundle's encoder, so the store never holds two encoders' vectors.
+may both be 384 wide). A store keeps each encoder's vectors as a generation of their own
+(`model.store.base.GenerationStore`) and the source hands out one generation's rows; a source of
+another encoder's vectors is refused (`VectorsMismatch`), never re-embedded here: filling a new
+generation in the background and switching to it is the service's job (`service.generations`).
 
 `NewsModel.restore_from`, `.restore_new`, `.write_snapshot` are the calls; this module is what they
 do. The store is reached through `RowSource`, so nothing here knows a backend.
@@ -77,11 +78,13 @@ class RowSource(Protocol):
         """Which encoder made the stored vectors; None when nothing is stored."""
         ...
 
-    def set_vectors_id(self, vectors_id: str) -> None: ...
-
-    def replace_vectors(self, rows: Sequence[tuple[str, npt.NDArray[np.float32]]]) -> None:
-        """Overwrite stored vectors with re-embedded ones."""
+    def set_vectors_id(self, vectors_id: str) -> None:
+        """Record the encoder of a store nothing was recorded in yet."""
         ...
+
+
+class VectorsMismatch(NewsDeskError):
+    """The source's vectors are another encoder's than the model's: they are never compared."""
 
 
 class Restorable(Protocol):
@@ -117,12 +120,10 @@ def add_stored_rows(
     chunk: int = CHUNK,
     progress: Callable[[int], None] | None = None,
     restored: int = 0,
-    reembed: bool = False,
 ) -> tuple[int, int]:
-    """Re-add the stored articles after ``since`` with their stored vectors and story ids.
+    """Re-add the stored articles after ``since`` with their stored vectors and story ids (the
+    source's vectors are the model's encoder's: `StoredRows.restore` checks).
 
-    ``reembed`` (the store's vectors are another encoder's): embed each article's text afresh and
-    write the vectors back to the store. Vectors of another width are re-embedded too.
     ``progress`` is told the running total (``restored`` plus the rows read so far).
     Returns (articles added, last seq).
     """
@@ -145,13 +146,11 @@ def add_stored_rows(
         ]
         story_ids = [row.story_id for row in batch]
         dims = {row.embedding.shape[0] for row in batch}
-        if dims == {dim} and not reembed:
+        if dims == {dim}:
             vectors = np.stack([row.embedding for row in batch])
-        else:
-            if not reembed:
-                logger.warning("stored vectors have dim %s, the bundle's encoder %d: re-embedding", dims, dim)
+        else:  # a damaged row: its text still tells where it belongs
+            logger.warning("stored vectors have dim %s, the encoder %d: embedding those afresh", dims, dim)
             vectors = model.embed([article_from_record(row.record, require_text=False) for row in batch])
-            source.replace_vectors([(row.id, vector) for row, vector in zip(batch, vectors, strict=True)])
         added += model.restore(articles, vectors, story_ids)
         restored += len(batch)
         if progress is not None:
@@ -182,9 +181,6 @@ class StoredRows:
         self.last_seq = 0
         self.from_snapshot = False
         self._graph_at_restore = False
-        # Set by `restore` when the store's vectors are another encoder's: then every row read is
-        # re-embedded (the ones a reload catches up on too) and the snapshot is not used.
-        self.reembed = False
         # A restored row's record stays in the store until something reads it.
         model.index.record_loader = source.record
 
@@ -192,37 +188,28 @@ class StoredRows:
         self, snapshot_dir: Path | None = None, progress: Callable[[int], None] | None = None
     ) -> Restored:
         """Every stored row: from the snapshot in ``snapshot_dir`` and the rows after it when it
-        serves, else from the store alone (re-embedding every row when the store's vectors are
-        another encoder's)."""
+        serves, else from the store alone. Raises `VectorsMismatch` when the source's vectors are
+        another encoder's."""
         mine, stored = vectors_id(self.model.embedder), self.source.vectors_id()
-        self.reembed = stored is not None and stored != mine
-        if self.reembed:
-            logger.warning(
-                "the store's vectors were made by %s, this bundle's encoder is %s: re-embedding %d "
-                "stored articles",
-                stored,
-                mine,
-                self.source.count(),
+        if stored is not None and stored != mine:
+            raise VectorsMismatch(
+                f"the stored vectors were made by {stored}, bundle {self.version} encodes with {mine}: "
+                "they are never compared; its own vector generation must be filled first"
             )
-        usable = snapshot_dir is not None and not self.reembed
-        loaded = self._from_snapshot(snapshot_dir, progress) if usable else None  # type: ignore[arg-type]
+        loaded = self._from_snapshot(snapshot_dir, progress) if snapshot_dir is not None else None
         self.from_snapshot = loaded is not None
         if loaded is None:
             if progress is not None:
                 progress(0)
-            loaded, self.last_seq = add_stored_rows(
-                self.model, self.source, progress=progress, reembed=self.reembed
-            )
-        if stored != mine:
+            loaded, self.last_seq = add_stored_rows(self.model, self.source, progress=progress)
+        if stored is None:
             self.source.set_vectors_id(mine)
         self._graph_at_restore = self.model.index.has_graph
         return Restored(loaded, self.last_seq, self.from_snapshot)
 
     def restore_new(self) -> int:
         """Re-add the rows stored since the last restore (a reload catching up); returns how many."""
-        added, self.last_seq = add_stored_rows(
-            self.model, self.source, since=self.last_seq, reembed=self.reembed
-        )
+        added, self.last_seq = add_stored_rows(self.model, self.source, since=self.last_seq)
         return added
 
     def _from_snapshot(self, folder: Path, progress: Callable[[int], None] | None) -> int | None:

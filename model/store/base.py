@@ -202,6 +202,97 @@ class ArticleStore(Protocol):
     def close(self) -> None: ...
 
 
+# --- vector generations: one encoder's vectors for the stored articles -------------------------
+
+GENERATION_STATES = ("building", "complete", "live", "retired")
+
+
+@dataclass(frozen=True, slots=True)
+class VectorGeneration:
+    """One encoder's vectors for the stored articles (``vectors_id``: `model.encoders.registry`).
+
+    ``state``: *building* (being filled beside the live one), *complete* (every row up to
+    ``filled_seq`` has its vector; a generation switched away from stays so, for a rollback),
+    *live* (the one ingest writes and search reads; always complete), *retired* (vectors dropped).
+    ``filled_seq``: the store seq up to which every row has a vector here (the live one: all).
+    ``bundle_version``: the bundle last served on it (a start serves it while another fills).
+    """
+
+    id: int
+    vectors_id: str
+    state: str
+    filled_seq: int
+    bundle_version: str | None = None
+    created_at: datetime | None = None
+    switched_at: datetime | None = None
+
+
+@runtime_checkable
+class GenerationStore(Protocol):
+    """A store that keeps vector generations side by side (SQLite today). A generation is filled by
+    whoever holds the re-embedding lease (the service's background worker, or an offline filler
+    through the same calls: `generations`, `open_generation`, `rows_missing`,
+    `put_generation_vectors`, `mark_generation_filled`), then switched to at once."""
+
+    def generations(self) -> list[VectorGeneration]:
+        """Every generation, live first, then newest first."""
+        ...
+
+    def live_generation(self) -> VectorGeneration | None:
+        """The generation ingest writes and search reads; None in a store nothing was recorded in."""
+        ...
+
+    def open_generation(self, vectors_id: str) -> VectorGeneration:
+        """The generation for ``vectors_id``: the existing one (a retired one reopens empty), else a
+        new *building* one; the first of an empty store is live at once."""
+        ...
+
+    def rows_missing(self, generation: int, after_seq: int, limit: int) -> list[RestoreRow]:
+        """Up to ``limit`` stored rows after ``after_seq`` (in seq order) that have no vector in
+        ``generation`` yet; their ``embedding`` is empty."""
+        ...
+
+    def missing_count(self, generation: int) -> int:
+        """How many stored rows have no vector in ``generation``."""
+        ...
+
+    def put_generation_vectors(
+        self,
+        generation: int,
+        rows: Sequence[tuple[str, npt.NDArray[np.float32]]],
+        filled_seq: int | None = None,
+    ) -> None:
+        """Write (article id, vector) rows into ``generation`` and, when given, advance its
+        ``filled_seq`` in the same transaction (so a killed filler resumes where it stopped)."""
+        ...
+
+    def mark_generation_filled(self, generation: int) -> VectorGeneration:
+        """A *building* generation with no row missing becomes *complete*; raises `StoreError`
+        while rows are missing."""
+        ...
+
+    def switch_generation(self, generation: int, bundle_version: str | None) -> VectorGeneration:
+        """Make ``generation`` live at once (one transaction; it must have no row missing): the one
+        live before stays *complete*, ingest writes the new one from now on."""
+        ...
+
+    def set_generation_bundle(self, generation: int, bundle_version: str) -> None: ...
+
+    def retire_generation(self, generation: int) -> int:
+        """Drop a non-live generation's vectors; returns the vector bytes it held."""
+        ...
+
+    def generation_bytes(self, generation: int) -> tuple[int, int]:
+        """(rows, vector bytes) ``generation`` holds."""
+        ...
+
+    def take_reembed_lease(self, owner: str, seconds: float) -> bool:
+        """Take (or renew) the one re-embedding lease for ``seconds``; False while another holds it."""
+        ...
+
+    def release_reembed_lease(self, owner: str) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RestoreRow:
     """What a restart needs of a stored article: no classification, no history."""
@@ -214,12 +305,15 @@ class RestoreRow:
     published_at: datetime | None
 
 
-def restore_rows(store: ArticleStore, since: int = 0, chunk: int = 5000) -> Iterator[RestoreRow]:
+def restore_rows(
+    store: ArticleStore, since: int = 0, chunk: int = 5000, generation: int | None = None
+) -> Iterator[RestoreRow]:
     """Stored articles after ``since`` for a restart: the backend's light reader when it has one
-    (``restore_rows``: fewer columns, less JSON to parse), else `ArticleStore.iter_since`."""
+    (``restore_rows``: fewer columns, less JSON to parse), else `ArticleStore.iter_since`. With a
+    ``generation``, its vectors (rows it lacks are left out), else the live generation's."""
     light = getattr(store, "restore_rows", None)
     if light is not None:
-        yield from light(since, chunk)
+        yield from light(since, chunk, generation) if generation is not None else light(since, chunk)
         return
     for stored in store.iter_since(since, chunk):
         yield RestoreRow(
@@ -228,8 +322,12 @@ def restore_rows(store: ArticleStore, since: int = 0, chunk: int = 5000) -> Iter
 
 
 def stored_vectors_id(store: Any) -> str | None:
-    """Which encoder made ``store``'s vectors: its record, MiniLM for rows stored before the record
-    was kept, None for an empty store (any encoder may start it)."""
+    """Which encoder made ``store``'s live vectors: its live generation, else its record, MiniLM
+    for rows stored before the record was kept, None for an empty store (any encoder may start it)."""
+    if isinstance(store, GenerationStore):
+        live = store.live_generation()
+        if live is not None:
+            return live.vectors_id
     recorded = store.get_meta(VECTORS_KEY) if hasattr(store, "get_meta") else None
     if recorded:
         return str(recorded)
@@ -237,17 +335,21 @@ def stored_vectors_id(store: Any) -> str | None:
 
 
 def record_vectors_id(store: Any, vectors_id: str) -> None:
-    """Record that ``store``'s vectors are now ``vectors_id``'s."""
-    if hasattr(store, "set_meta"):
+    """Record that ``store``'s vectors are ``vectors_id``'s (a store that starts empty)."""
+    if isinstance(store, GenerationStore):
+        store.open_generation(vectors_id)
+    elif hasattr(store, "set_meta"):
         store.set_meta(VECTORS_KEY, vectors_id)
 
 
 class StoreRows:
     """A store as the rows a model restores from (`model.coverage.restore.RowSource`): the light
-    reader in ``seq`` order, and one article's record, read when a restored row is first used."""
+    reader in ``seq`` order with one generation's vectors (the live one unless named), and one
+    article's record, read when a restored row is first used."""
 
-    def __init__(self, store: ArticleStore) -> None:
+    def __init__(self, store: ArticleStore, generation: int | None = None) -> None:
         self.store = store
+        self.generation = generation
 
     def count(self) -> int:
         return self.store.count()
@@ -256,21 +358,19 @@ class StoreRows:
         return self.store.last_seq()
 
     def rows_since(self, since: int, chunk: int) -> Iterator[RestoreRow]:
-        return restore_rows(self.store, since, chunk)
+        return restore_rows(self.store, since, chunk, self.generation)
 
     def record(self, article_id: str) -> dict[str, Any] | None:
         stored = self.store.get(article_id)
         return stored.record if stored is not None else None
 
     def vectors_id(self) -> str | None:
+        if self.generation is not None and isinstance(self.store, GenerationStore):
+            for generation in self.store.generations():
+                if generation.id == self.generation:
+                    return generation.vectors_id
+            raise StoreError(f"no vector generation {self.generation} in the store")
         return stored_vectors_id(self.store)
 
     def set_vectors_id(self, vectors_id: str) -> None:
         record_vectors_id(self.store, vectors_id)
-
-    def replace_vectors(self, rows: Sequence[tuple[str, npt.NDArray[np.float32]]]) -> None:
-        """Write re-embedded vectors back, so the store holds one encoder's only."""
-        replace = getattr(self.store, "replace_embeddings", None)
-        if replace is None:
-            raise StoreError("this store cannot rewrite its vectors; re-embed it with its own tools")
-        replace(rows)

@@ -6,10 +6,12 @@ a power cut).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -20,13 +22,22 @@ import numpy as np
 import numpy.typing as npt
 
 from model.articles.language import record_language
+from model.encoders.base import DEFAULT_MODEL_NAME as LEGACY_VECTORS_ID
 from model.feedback import CORRECTION_COLUMNS, PAIR_FEEDBACK_COLUMNS, Correction, PairFeedback
-from model.store.base import ArticleQuery, RestoreRow, StoredArticle, StoreError, StorySummary
+from model.store.base import (
+    VECTORS_KEY,
+    ArticleQuery,
+    RestoreRow,
+    StoredArticle,
+    StoreError,
+    StorySummary,
+    VectorGeneration,
+)
 from model.store.filters import SQLITE, article_filters
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _CREATE_V1 = """
 CREATE TABLE IF NOT EXISTS articles (
@@ -89,7 +100,34 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE articles ADD COLUMN language TEXT;
     CREATE INDEX IF NOT EXISTS articles_language ON articles (language, published_at);
     """,
+    # 3 -> 4: vector generations. The articles' own vector column stays generation 0 (no copy of
+    # the archive); a later encoder's vectors live beside it, keyed (generation, article id), and
+    # become live together with the bundle that makes them (`switch_generation`). A row whose
+    # generation-0 vector was never made (ingested while another generation was live) holds an
+    # empty blob there. Generation 0 is recorded in the same transaction (`_record_generation_0`).
+    3: """
+    CREATE TABLE IF NOT EXISTS vector_generations (
+        id INTEGER PRIMARY KEY,
+        vectors_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        filled_seq INTEGER NOT NULL DEFAULT 0,
+        bundle_version TEXT,
+        created_at TEXT NOT NULL,
+        switched_at TEXT
+    );
+    CREATE UNIQUE INDEX IF NOT EXISTS vector_generations_open ON vector_generations (vectors_id)
+        WHERE state <> 'retired';
+    CREATE TABLE IF NOT EXISTS generation_vectors (
+        generation INTEGER NOT NULL,
+        article_id TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        PRIMARY KEY (generation, article_id)
+    ) WITHOUT ROWID;
+    """,
 }
+
+LEASE_KEY = "reembed_lease"  # meta: "owner expiry" of the one re-embedding worker
+_GENERATION_COLUMNS = "id, vectors_id, state, filled_seq, bundle_version, created_at, switched_at"
 
 
 # What opening a store from before the editors' workspace read-only (no migration) reports.
@@ -159,6 +197,8 @@ class SqliteArticleStore:
                     self._db.execute(statement)
             if version == 2:
                 self._fill_languages()
+            if version == 3:
+                self._record_generation_0()
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version + 1),))
             self._db.execute("COMMIT")
         except BaseException:
@@ -182,10 +222,38 @@ class SqliteArticleStore:
             )
             seq = rows[-1][0]
 
-    _COLUMNS = (
-        "seq, id, canonical_url, record, embedding, story_id, classification, duplicate_of, "
+    def _record_generation_0(self) -> None:
+        """The vectors already stored are generation 0, live (inside the migration's transaction):
+        the recorded encoder's, MiniLM's in a store from before it was recorded. An empty store
+        records none: its first bundle's encoder starts it (`open_generation`)."""
+        recorded = self._db.execute("SELECT value FROM meta WHERE key = ?", (VECTORS_KEY,)).fetchone()
+        stored = self._db.execute("SELECT EXISTS (SELECT 1 FROM articles)").fetchone()[0]
+        if recorded or stored:
+            self._db.execute(
+                "INSERT INTO vector_generations (id, vectors_id, state, created_at) VALUES (0, ?, 'live', ?)",
+                (recorded[0] if recorded else LEGACY_VECTORS_ID, _iso(datetime.now(UTC))),
+            )
+
+    # The vector column every article read returns: the live generation's (`_embedding_sql`).
+    _OTHER_COLUMNS = (
+        "canonical_url, record, {embedding}, story_id, classification, duplicate_of, "
         "model_version, published_at, created_at, related, labels"
     )
+
+    @property
+    def _columns(self) -> str:
+        return "seq, id, " + self._OTHER_COLUMNS.format(embedding=self._embedding_sql(self._live_id()))
+
+    @staticmethod
+    def _embedding_sql(generation: int) -> str:
+        """The vector of ``generation`` for a row of ``articles`` (an empty blob where it has none);
+        ``generation`` is an int from our own table, so it is written into the SQL as a literal."""
+        if generation == 0:
+            return "articles.embedding"
+        return (
+            "COALESCE((SELECT v.embedding FROM generation_vectors AS v "
+            f"WHERE v.generation = {int(generation)} AND v.article_id = articles.id), x'')"
+        )
 
     @staticmethod
     def _row(row: tuple[Any, ...]) -> StoredArticle:
@@ -255,11 +323,37 @@ class SqliteArticleStore:
             "related, labels, uncertainty, language) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
-        cursors = self._write([(insert, row) for row in rows])
-        return [cursor.rowcount == 1 for cursor in cursors]
+        live = self._live_id()
+        if live == 0:
+            cursors = self._write([(insert, row) for row in rows])
+            return [cursor.rowcount == 1 for cursor in cursors]
+        # Another generation is live: the vector goes there, generation 0 gets none (an empty
+        # blob: a rollback to it embeds these rows first). The caller's write lock keeps the
+        # generation from switching between its encode and this write.
+        new: list[bool] = []
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for row in rows:
+                        inserted = self._db.execute(insert, (*row[:3], b"", *row[4:])).rowcount == 1
+                        if inserted:
+                            self._db.execute(
+                                "INSERT OR REPLACE INTO generation_vectors "
+                                "(generation, article_id, embedding) VALUES (?, ?, ?)",
+                                (live, row[0], row[3]),
+                            )
+                        new.append(inserted)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as error:
+            raise StoreError(f"article store {self.path}: cannot write: {error}") from error
+        return new
 
     def get(self, article_id: str) -> StoredArticle | None:
-        rows = self._query(f"SELECT {self._COLUMNS} FROM articles WHERE id = ?", (article_id,))
+        rows = self._query(f"SELECT {self._columns} FROM articles WHERE id = ?", (article_id,))
         return self._row(rows[0]) if rows else None
 
     def get_many(self, article_ids: Sequence[str]) -> dict[str, StoredArticle]:
@@ -268,14 +362,14 @@ class SqliteArticleStore:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self._query(f"SELECT {self._COLUMNS} FROM articles WHERE id IN ({marks})", chunk):
+            for row in self._query(f"SELECT {self._columns} FROM articles WHERE id IN ({marks})", chunk):
                 article = self._row(row)
                 found[article.id] = article
         return found
 
     def by_story(self, story_id: str, limit: int = 1000) -> list[StoredArticle]:
         rows = self._query(
-            f"SELECT {self._COLUMNS} FROM articles WHERE story_id = ? "
+            f"SELECT {self._columns} FROM articles WHERE story_id = ? "
             "ORDER BY published_at IS NULL, published_at DESC, seq DESC LIMIT ?",
             (story_id, limit),
         )
@@ -285,7 +379,7 @@ class SqliteArticleStore:
         # Keyset pages, not one long cursor: the lock is held per page, so ingests interleave.
         while True:
             rows = self._query(
-                f"SELECT {self._COLUMNS} FROM articles WHERE seq > ? ORDER BY seq LIMIT ?", (seq, chunk)
+                f"SELECT {self._columns} FROM articles WHERE seq > ? ORDER BY seq LIMIT ?", (seq, chunk)
             )
             if not rows:
                 return
@@ -293,12 +387,24 @@ class SqliteArticleStore:
                 yield self._row(row)
             seq = rows[-1][0]
 
-    def restore_rows(self, seq: int = 0, chunk: int = 5000) -> Iterator[RestoreRow]:
-        """`iter_since` for a restart: only the columns a restore needs (see `base.restore_rows`)."""
+    def restore_rows(
+        self, seq: int = 0, chunk: int = 5000, generation: int | None = None
+    ) -> Iterator[RestoreRow]:
+        """`iter_since` for a restart: only the columns a restore needs (see `base.restore_rows`),
+        with ``generation``'s vectors (the live one's by default); rows it lacks are left out."""
+        generation = self._live_id() if generation is None else generation
+        if generation == 0:
+            vector, join = "articles.embedding", "WHERE length(articles.embedding) > 0 AND"
+        else:
+            vector = "v.embedding"
+            join = (
+                f"JOIN generation_vectors AS v ON v.generation = {int(generation)} "
+                "AND v.article_id = articles.id WHERE"
+            )
         while True:
             rows = self._query(
-                "SELECT seq, id, record, embedding, story_id, published_at FROM articles "
-                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT seq, id, record, {vector}, story_id, published_at FROM articles {join} "
+                "seq > ? ORDER BY seq LIMIT ?",
                 (seq, chunk),
             )
             if not rows:
@@ -346,22 +452,258 @@ class SqliteArticleStore:
     def set_meta(self, key: str, value: str) -> None:
         self._write([("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))])
 
-    def replace_embeddings(self, rows: Sequence[tuple[str, npt.NDArray[np.float32]]]) -> None:
-        """Overwrite stored vectors (another encoder's, re-embedded), one transaction."""
-        self._write(
-            [
-                (
-                    "UPDATE articles SET embedding = ? WHERE id = ?",
-                    (np.ascontiguousarray(vector, dtype=np.float32).tobytes(), article_id),
-                )
-                for article_id, vector in rows
-            ]
+    # --- vector generations (`model.store.base.GenerationStore`) -------------------------------
+
+    def _live_id(self) -> int:
+        """The live generation's id (0 in a store without one yet, or read-only from before them)."""
+        live = getattr(self, "_live", None)
+        if live is None:
+            try:
+                with self._lock:
+                    row = self._db.execute(
+                        "SELECT id FROM vector_generations WHERE state = 'live'"
+                    ).fetchone()
+            except sqlite3.Error:
+                row = None  # read-only, a store from before generations: its vectors are the column
+            live = self._live = int(row[0]) if row else 0
+        return live
+
+    @staticmethod
+    def _generation(row: Sequence[Any]) -> VectorGeneration:
+        id_, vectors, state, filled, bundle, created, switched = row
+        return VectorGeneration(
+            int(id_), vectors, state, int(filled), bundle, _time(created), _time(switched)
         )
+
+    def generations(self) -> list[VectorGeneration]:
+        rows = self._query(
+            f"SELECT {_GENERATION_COLUMNS} FROM vector_generations ORDER BY state <> 'live', id DESC"
+        )
+        return [self._generation(row) for row in rows]
+
+    def live_generation(self) -> VectorGeneration | None:
+        live = [g for g in self.generations() if g.state == "live"]
+        return live[0] if live else None
+
+    def _get_generation(self, generation: int) -> VectorGeneration:
+        rows = self._query(
+            f"SELECT {_GENERATION_COLUMNS} FROM vector_generations WHERE id = ?", (generation,)
+        )
+        if not rows:
+            raise StoreError(f"article store {self.path}: no vector generation {generation}")
+        return self._generation(rows[0])
+
+    def open_generation(self, vectors_id: str) -> VectorGeneration:
+        now = _iso(datetime.now(UTC))
+        with self._transaction() as db:
+            found = db.execute(
+                f"SELECT {_GENERATION_COLUMNS} FROM vector_generations WHERE vectors_id = ? "
+                "ORDER BY state = 'retired', id LIMIT 1",
+                (vectors_id,),
+            ).fetchone()
+            if found is not None and found[2] != "retired":
+                return self._generation(found)
+            if found is not None:  # retired: its vectors are gone, fill it again from the start
+                db.execute(
+                    "UPDATE vector_generations SET state = 'building', filled_seq = 0 WHERE id = ?",
+                    (found[0],),
+                )
+                generation = int(found[0])
+            elif db.execute("SELECT COUNT(*) FROM vector_generations").fetchone()[0] == 0:
+                # The store's first: live at once (an empty store, or one whose rows a backfill
+                # just wrote with this encoder before anything was recorded).
+                db.execute(
+                    "INSERT INTO vector_generations (id, vectors_id, state, created_at, switched_at) "
+                    "VALUES (0, ?, 'live', ?, ?)",
+                    (vectors_id, now, now),
+                )
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (VECTORS_KEY, vectors_id)
+                )
+                self._live = 0
+                generation = 0
+            else:
+                generation = int(db.execute("SELECT MAX(id) + 1 FROM vector_generations").fetchone()[0])
+                db.execute(
+                    "INSERT INTO vector_generations (id, vectors_id, state, created_at) "
+                    "VALUES (?, ?, 'building', ?)",
+                    (generation, vectors_id, now),
+                )
+        return self._get_generation(generation)
+
+    def _missing_sql(self, generation: int) -> str:
+        if generation == 0:
+            return "length(articles.embedding) = 0"
+        return (
+            "NOT EXISTS (SELECT 1 FROM generation_vectors AS v "
+            f"WHERE v.generation = {int(generation)} AND v.article_id = articles.id)"
+        )
+
+    def rows_missing(self, generation: int, after_seq: int, limit: int) -> list[RestoreRow]:
+        rows = self._query(
+            "SELECT seq, id, record, story_id, published_at FROM articles "
+            f"WHERE seq > ? AND {self._missing_sql(generation)} ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        empty = np.zeros(0, dtype=np.float32)
+        return [
+            RestoreRow(seq, id_, json.loads(record), empty, story, _time(published))
+            for seq, id_, record, story, published in rows
+        ]
+
+    def missing_count(self, generation: int) -> int:
+        return int(self._query(f"SELECT COUNT(*) FROM articles WHERE {self._missing_sql(generation)}")[0][0])
+
+    def put_generation_vectors(
+        self,
+        generation: int,
+        rows: Sequence[tuple[str, npt.NDArray[np.float32]]],
+        filled_seq: int | None = None,
+    ) -> None:
+        blobs = [
+            (np.ascontiguousarray(vector, dtype=np.float32).tobytes(), article_id)
+            for article_id, vector in rows
+        ]
+        statements: list[tuple[str, Sequence[Any]]]
+        if generation == 0:
+            statements = [("UPDATE articles SET embedding = ? WHERE id = ?", blob) for blob in blobs]
+        else:
+            statements = [
+                (
+                    "INSERT OR REPLACE INTO generation_vectors (generation, article_id, embedding) "
+                    "SELECT ?, id, ? FROM articles WHERE id = ?",  # a row taken down meanwhile: none
+                    (generation, *blob),
+                )
+                for blob in blobs
+            ]
+        if filled_seq is not None:
+            statements.append(
+                (
+                    "UPDATE vector_generations SET filled_seq = MAX(filled_seq, ?) WHERE id = ?",
+                    (filled_seq, generation),
+                )
+            )
+        self._write(statements)
+
+    def mark_generation_filled(self, generation: int) -> VectorGeneration:
+        with self._transaction() as db:
+            self._require_filled(db, generation)
+            db.execute(
+                "UPDATE vector_generations SET state = 'complete', "
+                "filled_seq = (SELECT COALESCE(MAX(seq), 0) FROM articles) "
+                "WHERE id = ? AND state = 'building'",
+                (generation,),
+            )
+        return self._get_generation(generation)
+
+    def _require_filled(self, db: sqlite3.Connection, generation: int) -> None:
+        missing = db.execute(
+            f"SELECT COUNT(*) FROM articles WHERE {self._missing_sql(generation)}"
+        ).fetchone()[0]
+        if missing:
+            raise StoreError(f"vector generation {generation} still lacks {missing} stored articles' vectors")
+
+    def switch_generation(self, generation: int, bundle_version: str | None) -> VectorGeneration:
+        now = _iso(datetime.now(UTC))
+        with self._transaction() as db:
+            found = db.execute("SELECT vectors_id, state FROM vector_generations WHERE id = ?", (generation,))
+            row = found.fetchone()
+            if row is None or row[1] == "retired":
+                raise StoreError(f"no vector generation {generation} to switch to")
+            self._require_filled(db, generation)
+            last = db.execute("SELECT COALESCE(MAX(seq), 0) FROM articles").fetchone()[0]
+            # The one switched away from keeps every vector up to now: a rollback catches up the rest.
+            db.execute(
+                "UPDATE vector_generations SET state = 'complete', filled_seq = ? WHERE state = 'live'",
+                (last,),
+            )
+            db.execute(
+                "UPDATE vector_generations SET state = 'live', filled_seq = ?, switched_at = ?, "
+                "bundle_version = COALESCE(?, bundle_version) WHERE id = ?",
+                (last, now, bundle_version, generation),
+            )
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (VECTORS_KEY, row[0]))
+            self._live = generation
+        return self._get_generation(generation)
+
+    def set_generation_bundle(self, generation: int, bundle_version: str) -> None:
+        self._write(
+            [("UPDATE vector_generations SET bundle_version = ? WHERE id = ?", (bundle_version, generation))]
+        )
+
+    def retire_generation(self, generation: int, chunk: int = 5000) -> int:
+        current = self._get_generation(generation)
+        if current.state == "live":
+            raise StoreError(f"vector generation {generation} is live: switch to another before retiring it")
+        _, size = self.generation_bytes(generation)
+        # Marked retired first (nothing reads it from then on), then emptied a chunk per
+        # transaction so ingest never waits long behind it.
+        self._write(
+            [("UPDATE vector_generations SET state = 'retired', filled_seq = 0 WHERE id = ?", (generation,))]
+        )
+        if generation == 0:
+            sql = (
+                "UPDATE articles SET embedding = x'' WHERE seq IN (SELECT seq FROM articles "
+                "WHERE length(embedding) > 0 LIMIT ?)"
+            )
+            params: tuple[Any, ...] = (chunk,)
+        else:
+            sql = (
+                "DELETE FROM generation_vectors WHERE generation = ? AND article_id IN "
+                "(SELECT article_id FROM generation_vectors WHERE generation = ? LIMIT ?)"
+            )
+            params = (generation, generation, chunk)
+        while self._write([(sql, params)])[0].rowcount > 0:
+            pass
+        return size
+
+    def generation_bytes(self, generation: int) -> tuple[int, int]:
+        total = "SELECT COUNT(*), COALESCE(SUM(length(embedding)), 0)"
+        if generation == 0:
+            query = f"{total} FROM articles WHERE length(embedding) > 0"
+            params: tuple[Any, ...] = ()
+        else:
+            query = f"{total} FROM generation_vectors WHERE generation = ?"
+            params = (generation,)
+        rows, size = self._query(query, params)[0]
+        return int(rows), int(size)
+
+    def take_reembed_lease(self, owner: str, seconds: float) -> bool:
+        now = time.time()
+        with self._transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (LEASE_KEY,)).fetchone()
+            if row is not None:
+                holder, _, expiry = str(row[0]).rpartition(" ")
+                if holder != owner and float(expiry) > now:
+                    return False
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                (LEASE_KEY, f"{owner} {now + seconds}"),
+            )
+        return True
+
+    def release_reembed_lease(self, owner: str) -> None:
+        self._write([("DELETE FROM meta WHERE key = ? AND value LIKE ?", (LEASE_KEY, f"{owner} %"))])
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One BEGIN IMMEDIATE transaction under the connection lock, for reads that decide writes."""
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as error:
+            raise StoreError(f"article store {self.path}: {error}") from error
 
     def list_articles(self, query: ArticleQuery, limit: int) -> list[StoredArticle]:
         clause, params = article_filters(query, SQLITE)
         rows = self._query(
-            f"SELECT {self._COLUMNS} FROM articles {clause}ORDER BY seq DESC LIMIT ?", [*params, limit]
+            f"SELECT {self._columns} FROM articles {clause}ORDER BY seq DESC LIMIT ?", [*params, limit]
         )
         return [self._row(row) for row in rows]
 
@@ -396,7 +738,7 @@ class SqliteArticleStore:
 
     def review_queue(self, limit: int) -> list[StoredArticle]:
         rows = self._query(
-            f"SELECT {self._COLUMNS} FROM articles "
+            f"SELECT {self._columns} FROM articles "
             "WHERE id NOT IN (SELECT article_id FROM corrections) "
             "ORDER BY json_array_length(coalesce(labels, '[]')) > 0, uncertainty IS NULL, uncertainty, "
             "seq DESC LIMIT ?",
@@ -494,6 +836,7 @@ class SqliteArticleStore:
         cursors = self._write(
             [
                 ("DELETE FROM articles WHERE id = ?", (article_id,)),
+                ("DELETE FROM generation_vectors WHERE article_id = ?", (article_id,)),
                 ("DELETE FROM corrections WHERE article_id = ?", (article_id,)),
                 ("DELETE FROM pair_feedback WHERE a = ? OR b = ?", (article_id, article_id)),
             ]

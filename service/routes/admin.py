@@ -10,9 +10,14 @@ from fastapi import APIRouter, Path, Query
 from service.deps import AdminDep, RetrainerDep, StateDep
 from service.retrain_jobs import JOB_ID_PATTERN
 from service.retrain_schemas import BundleOut, BundlesOut, JobOut, PromoteIn
-from service.schemas import ErrorOut, ReloadOut
+from service.schemas import ErrorOut, GenerationsOut, ReloadOut
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+_AUTH = {
+    401: {"model": ErrorOut, "description": "Missing or wrong bearer token."},
+    403: {"model": ErrorOut, "description": "Admin endpoints disabled (no admin token configured)."},
+}
 
 
 @router.post(
@@ -42,13 +47,37 @@ async def reload_bundle(
         model_version=result.model_version,
         restored_articles=result.restored_articles,
         seconds=round(result.seconds, 3),
+        pending=result.pending,
     )
 
 
-_AUTH = {
-    401: {"model": ErrorOut, "description": "Missing or wrong bearer token."},
-    403: {"model": ErrorOut, "description": "Admin endpoints disabled (no admin token configured)."},
-}
+@router.get(
+    "/generations",
+    responses=_AUTH,
+    summary="The store's vector generations, their disk cost, and a re-embedding under way",
+)
+async def generations(_: AdminDep, state: StateDep) -> GenerationsOut:
+    """Each encoder's vectors for the stored articles is a generation; the live one is searched and
+    written, kept ones make a rollback instant (`NEWSDESK_KEEP_GENERATIONS`)."""
+    rows = await state.refresh_generations()
+    live = next((int(str(row["id"])) for row in rows if row["state"] == "live"), None)
+    pending = state.pending.as_dict() if state.pending is not None else None
+    return GenerationsOut(live=live, generations=rows, reembedding=pending)
+
+
+@router.post(
+    "/generations/{generation}/retire",
+    responses={
+        **_AUTH,
+        404: {"model": ErrorOut, "description": "No such generation, or it is live."},
+    },
+    summary="Drop a kept vector generation's vectors (a rollback to it then re-embeds)",
+)
+async def retire_generation(
+    _: AdminDep, state: StateDep, generation: Annotated[int, Path(ge=0)]
+) -> GenerationsOut:
+    await state.retire_generation(generation)
+    return await generations(_, state)
 
 
 @router.post(

@@ -50,6 +50,8 @@ async def readyz(state: StateDep, response: Response) -> ReadyOut:
         reasons=reasons,
         progress=state.progress.as_dict() if state.model is None else None,
         warnings=state.model.warnings if state.model is not None else [],
+        reembedding=state.pending.as_dict() if state.pending is not None else None,
+        generations=state.generation_info,
     )
     if reasons:
         response.status_code = 503
