@@ -54,6 +54,7 @@ class Pending:
     embed_seconds: float = 0.0  # time spent encoding them
     error: str | None = None
     duty: float = 1.0
+    to_embed: int = 0  # rows missing when it was staged (a rollback to a kept generation: few)
 
     @property
     def rate(self) -> float | None:
@@ -77,6 +78,7 @@ class Pending:
             "phase": self.phase,
             "done": self.done,
             "total": self.total,
+            "to_embed": self.to_embed,
             "seconds": round(time.perf_counter() - self.started, 1),
             "articles_per_s": round(rate, 2) if rate is not None else None,
             "estimate_s": round(estimate, 1) if estimate is not None else None,
@@ -141,7 +143,16 @@ def stage(state: ServiceState, folder: Path, model: NewsModel) -> Pending:
     generation = store.open_generation(mine)
     total = store.count()
     done = total - store.missing_count(generation.id)
-    pending = Pending(model, folder, generation.id, mine, total, done, duty=state.settings.reembed_duty)
+    pending = Pending(
+        model,
+        folder,
+        generation.id,
+        mine,
+        total,
+        done,
+        duty=state.settings.reembed_duty,
+        to_embed=total - done,
+    )
     sample = store.rows_missing(generation.id, 0, min(SAMPLE_ROWS, state.settings.reembed_chunk))
     if sample:
         _embed_chunk(store, pending, sample)

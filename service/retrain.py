@@ -266,7 +266,7 @@ class Retrainer:
         if result.pending is not None:
             # Another encoder: every stored article is re-embedded first, the live bundle serving.
             job.reembedding = result.pending
-            left = int(str(result.pending["total"])) - int(str(result.pending["done"]))
+            left = result.pending["to_embed"]
             estimate = result.pending.get("estimate_s")
             job.say(
                 f"{folder.name} encodes with {result.pending['vectors_id']}: re-embedding {left} stored "

@@ -521,7 +521,8 @@ class ReadyOut(BaseModel):
         None,
         description="A bundle on another encoder waiting for its vectors while the live one serves: "
         "`model_version`, `vectors_id`, `generation`, `phase`, `done` of `total` stored articles, "
-        "`seconds`, `articles_per_s`, `estimate_s` (seconds left), `error`.",
+        "`to_embed` (missing when it was staged), `seconds`, `articles_per_s`, `estimate_s` (seconds "
+        "left), `error`.",
     )
     generations: list[dict[str, Any]] = Field(
         default_factory=list,
