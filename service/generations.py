@@ -21,16 +21,15 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from model.articles.article import article_from_record
 from model.encoders.registry import vectors_id
 from model.errors import NewsDeskError
 from model.news_model import NewsModel
+from model.store import ArticleStore
 from model.store.base import GenerationStore, RestoreRow, StoreRows
-
-if TYPE_CHECKING:
-    from service.state import ServiceState
+from service.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +83,23 @@ class Pending:
             "estimate_s": round(estimate, 1) if estimate is not None else None,
             "error": self.error,
         }
+
+
+class ServiceState(Protocol):
+    """What this module needs of `service.state.ServiceState` (which imports this module)."""
+
+    settings: Settings
+    store: ArticleStore | None
+    write_lock: asyncio.Lock
+    model: NewsModel | None
+    model_error: str | None
+    pending: Pending | None
+    progress: Any
+
+    @property
+    def snapshot_dir(self) -> Path: ...
+
+    async def after_switch(self, model: NewsModel) -> None: ...
 
 
 def generation_store(state: ServiceState) -> GenerationStore | None:
