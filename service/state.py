@@ -182,7 +182,7 @@ class ServiceState:
     def check_shared_vectors(self, model: NewsModel) -> None:
         """Refuse (409) to search or add to a shared store whose vectors another encoder made: its
         vectors are not comparable with this bundle's, whatever their width. (An embedded store
-        is re-embedded when such a bundle loads: `model.coverage.restore`.)"""
+        keeps vector generations instead: such a bundle waits as pending, `service.generations`.)"""
         mine = vectors_id(model.embedder)
         if self.store_vectors is not None and self.store_vectors != mine:
             raise VectorsMismatchError(
