@@ -54,6 +54,7 @@ class Pending:
     error: str | None = None
     duty: float = 1.0
     to_embed: int = 0  # rows missing when it was staged (a rollback to a kept generation: few)
+    after_seq: int = 0  # every stored row up to this seq has its vector in the generation
 
     @property
     def rate(self) -> float | None:
@@ -148,6 +149,7 @@ def _embed_chunk(store: GenerationStore, pending: Pending, rows: list[RestoreRow
     pairs = [(row.id, vector) for row, vector in zip(rows, vectors, strict=True)]
     store.put_generation_vectors(pending.generation, pairs, rows[-1].seq)
     pending.done += len(rows)
+    pending.after_seq = rows[-1].seq
 
 
 def stage(state: ServiceState, folder: Path, model: NewsModel) -> Pending:
@@ -213,14 +215,13 @@ async def fill_and_switch(state: ServiceState, pending: Pending) -> None:
 
 async def _fill(state: ServiceState, store: GenerationStore, pending: Pending, owner: str) -> None:
     chunk, duty = state.settings.reembed_chunk, state.settings.reembed_duty
-    after = 0
     while True:
-        rows = await asyncio.to_thread(store.rows_missing, pending.generation, after, chunk)
+        rows = await asyncio.to_thread(store.rows_missing, pending.generation, pending.after_seq, chunk)
         if not rows:
+            await asyncio.to_thread(store.mark_generation_filled, pending.generation)
             return
         before = pending.embed_seconds
         await asyncio.to_thread(_embed_chunk, store, pending, rows)
-        after = rows[-1].seq
         pending.total = await asyncio.to_thread(store.count)
         await asyncio.to_thread(store.take_reembed_lease, owner, LEASE_SECONDS)
         # At most `duty` of the wall time encoding: ingest and search share the cores.
@@ -236,7 +237,7 @@ async def _switch(state: ServiceState, store: GenerationStore, pending: Pending)
     async with state.write_lock:
         pending.phase = "switching"
         # Rows ingested since the fill finished: few, embedded while ingest waits.
-        while rows := await asyncio.to_thread(store.rows_missing, pending.generation, 0, 256):
+        while rows := await asyncio.to_thread(store.rows_missing, pending.generation, pending.after_seq, 256):
             await asyncio.to_thread(_embed_chunk, store, pending, rows)
         await asyncio.to_thread(model.restore_new)
         previous = state.model

@@ -596,9 +596,13 @@ class SqliteArticleStore:
             )
         return self._get_generation(generation)
 
-    def _require_filled(self, db: sqlite3.Connection, generation: int) -> None:
+    def _require_filled(self, db: sqlite3.Connection, generation: int, *, after_filled: bool = False) -> None:
+        """Raise unless every row has a vector in ``generation`` (``after_filled``: every row past its
+        ``filled_seq``, which promises the rest: a quick check the switch makes under the write lock)."""
+        since = "(SELECT filled_seq FROM vector_generations WHERE id = ?)" if after_filled else "0"
+        params = (generation,) if after_filled else ()
         missing = db.execute(
-            f"SELECT COUNT(*) FROM articles WHERE {self._missing_sql(generation)}"
+            f"SELECT COUNT(*) FROM articles WHERE seq > {since} AND {self._missing_sql(generation)}", params
         ).fetchone()[0]
         if missing:
             raise StoreError(f"vector generation {generation} still lacks {missing} stored articles' vectors")
@@ -610,7 +614,7 @@ class SqliteArticleStore:
             row = found.fetchone()
             if row is None or row[1] == "retired":
                 raise StoreError(f"no vector generation {generation} to switch to")
-            self._require_filled(db, generation)
+            self._require_filled(db, generation, after_filled=True)
             last = db.execute("SELECT COALESCE(MAX(seq), 0) FROM articles").fetchone()[0]
             # The one switched away from keeps every vector up to now: a rollback catches up the rest.
             db.execute(
