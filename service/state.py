@@ -243,6 +243,16 @@ class ServiceState:
                 self.settled.set()
                 return
             model, restored = await asyncio.to_thread(self._build, serve, _fitting(self._embedder, serve))
+            staged: Pending | None = None
+            if later is not None:
+                # The bundle to serve is on another encoder (a switch a restart interrupted): the one
+                # on the live vectors serves while its generation fills, resuming where it stopped.
+                # Staged before ready, so /readyz never shows ready without the re-embedding.
+                try:
+                    pending_model = await asyncio.to_thread(self._load_only, later, self._embedder)
+                    staged = self.pending = await asyncio.to_thread(stage, self, later, pending_model)
+                except NewsDeskError as error:
+                    logger.error("pending bundle %s cannot load: %s", later.name, error)
         except NewsDeskError as error:
             self.model_error = str(error)
             self.progress.phase = "failed"
@@ -268,14 +278,10 @@ class ServiceState:
         # The ANN graph (past 50k articles) is built after ready; search is exact meanwhile.
         self._ann_task = asyncio.get_running_loop().create_task(self._after_ready(model), name="build-ann")
         await self.refresh_generations()
-        if later is not None:
-            # The bundle to serve is on another encoder (a switch a restart interrupted): the one on
-            # the live vectors serves while its generation fills, resuming where it stopped.
-            try:
-                pending = await asyncio.to_thread(self._load_only, later, self._embedder)
-                await self._begin_pending(later, pending)
-            except NewsDeskError as error:
-                logger.error("pending bundle %s cannot load: %s", later.name, error)
+        if staged is not None:
+            self._pending_task = asyncio.get_running_loop().create_task(
+                fill_and_switch(self, staged), name="re-embed"
+            )
 
     def _plan_start(self, folder: Path) -> tuple[Path | None, Path | None]:
         """(the bundle to serve now, one to stage as pending): ``folder`` alone when the store's

@@ -7,15 +7,20 @@ e5 one over ~30 stored articles (e5 embeds ~25 texts/s on this machine's 2 cores
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ready_client, shared_embedder
+from helpers import ready_client, service_env, shared_embedder
+from test_e2e_service import free_port, serving
 
 from model.articles.article import article_from_record
 from model.bundle import resolve_bundle
@@ -284,3 +289,45 @@ def test_a_killed_re_embedding_resumes_where_it_stopped(two_encoders, tmp_path):
         for row, vector in zip(rows, nudged, strict=True):
             assert np.array_equal(by_id[row.id], vector)  # resumed after them, not from the start
         _found_first(client, ids, 12)
+
+
+@pytest.mark.e2e
+def test_kill_9_mid_re_embedding_then_a_restart_resumes_and_switches(two_encoders, tmp_path):
+    root, minilm, e5 = two_encoders
+    (root / e5).rename(tmp_path / e5)
+    port = free_port()
+    # A slow fill (a small share of the time, small chunks) so the kill lands mid-way.
+    env = service_env(
+        root, tmp_path / "data", port, admin_token=TOKEN, reembed_duty="0.1", reembed_chunk="2",
+        snapshot_min_articles="0",
+    )  # fmt: skip
+    command = [sys.executable, "-m", "uvicorn", "service.main:app", "--port", str(port)]
+    with serving(command, env, port, tmp_path / "first.log") as client:
+        ids = [client.post("/v1/articles", json=_article(n)).json()["id"] for n in range(24)]
+        (tmp_path / e5).rename(root / e5)
+        pending = client.post("/v1/admin/reload", headers=ADMIN).json()["pending"]
+        assert pending is not None and pending["model_version"] == e5
+        deadline = time.monotonic() + 120
+        while (done := client.get("/readyz").json()["reembedding"]["done"]) < 8:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        pid = int(subprocess.check_output(["pgrep", "-f", "--", f"--port {port}"], text=True).split()[0])
+        os.kill(pid, signal.SIGKILL)
+    assert done < 24
+
+    with serving(command, env, port, tmp_path / "second.log") as again:
+        ready = again.get("/readyz").json()
+        assert ready["status"] == "ready" and ready["model_version"] in (minilm, e5)
+        deadline = time.monotonic() + 180
+        statuses = []
+        while (ready := again.get("/readyz").json())["reembedding"] is not None:
+            assert ready["model_version"] == minilm  # the bundle on the live vectors serves meanwhile
+            assert ready["reembedding"]["done"] >= done  # resumed, not restarted
+            statuses.append(
+                again.post("/v1/similar", json={"article": {"title": "A bridge reopens"}}).status_code
+            )
+            assert time.monotonic() < deadline, ready
+            time.sleep(0.2)
+        assert all(status < 500 for status in statuses), statuses
+        assert again.get("/readyz").json()["model_version"] == e5
+        _found_first(again, ids, 24)
