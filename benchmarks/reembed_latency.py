@@ -4,15 +4,15 @@ service with nothing in the background.
 One in-process service (FastAPI's TestClient, SQLite store) on a MiniLM bundle: ``--stored`` AG
 News title + excerpt articles are ingested, then ``--requests`` sequential ``POST /v1/similar`` and
 ``POST /v1/articles`` (one new article each) are timed; an e5-multilingual bundle fitted on the same
-seeds is then reloaded (pending: its generation fills in the background at ``--duty``) and the same
-requests are timed again while the re-embedding runs. The figures are the p50 ratios of the two
-phases (same process, same client overhead); the load average is recorded beside them because the
-machine is shared.
+seeds is then reloaded (pending: its generation fills in the background) and the same requests are
+timed again while the re-embedding runs, once per ``--duty`` (a fresh store each). The figures are
+the p50 and p95 ratios of the two phases (same process, same client overhead); the load average
+is recorded beside them because the machine is shared.
 
 Example::
 
-    PYTHONPATH=. OMP_WAIT_POLICY=PASSIVE python benchmarks/reembed_latency.py --seeds 200 --stored 300 \\
-        --requests 40 --out benchmarks/results/reembed_latency.json
+    PYTHONPATH=. OMP_WAIT_POLICY=PASSIVE python benchmarks/reembed_latency.py --seeds 120 --stored 200 \\
+        --requests 30 --duty 0.25 0.5 --out benchmarks/results/reembed_latency.json
 """
 
 from __future__ import annotations
@@ -79,10 +79,58 @@ def _phase(client: Any, fresh: list[dict[str, Any]], queries: list[dict[str, Any
     return {
         "similar_p50_ms": round(1000 * statistics.median(similar), 1),
         "ingest_p50_ms": round(1000 * statistics.median(ingest), 1),
+        "similar_p95_ms": round(1000 * statistics.quantiles(similar, n=20)[-1], 1),
+        "ingest_p95_ms": round(1000 * statistics.quantiles(ingest, n=20)[-1], 1),
         "requests": len(similar),
         "measured_while_pending": while_pending,
         "server_errors": sum(status >= 500 for status in statuses),
         "load_average": os.getloadavg()[0],
+    }
+
+
+def _one_duty(
+    work: Path, duty: float, args: argparse.Namespace, e5: Path, pool: list[dict[str, Any]]
+) -> dict:
+    """A fresh store on the MiniLM bundle: ingest, time idle, reload the e5 bundle, time again."""
+    from fastapi.testclient import TestClient
+
+    from service.config import Settings
+    from service.main import create_app
+
+    bundles = work / f"bundles-{duty:g}"
+    shutil.copytree(work / "bundles", bundles)
+    stored, before, during = (
+        pool[: args.stored],
+        pool[args.stored : args.stored + args.requests],
+        pool[args.stored + args.requests :],
+    )
+    queries = [{"title": b["title"], "excerpt": b["excerpt"]} for b in stored[: args.requests]]
+    settings = Settings(
+        bundle=bundles, data_dir=work / f"data-{duty:g}", admin_token=TOKEN, reembed_duty=duty,
+        reembed_chunk=args.chunk,
+    )  # fmt: skip
+    with TestClient(create_app(settings)) as client:
+        state = client.app.state.news
+        if not state.settled.wait(600):
+            raise SystemExit("the service did not start")
+        for start in range(0, len(stored), 32):
+            client.post("/v1/articles", json={"articles": stored[start : start + 32]})
+        idle = _phase(client, before, queries, lambda: False)
+        shutil.copytree(e5, bundles / e5.name)
+        reload = client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+        busy = _phase(client, during, queries, lambda: state.pending is not None)
+        progress = state.pending.as_dict() if state.pending is not None else None
+    # The fill is left unfinished (the shutdown stops it; a restart would resume it).
+    return {
+        "duty": duty,
+        "pending_at_reload": reload.get("pending"),
+        "pending_at_end": progress,
+        "idle": idle,
+        "during_reembedding": busy,
+        "ratio": {
+            key: round(busy[f"{key}_ms"] / idle[f"{key}_ms"], 2)
+            for key in ("similar_p50", "ingest_p50", "similar_p95", "ingest_p95")
+        },
     }
 
 
@@ -91,61 +139,40 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=200, help="AG News seed files both bundles fit on")
     parser.add_argument("--stored", type=int, default=300, help="articles stored before the reload")
     parser.add_argument("--requests", type=int, default=40, help="timed request pairs per phase")
-    parser.add_argument("--duty", type=float, default=0.5, help="NEWSDESK_REEMBED_DUTY")
+    parser.add_argument(
+        "--duty", type=float, nargs="+", default=[0.25, 0.5], help="NEWSDESK_REEMBED_DUTY values"
+    )
+    parser.add_argument("--chunk", type=int, default=16, help="NEWSDESK_REEMBED_CHUNK")
+    parser.add_argument("--work", type=Path, help="keep the fitted bundles here (reused when present)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    from fastapi.testclient import TestClient
-
-    from service.config import Settings
-    from service.main import create_app
-
     with tempfile.TemporaryDirectory(prefix="reembed-latency-") as tmp:
         work = Path(tmp)
-        seeds = work / "seeds"
-        seed_subset([corpus_dir() / "agnews"], args.seeds, seeds)
+        kept = args.work
         started = time.perf_counter()
-        minilm = _fit(seeds, work / "bundles", work / "cache", "minilm")
-        e5 = _fit(seeds, work / "e5", work / "cache-e5", "e5-multilingual")
+        if kept is not None and (kept / "bundles").is_dir() and (kept / "e5").is_dir():
+            shutil.copytree(kept / "bundles", work / "bundles")
+            e5 = max(p for p in (kept / "e5").iterdir() if p.is_dir() and not p.name.startswith("."))
+            minilm = max(p for p in (work / "bundles").iterdir() if p.is_dir() and not p.name.startswith("."))
+        else:
+            seeds = work / "seeds"
+            seed_subset([corpus_dir() / "agnews"], args.seeds, seeds)
+            minilm = _fit(seeds, work / "bundles", work / "cache", "minilm")
+            e5 = _fit(seeds, work / "e5", work / "cache-e5", "e5-multilingual")
+            if kept is not None:
+                shutil.copytree(work / "bundles", kept / "bundles", dirs_exist_ok=True)
+                shutil.copytree(work / "e5", kept / "e5", dirs_exist_ok=True)
         fit_s = time.perf_counter() - started
         pool = _articles(args.seeds, args.stored + 2 * args.requests)
-        stored, before, during = (
-            pool[: args.stored],
-            pool[args.stored : args.stored + args.requests],
-            pool[args.stored + args.requests :],
-        )
-        queries = [{"title": b["title"], "excerpt": b["excerpt"]} for b in stored[: args.requests]]
-        settings = Settings(
-            bundle=work / "bundles", data_dir=work / "data", admin_token=TOKEN, reembed_duty=args.duty
-        )
-        with TestClient(create_app(settings)) as client:
-            state = client.app.state.news
-            if not state.settled.wait(600):
-                raise SystemExit("the service did not start")
-            for start in range(0, len(stored), 32):
-                client.post("/v1/articles", json={"articles": stored[start : start + 32]})
-            idle = _phase(client, before, queries, lambda: False)
-            shutil.move(str(e5), str(work / "bundles" / e5.name))
-            reload = client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"}).json()
-            busy = _phase(client, during, queries, lambda: state.pending is not None)
-            deadline = time.monotonic() + 1800
-            while state.pending is not None and time.monotonic() < deadline:
-                time.sleep(0.5)
-            switched = state.model.version == e5.name
+        runs = [_one_duty(work, duty, args, e5, pool) for duty in args.duty]
         result = {
             "benchmark": "reembed_latency",
-            "args": vars(args) | {"out": str(args.out) if args.out else None},
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "machine": machine_info(),
             "fit_seconds": round(fit_s, 1),
             "bundles": {"minilm": minilm.name, "e5": e5.name},
-            "pending_at_reload": reload.get("pending"),
-            "idle": idle,
-            "during_reembedding": busy,
-            "ratio": {
-                "similar_p50": round(busy["similar_p50_ms"] / idle["similar_p50_ms"], 2),
-                "ingest_p50": round(busy["ingest_p50_ms"] / idle["ingest_p50_ms"], 2),
-            },
-            "switched": switched,
+            "runs": runs,
         }
         emit(result, args.out)
 

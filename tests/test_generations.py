@@ -255,6 +255,18 @@ def test_a_bundle_on_another_encoder_waits_while_the_live_one_serves_then_both_s
         assert state.model.version == minilm
         _found_first(client, ids, n)
 
+        # e5's generation is kept (the rollback's rollback would be instant) until retired by hand.
+        listed = client.get("/v1/admin/generations", headers=ADMIN).json()
+        assert listed["live"] == 0 and {g["id"]: g["state"] for g in listed["generations"]} == {
+            0: "live",
+            1: "complete",
+        }
+        assert client.post("/v1/admin/generations/0/retire", headers=ADMIN).status_code == 404  # live
+        retired = client.post("/v1/admin/generations/1/retire", headers=ADMIN)
+        assert retired.status_code == 200, retired.text
+        after = {g["id"]: g for g in retired.json()["generations"]}
+        assert after[1]["state"] == "retired" and after[1]["vector_bytes"] == 0
+
 
 def test_a_killed_re_embedding_resumes_where_it_stopped(two_encoders, tmp_path):
     root, _, e5 = two_encoders
