@@ -194,9 +194,11 @@ async def fill_and_switch(state: ServiceState, pending: Pending) -> None:
     assert store is not None
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     try:
-        while not await asyncio.to_thread(store.take_reembed_lease, owner, LEASE_SECONDS):
+        while not await asyncio.to_thread(
+            store.take_reembed_lease, owner, LEASE_SECONDS, take_from=_dead_holder(store)
+        ):
             pending.phase = "waiting for another worker's re-embedding lease"
-            await asyncio.sleep(LEASE_SECONDS / 4)
+            await asyncio.sleep(LEASE_SECONDS / 8)
         pending.phase = "re-embedding"
         await _fill(state, store, pending, owner)
         await _switch(state, store, pending)
@@ -211,6 +213,25 @@ async def fill_and_switch(state: ServiceState, pending: Pending) -> None:
             await asyncio.to_thread(store.release_reembed_lease, owner)
         except NewsDeskError as error:
             logger.warning("could not release the re-embedding lease: %s", error)
+
+
+def _dead_holder(store: GenerationStore) -> str | None:
+    """The lease's holder when it is a process of this host that no longer runs (killed with -9:
+    its lease would otherwise stand until it lapses)."""
+    holder = store.reembed_lease_holder()
+    if holder is None:
+        return None
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return None
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return holder
+    except PermissionError:
+        return None  # alive, someone else's
+    return None
 
 
 async def _fill(state: ServiceState, store: GenerationStore, pending: Pending, owner: str) -> None:

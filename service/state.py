@@ -406,6 +406,9 @@ class ServiceState:
         for task in (self._loading, self._ann_task, self._pending_task):
             if task is not None and not task.done():
                 task.cancel()
+        if self._pending_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._pending_task  # its lease released before the store closes
         await self.batcher.stop()
         async with self.write_lock:
             try:

@@ -118,6 +118,9 @@ def test_one_re_embedding_lease_at_a_time(tmp_path):
     assert store.take_reembed_lease("b", 0.01)
     time.sleep(0.05)
     assert store.take_reembed_lease("a", 60)  # b's lapsed
+    assert store.reembed_lease_holder() == "a"
+    assert store.take_reembed_lease("c", 60, take_from="a")  # a is known dead (killed -9)
+    assert store.reembed_lease_holder() == "c"
     store.close()
 
 
@@ -190,6 +193,7 @@ def test_a_bundle_on_another_encoder_waits_while_the_live_one_serves_then_both_s
         state = client.app.state.news
         assert state.model.version == minilm
         ids = [client.post("/v1/articles", json=_article(n)).json()["id"] for n in range(30)]
+        stories = {i: client.get(f"/v1/articles/{i}").json()["story_id"] for i in ids}
         (tmp_path / e5).rename(root / e5)  # `training fit --encoder e5-multilingual` into the same folder
 
         reload = client.post("/v1/admin/reload", headers=ADMIN)
@@ -232,6 +236,8 @@ def test_a_bundle_on_another_encoder_waits_while_the_live_one_serves_then_both_s
         assert client.get("/v1/model").json()["embedding"]["name"] == "e5-multilingual"
         assert len(ids) == n == state.store.count()
         _found_first(client, ids, n)
+        # Story ids survive: the re-embedding wrote vectors only.
+        assert {i: client.get(f"/v1/articles/{i}").json()["story_id"] for i in stories} == stories
         generations = {g["id"]: g for g in client.get("/readyz").json()["generations"]}
         assert generations[1]["state"] == "live" and generations[1]["vectors_id"] == E5_ID
         assert generations[0]["state"] == "complete" and generations[0]["vector_bytes"] > 0  # kept

@@ -286,8 +286,13 @@ class GenerationStore(Protocol):
         """(rows, vector bytes) ``generation`` holds."""
         ...
 
-    def take_reembed_lease(self, owner: str, seconds: float) -> bool:
-        """Take (or renew) the one re-embedding lease for ``seconds``; False while another holds it."""
+    def take_reembed_lease(self, owner: str, seconds: float, *, take_from: str | None = None) -> bool:
+        """Take (or renew) the one re-embedding lease for ``seconds``; False while another holds it
+        (unless it is ``take_from``: a holder known to be dead)."""
+        ...
+
+    def reembed_lease_holder(self) -> str | None:
+        """Who holds the re-embedding lease now (None: nobody, or it lapsed)."""
         ...
 
     def release_reembed_lease(self, owner: str) -> None: ...

@@ -672,13 +672,20 @@ class SqliteArticleStore:
         rows, size = self._query(query, params)[0]
         return int(rows), int(size)
 
-    def take_reembed_lease(self, owner: str, seconds: float) -> bool:
+    def reembed_lease_holder(self) -> str | None:
+        row = self._query("SELECT value FROM meta WHERE key = ?", (LEASE_KEY,))
+        if not row:
+            return None
+        holder, _, expiry = str(row[0][0]).rpartition(" ")
+        return holder if float(expiry) > time.time() else None
+
+    def take_reembed_lease(self, owner: str, seconds: float, *, take_from: str | None = None) -> bool:
         now = time.time()
         with self._transaction() as db:
             row = db.execute("SELECT value FROM meta WHERE key = ?", (LEASE_KEY,)).fetchone()
             if row is not None:
                 holder, _, expiry = str(row[0]).rpartition(" ")
-                if holder != owner and float(expiry) > now:
+                if holder not in (owner, take_from) and float(expiry) > now:
                     return False
             db.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
