@@ -321,10 +321,17 @@ class ServiceState:
     async def _cancel_pending(self) -> None:
         """Stop the worker (its generation keeps what it filled: a later stage resumes)."""
         task, self._pending_task = self._pending_task, None
+        pending = self.pending
         if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if pending is not None and pending.phase == "switching":
+                # Past the point of no return (the store's live generation is flipping under the
+                # write lock): let it finish, so the store and the served model never disagree.
+                with contextlib.suppress(Exception):
+                    await task
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.pending = None
 
     async def after_switch(self, model: NewsModel) -> None:
@@ -491,15 +498,18 @@ class ServiceState:
                 version = current.version if current is not None else pending.model.version
                 seconds = time.perf_counter() - started
                 return ReloadResult(False, previous, version, 0, seconds, pending.as_dict())
+            # Another bundle than the pending one: its fill stops (resumable: the generation keeps
+            # what it has). A switch already under way finishes first, so read the model after.
+            await self._cancel_pending()
+            current = self.model
+            previous = current.version if current is not None else None
             if (
                 current is not None
                 and not force
                 and current.path is not None
                 and Path(current.path) == folder
             ):
-                await self._cancel_pending()  # back to the live one: the fill stops (resumable)
                 return ReloadResult(False, previous, current.version, 0, time.perf_counter() - started)
-            await self._cancel_pending()
             vectors = await asyncio.to_thread(_bundle_vectors, folder)
             if current is not None and await asyncio.to_thread(needs_generation, self, vectors):
                 # Another encoder than the store's live vectors: the live bundle serves on.
