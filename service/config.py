@@ -98,14 +98,18 @@ class Settings(BaseSettings):
         "re-indexing them.",
     )
     reembed_duty: float = Field(
-        0.5,
+        0.25,
         gt=0,
         le=1,
         description="Most share of wall time the background re-embedding (a bundle on another encoder, "
         "pending) spends encoding; it sleeps the rest, so ingest and search keep their pace.",
     )
     reembed_chunk: int = Field(
-        64, ge=1, le=5000, description="Stored articles the background re-embedding encodes per chunk."
+        16,
+        ge=1,
+        le=5000,
+        description="Stored articles the background re-embedding encodes per chunk (small: short bursts "
+        "that requests wait behind).",
     )
     keep_generations: int = Field(
         1,
