@@ -294,7 +294,9 @@ def test_a_killed_re_embedding_resumes_where_it_stopped(two_encoders, tmp_path):
     store.close()
 
     (tmp_path / e5).rename(root / e5)  # the newest bundle is e5's: a start serves MiniLM meanwhile
-    with ready_client(create_app(_settings(root, data), embedder=shared_embedder())) as client:
+    # Keeping no old generation: MiniLM's vectors are dropped at the switch.
+    settings = _settings(root, data, keep_generations=0)
+    with ready_client(create_app(settings, embedder=shared_embedder())) as client:
         state = client.app.state.news
         deadline = time.monotonic() + 120
         while state.pending is not None or state.model.version != e5:
@@ -306,6 +308,15 @@ def test_a_killed_re_embedding_resumes_where_it_stopped(two_encoders, tmp_path):
         assert len(by_id) == 12
         for row, vector in zip(rows, nudged, strict=True):
             assert np.array_equal(by_id[row.id], vector)  # resumed after them, not from the start
+        deadline = time.monotonic() + 30  # retired just after the switch
+
+        def generations() -> dict[int, dict]:
+            return {g["id"]: g for g in client.get("/readyz").json()["generations"]}
+
+        while (shown := generations())[0]["state"] != "retired":
+            assert time.monotonic() < deadline, shown
+            time.sleep(0.2)
+        assert shown[0]["vector_bytes"] == 0
         _found_first(client, ids, 12)
 
 
