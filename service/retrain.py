@@ -184,7 +184,8 @@ class Retrainer:
             job.comparison = json.loads(report.read_text(encoding="utf-8"))
             job.reasons = list(job.comparison.get("reasons", []))
             other_encoder = await asyncio.to_thread(_vectors_of, challenger) != vectors_id(champion.embedder)
-            if code == 0 and other_encoder:
+            held = code == 0 and other_encoder
+            if held:
                 # Passing the gate is not enough: every stored article would be re-embedded. A
                 # person decides that (POST /v1/admin/promote says first how long it will take).
                 job.reasons.append("the challenger is on another encoder: promote it by hand")
@@ -200,7 +201,7 @@ class Retrainer:
                     self.root,
                     challenger.name,
                     "rejected",
-                    ("not promoted automatically: " if other_encoder else "failed the gate: ")
+                    ("passed the gate, not promoted automatically: " if held else "failed the gate: ")
                     + "; ".join(job.reasons),
                     details=_summary(job.comparison),
                 )
