@@ -124,7 +124,7 @@ def test_v1_model_names_the_encoder(e5_bundle, small_bundle, tmp_path):
         assert client.get("/v1/model").json()["embedding"]["name"] == "minilm"
 
 
-def test_a_store_of_minilm_vectors_restored_into_an_e5_bundle_is_re_embedded(
+def test_an_e5_bundle_with_no_minilm_bundle_at_hand_fills_its_generation_before_it_serves(
     small_bundle, e5_bundle, tmp_path
 ):
     data_dir = tmp_path / "store"
