@@ -99,6 +99,8 @@ class PairEvidence:
     url_match: bool
     tfidf: float | None = None  # word TF-IDF cosine with the scorer's corpus IDF (hashed)
     char_tfidf: float | None = None  # character 4-gram TF-IDF cosine, same IDF
+    same_script: bool | None = None  # both texts mostly in one writing system (Latin, Cyrillic, Han, ...)
+    language_profile: float | None = None  # cosine of character-trigram frequency profiles (same language)
 
 
 @dataclass(frozen=True, slots=True)

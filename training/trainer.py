@@ -91,15 +91,25 @@ def fit_pair_scorer(
     """The same-story scorer: its IDF from the bundle's own articles (and the pair files' texts),
     its coefficients from the labelled pairs in ``paths`` (graded SemEval-style or 0/1 labels, e.g.
     editors' feedback), or `PairScorer.default`'s when none are given."""
-    pairs = [pair for path in _pair_files(paths) for pair in read_pairs_tsv(path)]
+    files = [(k, pair) for k, path in enumerate(_pair_files(paths)) for pair in read_pairs_tsv(path)]
+    pairs = [pair for _, pair in files]
     texts = pair_texts(pairs)
     idf = HashedIdf().fit([*corpus_texts, *dict.fromkeys(texts)])
     if not pairs:
         return PairScorer.default(idf=idf)
     evidence = graded_pair_evidence(pairs, embedder.encode(texts), idf)
-    labels = np.array([int(pair.same_story) for pair in pairs])
-    logger.info("pair scorer: %d labelled pairs (%d same story)", len(pairs), int(labels.sum()))
-    return PairScorer(idf=idf).fit(pair_feature_matrix(evidence), labels)
+    grades = np.array([pair.overall for pair in pairs])  # 0/1 files read as 1 and 4
+    logger.info(
+        "pair scorer: %d labelled pairs (%d same story)", len(pairs), sum(p.same_story for p in pairs)
+    )
+    # Each pair file held out in turn: a scorer that loses to the plain cosine there falls back to it.
+    groups = [k for k, _ in files] if len({k for k, _ in files}) > 1 else None
+    scorer = PairScorer(idf=idf).fit(pair_feature_matrix(evidence), grades, groups=groups)
+    if scorer.fallback_:  # the cosine alone, calibrated
+        logger.warning(
+            "pair scorer: below the encoder cosine out of set %s: cosine alone", scorer.out_of_set_
+        )
+    return scorer
 
 
 def fit_news_model(

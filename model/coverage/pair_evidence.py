@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -40,6 +41,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "has_provider",
     "tfidf",
     "char_tfidf",
+    "same_script",
+    "language_profile",
 )
 FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
@@ -57,6 +60,28 @@ def content_words(text: str) -> set[str]:
 
 def _dice(a: set[str], b: set[str]) -> float:
     return 2 * len(a & b) / (len(a) + len(b)) if a and b else 0.0
+
+
+def dominant_script(text: str, letters: int = 400) -> str:
+    """The writing system of most of the first ``letters`` letters ("LATIN", "CYRILLIC", "CJK", ...)."""
+    counts: dict[str, int] = {}
+    seen = 0
+    for ch in text:
+        if ch.isalpha():
+            script = unicodedata.name(ch, "UNKNOWN").split(" ", 1)[0]
+            counts[script] = counts.get(script, 0) + 1
+            seen += 1
+            if seen >= letters:
+                break
+    return max(counts, key=counts.__getitem__) if counts else ""
+
+
+# Raw character-trigram counts: their most frequent trigrams are a language's function words and
+# endings ("the", "ing", "der", "ung"), so two texts of one language have a high profile cosine
+# whatever they are about, and two languages a low one; it needs no language list or model.
+_PROFILE = HashingVectorizer(
+    n_features=2**18, alternate_sign=False, analyzer="char_wb", ngram_range=(3, 3), norm="l2"
+)
 
 
 def near_duplicate_score(a: Article, b: Article) -> float:
@@ -193,7 +218,11 @@ def indexed_pair_evidence(
     tfidf = row_cosines(words[i], words[j])
     char = row_cosines(chars[i], chars[j])
     cosines = np.einsum("ij,ij->i", vectors[i], vectors[j])
-    content = [content_words(a.text) for a in articles]
+    texts = [a.text for a in articles]
+    profiles = _PROFILE.transform(texts).tocsr()
+    profile = row_cosines(profiles[i], profiles[j])
+    scripts = [dominant_script(t) for t in texts]
+    content = [content_words(t) for t in texts]
     out = []
     for k, (p, q) in enumerate(zip(i.tolist(), j.tolist(), strict=True)):
         a, b = articles[p], articles[q]
@@ -213,6 +242,8 @@ def indexed_pair_evidence(
                 url_match=bool(ua and ub and ua == ub),
                 tfidf=float(tfidf[k]),
                 char_tfidf=float(char[k]),
+                same_script=bool(scripts[p]) and scripts[p] == scripts[q],
+                language_profile=float(profile[k]),
             )
         )
     return out
@@ -234,4 +265,7 @@ def pair_feature_matrix(evidences: Sequence[PairEvidence]) -> npt.NDArray[np.flo
             X[i, 7] = 1.0
         X[i, 8] = ev.tfidf if ev.tfidf is not None else 0.0
         X[i, 9] = ev.char_tfidf if ev.char_tfidf is not None else 0.0
+        # Evidence made before these two existed reads as one script and one language.
+        X[i, 10] = 1.0 if ev.same_script is None else float(ev.same_script)
+        X[i, 11] = 1.0 if ev.language_profile is None else ev.language_profile
     return X
