@@ -174,12 +174,17 @@ def pair_evidence(
     va: npt.NDArray[np.floating],
     vb: npt.NDArray[np.floating],
     idf: HashedIdf | None = None,
+    *,
+    languages: bool = False,
 ) -> PairEvidence:
     """Every signal the pair scorer looks at, for ``a`` and ``b`` with unit vectors ``va``, ``vb``.
 
-    ``idf`` weighs the TF-IDF cosines (the scorer's own `HashedIdf`; None: equal weights).
+    ``idf`` weighs the TF-IDF cosines (the scorer's own `HashedIdf`; None: equal weights);
+    ``languages`` also measures ``same_script`` and ``language_profile`` (left None otherwise).
     """
-    return pair_evidences(a, [b], np.asarray(va)[None, :], np.asarray(vb)[None, :], idf)[0]
+    return pair_evidences(a, [b], np.asarray(va)[None, :], np.asarray(vb)[None, :], idf, languages=languages)[
+        0
+    ]
 
 
 def pair_evidences(
@@ -188,6 +193,8 @@ def pair_evidences(
     vq: npt.NDArray[np.floating],
     vothers: npt.NDArray[np.floating],
     idf: HashedIdf | None = None,
+    *,
+    languages: bool = False,
 ) -> list[PairEvidence]:
     """`pair_evidence` of ``query`` against each of ``others``, hashing the query's text once."""
     if not others:
@@ -200,7 +207,9 @@ def pair_evidences(
         ]
     )
     zeros = np.zeros(len(others), dtype=np.intp)
-    return indexed_pair_evidence(articles, vectors, zeros, np.arange(1, len(articles)), idf)
+    return indexed_pair_evidence(
+        articles, vectors, zeros, np.arange(1, len(articles)), idf, languages=languages
+    )
 
 
 def indexed_pair_evidence(
@@ -209,8 +218,14 @@ def indexed_pair_evidence(
     i: npt.ArrayLike,
     j: npt.ArrayLike,
     idf: HashedIdf | None = None,
+    *,
+    languages: bool = False,
 ) -> list[PairEvidence]:
-    """Evidence of the pairs ``(articles[i[k]], articles[j[k]])``: every text is hashed once."""
+    """Evidence of the pairs ``(articles[i[k]], articles[j[k]])``: every text is hashed once.
+
+    ``languages``: also the script and language-profile evidence, which costs about a third more
+    time and which the default scorer does not use (see `model.coverage.pair_scorer`).
+    """
     i = np.asarray(i, dtype=np.intp)
     j = np.asarray(j, dtype=np.intp)
     vectors = np.asarray(vectors, dtype=np.float32)
@@ -219,9 +234,12 @@ def indexed_pair_evidence(
     char = row_cosines(chars[i], chars[j])
     cosines = np.einsum("ij,ij->i", vectors[i], vectors[j])
     texts = [a.text for a in articles]
-    profiles = _PROFILE.transform(texts).tocsr()
-    profile = row_cosines(profiles[i], profiles[j])
-    scripts = [dominant_script(t) for t in texts]
+    profile: npt.NDArray[np.float64] | None = None
+    scripts: list[str] = []
+    if languages:
+        profiles = _PROFILE.transform(texts).tocsr()
+        profile = row_cosines(profiles[i], profiles[j])
+        scripts = [dominant_script(t) for t in texts]
     content = [content_words(t) for t in texts]
     out = []
     for k, (p, q) in enumerate(zip(i.tolist(), j.tolist(), strict=True)):
@@ -242,8 +260,8 @@ def indexed_pair_evidence(
                 url_match=bool(ua and ub and ua == ub),
                 tfidf=float(tfidf[k]),
                 char_tfidf=float(char[k]),
-                same_script=bool(scripts[p]) and scripts[p] == scripts[q],
-                language_profile=float(profile[k]),
+                same_script=(bool(scripts[p]) and scripts[p] == scripts[q]) if scripts else None,
+                language_profile=float(profile[k]) if profile is not None else None,
             )
         )
     return out

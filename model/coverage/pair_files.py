@@ -176,12 +176,13 @@ def write_pairs_tsv(
 def graded_pair_evidence(
     pairs: Sequence[GradedPair], vectors: npt.NDArray[np.floating], idf: HashedIdf | None = None
 ) -> list[PairEvidence]:
-    """Evidence for each pair, with ``vectors`` rows ``[a0, b0, a1, b1, ...]`` (see `pair_texts`)."""
+    """Evidence for each pair, with ``vectors`` rows ``[a0, b0, a1, b1, ...]`` (see `pair_texts`);
+    all of it, the language evidence included, since a scorer may be fitted on it."""
     if len(vectors) != 2 * len(pairs):
         raise ValueError(f"expected {2 * len(pairs)} vectors (a and b of each pair), got {len(vectors)}")
     articles = [article for p in pairs for article in (p.a, p.b)]
     even = np.arange(0, 2 * len(pairs), 2)
-    return indexed_pair_evidence(articles, vectors, even, even + 1, idf)
+    return indexed_pair_evidence(articles, vectors, even, even + 1, idf, languages=True)
 
 
 def pair_texts(pairs: Sequence[GradedPair]) -> list[str]:

@@ -368,6 +368,11 @@ class PairScorer(BaseEstimator):
         plain = [k for k, name in enumerate(self.feature_names_) if name not in _TIME_COLUMNS]
         return np.hstack([Z, Z[:, plain] * undated])
 
+    def _uses_languages(self) -> bool:
+        """Whether a used feature needs the script and language-profile evidence."""
+        needs = {"same_script", "language_profile", *LANGUAGE_GATED}
+        return bool(needs.intersection(getattr(self, "feature_names_", ())))
+
     def decision(self, X: Any) -> npt.NDArray[np.float64]:
         """The linear score (log-odds of same story) of each row."""
         check_is_fitted(self, ["coef_", "intercept_"])
@@ -416,7 +421,7 @@ class PairScorer(BaseEstimator):
         vothers: npt.NDArray[np.floating],
     ) -> list[Comparison]:
         """`compare` of ``query`` with each of ``others`` (one hashing pass for all of them)."""
-        evidences = pair_evidences(query, others, vq, vothers, self.idf)
+        evidences = pair_evidences(query, others, vq, vothers, self.idf, languages=self._uses_languages())
         if not evidences:
             return []
         scores = self.predict(pair_feature_matrix(evidences))
