@@ -184,6 +184,8 @@ def cosine_scores(sets: list[HeldSet]) -> dict[str, npt.NDArray[np.float64]]:
     return {s.name: s.X[:, FEATURE_INDEX["cosine"]] for s in sets}
 
 
+GATED_DEFAULT = ("cosine", "sqrt_char_tfidf_same_language", "char_tfidf_same_language")
+
 # Candidate features tried one at a time on top of the set chosen so far.
 CANDIDATE_FEATURES: tuple[str, ...] = (
     "tfidf",
@@ -197,6 +199,7 @@ CANDIDATE_FEATURES: tuple[str, ...] = (
     "sqrt_char_tfidf_same_language",
     "tfidf_same_language",
     "language_profile",
+    "same_language",
 )
 # Features that travel together: the flag column of a feature that can be missing.
 COMPANIONS: dict[str, tuple[str, ...]] = {
@@ -308,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         "encoder_cosine": report_candidate(sets, cosine_scores(sets)),
         "previous_default": report_candidate(sets, held_out_scores(sets, {"features": PREVIOUS_FEATURES})),
         "default": report_candidate(sets, held_out_scores(sets, {})),
+        # The default's character features gated by language: what a cross-language pair gets then.
+        "default_language_gated": report_candidate(sets, held_out_scores(sets, {"features": GATED_DEFAULT})),
         "default_features": list(DEFAULT_FEATURES),
         "previous_features": list(PREVIOUS_FEATURES),
     }

@@ -101,6 +101,7 @@ class PairEvidence:
     char_tfidf: float | None = None  # character 4-gram TF-IDF cosine, same IDF
     same_script: bool | None = None  # both texts mostly in one writing system (Latin, Cyrillic, Han, ...)
     language_profile: float | None = None  # cosine of character-trigram frequency profiles (same language)
+    same_language: bool | None = None  # the articles' languages agree (known), else script and profile say so
 
 
 @dataclass(frozen=True, slots=True)

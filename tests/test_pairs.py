@@ -276,3 +276,18 @@ def test_fit_keeps_the_features_that_win_in_every_held_out_group():
     scorer = PairScorer().fit(X, overall, groups=np.repeat([0, 1, 2], 40))
     assert not scorer.fallback_ and scorer.feature_names_ == DEFAULT_FEATURES
     assert set(scorer.out_of_set_) == {"0", "1", "2"}
+
+
+def test_a_language_gated_feature_leaves_a_cross_language_pair_to_the_cosine():
+    X, overall = _synthetic()
+    X[:, FEATURE_NAMES.index("same_language")] = 1.0  # every training pair in one language
+    gated = ("cosine", "sqrt_char_tfidf_same_language", "char_tfidf_same_language")
+    scorer = PairScorer(features=gated).fit(X, overall)
+    rows = np.zeros((3, len(FEATURE_NAMES)))
+    rows[:, 0] = 0.6
+    rows[:, FEATURE_NAMES.index("char_tfidf")] = [0.0, 0.02, 0.5]  # a translation shares no n-grams
+    rows[:, FEATURE_NAMES.index("same_language")] = 0.0
+    decisions = scorer.decision(rows)
+    assert decisions[0] == pytest.approx(decisions[1]) == pytest.approx(decisions[2])
+    rows[:, FEATURE_NAMES.index("same_language")] = 1.0  # in one language the overlap counts again
+    assert np.all(np.diff(scorer.decision(rows)) > 0)

@@ -59,24 +59,21 @@ DERIVED_FEATURES: dict[str, tuple[str, Callable[[npt.NDArray[np.float64]], npt.N
 
 # Text-overlap features that mean something only between two texts in one language: a German title
 # and its English translation share no character n-grams and few words, however alike the story.
-# Such a feature is used as it is where both sides read as one language (`same_language`), and
+# Such a feature is used as it is where both sides are in one language (`same_language`: the
+# articles' own languages, from the seed or detected, else their script and trigram profile), and
 # elsewhere replaced by what it is expected to be for a same-language pair of that encoder cosine
 # (a line fitted on the training pairs), so it neither lifts nor drags a cross-language pair and
 # the cosine alone speaks for it.
 LANGUAGE_GATED: dict[str, str] = {
     "sqrt_char_tfidf_same_language": "sqrt_char_tfidf",
+    "char_tfidf_same_language": "char_tfidf",
     "tfidf_same_language": "tfidf",
 }
-# Character-trigram profile cosine from which two texts of one script read as one language: between
-# the SemEval texts of one language it is mostly above this, between two languages below.
-SAME_LANGUAGE_PROFILE = 0.2
 
 
 def same_language(X: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
-    """Rows whose two texts read as one language: one script and alike character-trigram profiles."""
-    return (X[:, FEATURE_INDEX["same_script"]] > 0) & (
-        X[:, FEATURE_INDEX["language_profile"]] >= SAME_LANGUAGE_PROFILE
-    )
+    """Rows whose two articles are in one language (`PairEvidence.same_language`)."""
+    return X[:, FEATURE_INDEX["same_language"]] > 0
 
 
 # The columns the scorer uses unless told otherwise, chosen forward from the cosine alone by
@@ -374,7 +371,7 @@ class PairScorer(BaseEstimator):
 
     def _uses_languages(self) -> bool:
         """Whether a used feature needs the script and language-profile evidence."""
-        needs = {"same_script", "language_profile", *LANGUAGE_GATED}
+        needs = {"same_script", "language_profile", "same_language", *LANGUAGE_GATED}
         return bool(needs.intersection(getattr(self, "feature_names_", ())))
 
     def decision(self, X: Any) -> npt.NDArray[np.float64]:
