@@ -106,9 +106,19 @@ class PairEvidence:
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
+    """A pair scorer's answer. ``score`` is the graded similarity (0-1, what ``/v1/compare`` shows
+    and what correlates with a human grade); ``probability`` the same-story probability the verdict
+    and the story rule cut (None: ``score`` is that probability, as a scorer without a graded
+    output gives it)."""
+
     score: float
     verdict: Verdict
     evidence: PairEvidence
+    probability: float | None = None
+
+    @property
+    def same_story_probability(self) -> float:
+        return self.score if self.probability is None else self.probability
 
 
 @dataclass(frozen=True, slots=True)

@@ -291,3 +291,89 @@ def test_a_language_gated_feature_leaves_a_cross_language_pair_to_the_cosine():
     assert decisions[0] == pytest.approx(decisions[1]) == pytest.approx(decisions[2])
     rows[:, FEATURE_NAMES.index("same_language")] = 1.0  # in one language the overlap counts again
     assert np.all(np.diff(scorer.decision(rows)) > 0)
+
+
+def _squashed(n: int = 300, seed: int = 3):
+    """Graded pairs most of which are far from the same story: the probability squashes them."""
+    rng = np.random.default_rng(seed)
+    overall = np.clip(rng.normal(3.0, 0.8, n), 1, 4)
+    X = np.zeros((n, len(FEATURE_NAMES)))
+    X[:, 0] = np.clip((4 - overall) / 3 + rng.normal(0, 0.08, n), -1, 1)
+    X[:, FEATURE_NAMES.index("char_tfidf")] = np.clip((4 - overall) / 6 + rng.normal(0, 0.08, n), 0, 1)
+    X[:, FEATURE_NAMES.index("same_language")] = 1.0
+    return X, overall
+
+
+def test_graded_output_ranks_as_the_probability_and_tracks_the_grade_better():
+    X, overall = _squashed()
+    scorer = PairScorer().fit(X, overall, groups=np.repeat(["a", "b"], 150))
+    graded, probability = scorer.similarity(X), scorer.predict(X)
+    assert scorer.graded_["source"] == "routed" and scorer.graded_["routes"]["same_language"] == "map"
+    assert np.all((graded >= 0) & (graded <= 1))
+    order = np.argsort(probability, kind="stable")
+    assert np.all(np.diff(graded[order]) >= -1e-12)  # a monotone map of the same log-odds
+    assert abs(np.corrcoef(graded, overall)[0, 1]) > abs(np.corrcoef(probability, overall)[0, 1])
+
+
+def test_graded_output_takes_the_cosine_across_languages_where_the_map_loses_there():
+    X, overall = _squashed(n=400)
+    # Across languages the character cosine says nothing (0), so the map trails the cosine there.
+    cross = np.arange(400) >= 200
+    X[cross, FEATURE_NAMES.index("same_language")] = 0.0
+    X[cross, FEATURE_NAMES.index("char_tfidf")] = 0.0
+    scorer = PairScorer(features=("cosine", "sqrt_char_tfidf", "char_tfidf")).fit(X, overall)
+    assert scorer.graded_["routes"]["cross_language"] == "cosine"
+    slope, intercept = scorer.graded_["cosine_line"]
+    rows = X[cross]
+    np.testing.assert_allclose(
+        scorer.similarity(rows), np.clip(slope * rows[:, 0] + intercept, 0, 1), rtol=1e-9, atol=1e-12
+    )
+
+
+def test_without_graded_pairs_the_graded_output_is_the_probability():
+    X, overall = _synthetic()
+    scorer = PairScorer().fit(X, (overall <= 2).astype(int))
+    assert scorer.graded_["source"] == "probability"
+    np.testing.assert_allclose(scorer.similarity(X), scorer.predict(X))
+
+
+def test_a_comparison_shows_the_graded_score_and_cuts_the_probability():
+    scorer = PairScorer.default()
+    scorer.graded_ = {
+        "source": "routed",
+        "shift": -3.0,
+        "temperature": 1.0,
+        "cosine_line": (1.0, 0.0),
+        "routes": {"same_language": "map", "cross_language": "map"},
+    }
+    comparison = _compare(BASE, SAME_STORY, scorer)
+    assert comparison.probability is not None and comparison.score > comparison.probability
+    assert comparison.same_story_probability == comparison.probability
+    assert comparison.verdict == scorer.verdict(comparison.evidence, comparison.probability)
+
+
+def test_each_encoder_has_its_own_built_in_scorer():
+    minilm, e5 = PairScorer.default(), PairScorer.default(encoder="e5-multilingual")
+    assert e5.related_cosine > minilm.related_cosine  # e5's cosines sit high
+    assert PairScorer.default(encoder="e5-multilingual", related_cosine=0.5).related_cosine == 0.5
+    X = np.zeros((2, len(FEATURE_NAMES)))
+    X[:, 0] = [0.75, 0.95]  # an e5 cosine of 0.75 is unrelated, 0.95 the same story
+    X[:, FEATURE_NAMES.index("same_language")] = 1.0
+    probability = e5.predict(X)
+    assert probability[0] < e5.same_story_threshold_ < probability[1]
+    with pytest.raises(ValueError, match="no built-in pair scorer"):
+        PairScorer.default(encoder="nope")
+
+
+def test_the_story_rule_cuts_the_same_story_probability_not_the_graded_score():
+    from model.coverage.story_rule import Neighbour, decide
+    from model.results import Comparison
+
+    scorer = PairScorer.default()
+    evidence = pair_evidence(BASE, RELATED, np.ones(2) / 2**0.5, np.ones(2) / 2**0.5)
+    below = scorer.same_story_threshold_ / 2
+    # A graded score above the cut with a probability below it: no story is joined.
+    neighbour = Neighbour("x", "s_x", Comparison(0.9, "related", evidence, probability=below), True)
+    assert decide(scorer, [neighbour]) == (None, None)
+    joined = Neighbour("x", "s_x", Comparison(0.1, "same_story", evidence, probability=0.99), True)
+    assert decide(scorer, [joined]) == ("s_x", None)

@@ -22,11 +22,12 @@ from model.articles.seeds import SeedCorpus
 from model.coverage.article_index import ArticleIndex
 from model.coverage.pair_evidence import HashedIdf, pair_feature_matrix
 from model.coverage.pair_files import graded_pair_evidence, pair_texts, read_pairs_tsv
-from model.coverage.pair_scorer import PairScorer
+from model.coverage.pair_scorer import BUILT_IN, PairScorer
 from model.coverage.stories import StoryClusterer
 from model.coverage.story_links import cluster_stories
 from model.coverage.story_rule import STORY_WINDOW_DAYS
 from model.encoders.embedder import Embedder
+from model.encoders.registry import encoder_name
 from model.evaluation.coverage import pair_metrics, pearson_by_language, related_retrieval_metrics
 from model.evaluation.split import EvalSplit
 from model.evaluation.tagging import score_metrics, topic_metrics
@@ -95,8 +96,10 @@ def fit_pair_scorer(
     pairs = [pair for _, pair in files]
     texts = pair_texts(pairs)
     idf = HashedIdf().fit([*corpus_texts, *dict.fromkeys(texts)])
+    # Each encoder's cosine has its own scale: its built-in numbers, and its own "related" cut.
+    encoder = encoder_name(embedder)
     if not pairs:
-        return PairScorer.default(idf=idf)
+        return PairScorer.default(idf=idf, encoder=encoder)
     evidence = graded_pair_evidence(pairs, embedder.encode(texts), idf)
     grades = np.array([pair.overall for pair in pairs])  # 0/1 files read as 1 and 4
     logger.info(
@@ -104,7 +107,10 @@ def fit_pair_scorer(
     )
     # Each pair file held out in turn: a scorer that loses to the plain cosine there falls back to it.
     groups = [k for k, _ in files] if len({k for k, _ in files}) > 1 else None
-    scorer = PairScorer(idf=idf).fit(pair_feature_matrix(evidence), grades, groups=groups)
+    related = BUILT_IN[encoder]["related_cosine"] if encoder in BUILT_IN else PairScorer().related_cosine
+    scorer = PairScorer(idf=idf, related_cosine=related).fit(
+        pair_feature_matrix(evidence), grades, groups=groups
+    )
     if scorer.fallback_:  # the cosine alone, calibrated
         logger.warning(
             "pair scorer: below the encoder cosine out of set %s: cosine alone", scorer.out_of_set_

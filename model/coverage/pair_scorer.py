@@ -1,16 +1,22 @@
 """`PairScorer`: the graded verdict on two articles (duplicate, same story, related or unrelated).
 
 A standardised logistic regression over a few columns of `pair_feature_matrix`, fitted on pairs
-labelled same story or not, so its score reads as "probability that this is the same story"; the
-``same_story`` verdict is that score above a best-F1 cut.
+labelled same story or not, gives the probability that two articles cover the same story; the
+``same_story`` verdict and the story rule cut that probability. What a comparison shows as its score
+is the graded output (`PairScorer.similarity`): a monotone map of the same log-odds fitted to
+correlate with human grades, or, where that was measured to lose to the encoder cosine (pairs across
+two languages, mostly), the cosine on the same scale.
 
 Why these features (chosen out of set: each shared pair set held out in turn, the scorer fitted on
-the others, `benchmarks/pairs_out_of_set.py`): the encoder cosine carries the topic, the character
-cosine the rare names, numbers and places that mark *this* event (its square root weighs the low
-end, where the decision lies; the linear term lets the top flatten). Nothing else won on most
-held-out sets: the word TF-IDF cosine, word overlap, the shingle score, provider, script and
-language-profile evidence, and the time gap (only storychains is dated, so no held-out set can
-show it helps; `max_same_story_gap_hours` is the explicit cap).
+the others, `benchmarks/pairs_out_of_set.py`): the encoder cosine carries the topic, the square
+root of the character cosine the rare names, numbers and places that mark *this* event (the root
+weighs the low end, where the decision lies), the word TF-IDF cosine the shared words. At the
+second step of the forward selection the word and the raw character cosine both qualified; the word
+one is kept because the story rule on storychains keeps its B-cubed F1 with it (0.964, against 0.956
+with the character one; `benchmarks/stories.py`). Nothing else won on most held-out sets: word
+overlap, the shingle score, provider, script and language-profile evidence, and the time gap (only
+storychains is dated, so no held-out set can show it helps; `max_same_story_gap_hours` is the
+explicit cap).
 
 Duplicates are decided by rules, not by the curve: an equal canonical URL, or near-identical
 text (shingle Jaccard at or above ``duplicate_threshold``) is the same write-up whatever the model
@@ -82,7 +88,7 @@ def same_language(X: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
 # cosine; PREVIOUS_FEATURES, which also had the word TF-IDF cosine and the time gap) keep their
 # own pickled list and score as before.
 PREVIOUS_FEATURES: tuple[str, ...] = ("cosine", "tfidf", "sqrt_char_tfidf", "has_time_gap", "log_time_gap")
-DEFAULT_FEATURES: tuple[str, ...] = ("cosine", "sqrt_char_tfidf", "char_tfidf")
+DEFAULT_FEATURES: tuple[str, ...] = ("cosine", "sqrt_char_tfidf", "tfidf")
 
 
 def _feature_column(
@@ -104,6 +110,107 @@ def _sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
+# The graded output, ``sigmoid((decision - shift) / temperature)``: a monotone map of the log-odds,
+# so it ranks pairs as the probability does, fitted for |Pearson| with graded pairs. The probability
+# itself (shift 0, temperature 1) squashes every pair that is not the same story towards 0, so a
+# "related" grade and an "unrelated" one read alike; moving the map's middle down the log-odds
+# (SemEval en: shift about -3) spreads them out again. Grid searched: two numbers, few graded pairs.
+GRADED_SHIFTS: tuple[float, ...] = tuple(float(v) for v in np.arange(-6.0, 3.01, 0.25))
+GRADED_TEMPERATURES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0)
+# Folds of the cross-validated check of the graded output against the encoder cosine, and the graded
+# pairs of one kind (same language, across languages) a group needs for that check to count.
+GRADED_FOLDS = 5
+MIN_GRADED_PAIRS = 20
+
+
+def _abs_pearson(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> float:
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return 0.0
+    return abs(float(np.corrcoef(x, y)[0, 1]))
+
+
+def graded_groups(y: npt.NDArray[np.float64], groups: Any = None) -> dict[str, npt.NDArray[np.intp]]:
+    """Rows of each group whose labels are grades (more than two values), not 0/1 or 1/4 labels."""
+    labels = np.zeros(len(y), dtype=object) if groups is None else np.asarray(groups).ravel()
+    out = {}
+    for group in np.unique(labels):
+        rows = np.flatnonzero(labels == group)
+        if len(np.unique(y[rows])) > 2:
+            out[str(group)] = rows
+    return out
+
+
+def fit_graded_map(
+    decisions: Sequence[npt.NDArray[np.float64]], grades: Sequence[npt.NDArray[np.float64]]
+) -> tuple[float, float]:
+    """(shift, temperature) of the graded map with the best mean |Pearson| over the given sets."""
+    best = (-1.0, 0.0, 1.0)
+    for shift in GRADED_SHIFTS:
+        for temperature in GRADED_TEMPERATURES:
+            value = float(
+                np.mean(
+                    [
+                        _abs_pearson(_sigmoid((d - shift) / temperature), g)
+                        for d, g in zip(decisions, grades, strict=True)
+                    ]
+                )
+            )
+            if value > best[0] + 1e-9:
+                best = (value, shift, temperature)
+    return best[1], best[2]
+
+
+# What a bundle trained without `--pairs` uses, per encoder: fitted by `python -m
+# benchmarks.pairs_out_of_set --encoder NAME` ("fitted_on_english") on the 5,146 English labelled
+# pairs of ../shared/data: storychains (4,950; CC BY-NC 4.0, research / non-commercial), SemEval-2022
+# en-en (161, overall <= 1.5; its grades also fit the graded output) and tgpairs (35), each set's
+# IDF from its own texts. semeval_ml chose the features but is left out of these numbers: its
+# looser "same story" grades would pull the same-story cut from 0.40 to 0.22 and call same-topic
+# pairs the same story. ``related_cosine``: the encoder cosine's best-F1 cut for SemEval en-en
+# ``overall`` <= 2.5. A commercial deployment should refit them on its own labelled pairs
+# (`python -m training fit --pairs ...`).
+BUILT_IN: dict[str, dict[str, Any]] = {
+    "minilm": {
+        "features": DEFAULT_FEATURES,
+        "mean": (0.24191, 0.22729, 0.03264),
+        "scale": (0.13597, 0.10073, 0.08738),
+        "coef": (1.37249, 1.89002, -0.76455),
+        "intercept": -7.01953,
+        "same_story_threshold": 0.52855,
+        "n_pairs": 5146,
+        "n_positive": 142,
+        "related_cosine": 0.36,
+        "graded": {
+            "source": "routed",
+            "shift": -3.25,
+            "temperature": 3.0,
+            "cosine_line": (1.04376, 0.06197),
+            "routes": {"same_language": "map", "cross_language": "cosine"},
+        },
+    },
+    # The out-of-set check kept the cosine alone (the features lost on tgpairs: ROC AUC 0.990 vs
+    # 1.000); e5's cosines sit high (0.7-1.0), hence its own cuts.
+    "e5-multilingual": {
+        "features": ("cosine",),
+        "mean": (0.80817,),
+        "scale": (0.03102,),
+        "coef": (2.14065,),
+        "intercept": -6.2929,
+        "same_story_threshold": 0.32659,
+        "n_pairs": 5146,
+        "n_positive": 142,
+        "related_cosine": 0.8479,
+        "graded": {
+            "source": "routed",
+            "shift": -3.75,
+            "temperature": 1.5,
+            "cosine_line": (5.79759, -4.42242),
+            "routes": {"same_language": "map", "cross_language": "cosine"},
+        },
+    },
+}
+
+
 class PairScorer(BaseEstimator):
     """Probability that two articles cover the same story, and a graded verdict.
 
@@ -119,7 +226,7 @@ class PairScorer(BaseEstimator):
     features : tuple of str or None, default=None
         Columns used: names in `FEATURE_NAMES`, `DERIVED_FEATURES` or `LANGUAGE_GATED`. None:
         `DEFAULT_FEATURES` (encoder cosine, square root of the character TF-IDF cosine and the
-        character TF-IDF cosine itself).
+        word TF-IDF cosine).
     C : float, default=1.0
         Inverse L2 penalty on the standardised coefficients.
     idf : HashedIdf or None, default=None
@@ -181,37 +288,34 @@ class PairScorer(BaseEstimator):
         self.max_same_story_gap_hours = max_same_story_gap_hours
         self.undated_terms = undated_terms
 
-    # Fitted by `python -m benchmarks.pairs_out_of_set` ("fitted_on_english") on the 5,146 English
-    # labelled pairs of ../shared/data: storychains (4,950; CC BY-NC 4.0, research / non-commercial),
-    # SemEval-2022 en-en (161, overall <= 1.5) and tgpairs (35), each set's IDF from its own texts.
-    # semeval_ml chose the features but is left out of these numbers: its looser "same story" grades
-    # would pull the same-story cut from 0.40 to 0.22 and call same-topic pairs the same story. These
-    # numbers are what a bundle trained without `--pairs` uses; a commercial deployment should refit
-    # them on its own labelled pairs (`python -m training fit --pairs ...`).
-    _DEFAULT_FEATURES = DEFAULT_FEATURES
-    _DEFAULT_MEAN = (0.24191, 0.22729, 0.06181)
-    _DEFAULT_SCALE = (0.13597, 0.10073, 0.0828)
-    _DEFAULT_COEF = (1.20684, 2.43773, -1.17244)
-    _DEFAULT_INTERCEPT = -7.02721
-    _DEFAULT_SAME_STORY = 0.39612
-    _DEFAULT_PAIRS = (5146, 142)
-
     @classmethod
-    def default(cls, **params: Any) -> PairScorer:
-        """The scorer fitted on the public labelled pairs (see the constants), without refitting.
+    def default(cls, *, encoder: str = "minilm", **params: Any) -> PairScorer:
+        """The scorer fitted on the public labelled pairs for ``encoder`` (`BUILT_IN`), without
+        refitting: each encoder's cosine lives on its own scale, so each has its own numbers.
 
         Pass ``idf=HashedIdf().fit(texts)`` to weigh the TF-IDF cosines by a corpus.
         """
+        if encoder not in BUILT_IN:
+            raise ValueError(
+                f"no built-in pair scorer for encoder {encoder!r}, expected one of {sorted(BUILT_IN)}"
+            )
+        fitted = BUILT_IN[encoder]
         scorer = cls(**params)
-        scorer.feature_names_ = tuple(cls._DEFAULT_FEATURES)
-        scorer.mean_ = np.array(cls._DEFAULT_MEAN, dtype=np.float64)
-        scorer.scale_ = np.array(cls._DEFAULT_SCALE, dtype=np.float64)
-        scorer.coef_ = np.array(cls._DEFAULT_COEF, dtype=np.float64)
-        scorer.intercept_ = float(cls._DEFAULT_INTERCEPT)
+        if "related_cosine" not in params:
+            scorer.related_cosine = fitted["related_cosine"]
+        scorer.feature_names_ = tuple(fitted["features"])
+        scorer.language_lines_ = {}
+        scorer.mean_ = np.array(fitted["mean"], dtype=np.float64)
+        scorer.scale_ = np.array(fitted["scale"], dtype=np.float64)
+        scorer.coef_ = np.array(fitted["coef"], dtype=np.float64)
+        scorer.intercept_ = float(fitted["intercept"])
         scorer.same_story_threshold_ = (
-            cls._DEFAULT_SAME_STORY if scorer.same_story_threshold is None else scorer.same_story_threshold
+            fitted["same_story_threshold"]
+            if scorer.same_story_threshold is None
+            else scorer.same_story_threshold
         )
-        scorer.n_pairs_, scorer.n_positive_ = cls._DEFAULT_PAIRS
+        scorer.n_pairs_, scorer.n_positive_ = fitted["n_pairs"], fitted["n_positive"]
+        scorer.graded_ = dict(fitted["graded"])
         scorer.out_of_set_, scorer.fallback_ = {}, False
         return scorer
 
@@ -286,6 +390,18 @@ class PairScorer(BaseEstimator):
             self.fallback_ = any(m["scorer"] < m["cosine"] for m in self.out_of_set_.values())
             if self.fallback_:
                 features = ("cosine",)
+        self._fit_linear(X, positive, features, sample_weight)
+        self.graded_ = self._fit_graded(X, np.asarray(y, dtype=np.float64).ravel(), groups, sample_weight)
+        return self
+
+    def _fit_linear(
+        self,
+        X: npt.NDArray[np.float64],
+        positive: npt.NDArray[np.bool_],
+        features: tuple[str, ...],
+        sample_weight: Any = None,
+    ) -> PairScorer:
+        """The logistic regression on ``features`` and the same-story cut: the probability."""
         self.feature_names_ = features
         self.language_lines_ = self._language_lines(X, features)
         Z = self._design(X)
@@ -305,6 +421,84 @@ class PairScorer(BaseEstimator):
             self.same_story_threshold_ = float(_sigmoid(np.array([cut]))[0])
         return self
 
+    def _fit_graded(
+        self, X: npt.NDArray[np.float64], y: npt.NDArray[np.float64], groups: Any, sample_weight: Any
+    ) -> dict[str, Any]:
+        """The graded output (`similarity`), fitted on the graded pairs among the training pairs.
+
+        Without graded pairs it is the probability. With them: the map's shift and temperature,
+        fitted on them, and a line that puts the encoder cosine on the map's scale. Pairs in one
+        language and pairs across languages (`same_language`) each take the map or the cosine line,
+        whichever correlated more with the grades there by cross-validation (`GRADED_FOLDS` folds,
+        the scorer, map and line fitted on the other folds) in every graded group with at least
+        `MIN_GRADED_PAIRS` such pairs; a kind no group has that many of takes the cosine line. So the
+        graded output reads no worse than the encoder it is given where that was measured (the
+        character features say little between two languages, and the encoder cosine is all there is).
+        """
+        graded = graded_groups(y, groups)
+        if not graded:
+            return {"source": "probability", "shift": 0.0, "temperature": 1.0}
+        cosine = X[:, FEATURE_INDEX["cosine"]]
+        shift, temperature, line = self._graded_map(self.decision(X), cosine, y, list(graded.values()))
+        mapped, lined = np.zeros(len(y)), np.zeros(len(y))
+        folds = np.random.default_rng(0).permutation(len(y)) % GRADED_FOLDS
+        positive = self.same_story_labels(y)
+        weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        for fold in range(GRADED_FOLDS):
+            test, train = folds == fold, folds != fold
+            if positive[train].all() or not positive[train].any():
+                continue
+            inner = PairScorer(**{**self.get_params(), "same_story_threshold": 0.5})
+            inner._fit_linear(
+                X[train], positive[train], self.feature_names_, None if weights is None else weights[train]
+            )
+            d = inner.decision(X)
+            f_shift, f_temperature, f_line = self._graded_map(
+                d, cosine, y, [r[train[r]] for r in graded.values()]
+            )
+            mapped[test] = _sigmoid((d[test] - f_shift) / f_temperature)
+            lined[test] = f_line[0] * cosine[test] + f_line[1]
+        same = same_language(X)
+        routes, check = {}, {}
+        for route, kind in (("same_language", same), ("cross_language", ~same)):
+            measured = {}
+            for name, rows in graded.items():
+                rows = rows[kind[rows]]
+                if len(rows) >= MIN_GRADED_PAIRS:
+                    measured[name] = {
+                        "n": len(rows),
+                        "map": round(_abs_pearson(mapped[rows], y[rows]), 4),
+                        "cosine": round(_abs_pearson(lined[rows], y[rows]), 4),
+                    }
+            wins = bool(measured) and all(m["map"] >= m["cosine"] for m in measured.values())
+            routes[route], check[route] = ("map" if wins else "cosine"), measured
+        return {
+            "source": "routed",
+            "shift": shift,
+            "temperature": temperature,
+            "cosine_line": line,
+            "routes": routes,
+            "cross_validated": check,
+        }
+
+    @staticmethod
+    def _graded_map(
+        decision: npt.NDArray[np.float64],
+        cosine: npt.NDArray[np.float64],
+        y: npt.NDArray[np.float64],
+        groups: Sequence[npt.NDArray[np.intp]],
+    ) -> tuple[float, float, tuple[float, float]]:
+        """(shift, temperature) of the map on the graded ``groups`` rows, and the line (slope,
+        intercept) that best puts the cosine on the map's values there."""
+        shift, temperature = fit_graded_map([decision[r] for r in groups], [y[r] for r in groups])
+        rows = np.concatenate(list(groups))
+        mapped = _sigmoid((decision[rows] - shift) / temperature)
+        if np.ptp(cosine[rows]) > 0:
+            slope, intercept = np.polyfit(cosine[rows], mapped, 1)
+        else:
+            slope, intercept = 0.0, float(mapped.mean())
+        return shift, temperature, (float(slope), float(intercept))
+
     # --- prediction ----------------------------------------------------------------------
 
     def _out_of_set(
@@ -322,8 +516,8 @@ class PairScorer(BaseEstimator):
             held = groups == group
             if positive[~held].all() or not positive[~held].any():
                 continue
-            params = {**self.get_params(), "features": features, "same_story_threshold": 0.5}
-            learned = PairScorer(**params).fit(X[~held], y[~held]).predict(X[held])
+            params = {**self.get_params(), "same_story_threshold": 0.5}
+            learned = PairScorer(**params)._fit_linear(X[~held], positive[~held], features).predict(X[held])
             cosine = X[held, FEATURE_INDEX["cosine"]]
             if len(np.unique(y[held])) > 2 and np.ptp(learned) > 0:
                 # Rank correlation: the cosine and the probability are squashed differently.
@@ -372,7 +566,8 @@ class PairScorer(BaseEstimator):
     def _uses_languages(self) -> bool:
         """Whether a used feature needs the script and language-profile evidence."""
         needs = {"same_script", "language_profile", "same_language", *LANGUAGE_GATED}
-        return bool(needs.intersection(getattr(self, "feature_names_", ())))
+        routes = (getattr(self, "graded_", None) or {}).get("routes", {})
+        return bool(needs.intersection(getattr(self, "feature_names_", ()))) or len(set(routes.values())) > 1
 
     def decision(self, X: Any) -> npt.NDArray[np.float64]:
         """The linear score (log-odds of same story) of each row."""
@@ -384,7 +579,31 @@ class PairScorer(BaseEstimator):
     def predict(self, X: Any) -> npt.NDArray[np.float64]:
         """Same-story probabilities in [0, 1] for `pair_feature_matrix` rows (1 for URL duplicates)."""
         X = self._check_X(X)
-        scores = _sigmoid(self.decision(X))
+        return self._with_duplicates(X, _sigmoid(self.decision(X)))
+
+    def similarity(self, X: Any) -> npt.NDArray[np.float64]:
+        """The graded output in [0, 1] for `pair_feature_matrix` rows: how alike two articles are, on
+        a scale fitted to correlate with a human grade (``graded_``); the probability where the
+        scorer was fitted without graded pairs (or before it had a graded output)."""
+        X = self._check_X(X)
+        graded = getattr(self, "graded_", None) or {"source": "probability"}
+        if graded["source"] != "routed":
+            return self.predict(X)
+        mapped = _sigmoid((self.decision(X) - graded["shift"]) / graded["temperature"])
+        slope, intercept = graded["cosine_line"]
+        lined = np.clip(slope * X[:, FEATURE_INDEX["cosine"]] + intercept, 0.0, 1.0)
+        routes = graded["routes"]
+        same = same_language(X)
+        scores = np.where(
+            same,
+            mapped if routes["same_language"] == "map" else lined,
+            mapped if routes["cross_language"] == "map" else lined,
+        )
+        return self._with_duplicates(X, scores)
+
+    def _with_duplicates(
+        self, X: npt.NDArray[np.float64], scores: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
         # Duplicates are as similar as two articles get, whatever the model says.
         scores = np.where(X[:, FEATURE_INDEX["url_match"]] > 0, 1.0, scores)
         dup = X[:, FEATURE_INDEX["near_duplicate"]] >= self.duplicate_threshold
@@ -425,8 +644,9 @@ class PairScorer(BaseEstimator):
         evidences = pair_evidences(query, others, vq, vothers, self.idf, languages=self._uses_languages())
         if not evidences:
             return []
-        scores = self.predict(pair_feature_matrix(evidences))
+        X = pair_feature_matrix(evidences)
+        probabilities, scores = self.predict(X), self.similarity(X)
         return [
-            Comparison(score=float(s), verdict=self.verdict(ev, float(s)), evidence=ev)
-            for ev, s in zip(evidences, scores, strict=True)
+            Comparison(score=float(s), verdict=self.verdict(ev, float(p)), evidence=ev, probability=float(p))
+            for ev, s, p in zip(evidences, scores, probabilities, strict=True)
         ]

@@ -81,14 +81,14 @@ def decide(scorer: PairScorer, neighbours: Iterable[Neighbour]) -> tuple[str | N
     """(story to join, or None to found one; duplicate_of) from already scored neighbours."""
     neighbours = list(neighbours)
     copies = [n for n in neighbours if n.comparison.verdict == "duplicate"]
-    duplicate = max(copies, key=lambda n: (n.comparison.score, n.article_id), default=None)
+    duplicate = max(copies, key=lambda n: (n.comparison.same_story_probability, n.article_id), default=None)
     if duplicate is not None and duplicate.story_id is not None:
         # A copy belongs where its original is, whatever other stories score on average.
         return duplicate.story_id, duplicate.article_id
     scores: dict[str, list[float]] = defaultdict(list)
     for n in neighbours:
         if n.in_window and n.story_id is not None:
-            scores[n.story_id].append(n.comparison.score)
+            scores[n.story_id].append(n.comparison.same_story_probability)  # a probability cut, not the grade
     best_story, best_mean = None, -1.0
     for story_id, values in scores.items():
         mean = float(np.mean(values))
