@@ -341,3 +341,25 @@ def test_the_ledger_records_a_candidate_as_trained_and_a_hand_fit_as_live(tmp_pa
     record_trained_bundle(tmp_path, "v3", candidate=False)
     assert live_version(tmp_path) == "v3"  # with a ledger, a hand-run fit serves its bundle next
     assert [event["decision"] for event in read_ledger(tmp_path)["events"]] == ["trained", "promoted"]
+
+
+def test_dedup_takes_the_encoder_by_the_names_fit_takes(tmp_path):
+    folder = tmp_path / "import"
+    folder.mkdir()
+    (folder / "en.md").write_text(
+        "---\ntitle: German government approves coal phase-out by 2038\n"
+        "excerpt: The cabinet on Wednesday passed the law to end coal-fired power generation.\n---\n"
+    )
+    (folder / "de.md").write_text(
+        "---\ntitle: Bundesregierung beschließt den Kohleausstieg bis 2038\n"
+        "excerpt: Das Kabinett hat am Mittwoch das Gesetz zum Ausstieg aus der Kohleverstromung "
+        "verabschiedet.\n---\n"
+    )
+    report = tmp_path / "report.jsonl"
+    args = ("dedup", "--seeds", str(folder), "--out", str(report), "--no-cache", "--no-progress")
+    result = run_cli(*args, "--encoder", "e5-multilingual")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stderr.strip().splitlines()[-1])
+    assert summary["encoder"] == "e5-multilingual" and summary["articles"] == 2
+    refused = run_cli(*args, "--encoder", "nope")
+    assert refused.returncode == 2 and "e5-multilingual" in refused.stderr

