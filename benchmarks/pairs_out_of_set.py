@@ -45,9 +45,11 @@ from sklearn.metrics import roc_auc_score
 
 from benchmarks.pairs import _default_data_dir
 from model.coverage.pair_evidence import FEATURE_INDEX, HashedIdf, pair_feature_matrix
-from model.coverage.pair_files import graded_pair_evidence, pair_texts, read_pairs_tsv
+from model.coverage.pair_files import RELATED_MAX_OVERALL, graded_pair_evidence, pair_texts, read_pairs_tsv
 from model.coverage.pair_scorer import DEFAULT_FEATURES, PREVIOUS_FEATURES, PairScorer
-from model.encoders.embedder import Embedder, EmbeddingCache
+from model.encoders.cache import EmbeddingCache
+from model.encoders.registry import ENCODER_NAMES, make_encoder
+from model.evaluation.thresholds import best_f1_threshold
 
 logger = logging.getLogger("benchmarks.pairs_out_of_set")
 
@@ -263,15 +265,14 @@ def choose_features(
     return {"chosen": list(chosen), "steps": steps}
 
 
-def make_encode(name: str, cache: Path) -> Encode:
-    """The encoder ``name`` with the shared embedding cache."""
-    if name == "minilm":
-        return Embedder(cache=EmbeddingCache(cache)).encode
-    try:
-        from model.encoders.registry import make_encoder  # type: ignore[import-not-found]
-    except ImportError:
-        raise SystemExit(f"unknown encoder {name!r}: this checkout knows only 'minilm'") from None
-    return make_encoder(name, cache=EmbeddingCache(cache)).encode  # type: ignore[no-any-return]
+def make_encode(name: str, cache: Path, prefix: str = "passage") -> Encode:
+    """The encoder ``name`` (``prefix``: e5's form) with the shared embedding cache."""
+    return make_encoder(name, cache=EmbeddingCache(cache), prefix=prefix).encode  # type: ignore[no-any-return]
+
+
+def related_cut(s: HeldSet) -> float:
+    """The encoder cosine's best-F1 cut for ``overall`` <= 2.5 (related or closer) on a graded set."""
+    return float(best_f1_threshold(s.X[:, FEATURE_INDEX["cosine"]], s.overall <= RELATED_MAX_OVERALL))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,7 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         "beside the raw encoder cosine; and the features chosen forward by that. Prints one JSON object.",
     )
     parser.add_argument("--data", type=Path, default=None, help="corpus folder ($NEWSDESK_CORPUS_DIR)")
-    parser.add_argument("--encoder", default="minilm", help="encoder name (default minilm)")
+    parser.add_argument("--encoder", default="minilm", choices=ENCODER_NAMES, help="encoder (default minilm)")
+    parser.add_argument(
+        "--prefix", default="passage", choices=("passage", "query"), help="e5's form (default passage)"
+    )
     parser.add_argument(
         "--cache",
         type=Path,
@@ -300,11 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"no pairs.tsv for {missing} under {data}; pass --data or set NEWSDESK_CORPUS_DIR")
     started = time.perf_counter()
-    encode = make_encode(args.encoder, args.cache)
+    encode = make_encode(args.encoder, args.cache, args.prefix)
     sets = [load_set(data, name, encode) for name in SETS]
     report: dict[str, Any] = {
         "data": str(data),
         "encoder": args.encoder,
+        "prefix": args.prefix if args.encoder != "minilm" else None,
         "protocol": "fit on the other sets' same-story labels, score the held-out set; "
         "graded sets: |Pearson| of the probability with overall; binary sets: ROC AUC",
         "pairs": {s.name: {"n": len(s.same), "same_story": int(s.same.sum())} for s in sets},
@@ -320,7 +325,14 @@ def main(argv: list[str] | None = None) -> int:
         report["selection"] = choose_features(sets, args.boot)
     for label, names in (("fitted_on_all", SETS), ("fitted_on_english", ENGLISH_SETS)):
         chosen = [s for s in sets if s.name in names]
-        fitted = PairScorer().fit(np.vstack([s.X for s in chosen]), np.concatenate([s.same for s in chosen]))
+        # Grades as the pair files give them (0/1 files as 1 and 4), one group per file: the graded
+        # output is fitted on the graded files' grades and checked against the cosine (`PairScorer.fit`).
+        fitted = PairScorer().fit(
+            np.vstack([s.X for s in chosen]),
+            np.concatenate([s.overall for s in chosen]),
+            groups=np.concatenate([[s.name] * len(s.overall) for s in chosen]),
+        )
+        graded = {k: list(v) if isinstance(v, tuple) else v for k, v in fitted.graded_.items()}
         report[label] = {
             "sets": list(names),
             "features": list(fitted.feature_names_),
@@ -331,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
             "same_story_threshold": round(fitted.same_story_threshold_, 5),
             "n_pairs": fitted.n_pairs_,
             "n_positive": fitted.n_positive_,
+            "fallback": fitted.fallback_,
+            "out_of_set": fitted.out_of_set_,
+            "graded": graded,
+            "related_cosine": round(related_cut(next(s for s in sets if s.name == "semeval")), 4),
         }
     report["seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(report, indent=2)
