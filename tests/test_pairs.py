@@ -11,7 +11,13 @@ from helpers import corpus_path, shared_embedder
 from sklearn.base import clone
 
 from model.articles.article import Article, Provider
-from model.coverage.pair_evidence import FEATURE_NAMES, HashedIdf, pair_evidence, pair_feature_matrix
+from model.coverage.pair_evidence import (
+    FEATURE_NAMES,
+    HashedIdf,
+    pair_evidence,
+    pair_evidences,
+    pair_feature_matrix,
+)
 from model.coverage.pair_files import graded_pair_evidence, pair_texts, read_pairs_tsv
 from model.coverage.pair_scorer import DEFAULT_FEATURES, PairScorer
 from model.evaluation.coverage import pair_metrics
@@ -377,3 +383,17 @@ def test_the_story_rule_cuts_the_same_story_probability_not_the_graded_score():
     assert decide(scorer, [neighbour]) == (None, None)
     joined = Neighbour("x", "s_x", Comparison(0.1, "same_story", evidence, probability=0.99), True)
     assert decide(scorer, [joined]) == ("s_x", None)
+
+
+def test_the_graded_routes_need_only_the_articles_languages_when_both_are_known():
+    from dataclasses import replace
+
+    german = replace(BASE, id="de", language="de")
+    english = replace(SAME_STORY, language="en")
+    vectors = np.ones((2, 2)) / 2**0.5
+    (known,) = pair_evidences(german, [english], vectors[0], vectors[1:], languages="same_language")
+    assert known.same_language is False and known.language_profile is None  # no profiles computed
+    unknown = replace(english, language=None)
+    (guessed,) = pair_evidences(german, [unknown], vectors[0], vectors[1:], languages="same_language")
+    assert guessed.language_profile is not None  # one side unknown: script and profile decide
+    assert PairScorer.default()._uses_languages() == "same_language"

@@ -16,7 +16,8 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -202,7 +203,7 @@ def pair_evidences(
     vothers: npt.NDArray[np.floating],
     idf: HashedIdf | None = None,
     *,
-    languages: bool = False,
+    languages: bool | Literal["same_language"] = False,
 ) -> list[PairEvidence]:
     """`pair_evidence` of ``query`` against each of ``others``, hashing the query's text once."""
     if not others:
@@ -227,13 +228,21 @@ def indexed_pair_evidence(
     j: npt.ArrayLike,
     idf: HashedIdf | None = None,
     *,
-    languages: bool = False,
+    languages: bool | Literal["same_language"] = False,
 ) -> list[PairEvidence]:
     """Evidence of the pairs ``(articles[i[k]], articles[j[k]])``: every text is hashed once.
 
     ``languages``: also the script and language-profile evidence, which costs about a third more
-    time and which the default scorer does not use (see `model.coverage.pair_scorer`).
+    time and which the default features do not use (see `model.coverage.pair_scorer`);
+    ``"same_language"``: only ``same_language``, from the articles' own languages when every one
+    has one (no profiles then), else as ``True``.
     """
+    if languages == "same_language" and all(getattr(a, "language", None) for a in articles):
+        out = indexed_pair_evidence(articles, vectors, i, j, idf, languages=False)
+        return [
+            replace(ev, same_language=articles[p].language == articles[q].language)
+            for ev, p, q in zip(out, np.asarray(i).tolist(), np.asarray(j).tolist(), strict=True)
+        ]
     i = np.asarray(i, dtype=np.intp)
     j = np.asarray(j, dtype=np.intp)
     vectors = np.asarray(vectors, dtype=np.float32)

@@ -26,7 +26,7 @@ says.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -563,11 +563,14 @@ class PairScorer(BaseEstimator):
         plain = [k for k, name in enumerate(self.feature_names_) if name not in _TIME_COLUMNS]
         return np.hstack([Z, Z[:, plain] * undated])
 
-    def _uses_languages(self) -> bool:
-        """Whether a used feature needs the script and language-profile evidence."""
+    def _uses_languages(self) -> bool | Literal["same_language"]:
+        """Whether a used feature needs the script and language-profile evidence (True), or only
+        the graded output's routes need `same_language` ("same_language")."""
         needs = {"same_script", "language_profile", "same_language", *LANGUAGE_GATED}
+        if needs.intersection(getattr(self, "feature_names_", ())):
+            return True
         routes = (getattr(self, "graded_", None) or {}).get("routes", {})
-        return bool(needs.intersection(getattr(self, "feature_names_", ()))) or len(set(routes.values())) > 1
+        return "same_language" if len(set(routes.values())) > 1 else False
 
     def decision(self, X: Any) -> npt.NDArray[np.float64]:
         """The linear score (log-odds of same story) of each row."""
