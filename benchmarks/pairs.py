@@ -8,9 +8,9 @@ Scores compared on the same folds:
 
 - ``tfidf_cosine``: TF-IDF cosine (sublinear tf, English stop words, fitted on the set's texts);
 - ``minilm_cosine``: all-MiniLM-L6-v2 cosine of title + excerpt;
-- ``pair_scorer``: `PairScorer` with its default features (MiniLM cosine and the hashed
-  character TF-IDF cosine, its square root and itself, with the set's own IDF; chosen out of set by
-  `benchmarks.pairs_out_of_set`), fitted on the training pairs of all sets.
+- ``pair_scorer``: `PairScorer` with its default features (MiniLM cosine, the square root of the
+  hashed character TF-IDF cosine and the word TF-IDF cosine, with the set's own IDF; chosen out of
+  set by `benchmarks.pairs_out_of_set`), fitted on the training pairs of all sets.
 
 Protocol: grouped cross-validation, ``--folds`` folds repeated ``--repeats`` times. Groups
 (storychains chains, connected components of the pair graph elsewhere) are dealt to folds per
