@@ -63,6 +63,7 @@ def _fit(sets: list[HeldSet]) -> PairScorer:
         np.vstack([s.X for s in sets]),
         np.concatenate([s.overall for s in sets]),
         groups=np.concatenate([[s.name] * len(s.overall) for s in sets]),
+        language_pairs=np.concatenate([s.keys for s in sets]),
     )
 
 
@@ -72,7 +73,7 @@ def out_of_set(sets: list[HeldSet]) -> tuple[Scores, Scores]:
     for held in sets:
         scorer = _fit([s for s in sets if s is not held])
         probability[held.name] = scorer.predict(held.X)
-        graded[held.name] = scorer.similarity(held.X)
+        graded[held.name] = scorer.similarity(held.X, held.keys)
     return probability, graded
 
 
@@ -82,14 +83,15 @@ def cross_validated(sets: list[HeldSet], folds: int) -> tuple[Scores, Scores, di
     X = np.vstack([s.X for s in sets])
     grades = np.concatenate([s.overall for s in sets])
     groups = np.concatenate([[s.name] * len(s.overall) for s in sets])
+    keys = np.concatenate([s.keys for s in sets])
     fold_of = np.random.default_rng(0).permutation(len(grades)) % folds
     probability, graded = np.zeros(len(grades)), np.zeros(len(grades))
     chosen = []
     for fold in range(folds):
         test = fold_of == fold
-        scorer = PairScorer().fit(X[~test], grades[~test], groups=groups[~test])
+        scorer = PairScorer().fit(X[~test], grades[~test], groups=groups[~test], language_pairs=keys[~test])
         probability[test] = scorer.predict(X[test])
-        graded[test] = scorer.similarity(X[test])
+        graded[test] = scorer.similarity(X[test], keys[test])
         routes = scorer.graded_.get("routes")
         chosen.append({"features": list(scorer.feature_names_), "graded_routes": routes})
     bounds = np.cumsum([0, *[len(s.overall) for s in sets]])
@@ -102,7 +104,7 @@ def fitted_on_all(sets: list[HeldSet]) -> dict[str, Any]:
     X = np.vstack([s.X for s in sets])
     grades = np.concatenate([s.overall for s in sets])
     groups = np.concatenate([[s.name] * len(s.overall) for s in sets])
-    scorer = PairScorer().fit(X, grades, groups=groups)
+    scorer = PairScorer().fit(X, grades, groups=groups, language_pairs=np.concatenate([s.keys for s in sets]))
     graded = {k: (list(v) if isinstance(v, tuple) else v) for k, v in scorer.graded_.items()}
     return {
         "features": list(scorer.feature_names_),
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             # in its fit: in-sample there; semeval_ml is out of set).
             "built_in": {
                 "probability": report_candidate(sets, {s.name: builtin.predict(s.X) for s in sets}),
-                "graded": report_candidate(sets, {s.name: builtin.similarity(s.X) for s in sets}),
+                "graded": report_candidate(sets, {s.name: builtin.similarity(s.X, s.keys) for s in sets}),
             },
             "fitted_on_all": fitted_on_all(sets),
             "stories": stories(args.data_dir, encoder, name),

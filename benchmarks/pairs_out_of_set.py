@@ -46,7 +46,13 @@ from sklearn.metrics import roc_auc_score
 from benchmarks.pairs import _default_data_dir
 from model.coverage.pair_evidence import FEATURE_INDEX, HashedIdf, pair_feature_matrix
 from model.coverage.pair_files import RELATED_MAX_OVERALL, graded_pair_evidence, pair_texts, read_pairs_tsv
-from model.coverage.pair_scorer import DEFAULT_FEATURES, PREVIOUS_FEATURES, PairScorer
+from model.coverage.pair_scorer import (
+    DEFAULT_FEATURES,
+    MIN_GRADED_PAIRS,
+    PREVIOUS_FEATURES,
+    PairScorer,
+    language_pair,
+)
 from model.encoders.cache import EmbeddingCache
 from model.encoders.registry import ENCODER_NAMES, make_encoder
 from model.evaluation.thresholds import best_f1_threshold
@@ -72,6 +78,8 @@ class HeldSet:
     same: npt.NDArray[np.bool_]
     overall: npt.NDArray[np.float64]
     langs: npt.NDArray[np.str_] | None
+    # `language_pair` of each pair from its articles' languages (the file's, else detected).
+    keys: npt.NDArray[np.object_] | None = None
 
     @property
     def graded(self) -> bool:
@@ -97,6 +105,7 @@ def load_set(data: Path, name: str, encode: Encode) -> HeldSet:
         np.array([p.same_story for p in pairs]),
         np.array([p.overall for p in pairs], dtype=np.float64),
         langs,
+        np.array([language_pair(p.a.language, p.b.language) for p in pairs], dtype=object),
     )
 
 
@@ -270,6 +279,32 @@ def make_encode(name: str, cache: Path, prefix: str = "passage") -> Encode:
     return make_encoder(name, cache=EmbeddingCache(cache), prefix=prefix).encode  # type: ignore[no-any-return]
 
 
+def language_routes(scorer: PairScorer, held: list[HeldSet]) -> dict[str, str]:
+    """For a scorer with a graded output, each language pair's route (its map or the cosine line,
+    whichever correlates more with the grade) on graded sets the scorer was not fitted on, for pairs
+    with at least `MIN_GRADED_PAIRS` pairs."""
+    graded = scorer.graded_
+    routes: dict[str, str] = {}
+    for s in held:
+        if not s.graded or s.keys is None:
+            continue
+        by_route = {}
+        for route in ("map", "cosine"):
+            scorer.graded_ = {
+                **graded,
+                "routes": dict.fromkeys(graded["routes"], route),
+                "language_routes": {},
+            }
+            by_route[route] = scorer.similarity(s.X)
+        scorer.graded_ = graded
+        for key in sorted({k for k in s.keys if k}):
+            rows = np.flatnonzero(s.keys == key)
+            if len(rows) >= MIN_GRADED_PAIRS:
+                best = {r: abs(float(pearsonr(v[rows], s.overall[rows])[0])) for r, v in by_route.items()}
+                routes[str(key)] = "map" if best["map"] >= best["cosine"] else "cosine"
+    return routes
+
+
 def related_cut(s: HeldSet) -> float:
     """The encoder cosine's best-F1 cut for ``overall`` <= 2.5 (related or closer) on a graded set."""
     return float(best_f1_threshold(s.X[:, FEATURE_INDEX["cosine"]], s.overall <= RELATED_MAX_OVERALL))
@@ -332,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
             np.concatenate([s.overall for s in chosen]),
             groups=np.concatenate([[s.name] * len(s.overall) for s in chosen]),
         )
+        if label == "fitted_on_english":  # routes per language pair, chosen on the pairs it never saw
+            fitted.graded_["language_routes"] = language_routes(
+                fitted, [s for s in sets if s.name not in names]
+            )
         graded = {k: list(v) if isinstance(v, tuple) else v for k, v in fitted.graded_.items()}
         report[label] = {
             "sets": list(names),

@@ -397,3 +397,18 @@ def test_the_graded_routes_need_only_the_articles_languages_when_both_are_known(
     (guessed,) = pair_evidences(german, [unknown], vectors[0], vectors[1:], languages="same_language")
     assert guessed.language_profile is not None  # one side unknown: script and profile decide
     assert PairScorer.default()._uses_languages() == "same_language"
+
+
+def test_a_language_pair_where_the_map_loses_takes_the_cosine_line():
+    X, overall = _squashed(n=400)
+    keys = np.array(["en-en"] * 300 + ["zh-zh"] * 100, dtype=object)
+    # In zh-zh the character cosine runs against the grade: the map trails the cosine there.
+    X[300:, FEATURE_NAMES.index("char_tfidf")] = np.clip((overall[300:] - 1) / 6, 0, 1)
+    scorer = PairScorer(features=("cosine", "sqrt_char_tfidf", "char_tfidf")).fit(
+        X, overall, language_pairs=keys
+    )
+    assert scorer.graded_["language_routes"] == {"en-en": "map", "zh-zh": "cosine"}
+    slope, intercept = scorer.graded_["cosine_line"]
+    expected = np.clip(slope * X[300:, 0] + intercept, 0, 1)
+    np.testing.assert_allclose(scorer.similarity(X[300:], keys[300:]), expected, atol=1e-12)
+    assert PairScorer.default(encoder="e5-multilingual").graded_["language_routes"]["zh-zh"] == "cosine"

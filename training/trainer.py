@@ -22,7 +22,7 @@ from model.articles.seeds import SeedCorpus
 from model.coverage.article_index import ArticleIndex
 from model.coverage.pair_evidence import HashedIdf, pair_feature_matrix
 from model.coverage.pair_files import graded_pair_evidence, pair_texts, read_pairs_tsv
-from model.coverage.pair_scorer import BUILT_IN, PairScorer
+from model.coverage.pair_scorer import BUILT_IN, PairScorer, language_pair
 from model.coverage.stories import StoryClusterer
 from model.coverage.story_links import cluster_stories
 from model.coverage.story_rule import STORY_WINDOW_DAYS
@@ -108,8 +108,10 @@ def fit_pair_scorer(
     # Each pair file held out in turn: a scorer that loses to the plain cosine there falls back to it.
     groups = [k for k, _ in files] if len({k for k, _ in files}) > 1 else None
     related = BUILT_IN[encoder]["related_cosine"] if encoder in BUILT_IN else PairScorer().related_cosine
+    # Each pair's languages: the graded output picks its route per language pair where measured.
+    keys = [language_pair(pair.a.language, pair.b.language) for pair in pairs]
     scorer = PairScorer(idf=idf, related_cosine=related).fit(
-        pair_feature_matrix(evidence), grades, groups=groups
+        pair_feature_matrix(evidence), grades, groups=groups, language_pairs=keys
     )
     if scorer.fallback_:  # the cosine alone, calibrated
         logger.warning(

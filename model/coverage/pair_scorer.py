@@ -129,6 +129,11 @@ def _abs_pearson(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> floa
     return abs(float(np.corrcoef(x, y)[0, 1]))
 
 
+def language_pair(a: str | None, b: str | None) -> str | None:
+    """The key of a pair's two languages, in either order ("de-en"); None if either is unknown."""
+    return "-".join(sorted((a, b))) if a and b else None
+
+
 def graded_groups(y: npt.NDArray[np.float64], groups: Any = None) -> dict[str, npt.NDArray[np.intp]]:
     """Rows of each group whose labels are grades (more than two values), not 0/1 or 1/4 labels."""
     labels = np.zeros(len(y), dtype=object) if groups is None else np.asarray(groups).ravel()
@@ -167,8 +172,9 @@ def fit_graded_map(
 # IDF from its own texts. semeval_ml chose the features but is left out of these numbers: its
 # looser "same story" grades would pull the same-story cut from 0.40 to 0.22 and call same-topic
 # pairs the same story. ``related_cosine``: the encoder cosine's best-F1 cut for SemEval en-en
-# ``overall`` <= 2.5. A commercial deployment should refit them on its own labelled pairs
-# (`python -m training fit --pairs ...`).
+# ``overall`` <= 2.5. ``language_routes``: each semeval_ml language pair's route of the graded
+# output (map or cosine line), chosen on those pairs, which the numbers were not fitted on. A
+# commercial deployment should refit them on its own labelled pairs (`python -m training fit --pairs ...`).
 BUILT_IN: dict[str, dict[str, Any]] = {
     "minilm": {
         "features": DEFAULT_FEATURES,
@@ -186,6 +192,23 @@ BUILT_IN: dict[str, dict[str, Any]] = {
             "temperature": 3.0,
             "cosine_line": (1.04376, 0.06197),
             "routes": {"same_language": "map", "cross_language": "cosine"},
+            "language_routes": {
+                "ar-ar": "map",
+                "de-de": "map",
+                "de-en": "map",
+                "de-fr": "map",
+                "en-es": "cosine",
+                "en-pl": "map",
+                "en-zh": "map",
+                "es-es": "map",
+                "es-it": "cosine",
+                "fr-fr": "map",
+                "it-it": "map",
+                "pl-pl": "map",
+                "ru-ru": "map",
+                "tr-tr": "map",
+                "zh-zh": "map",
+            },
         },
     },
     # The out-of-set check kept the cosine alone (the features lost on tgpairs: ROC AUC 0.990 vs
@@ -206,6 +229,23 @@ BUILT_IN: dict[str, dict[str, Any]] = {
             "temperature": 1.5,
             "cosine_line": (5.79759, -4.42242),
             "routes": {"same_language": "map", "cross_language": "cosine"},
+            "language_routes": {
+                "ar-ar": "cosine",
+                "de-de": "map",
+                "de-en": "map",
+                "de-fr": "cosine",
+                "en-es": "cosine",
+                "en-pl": "cosine",
+                "en-zh": "cosine",
+                "es-es": "map",
+                "es-it": "cosine",
+                "fr-fr": "cosine",
+                "it-it": "map",
+                "pl-pl": "map",
+                "ru-ru": "cosine",
+                "tr-tr": "cosine",
+                "zh-zh": "cosine",
+            },
         },
     },
 }
@@ -345,7 +385,9 @@ class PairScorer(BaseEstimator):
             )
         return y <= SAME_STORY_MAX_OVERALL
 
-    def fit(self, X: Any, y: Any, sample_weight: Any = None, groups: Any = None) -> PairScorer:
+    def fit(
+        self, X: Any, y: Any, sample_weight: Any = None, groups: Any = None, language_pairs: Any = None
+    ) -> PairScorer:
         """Fit the logistic regression and (unless given) the same-story cut.
 
         With ``groups`` (one label per pair: the pair file or set it came from), each group is first
@@ -364,6 +406,9 @@ class PairScorer(BaseEstimator):
         sample_weight : array-like of shape (n_pairs,) or None
         groups : array-like of shape (n_pairs,) or None
             The set each pair came from, for the out-of-set check above; None skips it.
+        language_pairs : array-like of shape (n_pairs,) or None
+            Each pair's two languages (`language_pair`; None where one is unknown): the graded
+            output then also picks its route per language pair (see `_fit_graded`).
 
         Returns
         -------
@@ -391,7 +436,9 @@ class PairScorer(BaseEstimator):
             if self.fallback_:
                 features = ("cosine",)
         self._fit_linear(X, positive, features, sample_weight)
-        self.graded_ = self._fit_graded(X, np.asarray(y, dtype=np.float64).ravel(), groups, sample_weight)
+        self.graded_ = self._fit_graded(
+            X, np.asarray(y, dtype=np.float64).ravel(), groups, sample_weight, language_pairs
+        )
         return self
 
     def _fit_linear(
@@ -422,7 +469,12 @@ class PairScorer(BaseEstimator):
         return self
 
     def _fit_graded(
-        self, X: npt.NDArray[np.float64], y: npt.NDArray[np.float64], groups: Any, sample_weight: Any
+        self,
+        X: npt.NDArray[np.float64],
+        y: npt.NDArray[np.float64],
+        groups: Any,
+        sample_weight: Any,
+        language_pairs: Any = None,
     ) -> dict[str, Any]:
         """The graded output (`similarity`), fitted on the graded pairs among the training pairs.
 
@@ -434,6 +486,9 @@ class PairScorer(BaseEstimator):
         `MIN_GRADED_PAIRS` such pairs; a kind no group has that many of takes the cosine line. So the
         graded output reads no worse than the encoder it is given where that was measured (the
         character features say little between two languages, and the encoder cosine is all there is).
+        With ``language_pairs``, each language pair with at least `MIN_GRADED_PAIRS` graded pairs
+        takes its own route the same way (a map fitted mostly on English grades can bend another
+        language's cosine range the wrong way); other pairs keep their kind's route.
         """
         graded = graded_groups(y, groups)
         if not graded:
@@ -472,13 +527,29 @@ class PairScorer(BaseEstimator):
                     }
             wins = bool(measured) and all(m["map"] >= m["cosine"] for m in measured.values())
             routes[route], check[route] = ("map" if wins else "cosine"), measured
+        by_language, checked = {}, {}
+        if language_pairs is not None:
+            keys = np.asarray(language_pairs, dtype=object).ravel()
+            rated = np.zeros(len(y), dtype=bool)
+            rated[np.concatenate(list(graded.values()))] = True
+            for key in sorted({k for k in keys[rated] if k}):
+                rows = np.flatnonzero(rated & (keys == key))
+                if len(rows) >= MIN_GRADED_PAIRS:
+                    figure = {
+                        "n": len(rows),
+                        "map": round(_abs_pearson(mapped[rows], y[rows]), 4),
+                        "cosine": round(_abs_pearson(lined[rows], y[rows]), 4),
+                    }
+                    by_language[str(key)] = "map" if figure["map"] >= figure["cosine"] else "cosine"
+                    checked[str(key)] = figure
         return {
             "source": "routed",
             "shift": shift,
             "temperature": temperature,
             "cosine_line": line,
             "routes": routes,
-            "cross_validated": check,
+            "language_routes": by_language,
+            "cross_validated": {**check, "by_language": checked},
         }
 
     @staticmethod
@@ -584,10 +655,11 @@ class PairScorer(BaseEstimator):
         X = self._check_X(X)
         return self._with_duplicates(X, _sigmoid(self.decision(X)))
 
-    def similarity(self, X: Any) -> npt.NDArray[np.float64]:
+    def similarity(self, X: Any, language_pairs: Any = None) -> npt.NDArray[np.float64]:
         """The graded output in [0, 1] for `pair_feature_matrix` rows: how alike two articles are, on
         a scale fitted to correlate with a human grade (``graded_``); the probability where the
-        scorer was fitted without graded pairs (or before it had a graded output)."""
+        scorer was fitted without graded pairs (or before it had a graded output).
+        ``language_pairs`` (`language_pair` of each row) picks a language pair's own route."""
         X = self._check_X(X)
         graded = getattr(self, "graded_", None) or {"source": "probability"}
         if graded["source"] != "routed":
@@ -602,6 +674,10 @@ class PairScorer(BaseEstimator):
             mapped if routes["same_language"] == "map" else lined,
             mapped if routes["cross_language"] == "map" else lined,
         )
+        by_language = graded.get("language_routes") or {}
+        if language_pairs is not None and by_language:
+            route = np.array([by_language.get(k) if k else None for k in language_pairs], dtype=object)
+            scores = np.where(route == "map", mapped, np.where(route == "cosine", lined, scores))
         return self._with_duplicates(X, scores)
 
     def _with_duplicates(
@@ -648,7 +724,8 @@ class PairScorer(BaseEstimator):
         if not evidences:
             return []
         X = pair_feature_matrix(evidences)
-        probabilities, scores = self.predict(X), self.similarity(X)
+        keys = [language_pair(query.language, other.language) for other in others]
+        probabilities, scores = self.predict(X), self.similarity(X, keys)
         return [
             Comparison(score=float(s), verdict=self.verdict(ev, float(p)), evidence=ev, probability=float(p))
             for ev, s, p in zip(evidences, scores, probabilities, strict=True)
