@@ -396,7 +396,7 @@ def test_the_graded_routes_need_only_the_articles_languages_when_both_are_known(
     unknown = replace(english, language=None)
     (guessed,) = pair_evidences(german, [unknown], vectors[0], vectors[1:], languages="same_language")
     assert guessed.language_profile is not None  # one side unknown: script and profile decide
-    assert PairScorer.default()._uses_languages() == "same_language"
+    assert PairScorer.default(encoder="e5-multilingual")._uses_languages() == "same_language"
 
 
 def test_a_language_pair_where_the_map_loses_takes_the_cosine_line():

@@ -190,8 +190,8 @@ BUILT_IN: dict[str, dict[str, Any]] = {
             "source": "routed",
             "shift": -3.25,
             "temperature": 3.0,
-            "cosine_line": (1.04376, 0.06197),
-            "routes": {"same_language": "map", "cross_language": "cosine"},
+            "cosine_line": (0.92124, 0.07876),
+            "routes": {"same_language": "cosine", "cross_language": "cosine"},
             "language_routes": {
                 "ar-ar": "map",
                 "de-de": "map",
@@ -227,7 +227,7 @@ BUILT_IN: dict[str, dict[str, Any]] = {
             "source": "routed",
             "shift": -3.75,
             "temperature": 1.5,
-            "cosine_line": (5.79759, -4.42242),
+            "cosine_line": (3.73294, -2.73294),
             "routes": {"same_language": "map", "cross_language": "cosine"},
             "language_routes": {
                 "ar-ar": "cosine",
@@ -560,15 +560,20 @@ class PairScorer(BaseEstimator):
         groups: Sequence[npt.NDArray[np.intp]],
     ) -> tuple[float, float, tuple[float, float]]:
         """(shift, temperature) of the map on the graded ``groups`` rows, and the line (slope,
-        intercept) that best puts the cosine on the map's values there."""
+        intercept) that best puts the cosine on the map's values there, kept inside [0, 1] from the
+        lowest cosine to 1 so that `similarity` never clips it (a clipped line would no longer
+        correlate with the grade as the cosine does)."""
         shift, temperature = fit_graded_map([decision[r] for r in groups], [y[r] for r in groups])
         rows = np.concatenate(list(groups))
         mapped = _sigmoid((decision[rows] - shift) / temperature)
-        if np.ptp(cosine[rows]) > 0:
-            slope, intercept = np.polyfit(cosine[rows], mapped, 1)
-        else:
-            slope, intercept = 0.0, float(mapped.mean())
-        return shift, temperature, (float(slope), float(intercept))
+        low = float(cosine[rows].min())
+        if low >= 1.0:
+            return shift, temperature, (0.0, float(mapped.mean()))
+        slope, intercept = np.polyfit(cosine[rows], mapped, 1) if np.ptp(cosine[rows]) > 0 else (0.0, 0.5)
+        bottom = min(max(slope * low + intercept, 0.0), 1.0)
+        top = min(max(slope + intercept, bottom), 1.0)
+        slope = (top - bottom) / (1.0 - low)
+        return shift, temperature, (float(slope), float(bottom - slope * low))
 
     # --- prediction ----------------------------------------------------------------------
 
