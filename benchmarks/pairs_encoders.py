@@ -16,6 +16,8 @@ Task 8 pairs graded 1-4; ``semeval_ml``: all 1,122 pairs in 15 language pairs; `
   it: the same figures;
 - ``built_in``: `PairScorer.default` for the encoder, the numbers a bundle fitted without
   ``--pairs`` uses (fitted on the English sets: in-sample on them, out of set on semeval_ml);
+- ``related_semeval_seeds``: related recall@10 and MRR on the SemEval seeds, the built-in scorer
+  reranking by its probability (as the service ranks), by its graded score, and the cosine alone;
 - ``stories``: story B-cubed on storychains (100 articles, gold chains) with the shipped rule and a
   scorer fitted on the other sets (``story_rule``), and with the encoder's built-in scorer
   (``story_rule_builtin``, `PairScorer.default`), as `benchmarks.stories` measures them.
@@ -142,6 +144,30 @@ def stories(data: Path, encoder: Any, name: str) -> dict[str, Any]:
     }
 
 
+def related(data: Path, encoder: Any, name: str) -> dict[str, Any]:
+    """Related retrieval on the SemEval seeds (their ``related`` lists) with the encoder's built-in
+    scorer reranking the nearest by cosine: by the same-story probability (as ``/v1/similar`` and
+    ``training evaluate`` rank), by the graded score, and by the cosine alone."""
+    from model.articles.seeds import read_seeds
+    from model.coverage.pair_evidence import HashedIdf
+    from model.evaluation.coverage import related_retrieval_metrics
+
+    corpus = read_seeds([data / "semeval"], progress=False)
+    articles = list(corpus.articles.values())
+    vectors = dict(zip([a.id for a in articles], encoder.encode([a.text for a in articles]), strict=True))
+    scorer = PairScorer.default(idf=HashedIdf().fit(a.text for a in articles), encoder=name)
+    rankers = {
+        "cosine": None,
+        "probability": lambda a, va, b, vb: scorer.compare(a, b, va, vb).same_story_probability,
+        "graded": lambda a, va, b, vb: scorer.compare(a, b, va, vb).score,
+    }
+    return {
+        key: {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+        for key, ranker in rankers.items()
+        for metrics in [related_retrieval_metrics(corpus, vectors, ranker)]
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.pairs_encoders",
@@ -193,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "fitted_on_all": fitted_on_all(sets),
             "stories": stories(args.data_dir, encoder, name),
+            "related_semeval_seeds": related(args.data_dir, encoder, name),
             "seconds": round(time.perf_counter() - started, 1),
         }
         logger.info("%s done in %.0f s", form, time.perf_counter() - started)

@@ -281,23 +281,24 @@ class NewsModel:
             query, [other.article for _, _, other in found], vector, np.array([o.vector for _, _, o in found])
         )
         query_story = known.story_id if known is not None else None
-        hits = []
+        ranked = []
         for (other_id, cosine, other), comparison in zip(found, comparisons, strict=True):
             if comparison.verdict == "unrelated":
                 continue
-            hits.append(
-                SimilarHit(
-                    article_id=other_id,
-                    score=comparison.score,
-                    verdict=comparison.verdict,
-                    cosine=cosine,
-                    story_id=other.story_id,
-                    evidence=comparison.evidence,
-                    story_note=story_note(comparison.verdict, query_story, other.story_id, known is not None),
-                )
+            hit = SimilarHit(
+                article_id=other_id,
+                score=comparison.score,
+                verdict=comparison.verdict,
+                cosine=cosine,
+                story_id=other.story_id,
+                evidence=comparison.evidence,
+                story_note=story_note(comparison.verdict, query_story, other.story_id, known is not None),
             )
-        hits.sort(key=lambda hit: (-hit.score, -hit.cosine))
-        return hits[:k]
+            ranked.append((comparison.same_story_probability, hit))
+        # Ranked by the same-story probability (the rerank the scorer is fitted for: related recall@10
+        # 1.00 against 0.97 by the graded score on the SemEval seeds); each hit shows the graded score.
+        ranked.sort(key=lambda pair: (-pair[0], -pair[1].cosine))
+        return [hit for _, hit in ranked[:k]]
 
     def add(
         self,

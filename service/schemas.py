@@ -418,7 +418,9 @@ class ArticleSummary(BaseModel):
 
 
 class SimilarHitOut(ArticleSummary):
-    score: float = Field(description="Pair score, 0–1 (hits are sorted by it).")
+    score: float = Field(
+        description="Graded pair score, 0–1; hits are ranked by the same-story probability behind it."
+    )
     verdict: Verdict = Field(description="duplicate, same_story or related.")
     cosine: float
     story_id: str | None = Field(description="The story the hit belongs to.")

@@ -92,7 +92,9 @@ def related_retrieval_per_query(
 
 def _as_ranker(scorer: PairScorer | Ranker) -> Ranker:
     if isinstance(scorer, PairScorer):
-        return lambda a, va, b, vb: scorer.compare(a, b, va, vb).score
+        return lambda a, va, b, vb: (
+            scorer.compare(a, b, va, vb).same_story_probability
+        )  # as the service ranks
     return scorer
 
 
