@@ -37,7 +37,7 @@ from model.articles.article import article_from_record
 from model.coverage.search import KnownArticle
 from model.coverage.story_rule import DUPLICATE_CANDIDATES, STORY_CANDIDATES
 from model.store.base import StoredArticle, StoreError
-from model.store.pg_rows import COLUMNS, INSERT, article_row, one_line, write_params
+from model.store.pg_rows import COLUMNS, article_row, articles_of, insert_into, insert_params, one_line
 from model.store.shared import LinkFn
 
 INGEST_LOCK_NS = 0x4E44  # first int of the (int, int) ingest lock keys: "ND"
@@ -64,15 +64,26 @@ def lock_keys(moment: datetime, window: timedelta) -> list[int]:
 
 # The optimistic ingest (migration 0005). Under the window's locks, one statement: the check and
 # the claim (taking over one a dead replica left). After the locks: the article, and its claim gone.
+# A claim carries its replica's vector generation (0007): it is a candidate in that generation only.
 CLAIM = (
-    "INSERT INTO story_claims (id, record, embedding, story_id, published_at, created_at) "
-    "SELECT %s, %s, %b, %s, %s, %s WHERE ingest_window_unchanged("
-    "%s::integer, %s::integer[], %s::pg_snapshot, %s, %s, %b, %s::double precision) "
+    "INSERT INTO story_claims (id, record, embedding, story_id, published_at, created_at, generation) "
+    "SELECT %s, %s, %b, %s, %s, %s, %s WHERE ingest_window_unchanged("
+    "%s::integer, %s::integer[], %s::pg_snapshot, %s, %s, %b, %s::double precision, %s::integer) "
     "ON CONFLICT (id) DO UPDATE SET record = excluded.record, embedding = excluded.embedding, "
     "story_id = excluded.story_id, published_at = excluded.published_at, "
-    "created_at = excluded.created_at, xact = excluded.xact RETURNING id"
+    "created_at = excluded.created_at, xact = excluded.xact, generation = excluded.generation RETURNING id"
 )
-STORE_CLAIMED = f"WITH claim AS (DELETE FROM story_claims WHERE id = %s) {INSERT}"
+
+
+def store_claimed(generation: int) -> str:
+    """The article's row (its vector in ``generation``), its claim deleted in the same statement.
+    Parameters: the claim's id, then `insert_params`."""
+    insert = insert_into(generation)
+    if insert.startswith("WITH "):
+        return f"WITH claim AS (DELETE FROM story_claims WHERE id = %s), {insert[len('WITH ') :]}"
+    return f"WITH claim AS (DELETE FROM story_claims WHERE id = %s) {insert}"
+
+
 # A claim older than this belongs to a replica that died between claim and store: it is no
 # longer a story candidate, and a replica starting sweeps it.
 CLAIM_LIFETIME = timedelta(minutes=10)
@@ -94,7 +105,12 @@ class LinkedIngest:
         self._outcomes_lock = threading.Lock()
 
     def ingest_linked(
-        self, articles: Sequence[StoredArticle], link: LinkFn, window: timedelta
+        self,
+        articles: Sequence[StoredArticle],
+        link: LinkFn,
+        window: timedelta,
+        *,
+        generation: int | None = None,
     ) -> list[tuple[StoredArticle, bool]]:
         """Decide each new article's story and duplicate with ``link`` and store it, atomically
         with respect to every other replica; returns (the stored row, created) per article.
@@ -112,13 +128,17 @@ class LinkedIngest:
         `OPTIMISTIC_TRIES` it decides under the locks (`_ingest_locked`). The locks are held for
         that one statement and its commit, not for the search or the model, so replicas ingesting
         the same days no longer queue behind each other's decisions.
+
+        ``generation``: the vector generation the articles' vectors belong to (the live one when
+        None); neighbours are read, and the vectors written, in it alone.
         """
         now = datetime.now(UTC)
+        gen = self.live_generation_id() if generation is None else generation
         try:
             if not self.OPTIMISTIC_TRIES:  # the first design, kept for comparison (benchmarks)
                 self._count("locked", len(articles))
-                return self._ingest_locked(articles, link, window, now)
-            seen, stored, candidates, nearest = self._read_windows(articles, now, window)
+                return self._ingest_locked(articles, link, window, now, gen)
+            seen, stored, candidates, nearest = self._read_windows(articles, now, window, gen)
             out: list[tuple[StoredArticle, bool]] = []
             batch: list[KnownArticle] = []  # stored by this call after the snapshot: copies at any age
             for article in articles:
@@ -126,11 +146,11 @@ class LinkedIngest:
                     out.append((stored[article.id], False))
                     continue
                 outcome = self._ingest_optimistic(
-                    article, link, window, now, seen, candidates[article.id], nearest[article.id] + batch
+                    article, link, window, now, seen, candidates[article.id], nearest[article.id] + batch, gen
                 )
                 if outcome is None:
                     self._count("locked")
-                    outcome = self._ingest_locked([article], link, window, now)[0]
+                    outcome = self._ingest_locked([article], link, window, now, gen)[0]
                 if outcome[1]:
                     stored[article.id] = outcome[0]  # a second copy in this batch is not new
                     row = outcome[0]
@@ -139,6 +159,10 @@ class LinkedIngest:
         except (psycopg.Error, PoolTimeout) as error:
             raise StoreError(f"article store: cannot write: {one_line(error)}") from error
         return out
+
+    def live_generation_id(self) -> int:
+        """The live vector generation's id (`PgArticleStore` reads it)."""
+        raise NotImplementedError
 
     def _count(self, outcome: str, n: int = 1) -> None:
         with self._outcomes_lock:
@@ -157,6 +181,7 @@ class LinkedIngest:
         seen: str,
         candidates: list[tuple[KnownArticle, float]],
         nearest: list[KnownArticle],
+        generation: int,
     ) -> tuple[StoredArticle, bool] | None:
         """Up to `OPTIMISTIC_TRIES` claims; None when every one found its window changed."""
         moment = article.published_at or now
@@ -167,29 +192,42 @@ class LinkedIngest:
             stored = _with(article, story_id, duplicate_of, now)
             # Past the K-th neighbour a new row cannot enter the candidates; short of K, any can.
             reach = candidates[-1][1] if len(candidates) >= CANDIDATES else None
-            claim = [article.id, Jsonb(article.record), vector, story_id, article.published_at, now]
-            window_check = [INGEST_LOCK_NS, keys, seen, moment - window, moment + window, vector, reach]
+            claim = [
+                article.id,
+                Jsonb(article.record),
+                vector,
+                story_id,
+                article.published_at,
+                now,
+                generation,
+            ]
+            window_check = [
+                *(INGEST_LOCK_NS, keys, seen, moment - window, moment + window, vector, reach, generation)
+            ]
             with self.pool.connection() as conn, conn.cursor(binary=True) as cur:
                 started = time.perf_counter()
                 cur.execute(CLAIM, [*claim, *window_check])
                 claimed = cur.fetchone() is not None
                 self._held(started)
                 if claimed:  # and committed: the locks are free again
-                    cur.execute(STORE_CLAIMED, [article.id, *write_params(stored)])
+                    cur.execute(store_claimed(generation), [article.id, *insert_params(stored, generation)])
                     if cur.fetchone() is not None:
                         self._count("first_try" if attempt == 0 else "retried")
                         return stored, True
-                cur.execute(f"SELECT {COLUMNS} FROM articles WHERE id = %s", (article.id,))
+                cur.execute(
+                    f"SELECT {COLUMNS} FROM {articles_of(generation, with_vectors=False)} WHERE id = %s",
+                    (article.id,),
+                )
                 found = cur.fetchone()
                 if found is not None:  # stored meanwhile (a URL variant from another replica)
                     return article_row(found), False
             if attempt + 1 < self.OPTIMISTIC_TRIES:
-                seen, fresh = self._read_window_changes(article, now, window, seen)
+                seen, fresh = self._read_window_changes(article, now, window, seen, generation)
                 candidates = _nearest_first(candidates + fresh)
         return None
 
     def _read_windows(
-        self, articles: Sequence[StoredArticle], now: datetime, window: timedelta
+        self, articles: Sequence[StoredArticle], now: datetime, window: timedelta, generation: int
     ) -> tuple[
         str,
         dict[str, StoredArticle],
@@ -201,24 +239,32 @@ class LinkedIngest:
         with self.pool.connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             seen = _snapshot(cur)
-            cur.execute(f"SELECT {COLUMNS} FROM articles WHERE id = ANY(%s)", ([a.id for a in articles],))
+            cur.execute(
+                f"SELECT {COLUMNS} FROM {articles_of(generation, with_vectors=False)} WHERE id = ANY(%s)",
+                ([a.id for a in articles],),
+            )
             stored = {row.id: row for row in map(article_row, cur.fetchall())}
             fresh = [a for a in articles if a.id not in stored]
-            candidates = {a.id: self._window_neighbours(cur, a, now, window) for a in fresh}
-            nearest = {a.id: self._nearest_anywhere(cur, a) for a in fresh}
+            candidates = {a.id: self._window_neighbours(cur, a, now, window, generation) for a in fresh}
+            nearest = {a.id: self._nearest_anywhere(cur, a, generation) for a in fresh}
         return seen, stored, candidates, nearest
 
     def _read_window_changes(
-        self, article: StoredArticle, now: datetime, window: timedelta, seen: str
+        self, article: StoredArticle, now: datetime, window: timedelta, seen: str, generation: int
     ) -> tuple[str, list[tuple[KnownArticle, float]]]:
         """A new snapshot, and the nearest rows in the window it sees that ``seen`` did not."""
         with self.pool.connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             now_seen = _snapshot(cur)
-            return now_seen, self._window_neighbours(cur, article, now, window, unseen_by=seen)
+            return now_seen, self._window_neighbours(cur, article, now, window, generation, unseen_by=seen)
 
     def _ingest_locked(
-        self, articles: Sequence[StoredArticle], link: LinkFn, window: timedelta, now: datetime
+        self,
+        articles: Sequence[StoredArticle],
+        link: LinkFn,
+        window: timedelta,
+        now: datetime,
+        generation: int = 0,
     ) -> list[tuple[StoredArticle, bool]]:
         """The pessimistic path: the window's locks held from the neighbour search to the commit."""
         keys = sorted({key for a in articles for key in lock_keys(a.published_at or now, window)})
@@ -230,33 +276,43 @@ class LinkedIngest:
                     for key in keys:  # ascending: two transactions never wait on each other in a cycle
                         cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (INGEST_LOCK_NS, key))
                     out.extend(
-                        self._decide_and_store(cur, article, link, window, now) for article in articles
+                        self._decide_and_store(cur, article, link, window, now, generation)
+                        for article in articles
                     )
             finally:
                 self._held(started)
         return out
 
     def _decide_and_store(
-        self, cur: psycopg.Cursor[Any], article: StoredArticle, link: LinkFn, window: timedelta, now: datetime
+        self,
+        cur: psycopg.Cursor[Any],
+        article: StoredArticle,
+        link: LinkFn,
+        window: timedelta,
+        now: datetime,
+        generation: int,
     ) -> tuple[StoredArticle, bool]:
-        cur.execute(f"SELECT {COLUMNS} FROM articles WHERE id = %s", (article.id,))
+        rows = articles_of(generation, with_vectors=False)
+        cur.execute(f"SELECT {COLUMNS} FROM {rows} WHERE id = %s", (article.id,))
         found = cur.fetchone()
         if found is not None:
             return article_row(found), False
-        neighbours = self._window_neighbours(cur, article, now, window)
-        nearest = self._nearest_anywhere(cur, article)
+        neighbours = self._window_neighbours(cur, article, now, window, generation)
+        nearest = self._nearest_anywhere(cur, article, generation)
         story_id, duplicate_of = link(article, [known for known, _ in neighbours], nearest)
         stored = _with(article, story_id, duplicate_of, now)
-        cur.execute(STORE_CLAIMED, [article.id, *write_params(stored)])
+        cur.execute(store_claimed(generation), [article.id, *insert_params(stored, generation)])
         if cur.fetchone() is not None:
             return stored, True
         # Its canonical URL is stored under another id (cannot happen today).
-        cur.execute(f"SELECT {COLUMNS} FROM articles WHERE canonical_url = %s", (article.canonical_url,))
+        cur.execute(f"SELECT {COLUMNS} FROM {rows} WHERE canonical_url = %s", (article.canonical_url,))
         row = cur.fetchone()
         return (article_row(row) if row else stored), False
 
     @staticmethod
-    def _nearest_anywhere(cur: psycopg.Cursor[Any], article: StoredArticle) -> list[KnownArticle]:
+    def _nearest_anywhere(
+        cur: psycopg.Cursor[Any], article: StoredArticle, generation: int
+    ) -> list[KnownArticle]:
         """The `DUPLICATE_NEIGHBOURS` stored articles nearest to ``article`` at any age, through the
         HNSW index (no filter to post-filter). Not serialised with other replicas (the window's
         locks cover the window only): two copies published more than a window apart and ingested
@@ -265,7 +321,8 @@ class LinkedIngest:
         cur.execute("SET LOCAL enable_indexscan = on")  # the window's exact scan turned it off
         cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(DUPLICATE_EF_SEARCH)))
         cur.execute(
-            "SELECT record, embedding, story_id FROM articles WHERE id <> %(self)s "
+            f"SELECT record, embedding, story_id FROM {articles_of(generation, with_vectors=True)} "
+            "WHERE id <> %(self)s "
             "ORDER BY embedding <=> %(probe)b LIMIT %(k)s",
             {
                 "probe": np.asarray(article.embedding, dtype=np.float32),
@@ -284,6 +341,7 @@ class LinkedIngest:
         article: StoredArticle,
         now: datetime,
         window: timedelta,
+        generation: int,
         *,
         unseen_by: str | None = None,
     ) -> list[tuple[KnownArticle, float]]:
@@ -307,11 +365,11 @@ class LinkedIngest:
         cur.execute(
             sql.SQL(
                 "SELECT id, record, embedding, story_id, embedding <=> %(probe)b AS distance "
-                "FROM articles WHERE {where} UNION ALL "
+                "FROM {articles} WHERE {where} UNION ALL "
                 "SELECT id, record, embedding, story_id, embedding <=> %(probe)b "
                 "FROM story_claims WHERE {where} AND created_at > now() - %(lifetime)s "
-                "ORDER BY distance LIMIT %(k)s"
-            ).format(where=in_window),
+                "AND generation = %(generation)s ORDER BY distance LIMIT %(k)s"
+            ).format(where=in_window, articles=sql.SQL(articles_of(generation, with_vectors=True))),
             {
                 "probe": vector,
                 "low": moment - window,
@@ -319,6 +377,7 @@ class LinkedIngest:
                 "seen": unseen_by,
                 "self": article.id,
                 "lifetime": CLAIM_LIFETIME,
+                "generation": generation,
                 "k": CANDIDATES,
             },
         )

@@ -80,3 +80,51 @@ def write_params(article: StoredArticle, *, copy: bool = False) -> list[Any]:
         article.uncertainty,
         article.record.get("language"),
     ]
+
+
+# --- vector generations (migration 0007) ---------------------------------------------------------
+
+# The articles' columns but the vector: a generation's relation takes its vector from elsewhere.
+_PLAIN_COLUMNS = (
+    "seq, id, canonical_url, record, story_id, classification, duplicate_of, model_version, "
+    "published_at, provider, created_at, related, labels, uncertainty, language, xact"
+)
+
+
+def articles_of(generation: int, *, with_vectors: bool) -> str:
+    """The articles as ``generation`` sees them, aliased ``articles`` so a query reads as on the
+    table, its ``embedding`` that generation's vector: only rows that have one (``with_vectors``:
+    search, story candidates), else every row (NULL where it has none). PostgreSQL pulls such a
+    subquery up into the query, so the table's indexes (and the generation's HNSW index) serve it.
+    ``generation`` comes from our own table, so it is written into the SQL as a literal."""
+    if generation == 0:
+        return (
+            "(SELECT * FROM articles WHERE embedding IS NOT NULL) AS articles" if with_vectors else "articles"
+        )
+    columns = ", ".join(f"a.{column.strip()}" for column in _PLAIN_COLUMNS.split(","))
+    join = "JOIN" if with_vectors else "LEFT JOIN"
+    return (
+        f"(SELECT {columns}, v.embedding FROM articles AS a {join} generation_vectors AS v "
+        f"ON v.generation = {int(generation)} AND v.article_id = a.id) AS articles"
+    )
+
+
+def insert_into(generation: int) -> str:
+    """`INSERT` for a row whose vector belongs to ``generation``: generation 0 keeps it in the row;
+    another's goes to ``generation_vectors`` in the same statement (the row's own column NULL).
+    Parameters: `insert_params`. Returns the id when the row is new."""
+    if generation == 0:
+        return INSERT
+    return (
+        f"WITH stored AS ({INSERT}) INSERT INTO generation_vectors (generation, article_id, embedding) "
+        f"SELECT {int(generation)}, id, %b FROM stored RETURNING article_id"
+    )
+
+
+def insert_params(article: StoredArticle, generation: int) -> list[Any]:
+    params = write_params(article)
+    if generation == 0:
+        return params
+    vector = params[3]
+    params[3] = None  # generation 0 has no vector for it: a rollback to it embeds the row first
+    return [*params, vector]

@@ -22,7 +22,7 @@ from model.articles.article import article_from_record
 from model.coverage.search import KnownArticle
 from model.results import SearchFilters
 from model.store.base import StoredArticle
-from model.store.pg_rows import COLUMNS, article_row, scalar
+from model.store.pg_rows import COLUMNS, article_row, articles_of, scalar
 
 EF_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
 
@@ -31,32 +31,41 @@ class StoredRows(Protocol):
     """What `PgSearch` reads through: the store's `nearest_rows` and `get`."""
 
     def nearest_rows(
-        self, vector: npt.NDArray[np.float32], k: int, filters: SearchFilters
+        self,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        filters: SearchFilters,
+        *,
+        generation: int | None = None,
     ) -> list[tuple[StoredArticle, float]]: ...
 
-    def get(self, article_id: str) -> StoredArticle | None: ...
+    def get(self, article_id: str, *, generation: int | None = None) -> StoredArticle | None: ...
 
 
 class PgSearch:
     """`ArticleSearch` over the database, for one request: `nearest` reads the rows it returns
     whole, so the `known` calls that follow (the pair scorer needs each hit's article and vector)
-    cost no extra round trip."""
+    cost no extra round trip. ``generation``: the vector generation searched (the one of the
+    encoder that made the query vectors; the live one when None)."""
 
-    def __init__(self, store: StoredRows) -> None:
+    def __init__(self, store: StoredRows, generation: int | None = None) -> None:
         self.store = store
+        self.generation = generation
         self._seen: dict[str, KnownArticle | None] = {}
 
     def nearest(
         self, vector: npt.NDArray[np.floating], k: int, filters: SearchFilters
     ) -> list[tuple[str, float]]:
-        rows = self.store.nearest_rows(np.asarray(vector, dtype=np.float32), k, filters)
+        rows = self.store.nearest_rows(
+            np.asarray(vector, dtype=np.float32), k, filters, generation=self.generation
+        )
         for stored, _ in rows:
             self._seen[stored.id] = _known(stored)
         return [(stored.id, cosine) for stored, cosine in rows]
 
     def known(self, article_id: str) -> KnownArticle | None:
         if article_id not in self._seen:
-            stored = self.store.get(article_id)
+            stored = self.store.get(article_id, generation=self.generation)
             self._seen[article_id] = _known(stored) if stored is not None else None
         return self._seen[article_id]
 
@@ -73,26 +82,30 @@ def nearest_rows(
     *,
     ef_search: int,
     exact_max_rows: int,
+    generation: int = 0,
 ) -> list[tuple[StoredArticle, float]]:
     """The ``k`` stored articles closest to ``vector`` (cosine) that pass ``filters``, in the
     transaction open on ``conn``: HNSW with beam ``ef_search`` unfiltered; with a filter, an exact
     scan when at most ``exact_max_rows`` pass it, else HNSW with the beam widened by its
-    selectivity and the exact scan as backup when that comes back short."""
+    selectivity and the exact scan as backup when that comes back short. Only ``generation``'s
+    vectors are searched (rows without one there are left out)."""
     where, params = where_clause(filters)
+    rows = sql.SQL(articles_of(generation, with_vectors=True))
     if not _selective(filters):
-        return _ordered(conn, vector, k, where, params, ef=ef_search)
-    count = sql.SQL("SELECT count(*) FROM (SELECT 1 FROM articles WHERE {} LIMIT %s) t")
-    matching = scalar(conn, count.format(where), [*params, exact_max_rows + 1])
+        return _ordered(conn, vector, k, rows, where, params, ef=ef_search)
+    count = sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} WHERE {} LIMIT %s) t")
+    matching = scalar(conn, count.format(rows, where), [*params, exact_max_rows + 1])
     if matching <= exact_max_rows:
-        return _ordered(conn, vector, k, where, params, ef=None)
-    ef = _beam(conn, k, where, params, matching, ef_search)
-    hits = _ordered(conn, vector, k, where, params, ef=ef)
-    return hits if len(hits) >= k else _ordered(conn, vector, k, where, params, ef=None)
+        return _ordered(conn, vector, k, rows, where, params, ef=None)
+    ef = _beam(conn, k, rows, where, params, matching, ef_search)
+    hits = _ordered(conn, vector, k, rows, where, params, ef=ef)
+    return hits if len(hits) >= k else _ordered(conn, vector, k, rows, where, params, ef=None)
 
 
 def _beam(
     conn: psycopg.Connection[Any],
     k: int,
+    rows: sql.Composable,
     where: sql.Composable,
     params: list[Any],
     matching: int,
@@ -102,7 +115,7 @@ def _beam(
     by it, so about as many passing rows leave the index as unfiltered. The count is capped,
     so the planner estimates."""
     total = scalar(conn, "SELECT reltuples::bigint FROM pg_class WHERE relname = 'articles'")
-    explain = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM articles WHERE {}").format(where)
+    explain = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE {}").format(rows, where)
     estimate = int(scalar(conn, explain, params)[0]["Plan"]["Plan Rows"])
     selectivity = min(1.0, max(matching, estimate) / max(int(total or 1), matching))
     return min(EF_MAX, max(ef_search, k, math.ceil(ef_search / selectivity)))
@@ -112,6 +125,7 @@ def _ordered(
     conn: psycopg.Connection[Any],
     vector: npt.NDArray[np.float32],
     k: int,
+    rows: sql.Composable,
     where: sql.Composable,
     params: list[Any],
     *,
@@ -124,8 +138,8 @@ def _ordered(
     else:
         conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(int(ef))))
     query = sql.SQL(
-        "SELECT {}, 1 - (embedding <=> %b) FROM articles WHERE {} ORDER BY embedding <=> %b LIMIT %s"
-    ).format(sql.SQL(COLUMNS), where)
+        "SELECT {}, 1 - (embedding <=> %b) FROM {} WHERE {} ORDER BY embedding <=> %b LIMIT %s"
+    ).format(sql.SQL(COLUMNS), rows, where)
     with conn.cursor(binary=True) as cur:
         cur.execute(query, [vector, *params, vector, k])
         return [(article_row(row[:-1]), float(row[-1])) for row in cur.fetchall()]

@@ -19,7 +19,9 @@ filter's selectivity. Vectors travel in pgvector's binary form (`pg_vector`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -35,16 +37,26 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from model.articles.language import record_language
 from model.feedback import CORRECTION_COLUMNS, PAIR_FEEDBACK_COLUMNS, Correction, PairFeedback
 from model.results import SearchFilters
-from model.store.base import ArticleQuery, StoredArticle, StoreError, StorySummary
+from model.store.base import (
+    VECTORS_KEY,
+    ArticleQuery,
+    RestoreRow,
+    StoredArticle,
+    StoreError,
+    StorySummary,
+    VectorGeneration,
+)
 from model.store.filters import POSTGRES, article_filters
 from model.store.pg_ingest import CLAIM_LIFETIME, LinkedIngest
 from model.store.pg_migrate import SCHEMA_VERSION, migrate
 from model.store.pg_rows import (
     COLUMNS,
-    INSERT,
     WRITE_COLUMNS,
     WRITE_TYPES,
     article_row,
+    articles_of,
+    insert_into,
+    insert_params,
     one_line,
     write_params,
 )
@@ -54,6 +66,10 @@ from model.store.pg_vector import register_vector_numpy
 logger = logging.getLogger(__name__)
 
 WORKSPACE_TABLES = ("corrections", "pair_feedback")  # a database never migrated lacks them
+# A reader of a database from before vector generations: its vectors are the articles' column.
+GENERATION_TABLES = ("vector_generations", "generation_vectors")
+_GENERATION_COLUMNS = "id, vectors_id, state, filled_seq, bundle_version, created_at, switched_at"
+LIVE_CACHE_S = 2.0  # how long a replica trusts its reading of the live generation (reads only)
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -80,6 +96,7 @@ class PgArticleStore(LinkedIngest):
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, read_only: bool = False) -> None:
         self.url = url
         self.read_only = read_only
+        self._live: tuple[float, int] | None = None  # (when read, the live generation's id)
         super().__init__()  # the linked ingest's counters
         if not read_only:
             migrate(url)  # before the pool: its configure hook needs the vector type to exist
@@ -136,26 +153,36 @@ class PgArticleStore(LinkedIngest):
                 cur.execute(query, params)
                 return cur.fetchall()
         except psycopg.errors.UndefinedTable as error:
-            if self.read_only and any(f'"{table}"' in str(error) for table in WORKSPACE_TABLES):
-                return []  # a database from before the editors' workspace, read as is: nothing corrected
+            if self.read_only and any(
+                f'"{table}"' in str(error) for table in (*WORKSPACE_TABLES, *GENERATION_TABLES)
+            ):
+                # A database from before the editors' workspace (nothing corrected) or before
+                # vector generations (none recorded), read as is.
+                return []
             raise StoreError(f"article store: {one_line(error)}") from error
         except (psycopg.Error, PoolTimeout) as error:
             raise StoreError(f"article store: {one_line(error)}") from error
 
-    def get(self, article_id: str) -> StoredArticle | None:
-        rows = self._query(f"SELECT {COLUMNS} FROM articles WHERE id = %s", (article_id,))
+    def _rows(self, generation: int | None = None) -> str:
+        """The articles with ``generation``'s vectors (the live one's by default; NULL where none)."""
+        return articles_of(
+            self.live_generation_id() if generation is None else generation, with_vectors=False
+        )
+
+    def get(self, article_id: str, *, generation: int | None = None) -> StoredArticle | None:
+        rows = self._query(f"SELECT {COLUMNS} FROM {self._rows(generation)} WHERE id = %s", (article_id,))
         return article_row(rows[0]) if rows else None
 
     def get_many(self, article_ids: Sequence[str]) -> dict[str, StoredArticle]:
         ids = list(dict.fromkeys(article_ids))
         if not ids:
             return {}
-        rows = self._query(f"SELECT {COLUMNS} FROM articles WHERE id = ANY(%s)", (ids,))
+        rows = self._query(f"SELECT {COLUMNS} FROM {self._rows()} WHERE id = ANY(%s)", (ids,))
         return {stored.id: stored for stored in map(article_row, rows)}
 
     def by_story(self, story_id: str, limit: int = 1000) -> list[StoredArticle]:
         rows = self._query(
-            f"SELECT {COLUMNS} FROM articles WHERE story_id = %s "
+            f"SELECT {COLUMNS} FROM {self._rows()} WHERE story_id = %s "
             "ORDER BY published_at DESC NULLS LAST, seq DESC LIMIT %s",
             (story_id, limit),
         )
@@ -164,9 +191,10 @@ class PgArticleStore(LinkedIngest):
     def iter_since(self, seq: int = 0, chunk: int = 1000) -> Iterator[StoredArticle]:
         # Keyset pages on seq. A bigserial is drawn at INSERT and visible at COMMIT, so under
         # concurrent writers a reader tailing seq could skip a late committer; nothing here tails.
+        relation = self._rows()
         while True:
             rows = self._query(
-                f"SELECT {COLUMNS} FROM articles WHERE seq > %s ORDER BY seq LIMIT %s", (seq, chunk)
+                f"SELECT {COLUMNS} FROM {relation} WHERE seq > %s ORDER BY seq LIMIT %s", (seq, chunk)
             )
             if not rows:
                 return
@@ -202,12 +230,14 @@ class PgArticleStore(LinkedIngest):
     # --- writes -----------------------------------------------------------------------------
 
     def put_many(self, articles: Sequence[StoredArticle]) -> list[bool]:
-        """Store as given (story and duplicate already decided), one transaction; True if new."""
+        """Store as given (story and duplicate already decided), one transaction, the vectors into
+        the live generation; True if new."""
+        generation = self.live_generation_id(fresh=True)
         try:
             with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 inserted = []
                 for article in articles:
-                    cur.execute(INSERT, write_params(article))
+                    cur.execute(insert_into(generation), insert_params(article, generation))
                     inserted.append(cur.fetchone() is not None)
                 return inserted
         except (psycopg.Error, PoolTimeout) as error:
@@ -216,7 +246,12 @@ class PgArticleStore(LinkedIngest):
     def bulk_load(self, articles: Sequence[StoredArticle]) -> int:
         """COPY BINARY into a temporary table, then insert what is new (COPY cannot skip a
         conflict). For seeding and backfills: ~20k rows/s at 384-d without the HNSW index, a few
-        ms per row with it (drop it, load, rebuild for large backfills). Returns rows inserted."""
+        ms per row with it (drop it, load, rebuild for large backfills). Returns rows inserted.
+        Into generation 0 (the row's own column) only: while another generation is live, refused."""
+        if (live := self.live_generation_id(fresh=True)) != 0:
+            raise StoreError(
+                f"article store: bulk load writes generation 0's vectors, but generation {live} is live"
+            )
         try:
             with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 # CTAS .. WITH NO DATA copies the column types but not seq's default (LIKE would,
@@ -379,6 +414,7 @@ class PgArticleStore(LinkedIngest):
             with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 cur.execute("DELETE FROM articles WHERE id = %s", (article_id,))
                 deleted = cur.rowcount > 0
+                cur.execute("DELETE FROM generation_vectors WHERE article_id = %s", (article_id,))
                 cur.execute("DELETE FROM corrections WHERE article_id = %s", (article_id,))
                 cur.execute("DELETE FROM pair_feedback WHERE a = %s OR b = %s", (article_id, article_id))
         except (psycopg.Error, PoolTimeout) as error:
@@ -387,18 +423,359 @@ class PgArticleStore(LinkedIngest):
 
     # --- search -----------------------------------------------------------------------------
 
-    def search(self) -> PgSearch:
-        """An `ArticleSearch` for one request."""
-        return PgSearch(self)
+    def search(self, generation: int | None = None) -> PgSearch:
+        """An `ArticleSearch` for one request, over ``generation``'s vectors (the live one's when None)."""
+        return PgSearch(self, generation)
 
     def nearest_rows(
-        self, vector: npt.NDArray[np.float32], k: int, filters: SearchFilters
+        self,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        filters: SearchFilters,
+        *,
+        generation: int | None = None,
     ) -> list[tuple[StoredArticle, float]]:
-        """The ``k`` stored articles closest to ``vector`` (cosine) that pass ``filters``."""
+        """The ``k`` stored articles closest to ``vector`` (cosine) that pass ``filters``, among
+        ``generation``'s vectors (the live one's when None)."""
+        gen = self.live_generation_id() if generation is None else generation
         try:
             with self.pool.connection() as conn, conn.transaction():
                 return nearest_rows(
-                    conn, vector, k, filters, ef_search=self.EF_SEARCH, exact_max_rows=self.EXACT_MAX_ROWS
+                    conn,
+                    vector,
+                    k,
+                    filters,
+                    ef_search=self.EF_SEARCH,
+                    exact_max_rows=self.EXACT_MAX_ROWS,
+                    generation=gen,
                 )
         except (psycopg.Error, PoolTimeout) as error:
             raise StoreError(f"article store: search failed: {one_line(error)}") from error
+
+    # --- vector generations (`model.store.base.GenerationStore`, migration 0007) ----------------
+    # Shared by every replica: the switch is one transaction, and each replica reads and writes the
+    # generation of the bundle it serves (`generation_for`), so a replica that has not followed a
+    # switch yet keeps comparing its queries with its own encoder's vectors.
+
+    def live_generation_id(self, *, fresh: bool = False) -> int:
+        """The live generation's id, read at most every `LIVE_CACHE_S` (``fresh``: now); 0 in a
+        store without one yet."""
+        now = time.monotonic()
+        if not fresh and self._live is not None and now - self._live[0] < LIVE_CACHE_S:
+            return self._live[1]
+        rows = self._query("SELECT id FROM vector_generations WHERE state = 'live'")
+        live = int(rows[0][0]) if rows else 0
+        self._live = (now, live)
+        return live
+
+    def generation_for(self, vectors_id: str) -> int | None:
+        """The generation a bundle encoding ``vectors_id`` serves on: its live or complete one (None
+        while it has none: building, retired, or never opened)."""
+        rows = self._query(
+            "SELECT id FROM vector_generations WHERE vectors_id = %s AND state IN ('live', 'complete')",
+            (vectors_id,),
+        )
+        return int(rows[0][0]) if rows else None
+
+    @staticmethod
+    def _generation(row: Sequence[Any]) -> VectorGeneration:
+        id_, vectors, state, filled, bundle, created, switched = row
+        return VectorGeneration(int(id_), vectors, state, int(filled), bundle, created, switched)
+
+    def generations(self) -> list[VectorGeneration]:
+        rows = self._query(
+            f"SELECT {_GENERATION_COLUMNS} FROM vector_generations ORDER BY state <> 'live', id DESC"
+        )
+        return [self._generation(row) for row in rows]
+
+    def live_generation(self) -> VectorGeneration | None:
+        live = [g for g in self.generations() if g.state == "live"]
+        return live[0] if live else None
+
+    def _get_generation(self, generation: int) -> VectorGeneration:
+        rows = self._query(
+            f"SELECT {_GENERATION_COLUMNS} FROM vector_generations WHERE id = %s", (generation,)
+        )
+        if not rows:
+            raise StoreError(f"article store: no vector generation {generation}")
+        return self._generation(rows[0])
+
+    def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Run ``statements`` in one transaction; their row counts."""
+        try:
+            with self.pool.connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
+                counts = []
+                for query, params in statements:
+                    cur.execute(query, params)
+                    counts.append(cur.rowcount)
+                return counts
+        except (psycopg.Error, PoolTimeout) as error:
+            raise StoreError(f"article store: cannot write: {one_line(error)}") from error
+
+    def open_generation(self, vectors_id: str) -> VectorGeneration:
+        try:
+            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                # Replicas opening at once: one decides, the other reads what it decided.
+                cur.execute("LOCK TABLE vector_generations IN SHARE ROW EXCLUSIVE MODE")
+                cur.execute(
+                    f"SELECT {_GENERATION_COLUMNS} FROM vector_generations WHERE vectors_id = %s",
+                    (vectors_id,),
+                )
+                found = cur.fetchone()
+                if found is not None and found[2] != "retired":
+                    return self._generation(found)
+                if found is not None:  # retired: its vectors are gone, fill it again from the start
+                    cur.execute(
+                        "UPDATE vector_generations SET state = 'building', filled_seq = 0 WHERE id = %s",
+                        (found[0],),
+                    )
+                    generation = int(found[0])
+                else:
+                    cur.execute("SELECT count(*), COALESCE(max(id) + 1, 0) FROM vector_generations")
+                    row = cur.fetchone()
+                    assert row is not None
+                    if row[0] == 0:
+                        # The store's first: live at once (an empty store, or rows a backfill wrote
+                        # with this encoder before anything was recorded).
+                        cur.execute(
+                            "INSERT INTO vector_generations (id, vectors_id, state, switched_at) "
+                            "VALUES (0, %s, 'live', now())",
+                            (vectors_id,),
+                        )
+                        cur.execute(
+                            "INSERT INTO meta (key, value) VALUES (%s, %s) "
+                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            (VECTORS_KEY, vectors_id),
+                        )
+                        generation = 0
+                    else:
+                        generation = int(row[1])
+                        cur.execute(
+                            "INSERT INTO vector_generations (id, vectors_id, state) "
+                            "VALUES (%s, %s, 'building')",
+                            (generation, vectors_id),
+                        )
+        except (psycopg.Error, PoolTimeout) as error:
+            raise StoreError(f"article store: cannot open a vector generation: {one_line(error)}") from error
+        self._live = None
+        return self._get_generation(generation)
+
+    @staticmethod
+    def _missing_sql(generation: int) -> str:
+        if generation == 0:
+            return "articles.embedding IS NULL"
+        return (
+            "NOT EXISTS (SELECT 1 FROM generation_vectors AS v "
+            f"WHERE v.generation = {int(generation)} AND v.article_id = articles.id)"
+        )
+
+    def rows_missing(self, generation: int, after_seq: int, limit: int) -> list[RestoreRow]:
+        rows = self._query(
+            "SELECT seq, id, record, story_id, published_at FROM articles "
+            f"WHERE seq > %s AND {self._missing_sql(generation)} ORDER BY seq LIMIT %s",
+            (after_seq, limit),
+        )
+        empty = np.zeros(0, dtype=np.float32)
+        return [
+            RestoreRow(seq, id_, record, empty, story, published)
+            for seq, id_, record, story, published in rows
+        ]
+
+    def missing_count(self, generation: int) -> int:
+        return int(self._query(f"SELECT count(*) FROM articles WHERE {self._missing_sql(generation)}")[0][0])
+
+    def put_generation_vectors(
+        self,
+        generation: int,
+        rows: Sequence[tuple[str, npt.NDArray[np.float32]]],
+        filled_seq: int | None = None,
+    ) -> None:
+        statements: list[tuple[str, Sequence[Any]]] = []
+        for article_id, vector in rows:
+            vector32 = np.asarray(vector, dtype=np.float32)
+            if generation == 0:
+                statements.append(
+                    ("UPDATE articles SET embedding = %b WHERE id = %s", (vector32, article_id))
+                )
+            else:
+                statements.append(
+                    (
+                        "INSERT INTO generation_vectors (generation, article_id, embedding) "
+                        "SELECT %s, id, %b FROM articles WHERE id = %s "  # one taken down meanwhile: none
+                        "ON CONFLICT (generation, article_id) DO UPDATE SET embedding = excluded.embedding",
+                        (generation, vector32, article_id),
+                    )
+                )
+        if filled_seq is not None:
+            statements.append(
+                (
+                    "UPDATE vector_generations SET filled_seq = GREATEST(filled_seq, %s) WHERE id = %s",
+                    (filled_seq, generation),
+                )
+            )
+        self._write(statements)
+
+    def mark_generation_filled(self, generation: int) -> VectorGeneration:
+        missing = self.missing_count(generation)
+        if missing:
+            raise StoreError(f"vector generation {generation} still lacks {missing} stored articles' vectors")
+        self._build_index(generation)
+        self._write(
+            [
+                (
+                    "UPDATE vector_generations SET state = 'complete', "
+                    "filled_seq = (SELECT COALESCE(max(seq), 0) FROM articles) "
+                    "WHERE id = %s AND state = 'building'",
+                    (generation,),
+                )
+            ]
+        )
+        return self._get_generation(generation)
+
+    def _build_index(self, generation: int) -> None:
+        """The generation's own HNSW index, built once it is filled (one graph build, not one
+        insert per row), concurrently so ingest goes on meanwhile. Generation 0's is the table's."""
+        if generation == 0:
+            return
+        name = f"generation_vectors_hnsw_{int(generation)}"
+        try:
+            with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                # A build a killed filler left half done is invalid: drop it and build again.
+                invalid = conn.execute(
+                    "SELECT 1 FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
+                    "WHERE c.relname = %s AND NOT i.indisvalid",
+                    (name,),
+                ).fetchone()
+                if invalid:
+                    conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
+                conn.execute(
+                    sql.SQL(
+                        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON generation_vectors "
+                        "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64) "
+                        "WHERE generation = {}"
+                    ).format(sql.Identifier(name), sql.Literal(int(generation)))
+                )
+        except psycopg.Error as error:
+            raise StoreError(
+                f"article store: cannot index vector generation {generation}: {one_line(error)}"
+            ) from error
+
+    def switch_generation(
+        self, generation: int, bundle_version: str | None, *, live_folder: str | None = None
+    ) -> VectorGeneration:
+        """Make ``generation`` live in one transaction every replica sees (``live_folder``: the
+        bundle folder replicas follow, `LIVE_VERSION_KEY`, recorded in the same transaction)."""
+        from model.store.shared import LIVE_VERSION_KEY
+
+        try:
+            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.execute("LOCK TABLE vector_generations IN SHARE ROW EXCLUSIVE MODE")
+                cur.execute(
+                    "SELECT vectors_id, state, filled_seq FROM vector_generations WHERE id = %s",
+                    (generation,),
+                )
+                row = cur.fetchone()
+                if row is None or row[1] == "retired":
+                    raise StoreError(f"no vector generation {generation} to switch to")
+                cur.execute(
+                    f"SELECT count(*) FROM articles WHERE seq > %s AND {self._missing_sql(generation)}",
+                    (row[2],),
+                )
+                missing = cur.fetchone()
+                if missing is not None and missing[0]:
+                    raise StoreError(
+                        f"vector generation {generation} still lacks {missing[0]} stored articles' vectors"
+                    )
+                cur.execute("SELECT COALESCE(max(seq), 0) FROM articles")
+                last = cur.fetchone()[0]  # type: ignore[index]
+                # The one switched away from keeps every vector up to now: a rollback catches up the rest.
+                cur.execute(
+                    "UPDATE vector_generations SET state = 'complete', filled_seq = %s "
+                    "WHERE state = 'live' AND id <> %s",
+                    (last, generation),
+                )
+                cur.execute(
+                    "UPDATE vector_generations SET state = 'live', filled_seq = %s, switched_at = now(), "
+                    "bundle_version = COALESCE(%s, bundle_version) WHERE id = %s",
+                    (last, bundle_version, generation),
+                )
+                upsert = (
+                    "INSERT INTO meta (key, value) VALUES (%s, %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                )
+                cur.execute(upsert, (VECTORS_KEY, row[0]))
+                if live_folder is not None:
+                    cur.execute(upsert, (LIVE_VERSION_KEY, live_folder))
+        except (psycopg.Error, PoolTimeout) as error:
+            raise StoreError(f"article store: cannot switch vector generations: {one_line(error)}") from error
+        self._live = None
+        return self._get_generation(generation)
+
+    def set_generation_bundle(self, generation: int, bundle_version: str) -> None:
+        self._write(
+            [
+                (
+                    "UPDATE vector_generations SET bundle_version = %s WHERE id = %s",
+                    (bundle_version, generation),
+                )
+            ]
+        )
+
+    def retire_generation(self, generation: int, chunk: int = 5000) -> int:
+        current = self._get_generation(generation)
+        if current.state == "live":
+            raise StoreError(f"vector generation {generation} is live: switch to another before retiring it")
+        _, size = self.generation_bytes(generation)
+        # Marked retired first (nothing reads it from then on), then emptied a chunk per
+        # transaction so ingest never waits long behind it.
+        self._write(
+            [("UPDATE vector_generations SET state = 'retired', filled_seq = 0 WHERE id = %s", (generation,))]
+        )
+        if generation == 0:
+            query = (
+                "UPDATE articles SET embedding = NULL WHERE seq IN (SELECT seq FROM articles "
+                "WHERE embedding IS NOT NULL LIMIT %s)"
+            )
+            params: tuple[Any, ...] = (chunk,)
+        else:
+            query = (
+                "DELETE FROM generation_vectors WHERE generation = %s AND article_id IN "
+                "(SELECT article_id FROM generation_vectors WHERE generation = %s LIMIT %s)"
+            )
+            params = (generation, generation, chunk)
+            with contextlib.suppress(psycopg.Error), psycopg.connect(self.url, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+                        sql.Identifier(f"generation_vectors_hnsw_{int(generation)}")
+                    )
+                )
+        while self._write([(query, params)])[0] > 0:
+            pass
+        return size
+
+    def generation_bytes(self, generation: int) -> tuple[int, int]:
+        total = "SELECT count(*), COALESCE(sum(pg_column_size(embedding)), 0)"
+        if generation == 0:
+            rows = self._query(f"{total} FROM articles WHERE embedding IS NOT NULL")
+        else:
+            rows = self._query(f"{total} FROM generation_vectors WHERE generation = %s", (generation,))
+        count, size = rows[0]
+        return int(count), int(size)
+
+    def reembed_lease_holder(self) -> str | None:
+        rows = self._query("SELECT owner FROM reembed_lease WHERE expires_at > now()")
+        return str(rows[0][0]) if rows else None
+
+    def take_reembed_lease(self, owner: str, seconds: float, *, take_from: str | None = None) -> bool:
+        rows = self._query(
+            "INSERT INTO reembed_lease (id, owner, expires_at) "
+            "VALUES (1, %(owner)s, now() + %(seconds)s * interval '1 second') "
+            "ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+            "WHERE reembed_lease.owner IN (%(owner)s, %(take_from)s) OR reembed_lease.expires_at <= now() "
+            "RETURNING id",
+            {"owner": owner, "seconds": float(seconds), "take_from": take_from or owner},
+        )
+        return bool(rows)
+
+    def release_reembed_lease(self, owner: str) -> None:
+        self._write([("DELETE FROM reembed_lease WHERE owner = %s", (owner,))])
