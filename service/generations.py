@@ -29,12 +29,16 @@ from model.errors import NewsDeskError
 from model.news_model import NewsModel
 from model.store import ArticleStore
 from model.store.base import GenerationStore, RestoreRow, StoreRows
+from model.store.shared import SharedArticleStore
 from service.config import Settings
 
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 120.0  # a worker renews the lease every chunk; a dead one's lapses after this
 SAMPLE_ROWS = 16  # rows embedded at once when a bundle is staged, to time the encoder for the estimate
+# A shared store's ingest takes no write lock: a request that read the old model before the switch
+# may store into the old generation just after it. Its rows are embedded again after this long.
+SETTLE_S = 1.0
 
 
 @dataclass
@@ -186,6 +190,20 @@ def stage(state: ServiceState, folder: Path, model: NewsModel) -> Pending:
     return pending
 
 
+def catch_up(store: GenerationStore, model: NewsModel, generation: int, chunk: int = 256) -> int:
+    """Embed the rows ``generation`` lacks with ``model`` (its encoder's) and return how many. On a
+    shared store: rows a replica that had not followed the switch yet stored into its own
+    generation, and rows requests in flight at the switch stored into the old one."""
+    done, after = 0, 0
+    while rows := store.rows_missing(generation, after, chunk):
+        vectors = model.embed(_texts(rows))
+        store.put_generation_vectors(generation, [(row.id, v) for row, v in zip(rows, vectors, strict=True)])
+        done, after = done + len(rows), rows[-1].seq
+    if done:
+        logger.info("vector generation %d: caught up %d stored articles", generation, done)
+    return done
+
+
 async def fill_and_switch(state: ServiceState, pending: Pending) -> None:
     """Fill ``pending``'s generation in the background (holding the store's lease), then switch the
     generation and the model together. Failures are logged and kept in ``pending.error`` (the live
@@ -250,19 +268,29 @@ async def _fill(state: ServiceState, store: GenerationStore, pending: Pending, o
 
 
 async def _switch(state: ServiceState, store: GenerationStore, pending: Pending) -> None:
-    pending.phase = "restoring the index from the new generation"
     model = pending.model
-    restored = await asyncio.to_thread(
-        model.restore_from, StoreRows(store, pending.generation), state.snapshot_dir
-    )
+    # A shared store searches in the database: no index to restore, and the switch names the
+    # bundle every replica follows (`service.replicas`) in the same transaction.
+    shared = isinstance(store, SharedArticleStore)
+    if not shared:
+        pending.phase = "restoring the index from the new generation"
+        await asyncio.to_thread(model.restore_from, StoreRows(store, pending.generation), state.snapshot_dir)
     async with state.write_lock:
         pending.phase = "switching"
         # Rows ingested since the fill finished: few, embedded while ingest waits.
         while rows := await asyncio.to_thread(store.rows_missing, pending.generation, pending.after_seq, 256):
             await asyncio.to_thread(_embed_chunk, store, pending, rows)
-        await asyncio.to_thread(model.restore_new)
         previous = state.model
-        await asyncio.to_thread(store.switch_generation, pending.generation, model.version)
+        if shared:
+            await asyncio.to_thread(
+                store.switch_generation,  # type: ignore[call-arg]
+                pending.generation,
+                model.version,
+                live_folder=pending.folder.name,
+            )
+        else:
+            await asyncio.to_thread(model.restore_new)
+            await asyncio.to_thread(store.switch_generation, pending.generation, model.version)
         state.model = model
         state.model_error = None
         state.pending = None
@@ -277,5 +305,7 @@ async def _switch(state: ServiceState, store: GenerationStore, pending: Pending)
         time.perf_counter() - pending.started,
         previous.version if previous is not None else None,
     )
-    del restored
+    if shared:
+        await asyncio.sleep(SETTLE_S)
+        await asyncio.to_thread(catch_up, store, model, pending.generation)
     await state.after_switch(model)

@@ -57,9 +57,10 @@ async def ingest_articles(
     # Every label is scored, so the stored classification keeps the uncertainty and candidate
     # labels that the editors' review queue sorts by.
     if fresh and isinstance(store, SharedArticleStore):
-        state.check_shared_vectors(model)  # never store one encoder's vectors among another's
+        # Never store one encoder's vectors among another's: into this encoder's generation.
+        generation = state.check_shared_vectors(model)
         results, vectors = await classify(state, model, fresh, all_scores=True)
-        outcomes = await asyncio.to_thread(_ingest_shared, model, store, fresh, results, vectors)
+        outcomes = await asyncio.to_thread(_ingest_shared, model, store, fresh, results, vectors, generation)
         for stored, new in outcomes:
             known[stored.id] = stored
             if new:
@@ -110,8 +111,10 @@ def _ingest_shared(
     fresh: Sequence[Article],
     results: Sequence[Classification],
     vectors: npt.NDArray[np.float32],
+    generation: int | None = None,
 ) -> list[tuple[StoredArticle, bool]]:
-    """Store ``fresh`` through the shared store, which links each to a story in its transaction."""
+    """Store ``fresh`` through the shared store, which links each to a story in its transaction,
+    among (and into) the vector generation ``generation`` (a store without generations: None)."""
     window = timedelta(days=model.window_days)
     # The bundle's own corpus (in memory, the same on every replica) is searched here, before the
     # store takes its locks: it never changes. The rule keeps the nearest of both together.
@@ -134,4 +137,6 @@ def _ingest_shared(
     records = [
         new_stored_article(a, vectors[i], results[i], model.version, now, "") for i, a in enumerate(fresh)
     ]
-    return store.ingest_linked(records, link, window)
+    if generation is None:
+        return store.ingest_linked(records, link, window)
+    return store.ingest_linked(records, link, window, generation=generation)

@@ -41,7 +41,9 @@ from service.errors import (
     VectorsMismatchError,
 )
 from service.generations import (
+    SETTLE_S,
     Pending,
+    catch_up,
     fill_and_switch,
     generation_store,
     live_bundle_folder,
@@ -149,6 +151,8 @@ class ServiceState:
         # The store's vector generations with their sizes, as /readyz and /metrics show them
         # (refreshed after a start, a switch or a retirement: counting them reads every row).
         self.generation_info: list[dict[str, object]] = []
+        # A shared store's generation of each encoder, once found (`check_shared_vectors`).
+        self._shared_generations: dict[str, int] = {}
 
     # --- what routes ask for ---------------------------------------------------------------
 
@@ -172,24 +176,40 @@ class ServiceState:
     def search_for(self, model: NewsModel) -> ArticleSearch:
         """Where related coverage is searched, for one request (`/v1/similar` and the pages alike):
         the model's index, which holds what this process ingested; with a shared store, the
-        database beside the bundle's own corpus (which is in memory)."""
+        database (the generation of ``model``'s encoder) beside the bundle's own corpus (in memory)."""
         store = self.store
         if isinstance(store, SharedArticleStore):
-            self.check_shared_vectors(model)
-            return MergedSearch(model.index, store.search())
+            generation = self.check_shared_vectors(model)
+            return MergedSearch(model.index, store.search(generation))
         return model.index
 
-    def check_shared_vectors(self, model: NewsModel) -> None:
-        """Refuse (409) to search or add to a shared store whose vectors another encoder made: its
-        vectors are not comparable with this bundle's, whatever their width. (An embedded store
-        keeps vector generations instead: such a bundle waits as pending, `service.generations`.)"""
+    def check_shared_vectors(self, model: NewsModel) -> int | None:
+        """The shared store's vector generation ``model``'s encoder made (None: a store without
+        generations), which its searches and ingests read and write; refuse (409) when the store
+        has none of this encoder's vectors ready: another encoder's are never compared with them."""
         mine = vectors_id(model.embedder)
+        store = self.store
+        if isinstance(store, GenerationStore) and hasattr(store, "generation_for"):
+            generation = self._shared_generations.get(mine)
+            if generation is None:
+                generation = store.generation_for(mine)
+                if generation is not None:  # a generation keeps its id for its encoder
+                    self._shared_generations[mine] = generation
+            if generation is not None:
+                return int(generation)
+            raise VectorsMismatchError(
+                f"the shared article store holds no complete vector generation of {mine}, which the "
+                f"served bundle {model.version} encodes with: search and ingest are refused until "
+                "its vectors are made (a reload of the bundle makes them), or a bundle on the store's "
+                "encoder is served"
+            )
         if self.store_vectors is not None and self.store_vectors != mine:
             raise VectorsMismatchError(
                 f"the shared article store holds vectors of {self.store_vectors}, the served bundle "
                 f"{model.version} encodes with {mine}: search and ingest are refused until the store is "
                 "re-embedded with this encoder, or a bundle on the store's encoder is served"
             )
+        return None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -441,10 +461,15 @@ class ServiceState:
             # empty store takes this bundle's encoder; a store of another encoder is refused per
             # request (`check_shared_vectors`), so the service still answers what needs no vectors.
             stored = stored_vectors_id(self.store)
+            mine = vectors_id(model.embedder)
             if stored is None:
-                stored = vectors_id(model.embedder)
+                stored = mine
                 record_vectors_id(self.store, stored)
-            elif stored != vectors_id(model.embedder):
+            if isinstance(self.store, GenerationStore) and (live := self.store.live_generation()) is not None:
+                if live.vectors_id == mine:
+                    self.store.set_generation_bundle(live.id, model.version)
+                stored = live.vectors_id
+            if stored != mine:
                 logger.error(
                     "the shared store's vectors are %s's, bundle %s encodes with %s: search and ingest "
                     "will be refused",
@@ -463,6 +488,21 @@ class ServiceState:
             # encoder serves this one while that one's vectors are made.
             self.store.set_generation_bundle(live.id, model.version)
         return model, restored.articles
+
+    async def _catch_up_shared(self, model: NewsModel) -> None:
+        """After following a switch on a shared store: the rows this replica stored into its old
+        generation before it followed get their vectors in the live one (`catch_up`)."""
+        store = generation_store(self)
+        if store is None or not isinstance(store, SharedArticleStore):
+            return
+        live = await asyncio.to_thread(store.live_generation)
+        if live is None or live.vectors_id != vectors_id(model.embedder):
+            return
+        await asyncio.sleep(SETTLE_S)  # requests that took the old model finish their writes first
+        try:
+            await asyncio.to_thread(catch_up, store, model, live.id)
+        except NewsDeskError as error:  # the next follow or switch catches them up
+            logger.warning("could not catch up the live vector generation: %s", error)
 
     def _restored(self, count: int) -> None:
         self.progress.restored = count
@@ -533,6 +573,7 @@ class ServiceState:
                 self.model_error = None
             if isinstance(self.store, SharedArticleStore):
                 await asyncio.to_thread(self.store.set_meta, LIVE_VERSION_KEY, folder.name)
+                await self._catch_up_shared(model)
             seconds = time.perf_counter() - started
             logger.info(
                 "reloaded: %s -> %s (%d stored articles) in %.1fs", previous, model.version, restored, seconds

