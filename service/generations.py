@@ -257,6 +257,9 @@ async def _fill(state: ServiceState, store: GenerationStore, pending: Pending, o
     while True:
         rows = await asyncio.to_thread(store.rows_missing, pending.generation, pending.after_seq, chunk)
         if not rows:
+            # Replicas on a shared store commit seqs out of order: a late one may sit behind.
+            rows = await asyncio.to_thread(store.rows_missing, pending.generation, 0, chunk)
+        if not rows:
             await asyncio.to_thread(store.mark_generation_filled, pending.generation)
             return
         before = pending.embed_seconds
@@ -280,6 +283,8 @@ async def _switch(state: ServiceState, store: GenerationStore, pending: Pending)
         # Rows ingested since the fill finished: few, embedded while ingest waits.
         while rows := await asyncio.to_thread(store.rows_missing, pending.generation, pending.after_seq, 256):
             await asyncio.to_thread(_embed_chunk, store, pending, rows)
+        if shared:  # a replica's late commit behind the fill (seqs commit out of order)
+            await asyncio.to_thread(catch_up, store, model, pending.generation)
         previous = state.model
         if shared:
             await asyncio.to_thread(

@@ -677,10 +677,8 @@ class PgArticleStore(LinkedIngest):
                 row = cur.fetchone()
                 if row is None or row[1] == "retired":
                     raise StoreError(f"no vector generation {generation} to switch to")
-                cur.execute(
-                    f"SELECT count(*) FROM articles WHERE seq > %s AND {self._missing_sql(generation)}",
-                    (row[2],),
-                )
+                # Every row, not only past filled_seq: replicas commit seqs out of order.
+                cur.execute(f"SELECT count(*) FROM articles WHERE {self._missing_sql(generation)}")
                 missing = cur.fetchone()
                 if missing is not None and missing[0]:
                     raise StoreError(
