@@ -573,7 +573,8 @@ class ServiceState:
                 self.model_error = None
             if isinstance(self.store, SharedArticleStore):
                 await asyncio.to_thread(self.store.set_meta, LIVE_VERSION_KEY, folder.name)
-                await self._catch_up_shared(model)
+                if current is not None and vectors_id(current.embedder) != vectors_id(model.embedder):
+                    await self._catch_up_shared(model)  # followed a switch of vector generations
             seconds = time.perf_counter() - started
             logger.info(
                 "reloaded: %s -> %s (%d stored articles) in %.1fs", previous, model.version, restored, seconds
