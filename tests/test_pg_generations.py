@@ -183,3 +183,25 @@ def test_two_replicas_swap_encoders_on_one_database_without_a_failed_request(two
         assert {i: b.get(f"/v1/articles/{i}").json()["story_id"] for i in stories} == stories
         generations = {g["id"]: g for g in a.get("/readyz").json()["generations"]}
         assert generations[live.id]["state"] == "live" and generations[0]["state"] == "complete"
+
+        # A rollback to the kept generation embeds only the rows stored since the switch (one,
+        # through the replica that did not switch), and the other replica follows back.
+        posted = b.post("/v1/articles", json=_article(n))
+        assert posted.status_code in (200, 201), posted.text
+        ids[n] = posted.json()["id"]
+        n += 1
+        assert store.missing_count(0) == 1
+        back = a.post("/v1/admin/promote", headers=ADMIN, json={"version": minilm})
+        assert back.status_code == 202, back.text
+        job = back.json()["id"]
+        while (shown := a.get(f"/v1/admin/jobs/{job}", headers=ADMIN).json())["state"] == "running":
+            assert time.monotonic() < deadline, shown
+            time.sleep(0.2)
+        assert shown["state"] == "promoted", shown
+        assert any("re-embedding 1 stored articles" in line for line in shown["log_tail"]), shown["log_tail"]
+        while state_b.model.version != minilm:
+            assert time.monotonic() < deadline, "replica b did not follow the rollback"
+            time.sleep(0.2)
+        assert store.live_generation().id == 0 and store.missing_count(0) == 0
+        for client in (a, b):
+            _found_first(client, ids)
