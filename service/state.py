@@ -458,18 +458,22 @@ class ServiceState:
             return model, 0
         if isinstance(self.store, SharedArticleStore):
             # The database searches and links stories itself: nothing to rebuild in memory. An
-            # empty store takes this bundle's encoder; a store of another encoder is refused per
-            # request (`check_shared_vectors`), so the service still answers what needs no vectors.
+            # empty store takes this bundle's encoder; a bundle serves on its encoder's vector
+            # generation (the live one, or a kept one until this replica follows a switch); with
+            # none, search and ingest are refused per request (`check_shared_vectors`), so the
+            # service still answers what needs no vectors.
             stored = stored_vectors_id(self.store)
             mine = vectors_id(model.embedder)
             if stored is None:
                 stored = mine
                 record_vectors_id(self.store, stored)
+            own = None
             if isinstance(self.store, GenerationStore) and (live := self.store.live_generation()) is not None:
                 if live.vectors_id == mine:
                     self.store.set_generation_bundle(live.id, model.version)
                 stored = live.vectors_id
-            if stored != mine:
+                own = getattr(self.store, "generation_for", lambda _: None)(mine)
+            if stored != mine and own is None:
                 logger.error(
                     "the shared store's vectors are %s's, bundle %s encodes with %s: search and ingest "
                     "will be refused",

@@ -11,6 +11,10 @@ tables and the live model version (`meta`). Three things make replicas agree:
 * **URL variants** hash to one id: the primary key makes the second insert a no-op.
 * **Migrations** (`pg_migrate`: ``pg_migrations/NNNN_name.sql``) run at open under a session
   advisory lock, recorded in ``schema_migrations``; a database newer than this code is refused.
+* **Vector generations** (0007, `base.GenerationStore`): each encoder's vectors apart (generation 0
+  in the row, later ones in ``generation_vectors`` with a partial HNSW index each); every search
+  and linked ingest names the generation of the replica's encoder (`pg_rows.articles_of`), and the
+  switch of the live one is one transaction.
 
 Search (`search()` gives an `ArticleSearch`, `pg_search`) counts a selective filter first: up to
 `EXACT_MAX_ROWS` matching rows are scanned exactly, above it HNSW runs with a beam widened by the
