@@ -57,7 +57,8 @@ class TopicTagger:
     featurizer : ArticleFeaturizer or None
         Feature builder (cloned at fit); default: embeddings + word (1-2) + char (2-5) TF-IDF.
     classifier : TopicClassifier or None
-        Estimator (cloned at fit); default: `TopicClassifier()`.
+        Estimator (cloned at fit); default: `TopicClassifier(n_jobs=-1)`, its labels fitted on
+        every core.
     single_label : bool or "auto", default="auto"
         Emit exactly one topic per article. "auto": when every training article has exactly one.
     gate_support : int, default=16
@@ -125,7 +126,7 @@ class TopicTagger:
         start = time.perf_counter()
         self.featurizer_ = clone(self.featurizer) if self.featurizer is not None else ArticleFeaturizer()
         X = self.featurizer_.fit_transform(train, emb[keep])
-        classifier = clone(self.classifier) if self.classifier is not None else TopicClassifier()
+        classifier = clone(self.classifier) if self.classifier is not None else TopicClassifier(n_jobs=-1)
         single = self.single_label
         if single == "auto":
             single = all(len(article.topics) == 1 for article in train)
