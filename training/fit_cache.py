@@ -27,11 +27,19 @@ T = TypeVar("T")
 
 
 def _source_digest(obj: Any) -> str:
+    """The sources of the estimator's package folder: a head's fit runs code of its neighbours
+    (the topic tagger's classifier and featurizer), and a change there must miss too."""
     try:
-        source = Path(inspect.getsourcefile(type(obj)) or "").read_bytes()
+        source = inspect.getsourcefile(type(obj))
+        if source is None:
+            return "unknown"
+        folder = Path(source).parent
+        digest = hashlib.sha256()
+        for path in sorted(folder.glob("*.py")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
     except (OSError, TypeError):
         return "unknown"
-    return hashlib.sha256(source).hexdigest()
+    return digest.hexdigest()
 
 
 def data_digest(parts: Iterable[Any]) -> str:

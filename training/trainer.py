@@ -8,6 +8,8 @@ records for a newly written bundle (`record_trained_bundle`).
 from __future__ import annotations
 
 import logging
+import resource
+import sys
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
@@ -54,6 +56,8 @@ class TrainingOptions:
     progress: bool = True
     fit_cache: FitCache | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # The process's peak resident memory (MB) when each timed step ended.
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
 
 
 def _fit_head(
@@ -69,9 +73,16 @@ def _fit_head(
     return options.fit_cache.fit(head, data_digest([vectors, facts]), lambda h: h.fit(articles, vectors))
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (ru_maxrss is KB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
 def _timed(options: TrainingOptions, name: str, started: float) -> None:
     options.timings[name] = round(time.perf_counter() - started, 3)
-    logger.info("%s: %.1fs", name, options.timings[name])
+    options.peak_rss_mb[name] = peak_rss_mb()
+    logger.info("%s: %.1fs (peak RSS %.0f MB)", name, options.timings[name], options.peak_rss_mb[name])
 
 
 def embed_articles(
@@ -153,14 +164,19 @@ def fit_news_model(
         scores[name] = _fit_head(options, head, [articles[i] for i in have], vectors[have])
         _timed(options, f"score_{name}", started)
 
-    started = time.perf_counter()
+    started = step = time.perf_counter()
     pair_scorer = fit_pair_scorer(options.pairs, embedder, [article.text for article in articles])
+    _timed(options, "pair_scorer", step)
+    step = time.perf_counter()
     stories = StoryClusterer(window_days=options.story_window_days)
     story_ids = cluster_stories(articles, vectors, pair_scorer, window_days=options.story_window_days)
     for article, vector, story_id in zip(articles, vectors, story_ids, strict=True):
         stories.restore(article, vector, story_id)
+    _timed(options, "stories", step)
+    step = time.perf_counter()
     index = ArticleIndex()
     index.add(articles, vectors, story_ids)
+    _timed(options, "index", step)
     _timed(options, "pairs_stories_index", started)
     return NewsModel(
         embedder=embedder,
@@ -318,7 +334,7 @@ def fit_and_evaluate(
     progress = options.progress
 
     def fit(seeds: SeedCorpus) -> tuple[NewsModel, TrainingOptions]:
-        run = replace(options, timings={})
+        run = replace(options, timings={}, peak_rss_mb={})
         return fit_news_model(seeds, embedder, run), run
 
     metrics: dict[str, Any] = {}

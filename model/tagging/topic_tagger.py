@@ -6,7 +6,9 @@ training examples go through `model.tagging.label_gate`.
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -21,6 +23,11 @@ from model.results import TopicScore
 from model.tagging.features import ArticleFeaturizer
 from model.tagging.label_gate import Gate, closest_prototype, fit_gate, gate_probabilities
 from model.tagging.topic_classifier import TopicClassifier
+
+# The most labelled articles the topic head learns from (`TopicTagger.max_examples`): its time and
+# memory stop growing there (on Reuters-like text ~1 KB of features per article, and liblinear
+# copies the rows it fits on per thread), while every label keeps its examples.
+MAX_TOPIC_EXAMPLES = 50_000
 
 # Below these a bundle says it was trained on too little data (/readyz, /v1/model, model card).
 MIN_TRAINING_ARTICLES = 100
@@ -49,6 +56,28 @@ def small_data_warnings(tagger: TopicTagger | None) -> list[str]:
     return out
 
 
+def capped_sample(articles: Sequence[Article], max_examples: int | None) -> list[int]:
+    """Positions of at most ``max_examples`` of the labelled ``articles`` (all when fewer): every
+    article of a label with at most ``max_examples / (2 * labels)`` examples, then the others in
+    the order of a hash of their id (stable across runs, engines and grown seeds)."""
+    n = len(articles)
+    if max_examples is None or n <= max_examples:
+        return list(range(n))
+    support = Counter(label for article in articles for label in article.topics)
+    small = max(1, max_examples // (2 * len(support)))
+    rare = {label for label, count in support.items() if count <= small}
+    order = sorted(range(n), key=lambda i: hashlib.blake2b(articles[i].id.encode(), digest_size=8).digest())
+    keep = [i for i in order if rare.intersection(articles[i].topics)]
+    chosen = set(keep)
+    for i in order:
+        if len(keep) >= max_examples:
+            break
+        if i not in chosen:
+            keep.append(i)
+            chosen.add(i)
+    return sorted(keep)
+
+
 class TopicTagger:
     """Topic tagging of articles: `ArticleFeaturizer` + `TopicClassifier`.
 
@@ -71,6 +100,11 @@ class TopicTagger:
         Share of generic news a gated label may still fire on.
     name_weight : float, default=2.0
         How many examples the label's name (and description) counts for in its prototype.
+    max_examples : int or None, default=`MAX_TOPIC_EXAMPLES`
+        Learn from at most this many labelled articles (None: all). Past it, a fixed sample by id
+        hash: every article of a label with at most ``max_examples / (2 * labels)`` examples, then
+        the others in hash order, so rare labels lose nothing and a retrain on grown seeds keeps
+        most of its sample. Bounds the fit's time and peak memory, not the archive's size.
     prototype_scores : bool or "auto", default="auto"
         Score gated labels by their prototype alone (the gate's sigmoid *is* the probability)
         instead of capping the classifier's probability with it. "auto": when every label is
@@ -101,6 +135,7 @@ class TopicTagger:
         gate_fpr: float = 0.05,
         name_weight: float = 2.0,
         prototype_scores: bool | str = "auto",
+        max_examples: int | None = MAX_TOPIC_EXAMPLES,
     ) -> None:
         self.featurizer = featurizer
         self.classifier = classifier
@@ -109,6 +144,7 @@ class TopicTagger:
         self.gate_fpr = gate_fpr
         self.name_weight = name_weight
         self.prototype_scores = prototype_scores
+        self.max_examples = max_examples
 
     def fit(self, articles: Sequence[Article], embeddings: npt.ArrayLike) -> TopicTagger:
         """Fit on the articles that have topics (the others are ignored and counted)."""
@@ -122,6 +158,10 @@ class TopicTagger:
             raise ValueError(
                 f"none of the {len(articles)} articles has topics; label at least one article to fit a tagger"
             )
+        labelled = len(keep)
+        keep = [keep[i] for i in capped_sample([articles[i] for i in keep], self.max_examples)]
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ValueError(f"max_examples must be >= 1 or None, got {self.max_examples}")
         train = [articles[i] for i in keep]
         start = time.perf_counter()
         self.featurizer_ = clone(self.featurizer) if self.featurizer is not None else ArticleFeaturizer()
@@ -140,7 +180,8 @@ class TopicTagger:
         self.rare_labels_ = [str(label) for label in self.classifier_.rare_labels_]
         self.report_ = {
             "n_train": len(train),
-            "n_ignored": len(articles) - len(train),
+            "n_labelled": labelled,  # above n_train when max_examples sampled them
+            "n_ignored": len(articles) - labelled,
             "n_features": int(X.shape[1]),
             "n_labels": len(self.labels_),
             "single_label": bool(single),
