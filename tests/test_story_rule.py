@@ -116,6 +116,23 @@ def test_batch_clustering_decides_as_one_at_a_time_ingest():
     assert len(set(batch)) == 2
 
 
+def test_batch_clustering_through_the_graph_decides_as_the_exact_one():
+    """Past ``ann_threshold`` the any-age candidates come from the HNSW graph: same partition."""
+    articles = [
+        QUAKE,
+        FOLLOW_UP,
+        TRANSFER,
+        _repost(QUAKE, 90),
+        _repost(TRANSFER, 200),
+        _repost(QUAKE, 1, "b"),
+    ]
+    scorer = _scorer(articles)
+    vectors = np.asarray(shared_embedder().encode([a.text for a in articles]))
+    exact = cluster_stories(articles, vectors, scorer, window_days=WINDOW_DAYS)
+    graph = cluster_stories(articles, vectors, scorer, window_days=WINDOW_DAYS, ann_threshold=0, block=2)
+    assert graph == exact
+
+
 def test_both_stores_decide_the_same_duplicates_and_stories_from_one_stream(small_bundle, pg_url):
     """One stream, copies in and beyond the window included, through `NewsModel.add` (the SQLite
     store's path) and through the PostgreSQL ingest: the same duplicate links and stories."""

@@ -16,7 +16,7 @@ from model.evaluation.tagging import topic_metrics
 from model.results import TopicScore
 from model.tagging.features import ArticleFeaturizer
 from model.tagging.topic_classifier import TopicClassifier
-from model.tagging.topic_tagger import TopicTagger
+from model.tagging.topic_tagger import TopicTagger, capped_sample
 
 
 @parametrize_with_checks([TopicClassifier(cv=3)])
@@ -99,6 +99,26 @@ def test_refit_is_deterministic_and_pickles(tmp_path):
     np.testing.assert_allclose(joblib.load(tmp_path / "clf.joblib").predict_proba(X), a.predict_proba(X))
 
 
+def test_labels_fitted_on_threads_give_the_same_model():
+    X, c = _clusters(30, 4, seed=3)
+    y = [(str(k), "even") if k % 2 == 0 else (str(k),) for k in c]
+    one = TopicClassifier(n_jobs=1).fit(X, y)
+    two = TopicClassifier(n_jobs=2).fit(X, y)
+    np.testing.assert_array_equal(one.coef_.toarray(), two.coef_.toarray())
+    np.testing.assert_array_equal(one.thresholds_, two.thresholds_)
+    assert one.predict(X) == two.predict(X)
+
+
+def test_capped_sample_keeps_rare_labels_whole_and_is_stable():
+    articles = [Article(id=f"a{i}", title=f"t{i}", topics=("common",)) for i in range(300)]
+    articles += [Article(id=f"r{i}", title=f"r{i}", topics=("rare", "common")) for i in range(5)]
+    chosen = capped_sample(articles, 100)
+    assert len(chosen) == 100 and chosen == sorted(chosen)
+    assert {articles[i].id for i in chosen} >= {f"r{i}" for i in range(5)}
+    assert capped_sample(articles, 100) == chosen  # by id hash: the same sample every run
+    assert capped_sample(articles, None) == capped_sample(articles, 1000) == list(range(305))
+
+
 def test_bad_params_are_rejected_with_the_allowed_values():
     X, c = _clusters(10, 2)
     with pytest.raises(ValueError, match="Unknown loss 'hinge', expected one of"):
@@ -144,6 +164,18 @@ def test_tagger_learns_agnews_topics_from_a_few_hundred_articles(agnews):
     chosen, every = results[0]
     assert len(chosen) == 1 and isinstance(chosen[0], TopicScore)
     assert every is not None and every[0].label == chosen[0].label and len(every) == 4
+    metrics = topic_metrics(
+        [a.topics for a in articles[450:]], tagger.predict_labels(articles[450:], emb[450:])
+    )
+    assert metrics["accuracy"] > 0.75
+
+
+def test_tagger_capped_to_fewer_examples_keeps_a_quality_floor(agnews):
+    """Past ``max_examples`` the head learns from a sample, and still tags well."""
+    articles, emb = agnews
+    tagger = TopicTagger(ArticleFeaturizer(char_ngrams=None), max_examples=300).fit(articles[:450], emb[:450])
+    assert tagger.report_["n_train"] == 300 and tagger.report_["n_labelled"] == 450
+    assert tagger.report_["n_ignored"] == 0
     metrics = topic_metrics(
         [a.topics for a in articles[450:]], tagger.predict_labels(articles[450:], emb[450:])
     )
