@@ -137,6 +137,10 @@ def child(args: argparse.Namespace) -> int:
     """One run: read, embed, fit every step, save; JSON on stdout."""
     import tempfile
 
+    # As `python -m training` does: OpenMP threads (torch, faiss) sleep rather than spin between
+    # work, which on a loaded machine turns each small faiss call into milliseconds of spinning.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
     from model.encoders.cache import EmbeddingCache
     from model.encoders.registry import DEFAULT_ENCODER, make_encoder
     from training.engine import make_engine

@@ -32,7 +32,7 @@ from model.results import Comparison
 
 logger = logging.getLogger(__name__)
 
-# Past this many articles a batch finds its any-age duplicate candidates in an HNSW graph.
+# Past this many articles a batch finds its candidates in HNSW graphs, not by scoring every pair.
 ANN_THRESHOLD = 20_000
 
 _JOINS = frozenset({"duplicate", "same_story"})
@@ -71,11 +71,13 @@ def cluster_stories(
     similar earlier ones at any age go to `decide`. Each text is hashed once and pairs are scored
     as whole arrays, so a 30k-article corpus takes seconds, not an hour of per-pair calls.
 
-    The cost grows linearly with the batch, never with all pairs: the window's candidates are a
-    slice of the published order, and past ``ann_threshold`` articles the any-age ones come from
-    an HNSW graph (`model.coverage.faiss_ann.AnnIndex`, the service's) holding the articles of
-    earlier blocks, plus an exact look at the earlier ones of the article's own block; their
-    scores are then exact cosines. Up to ``ann_threshold`` every earlier article is scored exactly.
+    Up to ``ann_threshold`` articles every earlier article is scored exactly (the window's
+    candidates are a slice of the published order). Past it the cost grows linearly with the
+    batch, never with all pairs: the candidates come from HNSW graphs
+    (`model.coverage.faiss_ann.AnnIndex`, the service's settings) over the articles of earlier
+    blocks (one over all of them for the any-age ones, one per window-wide slice of time for the
+    window's), plus the earlier articles of the article's own block; their scores are then exact
+    cosines.
     """
     vectors = np.asarray(vectors, dtype=np.float32)
     n = len(articles)
@@ -103,37 +105,32 @@ def cluster_stories(
     story: list[str | None] = [None] * n
     window = window_days * 24.0
     col = {name: k for k, name in enumerate(FEATURE_NAMES)}
-    graph = _graph(vectors.shape[1]) if n > ann_threshold else None
+    graphs = _Graphs(vectors, hours, window) if n > ann_threshold else None
     for start in range(0, n, block):
         rows = order[start : start + block]
-        if graph is None:
+        if graphs is None:
             sims = vectors[rows] @ vectors.T  # (block, n): every earlier article, exactly
         else:
-            found, _ = graph.search_many(vectors[rows], DUPLICATE_CANDIDATES)  # earlier blocks
+            found, _ = graphs.every.search_many(vectors[rows], max(neighbours, DUPLICATE_CANDIDATES))
         for r, i in enumerate(rows.tolist()):
             position = start + r
-            vector = vectors[i]
-            if np.isfinite(hours[i]):
-                # Earlier and inside the window: a slice of the published order (undated others
-                # sort after every dated article, so none is earlier than a dated one).
-                lo = int(np.searchsorted(dated_hours, hours[i] - window - 1e-6, side="left"))
-                recent = order[lo:position]
-                recent = np.sort(recent[~(np.abs(hours[recent] - hours[i]) > window)])
-            else:  # undated: the window holds every earlier article
-                recent = np.sort(order[:position])
-            if graph is None:
-                sim = sims[r]
-                inside = _nearest(recent, sim, neighbours)
+            if graphs is None:
+                sim: Any = sims[r]
+                inside, anywhere = _exact_candidates(
+                    i, order[:position], sim, hours, dated_hours, window, neighbours
+                )
             else:
-                sim = _SparseSims(vectors, vector)
+                sim = _SparseSims(vectors, vectors[i])
+                local = order[start:position]  # this block's earlier articles: not in a graph yet
+                earlier = np.union1d(found[r][found[r] >= 0], local)
+                recent = earlier
+                if np.isfinite(hours[i]):
+                    recent = np.union1d(graphs.in_window(i, neighbours), local)
+                    recent = recent[~(np.abs(hours[recent] - hours[i]) > window)]
                 inside = _nearest_scored(recent, sim, neighbours)
+                anywhere = _nearest_scored(earlier, sim, DUPLICATE_CANDIDATES)
             candidates = inside
             if np.isfinite(hours[i]):  # undated: the window holds every earlier article already
-                if graph is None:
-                    anywhere = _nearest(np.sort(order[:position]), sim, DUPLICATE_CANDIDATES)
-                else:
-                    pool = np.union1d(found[r][found[r] >= 0], order[start:position])
-                    anywhere = _nearest_scored(pool, sim, DUPLICATE_CANDIDATES)
                 candidates = np.concatenate([inside, np.setdiff1d(anywhere, inside)])
             if not candidates.size:
                 story[i] = new_story_id(articles[i])
@@ -175,11 +172,33 @@ def cluster_stories(
             ]
             chosen, _ = decide(scorer, neighbours_of)
             story[i] = chosen or new_story_id(articles[i])
-        if graph is not None:
-            graph.add(rows, vectors[rows])
+        if graphs is not None:
+            graphs.add(rows)
     result = [s or new_story_id(a) for s, a in zip(story, articles, strict=True)]
     logger.info("clustered %d articles into %d stories", n, len(set(result)))
     return result
+
+
+def _exact_candidates(
+    i: int,
+    earlier: npt.NDArray[np.int64],
+    sim: npt.NDArray[np.float32],
+    hours: npt.NDArray[np.float64],
+    dated_hours: npt.NDArray[np.float64],
+    window: float,
+    neighbours: int,
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Article ``i``'s nearest ``earlier`` articles (published order) inside its window and at any
+    age, every one of them scored."""
+    if not np.isfinite(hours[i]):  # undated: the window holds every earlier article
+        inside = _nearest(np.sort(earlier), sim, neighbours)
+        return inside, inside
+    # Earlier and inside the window: a slice of the published order (undated others sort after
+    # every dated article, so none is earlier than a dated one).
+    lo = int(np.searchsorted(dated_hours, hours[i] - window - 1e-6, side="left"))
+    recent = earlier[lo:]
+    recent = np.sort(recent[~(np.abs(hours[recent] - hours[i]) > window)])
+    return _nearest(recent, sim, neighbours), _nearest(np.sort(earlier), sim, DUPLICATE_CANDIDATES)
 
 
 def _graph(dim: int) -> Any:
@@ -187,6 +206,53 @@ def _graph(dim: int) -> Any:
 
     # The service index's settings (`ArticleIndex`): recall@10 0.979 at 1M.
     return AnnIndex(dim=dim, dtype="f16", M=16, ef_search=128)
+
+
+class _Graphs:
+    """HNSW graphs over the articles of the blocks decided so far (keys: row numbers): one over
+    all of them (the any-age candidates) and one per ``window``-wide slice of time, so an
+    article's window candidates come from the two slices its window overlaps, never from a scan
+    of the whole window."""
+
+    def __init__(
+        self, vectors: npt.NDArray[np.float32], hours: npt.NDArray[np.float64], window: float
+    ) -> None:
+        self.vectors, self.hours, self.window = vectors, hours, window
+        self.every = _graph(vectors.shape[1])
+        self.slices: dict[int, tuple[Any, npt.NDArray[np.float64]]] = {}  # slice -> (graph, hours)
+
+    def _slice(self, hour: float) -> int:
+        return int(np.floor(hour / self.window)) if self.window > 0 else 0
+
+    def add(self, rows: npt.NDArray[np.int64]) -> None:
+        """Add a decided block (rows in published order)."""
+        self.every.add(rows, self.vectors[rows])
+        dated = rows[np.isfinite(self.hours[rows])]
+        slices = np.array([self._slice(h) for h in self.hours[dated]], dtype=np.int64)
+        for key in np.unique(slices).tolist():
+            members = dated[slices == key]
+            graph, hours = self.slices.get(key) or (_graph(self.vectors.shape[1]), np.zeros(0))
+            graph.add(members, self.vectors[members])
+            self.slices[key] = (graph, np.concatenate([hours, self.hours[members]]))
+
+    def in_window(self, row: int, k: int) -> npt.NDArray[np.int64]:
+        """Up to ``k`` nearest decided articles per slice the window of dated ``row`` overlaps."""
+        hour = self.hours[row]
+        found = []
+        for key in {self._slice(hour - self.window), self._slice(hour)}:
+            if key not in self.slices:
+                continue
+            graph, hours = self.slices[key]
+            lo = int(np.searchsorted(hours, hour - self.window - 1e-6, side="left"))  # published order
+            if lo >= len(hours):
+                continue
+            allowed = None
+            if lo > 0:
+                allowed = np.zeros(len(hours), dtype=bool)
+                allowed[lo:] = True
+            keys, _ = graph.search(self.vectors[row], k, allowed=allowed)
+            found.append(keys)
+        return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
 class _SparseSims:
