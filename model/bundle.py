@@ -10,6 +10,9 @@ Layout of ``<root>/<version>/``::
     pairs.joblib      PairScorer
     stories.joblib    StoryClusterer state for the seed corpus
     index/            ArticleIndex of the seed corpus (vectors + article records)
+    encoder/          the int8 ONNX export of MiniLM (of the fine-tuned one in a fine-tuned bundle)
+    encoder-torch/    a fine-tuned MiniLM's weights (`fit --fine-tune`)
+    adapter.npz       a fine-tuned e5's map after the frozen engine (`fit --fine-tune`)
 
 A bundle is written to a temporary folder and renamed into place, so a crash never leaves half
 a bundle where a loader could find it. This module knows the folder (manifest, checks, card);
@@ -33,9 +36,18 @@ from typing import Any
 
 import joblib
 
+from model.encoders.adapter import load_adapter
 from model.encoders.base import Encoder
 from model.encoders.embedder import Embedder
-from model.encoders.registry import DEFAULT_ENCODER, make_encoder, manifest_encoder, prefix_of, vectors_id
+from model.encoders.fine_tuned import TORCH_DIR, FineTunedEmbedder
+from model.encoders.registry import (
+    DEFAULT_ENCODER,
+    make_encoder,
+    manifest_encoder,
+    manifest_fine_tune,
+    prefix_of,
+    vectors_id,
+)
 from model.errors import BundleError
 from model.files import atomic_folder
 from model.ledger import live_version, read_ledger
@@ -274,13 +286,35 @@ def bundle_embedder(folder: Path, encoder: str = "auto") -> Encoder:
 
     ``encoder`` is MiniLM's runtime (``NEWSDESK_ENCODER``); other encoders have one runtime and
     ignore it. For MiniLM ``auto`` takes the bundle's int8 ONNX export when it has one (faster,
-    and no torch import), else sentence-transformers; ``torch`` and ``onnx-int8`` insist.
+    and no torch import), else sentence-transformers; ``torch`` and ``onnx-int8`` insist. A
+    fine-tuned encoder (``embedding.fine_tune``) is built from the bundle's own files: MiniLM's
+    weights in ``encoder-torch/`` (its int8 export in ``encoder/``), e5's ``adapter.npz``.
     """
     if encoder not in ENCODERS:
         raise BundleError(f"unknown encoder {encoder!r}, expected one of {', '.join(ENCODERS)}")
-    name, vectors = manifest_encoder(read_manifest(folder))
+    manifest = read_manifest(folder)
+    name, vectors = manifest_encoder(manifest)
+    tuned = manifest_fine_tune(manifest)
     if name != DEFAULT_ENCODER:
-        return make_encoder(name, prefix=prefix_of(vectors))
+        base = make_encoder(name, prefix=prefix_of(vectors))
+        # A fine-tuned e5 is the frozen engine followed by the bundle's adapter.
+        return load_adapter(folder, base, tuned) if tuned else base
+    return _minilm(folder, encoder, tuned)
+
+
+def _minilm(folder: Path, encoder: str, tuned: dict[str, Any] | None) -> Encoder:
+    """MiniLM for ``encoder`` (its runtime): the bundle's fine-tuned weights when it has them."""
+    torch_dir = folder / TORCH_DIR
+    if tuned and not (torch_dir / "modules.json").is_file():
+        raise BundleError(
+            f"{folder} records a fine-tuned encoder but has no {TORCH_DIR}/; the bundle is incomplete"
+        )
+
+    def build(**runtime: Any) -> Encoder:
+        if tuned:
+            return FineTunedEmbedder(torch_dir, record=tuned, **runtime)
+        return Embedder(**runtime)
+
     onnx_dir = folder / ENCODER_DIR
     has_onnx = onnx_dir.is_dir()
     if encoder == "onnx-int8" and not has_onnx:
@@ -297,9 +331,9 @@ def bundle_embedder(folder: Path, encoder: str = "auto") -> Encoder:
                     "the onnx-int8 encoder needs onnxruntime: pip install onnxruntime"
                 ) from None
             logger.warning("onnxruntime is not installed: serving with the fp32 torch encoder")
-            return Embedder()
-        return Embedder(backend="onnx-int8", onnx_dir=onnx_dir)
-    return Embedder()
+            return build()
+        return build(backend="onnx-int8", onnx_dir=onnx_dir)
+    return build()
 
 
 def verify_bundle(folder: Path) -> dict[str, Any]:

@@ -148,6 +148,9 @@ class NewsModel:
             bundle.save_part(self.pair_scorer, folder / _PAIRS)
             bundle.save_part(self.stories, folder / _STORIES)
             self.index.save(folder / _INDEX)
+            # A fine-tuned encoder travels with the heads fitted on its vectors.
+            if hasattr(self.embedder, "write_files"):
+                self.embedder.write_files(folder)
 
         topics = self.topics
         fields = {
@@ -158,6 +161,7 @@ class NewsModel:
                 "vectors_id": vectors_id(self.embedder),
                 "dim": self.embedder.dim,
                 "normalized": True,
+                **({"fine_tune": tuned} if (tuned := getattr(self.embedder, "fine_tune", None)) else {}),
             },
             "labels": list(topics.labels_) if topics is not None else [],
             "thresholds": dict(topics.thresholds_) if topics is not None else {},

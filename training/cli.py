@@ -194,6 +194,30 @@ def build_parser() -> argparse.ArgumentParser:
         "onnx-int8) still chooses the runtime a server runs MiniLM with; it has no effect on e5",
     )
     fit.add_argument(
+        "--fine-tune",
+        action="store_true",
+        help="let the encoder learn from the training seeds' topics and the labelled pairs (--pairs, "
+        "editors' corrections and graded pairs) before the heads are fitted: MiniLM's body is trained "
+        "(then exported to int8 ONNX and checked as usual), e5-multilingual gets a small adapter after "
+        "its frozen vectors; the bundle carries the result, whose vectors are a new generation (its own "
+        "embedding.vectors_id). Uses a GPU when torch sees one (docs/training.md)",
+    )
+    fit.add_argument(
+        "--time-budget",
+        type=float,
+        default=30.0,
+        metavar="MINUTES",
+        help="--fine-tune: stop training after this many minutes (default 30), or earlier after one "
+        "pass over the training pairs",
+    )
+    fit.add_argument(
+        "--fine-tune-steps",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="--fine-tune: stop after N optimiser steps at most (default: no cap but the budget)",
+    )
+    fit.add_argument(
         "--no-onnx",
         action="store_true",
         help="do not ship the int8 ONNX export of the encoder in the bundle (servers then embed with "
@@ -399,11 +423,19 @@ def _embedder(args: argparse.Namespace, name: str | None = None) -> Encoder:
 
 def _bundle_encoder(args: argparse.Namespace, path: Path) -> Encoder:
     """The encoder a bundle was built on (its manifest's ``embedding.name``), so two bundles on
-    different encoders are each measured with their own."""
-    from model.bundle import read_manifest, resolve_bundle
-    from model.encoders.registry import manifest_encoder, prefix_of
+    different encoders are each measured with their own; a fine-tuned one from the bundle's files."""
+    from model.bundle import bundle_embedder, read_manifest, resolve_bundle
+    from model.encoders.registry import manifest_encoder, manifest_fine_tune, prefix_of
 
-    name, vectors = manifest_encoder(read_manifest(resolve_bundle(path)))
+    folder = resolve_bundle(path)
+    manifest = read_manifest(folder)
+    name, vectors = manifest_encoder(manifest)
+    if manifest_fine_tune(manifest):
+        # The trained (torch) weights, as `fit` measured them, through the on-disk cache.
+        encoder: Any = bundle_embedder(folder, "torch")
+        if not args.no_cache:
+            encoder.cache = EmbeddingCache((args.cache_dir or default_cache_dir()) / "embeddings.sqlite")
+        return encoder
     if name == DEFAULT_ENCODER:
         return _embedder(args, name)
     cache = (
@@ -471,9 +503,12 @@ def _fit(args: argparse.Namespace, engine: Engine, scratch: Path) -> tuple[Any, 
     corpus = _read([*args.seeds, *corrections.seeds], args, engine)
     seeds_only = seed_fingerprint(_read(args.seeds, args, engine)) if corrections.seeds else None
     fit_cache = None if args.no_cache else FitCache((args.cache_dir or default_cache_dir()) / "fits")
+    encoder = engine.embedder(_embedder(args))
+    if args.fine_tune:
+        encoder = _fine_tune(args, encoder, corpus, pairs, corrections.corrected_ids, scratch)
     fitted = fit_and_evaluate(
         corpus,
-        engine.embedder(_embedder(args)),
+        encoder,
         TrainingOptions(
             fit_cache=fit_cache,
             pairs=pairs,
@@ -486,13 +521,36 @@ def _fit(args: argparse.Namespace, engine: Engine, scratch: Path) -> tuple[Any, 
         refit_all=args.refit_all,
         always_train=corrections.corrected_ids,
     )
+    if args.fine_tune:
+        fitted.timings["fine_tune"] = float(getattr(encoder, "fine_tune", {}).get("seconds", 0.0))
     return fitted, corpus, seeds_only, corrections
+
+
+def _fine_tune(
+    args: argparse.Namespace,
+    encoder: Encoder,
+    corpus: SeedCorpus,
+    pairs: list[Path] | None,
+    corrected: set[str],
+    scratch: Path,
+) -> Encoder:
+    """The encoder trained further on the seeds the heads will be fitted on (`training.fine_tune`)."""
+    from training.fine_tune import FineTuneOptions, fine_tune, learning_seeds
+
+    seeds = learning_seeds(
+        corpus, evaluated_apart=bool(args.eval), holdout=args.holdout, always_train=corrected
+    )
+    options = FineTuneOptions(time_budget_min=args.time_budget, max_steps=args.fine_tune_steps)
+    return fine_tune(encoder, seeds, pairs, options, scratch)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from training.fingerprint import seed_fingerprint
     from training.trainer import record_trained_bundle
 
+    if args.fine_tune and args.engine != "local":
+        # Ray's encoder actors rebuild the frozen encoder by name: they would embed the wrong vectors.
+        raise DataFileError("--fine-tune runs with --engine local only")
     started = time.perf_counter()
     _check_pairs(args.pairs)
     scratch = Path(tempfile.mkdtemp(prefix="newsdesk-fit-"))
@@ -501,7 +559,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
             fitted, corpus, seeds_only, corrections = _fit(args, engine, scratch)
         fitted.timings["total"] = round(time.perf_counter() - started, 3)
         # The int8 ONNX export is MiniLM's; other encoders serve with their own runtime.
-        encoder_dir = None if args.no_onnx or args.encoder != DEFAULT_ENCODER else _export_encoder(args)
+        encoder_dir = (
+            None
+            if args.no_onnx or args.encoder != DEFAULT_ENCODER
+            else _export_encoder(args, fitted.model.embedder, scratch)
+        )
         if encoder_dir is not None:
             _check_export(args, fitted, corpus, encoder_dir)
         fingerprint = seed_fingerprint(corpus)
@@ -628,14 +690,19 @@ def cmd_check_seeds(args: argparse.Namespace) -> int:
     return 1
 
 
-def _export_encoder(args: argparse.Namespace) -> Path | None:
-    """The int8 ONNX encoder for the bundle, exported once and kept in the cache folder."""
+def _export_encoder(args: argparse.Namespace, encoder: Encoder, scratch: Path) -> Path | None:
+    """The int8 ONNX encoder for the bundle: the frozen MiniLM's exported once and kept in the cache
+    folder, a fine-tuned one's (new weights every time) in the fit's scratch folder."""
+    from model.encoders.fine_tuned import FineTunedEmbedder
     from model.encoders.onnx import export_onnx_int8
 
     cache_dir = args.cache_dir or default_cache_dir()
     target = cache_dir / "onnx-int8" if not args.no_cache else Path(tempfile.mkdtemp()) / "onnx-int8"
+    source = None
+    if isinstance(encoder, FineTunedEmbedder):
+        target, source = scratch / "onnx-int8-fine-tuned", encoder.model_path
     try:
-        return export_onnx_int8(target)
+        return export_onnx_int8(target, model_path=source)
     except (NewsDeskError, ImportError, RuntimeError, OSError) as error:
         # The bundle still serves with the torch encoder; say why it ships without the fast one.
         logger.warning("no int8 ONNX encoder in this bundle (%s); servers will embed with torch", error)

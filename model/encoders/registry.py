@@ -6,7 +6,10 @@ before encoders had names has neither: it is MiniLM (`LEGACY_VECTORS_ID`).
 
 Vectors are compared only with vectors of the same ``vectors_id``, never by width: MiniLM and
 multilingual-e5-small are both 384 wide. MiniLM's two runtimes (torch fp32, int8 ONNX; chosen by
-``NEWSDESK_ENCODER``) share one id, since their vectors agree to 0.99 cosine.
+``NEWSDESK_ENCODER``) share one id, since their vectors agree to 0.99 cosine. A fine-tuned encoder
+(``fit --fine-tune``) keeps its name and makes another generation of vectors: MiniLM's id plus
+``+ft:<digest>`` (`model.encoders.fine_tuned`), e5's plus ``+adapter:<digest>``
+(`model.encoders.adapter`); the bundle carries the weights (`manifest_fine_tune`).
 """
 
 from __future__ import annotations
@@ -64,8 +67,16 @@ def manifest_encoder(manifest: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def prefix_of(vectors_id_: str) -> str:
-    """e5's form from its vectors id (``...:passage`` / ``...:query``)."""
-    return vectors_id_.rsplit(":", 1)[-1] if vectors_id_.endswith((":passage", ":query")) else "passage"
+    """e5's form from its vectors id (``...:passage`` / ``...:query``, before any ``+adapter:...``)."""
+    base = vectors_id_.split("+", 1)[0]
+    return base.rsplit(":", 1)[-1] if base.endswith((":passage", ":query")) else "passage"
+
+
+def manifest_fine_tune(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+    """How a bundle's encoder was fine-tuned (``embedding.fine_tune``: ``kind`` "body" for MiniLM's
+    weights, "adapter" for a map after a frozen encoder), or None for a frozen encoder."""
+    record = (manifest.get("embedding", {}) or {}).get("fine_tune")
+    return dict(record) if record else None
 
 
 def manifest_embedding(manifest: Mapping[str, Any]) -> dict[str, Any]:
