@@ -254,8 +254,7 @@ def fine_tune_body(
         epochs=round(len(losses) * options.batch_size / len(pairs), 3),
         stopped_by=stopped_by,
         seconds=round(seconds, 1),
-        loss_first=_mean(losses[:20]),
-        loss_last=_mean(losses[-20:]),
+        **_loss_ends(losses),
         learning_rate=options.learning_rate,
         max_seq_length=model.max_seq_length,
         device=device,
@@ -327,8 +326,7 @@ def fine_tune_adapter(
         stopped_by=stopped_by,
         seconds=round(seconds, 1),
         embed_seconds=round(embed_seconds, 1),
-        loss_first=_mean(losses[:20]),
-        loss_last=_mean(losses[-20:]),
+        **_loss_ends(losses),
         learning_rate=options.adapter_learning_rate,
         device=device,
         adapter="residual linear map: normalise(x + x W + b)",
@@ -361,8 +359,15 @@ def cosent(cosines: Any, targets: Any, scale: float = 20.0) -> Any:
     return torch.logsumexp(values, dim=0)
 
 
-def _mean(values: Sequence[float]) -> float:
-    return round(float(np.mean(values)), 4) if values else float("nan")
+def _loss_ends(losses: Sequence[float]) -> dict[str, float]:
+    """The mean loss over the first and the last steps (a quarter of them, 20 at most)."""
+    if not losses:
+        return {"loss_first": float("nan"), "loss_last": float("nan")}
+    k = max(1, min(20, len(losses) // 4))
+    return {
+        "loss_first": round(float(np.mean(losses[:k])), 4),
+        "loss_last": round(float(np.mean(losses[-k:])), 4),
+    }
 
 
 def _file_digest(path: Path) -> str:
