@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     minilm = Embedder(cache=cache)
     e5 = None if args.no_e5 else E5Encoder(cache=cache)
     options = FineTuneOptions(time_budget_min=args.budget)
-    result: dict[str, Any] = {
+    # --merge: keep the cells of a previous run and measure only --methods again.
+    previous = json.loads(args.out.read_text()) if args.merge and args.out and args.out.is_file() else {}
+    result: dict[str, Any] = previous or {
         "sizes": args.sizes,
         "budget_min": args.budget,
         "torch_threads": _threads(),
@@ -105,6 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "objective": "fit --fine-tune's (training.fine_tune): CoSENT over topic pairs of the training seeds",
         "cells": {},
     }
+    result.setdefault("runs", []).append({"methods": args.methods, "load_at_start": os.getloadavg()[0]})
     work = Path(tempfile.mkdtemp(prefix="fine-tune-curve-"))
     for corpus_name in args.corpora:
         train_part, held, how = splits(args.data_dir, corpus_name, args.eval_max)
@@ -114,21 +117,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if size > len(order):
                 continue
             train = [train_part.articles[i] for i in order[:size]]
-            pairs = training_pairs(train, seed=0)
-            cells: dict[str, Any] = {}
-            cells["minilm"] = score(minilm, train, held)
-            _save(result, corpus_name, size, cells, args.out)
-            adapted = fine_tune_adapter(minilm, pairs, options, seeds=size)
-            cells["minilm+adapter"] = score(adapted, train, held) | _cost(adapted.fine_tune)
-            _save(result, corpus_name, size, cells, args.out)
-            if size in (args.sizes if args.ft_sizes is None else args.ft_sizes):
+            pairs = training_pairs(train, seed=0)  # as `fit --fine-tune` draws them for MiniLM's body
+            adapter_pairs = training_pairs(train, seed=0, rounds=options.adapter_rounds)
+            cells: dict[str, Any] = dict(result["cells"].get(corpus_name, {}).get(str(size), {}))
+            if "minilm" in args.methods:
+                cells["minilm"] = score(minilm, train, held)
+                _save(result, corpus_name, size, cells, args.out)
+            if "minilm+adapter" in args.methods:
+                adapted = fine_tune_adapter(minilm, adapter_pairs, options, seeds=size)
+                cells["minilm+adapter"] = score(adapted, train, held) | _cost(adapted.fine_tune)
+                _save(result, corpus_name, size, cells, args.out)
+            if "minilm+ft" in args.methods and size in (
+                args.sizes if args.ft_sizes is None else args.ft_sizes
+            ):
                 tuned = fine_tune_body(minilm, pairs, options, work / f"{corpus_name}-{size}", seeds=size)
                 tuned.cache = None  # fresh weights each run: nothing to reuse
                 cells["minilm+ft"] = score(tuned, train, held) | _cost(tuned.fine_tune)
                 _save(result, corpus_name, size, cells, args.out)
             if e5 is not None:
                 cells["e5"] = score(e5, train, held)
-                adapted_e5 = fine_tune_adapter(e5, pairs, options, seeds=size)
+                adapted_e5 = fine_tune_adapter(e5, adapter_pairs, options, seeds=size)
                 cells["e5+adapter"] = score(adapted_e5, train, held) | _cost(adapted_e5.fine_tune)
                 _save(result, corpus_name, size, cells, args.out)
             logger.info("%s %d: %s", corpus_name, size, cells)
@@ -172,6 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=3.0, help="minutes of fine-tuning per cell")
     parser.add_argument("--eval-max", type=int, default=1000, help="evaluation seeds at most")
     parser.add_argument("--no-e5", action="store_true", help="leave multilingual-e5-small out")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["minilm", "minilm+adapter", "minilm+ft"],
+        help="MiniLM methods to measure (e5 and e5+adapter follow --no-e5)",
+    )
+    parser.add_argument(
+        "--merge", action="store_true", help="update --out's cells in place, keeping the others"
+    )
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)

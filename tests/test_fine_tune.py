@@ -179,3 +179,16 @@ def test_e5_fine_tune_learns_an_adapter_and_the_bundle_loads_it(small_seeds, tmp
         {"title": "NASA launches a probe to study a comet", "excerpt": "It lifted off."}
     )
     assert model.classify([article])[0].topics
+
+
+def test_compare_and_evaluate_load_a_fine_tuned_bundle_with_its_own_encoder(tuned_bundle, tmp_path):
+    import argparse
+
+    from training.cli import _bundle_encoder
+
+    args = argparse.Namespace(no_cache=False, cache_dir=tmp_path / "cache")
+    encoder = _bundle_encoder(args, tuned_bundle)
+    assert isinstance(encoder, FineTunedEmbedder) and encoder.backend == "torch"  # the trained weights
+    assert encoder.cache is not None
+    model = NewsModel.load(tuned_bundle, embedder=encoder)
+    assert vectors_id(model.embedder) == model.manifest["embedding"]["vectors_id"]
