@@ -46,6 +46,7 @@ from model.encoders.base import Encoder
 from model.encoders.embedder import Embedder
 from model.encoders.fine_tuned import FineTunedEmbedder, fine_tuned_vectors_id
 from model.encoders.registry import vectors_id
+from model.errors import DataFileError
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +173,9 @@ def fine_tune(
     articles, labelled = list(corpus.articles.values()), read_labelled_pairs(pair_files)
     pairs = training_pairs(articles, labelled, seed=options.seed, rounds=rounds)
     if len(pairs) < 2:
-        raise ValueError(
-            "fine-tuning needs seeds with topics or labelled pairs (--pairs, corrections); found none"
+        raise DataFileError(
+            f"fine-tuning needs seeds with topics or labelled pairs (--pairs, corrections); the "
+            f"{len(corpus.articles)} training seeds gave {len(pairs)} pairs"
         )
     logger.info(
         "fine-tuning %s on %d pairs from %d seeds", vectors_id(encoder), len(pairs), len(corpus.articles)
