@@ -192,3 +192,37 @@ def test_compare_and_evaluate_load_a_fine_tuned_bundle_with_its_own_encoder(tune
     assert encoder.cache is not None
     model = NewsModel.load(tuned_bundle, embedder=encoder)
     assert vectors_id(model.embedder) == model.manifest["embedding"]["vectors_id"]
+
+
+def test_a_store_of_frozen_minilm_vectors_is_re_embedded_for_the_fine_tuned_bundle(
+    small_bundle, tuned_bundle, tmp_path
+):
+    from model.store import open_store
+    from model.store.base import VECTORS_KEY, stored_vectors_id
+
+    article = {
+        "title": "Harbour reopens after the storm damaged its cranes",
+        "excerpt": "Ships returned to the harbour on Monday once engineers had repaired the quay.",
+        "webUrl": "https://ports.example/harbour/reopens",
+        "publishedDateTime": "2024-03-02T08:00:00Z",
+        "provider": {"name": "Ports", "domain": "ports.example"},
+    }
+    data_dir = tmp_path / "store"
+    frozen = Settings(bundle=small_bundle, data_dir=data_dir, snapshot_min_articles=0)
+    with ready_client(create_app(frozen, embedder=shared_embedder())) as client:
+        article_id = client.post("/v1/articles", json=article).json()["id"]
+    store = open_store("sqlite", data_dir)
+    assert stored_vectors_id(store) == LEGACY_VECTORS_ID
+    store.close()
+    tuned = Settings(bundle=tuned_bundle, data_dir=data_dir, snapshot_min_articles=0)
+    with ready_client(create_app(tuned)) as client:
+        state = client.app.state.news
+        wanted = state.model.manifest["embedding"]["vectors_id"]
+        assert state.store.get_meta(VECTORS_KEY) == wanted != LEGACY_VECTORS_ID
+        stored = state.store.get_many([article_id])[article_id]
+        expected = state.model.embed([article_from_record(stored.record)])[0]
+        assert float(stored.embedding @ expected) > 0.999  # the fine-tuned encoder's, written back
+        query = {"article": {"title": article["title"], "excerpt": article["excerpt"]}, "k": 3}
+        answer = client.post("/v1/similar", json=query)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["hits"][0]["id"] == article_id
