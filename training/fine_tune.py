@@ -241,8 +241,8 @@ def fine_tune_body(
             break
         batch = [pairs[(step * options.batch_size + k) % len(pairs)] for k in range(options.batch_size)]
         features = [
-            batch_to_device(model.tokenize([pair.a for pair in batch]), device),
-            batch_to_device(model.tokenize([pair.b for pair in batch]), device),
+            batch_to_device(model.preprocess([pair.a for pair in batch]), device),
+            batch_to_device(model.preprocess([pair.b for pair in batch]), device),
         ]
         targets = torch.tensor([pair.target for pair in batch], dtype=torch.float32, device=device)
         value = loss(features, targets)
