@@ -8,6 +8,7 @@ Examples::
     python -m training evaluate --model bundles --seeds ../shared/data/reuters/test
     python -m training dedup --seeds ../shared/data/reuters --out report.jsonl
     python -m training fit --engine ray --workers 2 --seeds 'archive/*.parquet' --out bundles
+    python -m training fit --seeds seeds --out bundles --fine-tune --time-budget 30
     python -m training export --data-dir data --out corrections
     python -m training fit --seeds seeds --corrections data --out bundles --candidate
     python -m training compare --champion bundles/A --challenger bundles/B --seeds seeds
