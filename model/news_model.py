@@ -20,6 +20,7 @@ import numpy.typing as npt
 from model import bundle
 from model.articles.article import Article, article_from_record
 from model.coverage.article_index import ArticleIndex, StoredRecord
+from model.coverage.batch_links import BatchLinker
 from model.coverage.pair_scorer import PairScorer
 from model.coverage.restore import Restored, RowSource, StoredRows
 from model.coverage.search import ArticleSearch, KnownArticle
@@ -310,14 +311,19 @@ class NewsModel:
         embeddings: npt.NDArray[np.float32] | None = None,
         *,
         story_ids: Sequence[str | None] | None = None,
+        linker: BatchLinker | None = None,
     ) -> list[Ingested]:
         """Index articles and assign each to a story (new or existing).
 
         ``story_ids`` restores known assignments (a service rebuilding its index from its
         store) instead of clustering again, so story ids never change across restarts.
+        ``linker``: decide the batch at once (`model.coverage.batch_links`: the same decisions as
+        one article at a time, in the same order; a backfill's batches).
         """
         parsed = [as_article(item) for item in articles]
         vectors = self.embed(parsed) if embeddings is None else embeddings
+        if linker is not None and story_ids is None:
+            return self._add_linked(parsed, np.asarray(vectors, dtype=np.float32), linker)
         results = []
         with self._lock:
             for i, article in enumerate(parsed):
@@ -332,6 +338,35 @@ class NewsModel:
                 self.index.add([article], vectors[i : i + 1], [story_id])
                 results.append(Ingested(article.id, story_id, link.duplicate_of, True))
         return results
+
+    def _add_linked(
+        self, parsed: list[Article], vectors: npt.NDArray[np.float32], linker: BatchLinker
+    ) -> list[Ingested]:
+        """`add` with the batch decided by ``linker``; ids already indexed (or repeated) are not new."""
+        results: list[Ingested | None] = [None] * len(parsed)
+        with self._lock:
+            fresh: list[int] = []
+            seen: set[str] = set()
+            for i, article in enumerate(parsed):
+                if article.id not in self.index and article.id not in seen:
+                    fresh.append(i)
+                    seen.add(article.id)
+            stories: list[str] = []
+
+            def assign(k: int, link: StoryLink) -> str:
+                i = fresh[k]
+                story_id = self.stories.restore(parsed[i], vectors[i], link.story_id)
+                results[i] = Ingested(parsed[i].id, story_id, link.duplicate_of, True)
+                stories.append(story_id)
+                return story_id
+
+            linker.link(self.index, [parsed[i] for i in fresh], vectors[fresh], assign)
+            # One index write for the batch: the linker saw the earlier articles of it without it.
+            self.index.add([parsed[i] for i in fresh], vectors[fresh], stories)
+            return [
+                done or Ingested(a.id, self.stories.story_of(a.id) or a.id, None, False)
+                for a, done in zip(parsed, results, strict=True)
+            ]
 
     def restore(
         self,

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from model.articles.article import Article
+from model.coverage.batch_links import BatchLinker
 from model.news_model import NewsModel
 from model.store import ArticleStore, open_store
 from model.store.base import StoreRows, new_stored_article
@@ -90,6 +91,8 @@ def backfill_store(
         " (from the index snapshot)" if restored.from_snapshot else "",
     )
     ordered = published_order(articles)
+    # Each batch decided at once by the one rule, as posting its articles one by one would have.
+    linker = BatchLinker(model.pair_scorer, model.window_days)
     bulk_load = getattr(store, "bulk_load", None)  # PostgreSQL: COPY, one transaction
     stored = already = 0
     for start in range(0, len(ordered), batch_size):
@@ -101,7 +104,7 @@ def backfill_store(
             vectors = model.embedder.encode([a.text for a in fresh], show_progress_bar=False)
             # Every label scored, as the service stores it (the review queue sorts by uncertainty).
             results = model.classify(fresh, all_scores=True, embeddings=vectors)
-            ingested = model.add(fresh, vectors)
+            ingested = model.add(fresh, vectors, linker=linker)
             now = datetime.now(UTC)
             rows = [
                 new_stored_article(

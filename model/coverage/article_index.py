@@ -410,6 +410,37 @@ class ArticleIndex:
     ) -> list[tuple[str, float]]:
         return self.search(vector, k, filters)
 
+    def nearest_many(
+        self, vectors: npt.NDArray[np.floating], k: int, filters: Sequence[SearchFilters], *, chunk: int = 64
+    ) -> list[list[tuple[str, float]]]:
+        """`nearest` for each row of ``vectors`` under its own filters (a backfill's batch).
+
+        Where search is exact the rows are converted once and scored by one matrix product per
+        ``chunk`` queries, instead of once per query; where the graph answers, `search` per query.
+        """
+        queries = np.asarray(vectors, dtype=np.float32).reshape(len(filters), -1)
+        buffer, times = self._buffer, self._times
+        n = len(times)
+        if n == 0 or k <= 0:
+            return [[] for _ in filters]
+        if buffer is None or (self._ann is not None and n > self.ann_threshold):
+            return [self.search(query, k, f) for query, f in zip(queries, filters, strict=True)]
+        rows = buffer[:n].astype(np.float32)
+        found: list[list[tuple[str, float]]] = []
+        for start in range(0, len(queries), chunk):
+            block = rows @ queries[start : start + chunk].T  # (n, chunk)
+            for column, f in enumerate(filters[start : start + chunk]):
+                candidates = np.flatnonzero(self._mask(n, times, f))
+                if candidates.size == 0:
+                    found.append([])
+                    continue
+                sims = block[candidates, column]
+                take = min(k, candidates.size)
+                top = np.argpartition(-sims, take - 1)[:take]
+                top = top[np.argsort(-sims[top], kind="stable")]
+                found.append([(self._ids[candidates[i]], float(sims[i])) for i in top])
+        return found
+
     def known(self, article_id: str) -> KnownArticle | None:
         if article_id not in self:
             return None

@@ -229,16 +229,23 @@ def indexed_pair_evidence(
     idf: HashedIdf | None = None,
     *,
     languages: bool | Literal["same_language"] = False,
+    rows: tuple[sp.csr_matrix, sp.csr_matrix] | None = None,
+    content: Sequence[set[str]] | None = None,
+    urls: Sequence[str | None] | None = None,
 ) -> list[PairEvidence]:
     """Evidence of the pairs ``(articles[i[k]], articles[j[k]])``: every text is hashed once.
 
     ``languages``: also the script and language-profile evidence, which costs about a third more
     time and which the default features do not use (see `model.coverage.pair_scorer`);
     ``"same_language"``: only ``same_language``, from the articles' own languages when every one
-    has one (no profiles then), else as ``True``.
+    has one (no profiles then), else as ``True``. ``rows``, ``content`` and ``urls``: the
+    articles' `HashedIdf.transform` rows, `content_words` and canonical URLs, when the caller kept
+    them from an earlier batch (a backfill meets the same candidates again).
     """
     if languages == "same_language" and all(getattr(a, "language", None) for a in articles):
-        out = indexed_pair_evidence(articles, vectors, i, j, idf, languages=False)
+        out = indexed_pair_evidence(
+            articles, vectors, i, j, idf, languages=False, rows=rows, content=content, urls=urls
+        )
         return [
             replace(ev, same_language=articles[p].language == articles[q].language)
             for ev, p, q in zip(out, np.asarray(i).tolist(), np.asarray(j).tolist(), strict=True)
@@ -246,18 +253,23 @@ def indexed_pair_evidence(
     i = np.asarray(i, dtype=np.intp)
     j = np.asarray(j, dtype=np.intp)
     vectors = np.asarray(vectors, dtype=np.float32)
-    words, chars = (idf or HashedIdf()).transform([a.text for a in articles])
+    texts = [a.text for a in articles]  # a property that joins title and excerpt on every read
+    words, chars = rows if rows is not None else (idf or HashedIdf()).transform(texts)
     tfidf = row_cosines(words[i], words[j])
     char = row_cosines(chars[i], chars[j])
     cosines = np.einsum("ij,ij->i", vectors[i], vectors[j])
-    texts = [a.text for a in articles]
     profile: npt.NDArray[np.float64] | None = None
     scripts: list[str] = []
     if languages:
         profiles = _PROFILE.transform(texts).tocsr()
         profile = row_cosines(profiles[i], profiles[j])
         scripts = [dominant_script(t) for t in texts]
-    content = [content_words(t) for t in texts]
+    if content is None:
+        content = [content_words(t) for t in texts]
+    # Once per article, not per pair: a canonical URL is parsed on every read.
+    if urls is None:
+        urls = [a.canonical_url for a in articles]
+    providers = [a.provider_key for a in articles]
     out = []
     for k, (p, q) in enumerate(zip(i.tolist(), j.tolist(), strict=True)):
         a, b = articles[p], articles[q]
@@ -265,13 +277,13 @@ def indexed_pair_evidence(
             gap: float | None = abs((a.published_at - b.published_at).total_seconds()) / 3600.0
         else:
             gap = None
-        pa, pb = a.provider_key, b.provider_key
-        ua, ub = a.canonical_url, b.canonical_url
+        pa, pb = providers[p], providers[q]
+        ua, ub = urls[p], urls[q]
         out.append(
             PairEvidence(
                 cosine=max(-1.0, min(1.0, float(cosines[k]))),
                 lexical=_dice(content[p], content[q]),
-                near_duplicate=near_duplicate_score(a, b),
+                near_duplicate=neardup.near_duplicate_score(texts[p], texts[q], a.excerpt, b.excerpt),
                 time_gap_hours=gap,
                 same_provider=(pa == pb) if pa and pb else None,
                 url_match=bool(ua and ub and ua == ub),

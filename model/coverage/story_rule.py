@@ -107,6 +107,39 @@ def nearest_first(
     return ranked[:k]
 
 
+def choose_neighbours(
+    article: Article,
+    vector: npt.NDArray[np.floating],
+    recent: Sequence[KnownArticle],
+    nearest: Sequence[KnownArticle] = (),
+) -> tuple[list[KnownArticle], set[str]]:
+    """The candidates the rule scores for ``article``: its `STORY_CANDIDATES` nearest of ``recent``,
+    then those of its `DUPLICATE_CANDIDATES` nearest of ``nearest`` not among them; and the ids of
+    the first kind (inside the story window)."""
+    window = nearest_first(vector, recent, STORY_CANDIDATES, article.id)
+    in_window = {c.article.id for c in window}
+    anywhere = [c for c in nearest_first(vector, nearest, DUPLICATE_CANDIDATES, article.id)]
+    return window + [c for c in anywhere if c.article.id not in in_window], in_window
+
+
+def decide_link(
+    scorer: PairScorer,
+    article: Article,
+    others: Sequence[KnownArticle],
+    comparisons: Sequence[Comparison],
+    in_window: set[str],
+) -> StoryLink:
+    """`decide` for ``article`` given its chosen neighbours and their comparisons with it."""
+    story_id, duplicate_of = decide(
+        scorer,
+        (
+            Neighbour(c.article.id, c.story_id, comparison, c.article.id in in_window)
+            for c, comparison in zip(others, comparisons, strict=True)
+        ),
+    )
+    return StoryLink(story_id or new_story_id(article), duplicate_of)
+
+
 def link_story(
     scorer: PairScorer,
     article: Article,
@@ -124,23 +157,13 @@ def link_story(
         `STORY_CANDIDATES` nearest are kept; the article itself is ignored).
     nearest : its nearest known articles at any age (the `DUPLICATE_CANDIDATES` nearest are kept).
     """
-    window = nearest_first(vector, recent, STORY_CANDIDATES, article.id)
-    in_window = {c.article.id for c in window}
-    anywhere = [c for c in nearest_first(vector, nearest, DUPLICATE_CANDIDATES, article.id)]
-    others = window + [c for c in anywhere if c.article.id not in in_window]
+    others, in_window = choose_neighbours(article, vector, recent, nearest)
     if not others:
         return StoryLink(new_story_id(article), None)
     comparisons = scorer.compare_many(
         article, [c.article for c in others], vector, np.array([c.vector for c in others])
     )
-    story_id, duplicate_of = decide(
-        scorer,
-        (
-            Neighbour(c.article.id, c.story_id, comparison, c.article.id in in_window)
-            for c, comparison in zip(others, comparisons, strict=True)
-        ),
-    )
-    return StoryLink(story_id or new_story_id(article), duplicate_of)
+    return decide_link(scorer, article, others, comparisons, in_window)
 
 
 def window_filters(article: Article, window_days: float) -> SearchFilters:

@@ -1,0 +1,227 @@
+"""A batch of new articles decided by the one story rule as if each had been added alone, in order.
+
+`NewsModel.add` one article at a time searches the index twice and scores its candidates with one
+`PairScorer.compare_many` call, hashing every candidate's text again: a backfill of 10k articles
+spent its time there. `BatchLinker` decides the same thing for a whole batch: the index is searched
+for every article by one matrix product (`ArticleIndex.nearest_many`), the earlier articles of the
+batch (which one-by-one adds would have found in the index) are candidates through the batch's own
+cosines, every pair of the batch is scored in one pass with each text hashed once (and kept for the
+batches after, where the same candidates come back), and then each article in order is decided by
+`model.coverage.story_rule` (`choose_neighbours`, `decide_link`), seeing the stories its earlier
+batch-mates were given. Candidates are over-fetched (twice the rule's counts) so float rounding in
+a matrix product never changes which neighbours the rule keeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from model.articles.article import Article
+from model.coverage.article_index import _timestamp
+from model.coverage.pair_evidence import HashedIdf, content_words, indexed_pair_evidence, pair_feature_matrix
+from model.coverage.pair_scorer import PairScorer
+from model.coverage.search import ArticleSearch, KnownArticle
+from model.coverage.story_rule import (
+    DUPLICATE_CANDIDATES,
+    STORY_CANDIDATES,
+    StoryLink,
+    choose_neighbours,
+    decide_link,
+    window_filters,
+)
+from model.results import Comparison, SearchFilters
+
+# Over-fetch: the rule keeps the nearest by its own dot products, so a superset is always safe.
+_MARGIN = 2
+# Hashed texts kept between batches (FIFO): a few hundred bytes to a few KB each.
+KEPT_TEXTS = 50_000
+
+
+class BatchLinker:
+    """Decides batches of articles by the story rule; keeps hashed texts between batches.
+
+    Parameters
+    ----------
+    scorer : the fitted pair scorer (its IDF hashes the texts).
+    window_days : the story window (`NewsModel.window_days`).
+    kept_texts : how many articles' hashed rows to keep for later batches.
+    """
+
+    def __init__(self, scorer: PairScorer, window_days: float, *, kept_texts: int = KEPT_TEXTS) -> None:
+        self.scorer = scorer
+        self.window_days = window_days
+        self.kept_texts = kept_texts
+        self._idf = scorer.idf or HashedIdf()
+        # article id -> (word indices, word data, char indices, char data, content words)
+        self._texts: dict[str, tuple[Any, Any, Any, Any, set[str]]] = {}
+
+    def link(
+        self,
+        search: ArticleSearch,
+        articles: Sequence[Article],
+        vectors: npt.NDArray[np.floating],
+        assign: Callable[[int, StoryLink], str],
+    ) -> None:
+        """Decide ``articles`` (new to ``search``, distinct, in the order they are added) in order.
+
+        ``assign(i, link)`` adds article ``i`` wherever it goes and returns its story id (later
+        articles of the batch that pick it as a neighbour see that story).
+        """
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if not len(articles):
+            return
+        chosen = self._neighbours(search, articles, vectors)
+        comparisons = self._compare(articles, vectors, chosen)
+        stories: dict[str, str] = {}
+        for i, (article, (others, in_window)) in enumerate(zip(articles, chosen, strict=True)):
+            # Earlier batch-mates had no story when chosen: they have one now.
+            others = [
+                replace(c, story_id=stories[c.article.id]) if c.article.id in stories else c for c in others
+            ]
+            link = decide_link(self.scorer, article, others, comparisons[i], in_window)
+            stories[article.id] = assign(i, link)
+
+    # --- candidates -----------------------------------------------------------------------------
+
+    def _neighbours(
+        self, search: ArticleSearch, articles: Sequence[Article], vectors: npt.NDArray[np.float32]
+    ) -> list[tuple[list[KnownArticle], set[str]]]:
+        windows = [window_filters(article, self.window_days) for article in articles]
+        anywhere = [SearchFilters(exclude_ids=frozenset({article.id})) for article in articles]
+        recent_hits = _nearest_many(search, vectors, _MARGIN * STORY_CANDIDATES, windows)
+        any_hits = _nearest_many(search, vectors, _MARGIN * DUPLICATE_CANDIDATES, anywhere)
+        known: dict[str, KnownArticle | None] = {}
+
+        def lookup(hits: list[tuple[str, float]]) -> list[KnownArticle]:
+            out = []
+            for article_id, _ in hits:
+                if article_id not in known:
+                    known[article_id] = search.known(article_id)
+                if known[article_id] is not None:  # None: removed between the two calls
+                    out.append(known[article_id])
+            return out
+
+        # The batch as the index would hold it (float16 rows), for the later articles' searches.
+        stored = vectors.astype(np.float16).astype(np.float32)
+        mates = [KnownArticle(article, stored[j], None) for j, article in enumerate(articles)]
+        sims = vectors @ stored.T  # (i, j): article i against batch-mate j as stored
+        times = np.array([_timestamp(a.published_at) for a in articles], dtype=np.float64)
+        chosen = []
+        for i, article in enumerate(articles):
+            earlier = np.arange(i)
+            inside = earlier[_in_window(times[:i], windows[i])]
+            recent = lookup(recent_hits[i]) + [mates[j] for j in _top(inside, sims[i], STORY_CANDIDATES)]
+            nearest = lookup(any_hits[i]) + [mates[j] for j in _top(earlier, sims[i], DUPLICATE_CANDIDATES)]
+            chosen.append(choose_neighbours(article, vectors[i], recent, nearest))
+        return chosen
+
+    # --- pair scores ----------------------------------------------------------------------------
+
+    def _compare(
+        self,
+        articles: Sequence[Article],
+        vectors: npt.NDArray[np.float32],
+        chosen: list[tuple[list[KnownArticle], set[str]]],
+    ) -> list[list[Comparison]]:
+        """Each article against its chosen neighbours, as `PairScorer.compare_many` would score them,
+        in one evidence pass for the whole batch."""
+        entries: list[Article] = list(articles)  # queries first (their own vectors) ...
+        entry_vectors: list[npt.NDArray[np.float32]] = list(vectors)
+        position: dict[str, int] = {}  # ... then each neighbour once (the vector the index holds)
+        left: list[int] = []
+        right: list[int] = []
+        for i, (others, _) in enumerate(chosen):
+            for other in others:
+                if other.article.id not in position:
+                    position[other.article.id] = len(entries)
+                    entries.append(other.article)
+                    entry_vectors.append(np.asarray(other.vector, dtype=np.float32))
+                left.append(i)
+                right.append(position[other.article.id])
+        if not left:
+            return [[] for _ in articles]
+        words, chars, content = self._rows(entries)
+        evidences = indexed_pair_evidence(
+            entries, np.vstack(entry_vectors), left, right, rows=(words, chars), content=content
+        )
+        scores = self.scorer.predict(pair_feature_matrix(evidences))
+        out: list[list[Comparison]] = [[] for _ in articles]
+        for i, evidence, score in zip(left, evidences, scores, strict=True):  # as compare_many builds them
+            out[i].append(
+                Comparison(
+                    score=float(score), verdict=self.scorer.verdict(evidence, float(score)), evidence=evidence
+                )
+            )
+        return out
+
+    def _rows(self, articles: Sequence[Article]) -> tuple[sp.csr_matrix, sp.csr_matrix, list[set[str]]]:
+        """`HashedIdf.transform` rows and `content_words` of ``articles``, hashing only the texts
+        not kept from earlier batches (rows do not depend on the other texts: each is normalised
+        alone)."""
+        missing = list({a.id: a for a in articles if a.id not in self._texts}.values())
+        if missing:
+            words, chars = self._idf.transform([a.text for a in missing])
+            for k, article in enumerate(missing):
+                w0, w1, c0, c1 = words.indptr[k], words.indptr[k + 1], chars.indptr[k], chars.indptr[k + 1]
+                self._texts[article.id] = (
+                    words.indices[w0:w1],
+                    words.data[w0:w1],
+                    chars.indices[c0:c1],
+                    chars.data[c0:c1],
+                    content_words(article.text),
+                )
+        kept = [self._texts[a.id] for a in articles]
+        n_features = self._idf.n_features
+        words = _csr([k[0] for k in kept], [k[1] for k in kept], n_features)
+        chars = _csr([k[2] for k in kept], [k[3] for k in kept], n_features)
+        content = [k[4] for k in kept]
+        for article_id in list(self._texts)[: max(0, len(self._texts) - self.kept_texts)]:
+            del self._texts[article_id]  # oldest first: candidates are mostly recent articles
+        return words, chars, content
+
+
+def _nearest_many(
+    search: ArticleSearch, vectors: npt.NDArray[np.float32], k: int, filters: list[SearchFilters]
+) -> list[list[tuple[str, float]]]:
+    many = getattr(search, "nearest_many", None)
+    if many is not None:
+        return many(vectors, k, filters)
+    return [search.nearest(vector, k, f) for vector, f in zip(vectors, filters, strict=True)]
+
+
+def _in_window(times: npt.NDArray[np.float64], filters: SearchFilters) -> npt.NDArray[np.bool_]:
+    """Which of ``times`` pass ``filters``' date bounds, as `ArticleIndex` tests them (undated
+    articles fail a bound; no bound passes them all)."""
+    mask = np.ones(len(times), dtype=bool)
+    if filters.since is not None:
+        mask &= times >= filters.since.timestamp()
+    if filters.until is not None:
+        mask &= times <= filters.until.timestamp()
+    return mask
+
+
+def _top(rows: npt.NDArray[np.intp], sims: npt.NDArray[np.float32], k: int) -> list[int]:
+    """Up to ``_MARGIN * k`` of ``rows`` with the highest ``sims``."""
+    take = _MARGIN * k
+    if rows.size > take:
+        rows = rows[np.argpartition(-sims[rows], take - 1)[:take]]
+    return rows.tolist()
+
+
+def _csr(indices: list[Any], data: list[Any], n_features: int) -> sp.csr_matrix:
+    lengths = np.array([len(row) for row in indices], dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    return sp.csr_matrix(
+        (
+            np.concatenate(data) if data else np.zeros(0, np.float32),
+            np.concatenate(indices) if indices else np.zeros(0, np.int32),
+            indptr,
+        ),
+        shape=(len(indices), n_features),
+    )
