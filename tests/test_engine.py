@@ -4,15 +4,24 @@ The Ray tests start a real local Ray (seconds each) and run only where `ray` is 
 `make install` (and so CI) installs the `ray` extra, so there they run.
 """
 
+import contextlib
 import importlib.util
 import json
+import os
+import secrets
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from datetime import date, datetime
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import corpus_path
+from helpers import ROOT, corpus_path
 from test_training_cli import run_cli
 
 from model.articles.seeds import read_seeds, split_front_matter
@@ -180,3 +189,99 @@ def test_ray_dedup_stops_at_a_bad_row_with_its_file_and_row(tmp_path):
     assert result.returncode == 2, result.stderr
     assert f"error: {path}:3: quality: expected a number from 0 to 100, got 140" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- joining a running cluster through RAY_ADDRESS ------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _cluster_env(temp_dir: Path) -> dict[str, str]:
+    """Token authentication (Ray's default for a started cluster) with this cluster's own token,
+    which every node and the run that joins must be given, as on a real cluster; no usage stats."""
+    token = temp_dir / "auth_token"
+    if not token.exists():
+        token.write_text(secrets.token_hex(32), encoding="utf-8")
+    return {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+    }
+
+
+def _ray_node(temp_dir: Path, *args: str) -> subprocess.Popen[str]:
+    """``ray start ... --block`` in a session of its own, once it says it runs: Ray makes it the
+    leader of its processes' group, so killing that group stops this node and nothing else (``ray
+    stop`` would stop every Ray on the machine)."""
+    command = [
+        str(Path(sys.executable).parent / "ray"), "start", *args, "--num-cpus", "1", "--block",
+        "--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--temp-dir", str(temp_dir),
+        "--dashboard-agent-listen-port", str(_free_port()), "--metrics-export-port", str(_free_port()),
+    ]  # fmt: skip
+    node = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=_cluster_env(temp_dir),
+    )
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = node.stdout.readline() if node.stdout else ""
+        if not line and node.poll() is not None:
+            break
+        seen.append(line)
+        if "Ray runtime started" in line:
+            return node
+    _stop(node)
+    pytest.fail("ray start did not come up:\n" + "".join(seen[-40:]))
+
+
+def _stop(node: subprocess.Popen[str]) -> None:
+    """Kill this node's process group (its raylet, workers and, on the head, the GCS): the group is
+    this test's alone, and a graceful stop only costs seconds here (the files go with the temp dir)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(node.pid, signal.SIGKILL)  # start_new_session: the group id is the leader's pid
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        node.communicate(timeout=10)
+
+
+@needs_ray
+def test_ray_joins_a_running_two_node_cluster_through_ray_address(small_seeds):
+    _, _, shards = small_seeds
+    temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths live in it
+    port = _free_port()
+    nodes: list[subprocess.Popen[str]] = []
+    try:
+        nodes.append(
+            _ray_node(
+                temp_dir, "--head", "--port", str(port), "--include-dashboard=false",
+            )
+        )  # fmt: skip
+        nodes.append(_ray_node(temp_dir, "--address", f"127.0.0.1:{port}"))
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "training", "dedup", "--seeds", str(shards), "--engine", "ray",
+             "--workers", "2", "--no-cache", "--no-progress"],
+            cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
+            env={**_cluster_env(temp_dir), "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": f"127.0.0.1:{port}"},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        # The run joined the cluster (both nodes' CPUs) rather than starting a Ray of its own ...
+        assert f"ray: 127.0.0.1:{port}, " in result.stderr
+        assert "'CPU': 2.0" in result.stderr, result.stderr
+        assert "texts on 2 actors" in result.stderr  # ... and embedded on its actor pool
+        assert json.loads(result.stderr.strip().splitlines()[-1])["articles"] == 90
+        assert time.monotonic() - started < 90
+        assert all(node.poll() is None for node in nodes)  # the cluster outlives the run that joined it
+    finally:
+        for node in reversed(nodes):
+            _stop(node)
+        shutil.rmtree(temp_dir, ignore_errors=True)
