@@ -5,6 +5,7 @@ snapshot and serves every article."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -256,3 +257,43 @@ def test_the_archive_the_bundle_was_trained_on_restarts_from_the_snapshot_too(
     with ready_client(create_app(settings, embedder=shared_embedder())) as client:
         assert client.app.state.news.snapshot_used
         assert all(client.get(f"/v1/articles/{a.id}").status_code == 200 for a in articles)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None,
+    reason="ray is not installed (pip install -e '.[ray]'; make install and CI install it)",
+)
+def test_a_ray_backfill_stores_what_a_local_one_stores(archive, small_bundle, tmp_path):
+    # 80 more articles than the archive, so the uncached texts go to the actor pool (not the driver).
+    extra = tmp_path / "seeds"
+    extra.mkdir()
+    lines = [
+        json.dumps(article.to_record())
+        for article in read_seeds(sorted(corpus_path("agnews").glob("*.md"))[:80]).articles.values()
+    ]
+    (extra / "agnews.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    seeds = ("--seeds", str(archive), str(extra), "--bundle", str(small_bundle), "--no-cache")
+    local = _backfill_cli(*seeds, "--data", str(tmp_path / "local"))
+    assert local.returncode == 0, local.stderr
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    ray = subprocess.run(
+        [sys.executable, "-m", "training", "backfill", *seeds, "--data", str(tmp_path / "ray"),
+         "--engine", "ray", "--workers", "2", "--no-progress"],
+        cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert ray.returncode == 0, ray.stderr
+    assert "texts on 2 actors" in ray.stderr  # embedded by the actor pool
+    assert json.loads(ray.stdout)["stored"] == json.loads(local.stdout)["stored"] == 24 + COPIES + 80
+
+    def stored(folder: Path) -> dict[str, tuple]:
+        store = open_read_only(folder)
+        rows = {
+            row.id: (row.story_id, row.duplicate_of, row.classification["topics"])
+            for row in store.iter_since(0)
+        }
+        store.close()
+        return rows
+
+    assert stored(tmp_path / "ray") == stored(tmp_path / "local")
+    assert (tmp_path / "ray" / "index-snapshot" / "snapshot.json").is_file()

@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 SNAPSHOT_DIR = "index-snapshot"  # beside the SQLite store, where the service looks for it
 BATCH = 256
+# Articles embedded per call: big enough that a Ray actor pool starts once per few thousand, small
+# enough that their vectors are a few MB.
+EMBED_CHUNK = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +75,14 @@ def backfill_store(
     *,
     snapshot_dir: Path | None = None,
     batch_size: int = BATCH,
+    embed_chunk: int = EMBED_CHUNK,
     progress: Callable[[int, int], None] | None = None,
 ) -> BackfillResult:
     """Store ``articles`` (in published order) that ``store`` lacks, through ``model``; ``store``
     must be written by nobody else meanwhile (`run_backfill` holds the lock).
 
-    ``progress(done, total)`` is told after each committed batch.
+    Articles are embedded ``embed_chunk`` at a time and stored ``batch_size`` at a time (one
+    transaction each). ``progress(done, total)`` is told after each committed batch.
     """
     started = time.perf_counter()
     restored = model.restore_from(StoreRows(store), snapshot_dir)
@@ -95,29 +100,34 @@ def backfill_store(
     linker = BatchLinker(model.pair_scorer, model.window_days)
     bulk_load = getattr(store, "bulk_load", None)  # PostgreSQL: COPY, one transaction
     stored = already = 0
-    for start in range(0, len(ordered), batch_size):
-        batch = ordered[start : start + batch_size]
-        known = store.get_many([a.id for a in batch])
-        fresh = [a for a in batch if a.id not in known]
-        already += len(batch) - len(fresh)
-        if fresh:
-            vectors = model.embedder.encode([a.text for a in fresh], show_progress_bar=False)
+    for chunk_start in range(0, len(ordered), embed_chunk):
+        chunk = ordered[chunk_start : chunk_start + embed_chunk]
+        known = store.get_many([a.id for a in chunk])
+        fresh = [a for a in chunk if a.id not in known]
+        already += len(chunk) - len(fresh)
+        # One embedding call per chunk: the engine's batches (`--engine ray`: one actor-pool job),
+        # the cache consulted and filled in bulk; then the chunk is stored batch by batch.
+        chunk_vectors = model.embedder.encode([a.text for a in fresh], show_progress_bar=False)
+        for start in range(0, len(fresh), batch_size):
+            batch, vectors = fresh[start : start + batch_size], chunk_vectors[start : start + batch_size]
             # Every label scored, as the service stores it (the review queue sorts by uncertainty).
-            results = model.classify(fresh, all_scores=True, embeddings=vectors)
-            ingested = model.add(fresh, vectors, linker=linker)
+            results = model.classify(batch, all_scores=True, embeddings=vectors)
+            ingested = model.add(batch, vectors, linker=linker)
             now = datetime.now(UTC)
             rows = [
                 new_stored_article(
                     a, vectors[i], results[i], model.version, now, done.story_id, done.duplicate_of
                 )
-                for i, (a, done) in enumerate(zip(fresh, ingested, strict=True))
+                for i, (a, done) in enumerate(zip(batch, ingested, strict=True))
             ]
             if bulk_load is not None:
                 stored += int(bulk_load(rows))
             else:
                 stored += sum(store.put_many(rows))
-        if progress is not None:
-            progress(start + len(batch), len(ordered))
+            if progress is not None:
+                progress(chunk_start + len(chunk) - len(fresh) + start + len(batch), len(ordered))
+        if progress is not None and not fresh:
+            progress(chunk_start + len(chunk), len(ordered))
     snapshot_rows = 0
     if snapshot_dir is not None and (stored or model.snapshot_outdated):
         model.build_graph()  # the snapshot then holds the graph: the service builds nothing

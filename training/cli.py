@@ -347,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run resumes). Refuses while a service writes the same store. Prints one JSON object.",
     )
     _common(backfill)
+    _engine_options(backfill)
     target = backfill.add_mutually_exclusive_group(required=True)
     target.add_argument(
         "--data", type=Path, metavar="DIR", help="the service's data folder (NEWSDESK_DATA_DIR: SQLite)"
@@ -797,31 +798,35 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from training.backfill import BackfillTarget, run_backfill
 
     started = time.perf_counter()
-    corpus = _read(args.seeds, args)
-    model = NewsModel.load(args.bundle, encoder=args.encoder_backend)
-    if not args.no_cache:
-        model.embedder.cache = EmbeddingCache((args.cache_dir or default_cache_dir()) / "embeddings.sqlite")
-    bar = None
-    if not args.no_progress:
-        from tqdm.auto import tqdm
+    with _engine(args) as engine:  # reads and embeds; the store is written here alone (one writer)
+        corpus = _read(args.seeds, args, engine)
+        model = NewsModel.load(args.bundle, encoder=args.encoder_backend)
+        if not args.no_cache:
+            model.embedder.cache = EmbeddingCache(
+                (args.cache_dir or default_cache_dir()) / "embeddings.sqlite"
+            )
+        engine.embedder(model.embedder)
+        bar = None
+        if not args.no_progress:
+            from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(corpus.articles), desc="backfill", unit="article")
+            bar = tqdm(total=len(corpus.articles), desc="backfill", unit="article")
 
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.update(done - bar.n)
+        def progress(done: int, total: int) -> None:
+            if bar is not None:
+                bar.update(done - bar.n)
 
-    try:
-        result = run_backfill(
-            model,
-            BackfillTarget(args.data, args.database_url),
-            list(corpus.articles.values()),
-            batch_size=args.batch_size,
-            progress=progress,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
+        try:
+            result = run_backfill(
+                model,
+                BackfillTarget(args.data, args.database_url),
+                list(corpus.articles.values()),
+                batch_size=args.batch_size,
+                progress=progress,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
     summary = {
         "read": result.read,
         "stored": result.stored,
