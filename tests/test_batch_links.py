@@ -81,11 +81,13 @@ def test_nearest_many_answers_as_nearest_per_query():
         else SearchFilters(exclude_ids=frozenset({f"a{i}"}))
         for i in range(40)
     ]
-    many = index.nearest_many(queries, 12, filters, chunk=16)
-    for query, f, hits in zip(queries, filters, many, strict=True):
-        expected = index.nearest(query, 12, f)
-        assert [h[0] for h in hits] == [h[0] for h in expected]
-        assert np.allclose([h[1] for h in hits], [h[1] for h in expected], atol=1e-5)
+    anywhere = [SearchFilters()] * 40
+    many = index.nearest_many(queries, [(12, filters), (3, anywhere)], chunk=16)
+    for k, searches, found in ((12, filters, many[0]), (3, anywhere, many[1])):
+        for query, f, hits in zip(queries, searches, found, strict=True):
+            expected = index.nearest(query, k, f)
+            assert [h[0] for h in hits] == [h[0] for h in expected]
+            assert np.allclose([h[1] for h in hits], [h[1] for h in expected], atol=1e-5)
 
 
 def _day(i: int) -> datetime:

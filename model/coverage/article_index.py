@@ -411,35 +411,53 @@ class ArticleIndex:
         return self.search(vector, k, filters)
 
     def nearest_many(
-        self, vectors: npt.NDArray[np.floating], k: int, filters: Sequence[SearchFilters], *, chunk: int = 64
-    ) -> list[list[tuple[str, float]]]:
-        """`nearest` for each row of ``vectors`` under its own filters (a backfill's batch).
+        self,
+        vectors: npt.NDArray[np.floating],
+        searches: Sequence[tuple[int, Sequence[SearchFilters]]],
+        *,
+        chunk: int = 64,
+    ) -> list[list[list[tuple[str, float]]]]:
+        """For each ``(k, filters)`` of ``searches``: `nearest` (``k``, ``filters[i]``) of each row
+        ``i`` of ``vectors`` (a backfill's batch, searched for its story window and at any age).
 
         Where search is exact the rows are converted once and scored by one matrix product per
-        ``chunk`` queries, instead of once per query; where the graph answers, `search` per query.
+        ``chunk`` queries for all the searches, instead of once per query and search; where the
+        graph answers, `search` per query.
         """
-        queries = np.asarray(vectors, dtype=np.float32).reshape(len(filters), -1)
+        queries = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
         buffer, times = self._buffer, self._times
         n = len(times)
-        if n == 0 or k <= 0:
-            return [[] for _ in filters]
+        found: list[list[list[tuple[str, float]]]] = [[] for _ in searches]
+        if n == 0:
+            return [[[] for _ in queries] for _ in searches]
         if buffer is None or (self._ann is not None and n > self.ann_threshold):
-            return [self.search(query, k, f) for query, f in zip(queries, filters, strict=True)]
+            return [
+                [self.search(query, k, f) for query, f in zip(queries, filters, strict=True)]
+                for k, filters in searches
+            ]
         rows = buffer[:n].astype(np.float32)
-        found: list[list[tuple[str, float]]] = []
         for start in range(0, len(queries), chunk):
             block = rows @ queries[start : start + chunk].T  # (n, chunk)
-            for column, f in enumerate(filters[start : start + chunk]):
-                candidates = np.flatnonzero(self._mask(n, times, f))
-                if candidates.size == 0:
-                    found.append([])
-                    continue
-                sims = block[candidates, column]
-                take = min(k, candidates.size)
-                top = np.argpartition(-sims, take - 1)[:take]
-                top = top[np.argsort(-sims[top], kind="stable")]
-                found.append([(self._ids[candidates[i]], float(sims[i])) for i in top])
+            for out, (k, filters) in zip(found, searches, strict=True):
+                for column, f in enumerate(filters[start : start + chunk]):
+                    out.append(self._top(block[:, column], n, times, k, f))
         return found
+
+    def _top(
+        self, sims: npt.NDArray[np.float32], n: int, times: npt.NDArray[np.float64], k: int, f: SearchFilters
+    ) -> list[tuple[str, float]]:
+        """The ``k`` best of rows ``[0, n)`` by ``sims`` that pass ``f``, best first."""
+        candidates = np.flatnonzero(self._mask(n, times, f))
+        if candidates.size == 0 or k <= 0:
+            return []
+        sims = sims[candidates]
+        take = min(k, candidates.size)
+        top = np.argpartition(-sims, take - 1)[:take]
+        top = top[np.argsort(-sims[top], kind="stable")]
+        ids = self._ids
+        return [
+            (ids[row], score) for row, score in zip(candidates[top].tolist(), sims[top].tolist(), strict=True)
+        ]
 
     def known(self, article_id: str) -> KnownArticle | None:
         if article_id not in self:

@@ -8,7 +8,7 @@ batch (which one-by-one adds would have found in the index) are candidates throu
 cosines, every pair of the batch is scored in one pass with each text hashed once (and kept for the
 batches after, where the same candidates come back), and then each article in order is decided by
 `model.coverage.story_rule` (`choose_neighbours`, `decide_link`), seeing the stories its earlier
-batch-mates were given. Candidates are over-fetched (twice the rule's counts) so float rounding in
+batch-mates were given. Candidates are over-fetched (a few more than the rule keeps) so float rounding in
 a matrix product never changes which neighbours the rule keeps.
 """
 
@@ -37,8 +37,9 @@ from model.coverage.story_rule import (
 )
 from model.results import Comparison, SearchFilters
 
-# Over-fetch: the rule keeps the nearest by its own dot products, so a superset is always safe.
-_MARGIN = 2
+# Over-fetch: the rule keeps the nearest by its own dot products, so a superset is always safe
+# (a matrix product may round the last bit differently from the rule's one dot at a time).
+_MARGIN = 5
 # Hashed texts kept between batches (FIFO): a few hundred bytes to a few KB each.
 KEPT_TEXTS = 50_000
 
@@ -58,8 +59,8 @@ class BatchLinker:
         self.window_days = window_days
         self.kept_texts = kept_texts
         self._idf = scorer.idf or HashedIdf()
-        # article id -> (word indices, word data, char indices, char data, content words)
-        self._texts: dict[str, tuple[Any, Any, Any, Any, set[str]]] = {}
+        # article id -> (word indices, word data, char indices, char data, content words, canonical URL)
+        self._texts: dict[str, tuple[Any, Any, Any, Any, set[str], str | None]] = {}
 
     def link(
         self,
@@ -94,8 +95,11 @@ class BatchLinker:
     ) -> list[tuple[list[KnownArticle], set[str]]]:
         windows = [window_filters(article, self.window_days) for article in articles]
         anywhere = [SearchFilters(exclude_ids=frozenset({article.id})) for article in articles]
-        recent_hits = _nearest_many(search, vectors, _MARGIN * STORY_CANDIDATES, windows)
-        any_hits = _nearest_many(search, vectors, _MARGIN * DUPLICATE_CANDIDATES, anywhere)
+        recent_hits, any_hits = _nearest_many(
+            search,
+            vectors,
+            [(STORY_CANDIDATES + _MARGIN, windows), (DUPLICATE_CANDIDATES + _MARGIN, anywhere)],
+        )
         known: dict[str, KnownArticle | None] = {}
 
         def lookup(hits: list[tuple[str, float]]) -> list[KnownArticle]:
@@ -146,9 +150,9 @@ class BatchLinker:
                 right.append(position[other.article.id])
         if not left:
             return [[] for _ in articles]
-        words, chars, content = self._rows(entries)
+        words, chars, content, urls = self._rows(entries)
         evidences = indexed_pair_evidence(
-            entries, np.vstack(entry_vectors), left, right, rows=(words, chars), content=content
+            entries, np.vstack(entry_vectors), left, right, rows=(words, chars), content=content, urls=urls
         )
         scores = self.scorer.predict(pair_feature_matrix(evidences))
         out: list[list[Comparison]] = [[] for _ in articles]
@@ -160,10 +164,12 @@ class BatchLinker:
             )
         return out
 
-    def _rows(self, articles: Sequence[Article]) -> tuple[sp.csr_matrix, sp.csr_matrix, list[set[str]]]:
-        """`HashedIdf.transform` rows and `content_words` of ``articles``, hashing only the texts
-        not kept from earlier batches (rows do not depend on the other texts: each is normalised
-        alone)."""
+    def _rows(
+        self, articles: Sequence[Article]
+    ) -> tuple[sp.csr_matrix, sp.csr_matrix, list[set[str]], list[str | None]]:
+        """`HashedIdf.transform` rows, `content_words` and canonical URLs of ``articles``, hashing
+        only the texts not kept from earlier batches (a row does not depend on the other texts:
+        each is normalised alone)."""
         missing = list({a.id: a for a in articles if a.id not in self._texts}.values())
         if missing:
             words, chars = self._idf.transform([a.text for a in missing])
@@ -175,24 +181,31 @@ class BatchLinker:
                     chars.indices[c0:c1],
                     chars.data[c0:c1],
                     content_words(article.text),
+                    article.canonical_url,
                 )
         kept = [self._texts[a.id] for a in articles]
         n_features = self._idf.n_features
         words = _csr([k[0] for k in kept], [k[1] for k in kept], n_features)
         chars = _csr([k[2] for k in kept], [k[3] for k in kept], n_features)
         content = [k[4] for k in kept]
+        urls = [k[5] for k in kept]
         for article_id in list(self._texts)[: max(0, len(self._texts) - self.kept_texts)]:
             del self._texts[article_id]  # oldest first: candidates are mostly recent articles
-        return words, chars, content
+        return words, chars, content, urls
 
 
 def _nearest_many(
-    search: ArticleSearch, vectors: npt.NDArray[np.float32], k: int, filters: list[SearchFilters]
-) -> list[list[tuple[str, float]]]:
-    many = getattr(search, "nearest_many", None)
+    search: ArticleSearch,
+    vectors: npt.NDArray[np.float32],
+    searches: list[tuple[int, list[SearchFilters]]],
+) -> list[list[list[tuple[str, float]]]]:
+    many = getattr(search, "nearest_many", None)  # `ArticleIndex`: one matrix product per chunk
     if many is not None:
-        return many(vectors, k, filters)
-    return [search.nearest(vector, k, f) for vector, f in zip(vectors, filters, strict=True)]
+        return many(vectors, searches)
+    return [
+        [search.nearest(vector, k, f) for vector, f in zip(vectors, filters, strict=True)]
+        for k, filters in searches
+    ]
 
 
 def _in_window(times: npt.NDArray[np.float64], filters: SearchFilters) -> npt.NDArray[np.bool_]:
@@ -207,8 +220,8 @@ def _in_window(times: npt.NDArray[np.float64], filters: SearchFilters) -> npt.ND
 
 
 def _top(rows: npt.NDArray[np.intp], sims: npt.NDArray[np.float32], k: int) -> list[int]:
-    """Up to ``_MARGIN * k`` of ``rows`` with the highest ``sims``."""
-    take = _MARGIN * k
+    """Up to ``k + _MARGIN`` of ``rows`` with the highest ``sims``."""
+    take = k + _MARGIN
     if rows.size > take:
         rows = rows[np.argpartition(-sims[rows], take - 1)[:take]]
     return rows.tolist()
