@@ -102,26 +102,37 @@ class BatchLinker:
         )
         known: dict[str, KnownArticle | None] = {}
 
-        def lookup(hits: list[tuple[str, float]]) -> list[KnownArticle]:
-            out = []
-            for article_id, _ in hits:
-                if article_id not in known:
-                    known[article_id] = search.known(article_id)
-                if known[article_id] is not None:  # None: removed between the two calls
-                    out.append(known[article_id])
-            return out
+        def lookup(article_id: str) -> KnownArticle | None:
+            if article_id not in known:
+                known[article_id] = search.known(article_id)
+            return known[article_id]
 
         # The batch as the index would hold it (float16 rows), for the later articles' searches.
         stored = vectors.astype(np.float16).astype(np.float32)
         mates = [KnownArticle(article, stored[j], None) for j, article in enumerate(articles)]
         sims = vectors @ stored.T  # (i, j): article i against batch-mate j as stored
         times = np.array([_timestamp(a.published_at) for a in articles], dtype=np.float64)
+
+        def merged(
+            i: int, hits: list[tuple[str, float]], rows: npt.NDArray[np.intp], k: int
+        ) -> list[KnownArticle]:
+            """The ``k + _MARGIN`` nearest of the index's hits and the batch-mates ``rows``."""
+            pool: list[tuple[float, str | int]] = [(score, article_id) for article_id, score in hits]
+            pool += [(float(sims[i, j]), j) for j in _top(rows, sims[i], k)]
+            pool.sort(key=lambda item: -item[0])
+            out = []
+            for _, which in pool[: k + _MARGIN]:
+                candidate = mates[which] if isinstance(which, int) else lookup(which)
+                if candidate is not None:  # None: removed between the search and now
+                    out.append(candidate)
+            return out
+
         chosen = []
         for i, article in enumerate(articles):
             earlier = np.arange(i)
             inside = earlier[_in_window(times[:i], windows[i])]
-            recent = lookup(recent_hits[i]) + [mates[j] for j in _top(inside, sims[i], STORY_CANDIDATES)]
-            nearest = lookup(any_hits[i]) + [mates[j] for j in _top(earlier, sims[i], DUPLICATE_CANDIDATES)]
+            recent = merged(i, recent_hits[i], inside, STORY_CANDIDATES)
+            nearest = merged(i, any_hits[i], earlier, DUPLICATE_CANDIDATES)
             chosen.append(choose_neighbours(article, vectors[i], recent, nearest))
         return chosen
 
