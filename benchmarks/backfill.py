@@ -13,9 +13,13 @@ For N articles of a shared corpus (default: the first 5,000 Hacker News seeds) i
 * ``ready_s``: a service started on the warm backfill's folder, from process start to ``/readyz``
   200 (restored from the backfill's index snapshot), and that every article is stored once.
 
+``--no-post`` skips the posting (how a backfill alone grows with N); ``--cache-dir`` keeps one
+embedding cache across runs, so the "cold" run of a later, larger N embeds only what is new.
+
 Example::
 
-    PYTHONPATH=. .venv/bin/python -m benchmarks.backfill --n 5000 --out benchmarks/results/backfill.json
+    PYTHONPATH=. .venv/bin/python -m benchmarks.backfill --n 10000 \\
+        --out benchmarks/results/backfill_hn_10000.json
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.common import corpus_dir, emit
-from benchmarks.report import machine_info
+from benchmarks.report import load_avg_1m, machine_info
 from benchmarks.service_load import ROOT, base_env, serving, train_bundle
 from benchmarks.startup import time_start
 from model.articles.seeds import read_seeds
@@ -68,8 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, help="bundle folder (default: one trained on seeds/)")
     parser.add_argument("--post-batch", type=int, default=64, help="articles per POST (default 64)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--cache-dir", type=Path, help="embedding cache to use and keep (default: a fresh one, removed after)"
+    )
+    parser.add_argument(
+        "--no-post",
+        action="store_true",
+        help="only the backfills (how a backfill grows with N, not vs posting)",
+    )
     args = parser.parse_args(argv)
 
+    load_at_start = load_avg_1m()
     work = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
     try:
         bundle = args.bundle or train_bundle([ROOT / "seeds"], work / "bundles", work / "fit-cache")
@@ -78,14 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         records = [article.to_record() for article in articles]
         archive = work / "archive.jsonl"
         archive.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
-        cache = work / "cache"
+        cache = args.cache_dir or work / "cache"
         cold_s, cold = run_backfill(archive, work / "data-cold", bundle, cache)
         warm_s, warm = run_backfill(archive, work / "data", bundle, cache)
         start = time_start(bundle, work / "data", work / "start.log")
         store = open_read_only(work / "data")
         stored, unique = store.count(), len({row.id for row in store.iter_since(0)})
         store.close()
-        post_s = post_all(bundle, work, records, args.post_batch)
+        post_s = None if args.no_post else post_all(bundle, work, records, args.post_batch)
         result = {
             "articles": len(records),
             "seeds": str(args.seeds.name),
@@ -95,12 +108,13 @@ def main(argv: list[str] | None = None) -> int:
             "backfill_warm_s": round(warm_s, 1),
             "backfill_warm_summary": warm,
             "backfill_cold_summary": cold,
-            "post_s": round(post_s, 1),
-            "speedup_warm_vs_post": round(post_s / warm_s, 1),
-            "speedup_cold_vs_post": round(post_s / cold_s, 1),
+            "post_s": round(post_s, 1) if post_s is not None else None,
+            "speedup_warm_vs_post": round(post_s / warm_s, 1) if post_s is not None else None,
+            "speedup_cold_vs_post": round(post_s / cold_s, 1) if post_s is not None else None,
             "ready_s": start["ready_s"],
             "stored_after_backfill": stored,
             "stored_once": stored == unique == len(records),
+            "load_avg_1m_at_start": load_at_start,
             "machine": machine_info(),
         }
     finally:
