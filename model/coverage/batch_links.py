@@ -40,8 +40,9 @@ from model.results import Comparison, SearchFilters
 # Over-fetch: the rule keeps the nearest by its own dot products, so a superset is always safe
 # (a matrix product may round the last bit differently from the rule's one dot at a time).
 _MARGIN = 5
-# Hashed texts kept between batches (FIFO): a few hundred bytes to a few KB each.
-KEPT_TEXTS = 50_000
+# Hashed texts kept between batches (FIFO): a few hundred bytes (a headline) to ~10 KB (a long
+# excerpt's character 4-grams) each, so at most a few hundred MB; candidates are mostly recent.
+KEPT_TEXTS = 20_000
 
 
 class BatchLinker:
