@@ -14,6 +14,7 @@ Examples::
     python -m training compare --champion bundles/A --challenger bundles/B --seeds seeds
     python -m training check-seeds --seeds seeds --bundle bundles
     python -m training backfill --seeds ../shared/data/hn --data data --bundle bundles
+    python -m training reembed --bundle bundles/<e5 version> --data data --engine ray
 """
 
 from __future__ import annotations
@@ -376,6 +377,41 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="articles per committed batch (default 256)",
     )
+
+    reembed = commands.add_parser(
+        "reembed",
+        help="fill a bundle's vector generation in the store: its encoder's vector for every stored article",
+        description="Embed every stored article with the bundle's encoder into the store's vector generation "
+        "for that encoder (opened beside the live one when missing), in chunks that each commit with how far "
+        "the fill got: a killed run resumes, rows ingested meanwhile are picked up, and the generation is "
+        "marked complete at the end. Holds the store's re-embedding lease (refused while a service's worker "
+        "holds it); a service loading the bundle then switches at once. Prints one JSON object.",
+    )
+    _engine_options(reembed)
+    reembed_target = reembed.add_mutually_exclusive_group(required=True)
+    reembed_target.add_argument(
+        "--data", type=Path, metavar="DIR", help="the service's data folder (NEWSDESK_DATA_DIR: SQLite)"
+    )
+    reembed_target.add_argument(
+        "--database-url", metavar="URL", help="the service's PostgreSQL (NEWSDESK_DATABASE_URL)"
+    )
+    reembed.add_argument(
+        "--bundle",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="the bundle whose encoder embeds (a version folder, or a folder of versions: its live one)",
+    )
+    reembed.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where embeddings are cached (default: $NEWSDESK_CACHE_DIR or ~/.cache/news-desk)",
+    )
+    reembed.add_argument("--no-cache", action="store_true", help="read and write no embedding cache")
+    reembed.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    reembed.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    reembed.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
     export = commands.add_parser(
         "export",
@@ -838,6 +874,45 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reembed(args: argparse.Namespace) -> int:
+    from model.news_model import NewsModel
+    from training.reembed import run_reembed
+
+    with _engine(args) as engine:  # embeds; the store is written here alone
+        model = NewsModel.load(args.bundle)
+        if not args.no_cache:
+            model.embedder.cache = EmbeddingCache(
+                (args.cache_dir or default_cache_dir()) / "embeddings.sqlite"
+            )
+        engine.embedder(model.embedder)
+        bar = None
+        if not args.no_progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(desc="reembed", unit="article")
+
+        def progress(done: int, total: int) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+        try:
+            result, seconds = run_reembed(model.embedder, args.data, args.database_url, progress=progress)
+        finally:
+            if bar is not None:
+                bar.close()
+    summary = {
+        "generation": result.generation,
+        "vectors_id": result.vectors_id,
+        "embedded": result.embedded,
+        "state": result.state,
+        "engine": args.engine,
+        "seconds": round(seconds, 2),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
@@ -856,6 +931,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "compare": cmd_compare,
         "check-seeds": cmd_check_seeds,
         "backfill": cmd_backfill,
+        "reembed": cmd_reembed,
     }
     try:
         return handlers[args.command](args)

@@ -1,0 +1,94 @@
+"""`python -m training reembed`: a bundle on another encoder gets its vector generation filled in the
+store offline, through the engine's embed batches; a run cut short resumes; the service loading the
+bundle then has nothing left to embed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import ROOT, corpus_path
+
+from model.articles.article import article_from_record
+from model.articles.seeds import read_seeds
+from model.bundle import resolve_bundle
+from model.encoders.registry import vectors_id
+from model.news_model import NewsModel
+from model.store import open_store
+from model.store.base import GenerationStore, StoreRows
+from training.reembed import reembed_store
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args, "--no-progress"],
+        cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path},
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def backfilled(small_bundle, tmp_path) -> Path:
+    """A data folder holding 20 storychains articles, backfilled with the MiniLM bundle."""
+    files = sorted(corpus_path("storychains").glob("storychains_*.md"))[:20]
+    archive = tmp_path / "archive.jsonl"
+    records = [a.to_record() for a in read_seeds(files).articles.values()]
+    archive.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    data = tmp_path / "data"
+    done = _cli(
+        "backfill", "--seeds", str(archive), "--data", str(data), "--bundle", str(small_bundle), "--no-cache"
+    )
+    assert done.returncode == 0, done.stderr
+    return data
+
+
+def test_reembed_fills_the_new_encoders_generation_beside_the_live_one(backfilled, small_bundle, e5_bundle):
+    e5_folder = resolve_bundle(e5_bundle)
+    e5 = NewsModel.load(e5_folder)
+    mine = vectors_id(e5.embedder)
+    # A run cut short: its first chunk committed (with how far it got), then the process died.
+    store = open_store("sqlite", backfilled)
+    assert isinstance(store, GenerationStore)
+    live = store.live_generation()
+    assert live is not None and live.vectors_id != mine
+    generation = store.open_generation(mine)
+    first = store.rows_missing(generation.id, 0, 5)
+    vectors = e5.embedder.encode([_text(row) for row in first])
+    store.put_generation_vectors(
+        generation.id, list(zip([r.id for r in first], vectors, strict=True)), first[-1].seq
+    )
+    store.close()
+
+    done = _cli("reembed", "--bundle", str(e5_folder), "--data", str(backfilled), "--no-cache")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["generation"], summary["vectors_id"], summary["state"]) == (
+        generation.id,
+        mine,
+        "complete",
+    )
+    assert summary["embedded"] == 20 - 5  # resumed where the cut run stopped
+    again = _cli("reembed", "--bundle", str(e5_folder), "--data", str(backfilled), "--no-cache")
+    assert json.loads(again.stdout)["embedded"] == 0  # nothing left
+
+    store = open_store("sqlite", backfilled)
+    assert store.missing_count(generation.id) == 0
+    assert store.live_generation().vectors_id == live.vectors_id  # the live one serves on, untouched
+    rows = list(StoreRows(store, generation.id).rows_since(0, 100))
+    assert len(rows) == 20
+    expected = e5.embedder.encode([_text(row) for row in rows[-3:]])
+    assert np.allclose(np.array([row.embedding for row in rows[-3:]]), expected, atol=1e-4)
+    # The live encoder's own generation: nothing to fill.
+    minilm = NewsModel.load(resolve_bundle(small_bundle)).embedder
+    assert reembed_store(store, minilm).embedded == 0
+    store.close()
+
+
+def _text(row) -> str:
+    return article_from_record(row.record, require_text=False).text
