@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, corpus_path
+from helpers import ROOT, corpus_path, shared_embedder
 
 from model.articles.article import article_from_record
 from model.articles.seeds import read_seeds
 from model.bundle import resolve_bundle
 from model.encoders.registry import vectors_id
+from model.errors import NewsDeskError
 from model.news_model import NewsModel
 from model.store import open_store
-from model.store.base import GenerationStore, StoreRows
+from model.store.base import GenerationStore, StoredArticle, StoreRows
 from training.reembed import reembed_store
 
 
@@ -92,3 +94,32 @@ def test_reembed_fills_the_new_encoders_generation_beside_the_live_one(backfille
 
 def _text(row) -> str:
     return article_from_record(row.record, require_text=False).text
+
+
+def test_refused_while_another_process_holds_the_lease_and_a_dead_ones_is_taken_over(tmp_path):
+    store = open_store("sqlite", tmp_path)
+    store.open_generation("another-encoder")  # the live vectors: not this encoder's
+    store.put_many([_stored(n) for n in range(3)])
+    assert store.take_reembed_lease("elsewhere:1:worker", 60)  # a service on another host
+    with pytest.raises(NewsDeskError, match="elsewhere:1:worker is re-embedding this store"):
+        reembed_store(store, shared_embedder())
+    store.release_reembed_lease("elsewhere:1:worker")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    holder = f"{socket.gethostname()}:{dead.stdout.strip()}:worker"  # a process of this host, gone
+    assert store.take_reembed_lease(holder, 60)
+    result = reembed_store(store, shared_embedder(), chunk=2)
+    assert (result.embedded, result.state) == (3, "complete")
+    assert store.reembed_lease_holder() is None  # released at the end
+    store.close()
+
+
+def _stored(n: int) -> StoredArticle:
+    return StoredArticle(
+        id=f"a{n}",
+        record={"title": f"Title {n}", "excerpt": f"Excerpt {n}", "webUrl": f"https://x.example/{n}"},
+        embedding=np.full(384, 1 / np.sqrt(384), dtype=np.float32),
+        story_id=f"s{n}",
+        classification={"topics": []},
+    )
