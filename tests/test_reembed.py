@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, corpus_path, shared_embedder
+from helpers import ROOT, corpus_path, ready_client, shared_embedder
 
 from model.articles.article import article_from_record
 from model.articles.seeds import read_seeds
@@ -23,6 +23,8 @@ from model.errors import NewsDeskError
 from model.news_model import NewsModel
 from model.store import open_store
 from model.store.base import GenerationStore, StoredArticle, StoreRows
+from service.config import Settings
+from service.main import create_app
 from training.reembed import reembed_store
 
 
@@ -89,6 +91,15 @@ def test_reembed_fills_the_new_encoders_generation_beside_the_live_one(backfille
     # The live encoder's own generation: nothing to fill.
     minilm = NewsModel.load(resolve_bundle(small_bundle)).embedder
     assert reembed_store(store, minilm).embedded == 0
+    store.close()
+
+    # A service started on the e5 bundle finds its generation complete and switches to it.
+    with ready_client(create_app(Settings(bundle=e5_folder, data_dir=backfilled))) as client:
+        assert client.app.state.news.model.version == e5.version
+        assert client.get("/v1/articles/" + rows[0].id).status_code == 200
+    store = open_store("sqlite", backfilled)
+    switched = store.live_generation()
+    assert (switched.id, switched.vectors_id) == (generation.id, mine)
     store.close()
 
 
