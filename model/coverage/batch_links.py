@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from model.articles.article import Article
 from model.coverage.article_index import _timestamp
-from model.coverage.pair_evidence import HashedIdf, content_words, indexed_pair_evidence, pair_feature_matrix
+from model.coverage.pair_evidence import HashedIdf, content_words
 from model.coverage.pair_scorer import PairScorer
 from model.coverage.search import ArticleSearch, KnownArticle
 from model.coverage.story_rule import (
@@ -163,17 +163,12 @@ class BatchLinker:
         if not left:
             return [[] for _ in articles]
         words, chars, content, urls = self._rows(entries)
-        evidences = indexed_pair_evidence(
+        comparisons = self.scorer.compare_pairs(
             entries, np.vstack(entry_vectors), left, right, rows=(words, chars), content=content, urls=urls
         )
-        scores = self.scorer.predict(pair_feature_matrix(evidences))
         out: list[list[Comparison]] = [[] for _ in articles]
-        for i, evidence, score in zip(left, evidences, scores, strict=True):  # as compare_many builds them
-            out[i].append(
-                Comparison(
-                    score=float(score), verdict=self.scorer.verdict(evidence, float(score)), evidence=evidence
-                )
-            )
+        for i, comparison in zip(left, comparisons, strict=True):
+            out[i].append(comparison)
         return out
 
     def _rows(

@@ -270,7 +270,6 @@ def indexed_pair_evidence(
     if urls is None:
         urls = [a.canonical_url for a in articles]
     providers = [a.provider_key for a in articles]
-    texts = [a.text for a in articles]  # a property that joins title and excerpt on every read
     out = []
     for k, (p, q) in enumerate(zip(i.tolist(), j.tolist(), strict=True)):
         a, b = articles[p], articles[q]

@@ -42,6 +42,7 @@ from model.coverage.pair_evidence import (
     FEATURE_INDEX,
     FEATURE_NAMES,
     HashedIdf,
+    indexed_pair_evidence,
     pair_evidences,
     pair_feature_matrix,
 )
@@ -726,10 +727,30 @@ class PairScorer(BaseEstimator):
     ) -> list[Comparison]:
         """`compare` of ``query`` with each of ``others`` (one hashing pass for all of them)."""
         evidences = pair_evidences(query, others, vq, vothers, self.idf, languages=self._uses_languages())
+        keys = [language_pair(query.language, other.language) for other in others]
+        return self._comparisons(evidences, keys)
+
+    def compare_pairs(
+        self,
+        articles: Sequence[Article],
+        vectors: npt.NDArray[np.floating],
+        i: Sequence[int],
+        j: Sequence[int],
+        **kept: Any,
+    ) -> list[Comparison]:
+        """`compare` of each pair ``(articles[i[k]], articles[j[k]])``, in one evidence pass (a
+        backfill's batch); ``kept``: what `indexed_pair_evidence` may reuse (``rows``, ``content``,
+        ``urls``)."""
+        evidences = indexed_pair_evidence(
+            articles, vectors, i, j, self.idf, languages=self._uses_languages(), **kept
+        )
+        keys = [language_pair(articles[p].language, articles[q].language) for p, q in zip(i, j, strict=True)]
+        return self._comparisons(evidences, keys)
+
+    def _comparisons(self, evidences: Sequence[PairEvidence], keys: Sequence[Any]) -> list[Comparison]:
         if not evidences:
             return []
         X = pair_feature_matrix(evidences)
-        keys = [language_pair(query.language, other.language) for other in others]
         probabilities, scores = self.predict(X), self.similarity(X, keys)
         return [
             Comparison(score=float(s), verdict=self.verdict(ev, float(p)), evidence=ev, probability=float(p))
