@@ -25,6 +25,7 @@ from model.store import open_store
 from model.store.base import GenerationStore, StoredArticle, StoreRows
 from service.config import Settings
 from service.main import create_app
+from training.backfill import BackfillTarget, run_backfill
 from training.reembed import reembed_store
 
 
@@ -134,3 +135,17 @@ def _stored(n: int) -> StoredArticle:
         story_id=f"s{n}",
         classification={"topics": []},
     )
+
+
+def test_reembed_on_postgres(small_bundle, e5_bundle, pg_url):
+    files = sorted(corpus_path("storychains").glob("storychains_*.md"))[:12]
+    articles = list(read_seeds(files).articles.values())
+    run_backfill(NewsModel.load(resolve_bundle(small_bundle)), BackfillTarget(database_url=pg_url), articles)
+    done = _cli("reembed", "--bundle", str(resolve_bundle(e5_bundle)), "--database-url", pg_url, "--no-cache")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["embedded"], summary["state"]) == (12, "complete")
+    store = open_store("postgres", Path("."), pg_url)
+    assert store.missing_count(summary["generation"]) == 0
+    assert store.live_generation().vectors_id != summary["vectors_id"]  # the live one untouched
+    store.close()
