@@ -2,10 +2,10 @@
 
 ``news-desk serve`` starts uvicorn on ``service.main:app`` as ``make serve`` does (or, with
 ``--postgres-data``, the local PostgreSQL first, as ``make serve-pg`` does); ``news-desk train``,
-``evaluate``, ``compare``, ``export``, ``dedup``, ``check-seeds`` and ``backfill`` run ``python -m training
-<command>`` with the same arguments (``train`` is training's ``fit``). Every command runs as its own
-process: this module imports neither the app nor ``training``, so it adds no arrow between service
-and training (the service already runs training as a child process for a retrain).
+``evaluate``, ``compare``, ``export``, ``dedup``, ``check-seeds``, ``backfill`` and ``reembed`` run
+``python -m training <command>`` with the same arguments (``train`` is training's ``fit``). Every
+command runs as its own process: this module imports neither the app nor ``training``, so it adds no
+arrow between service and training (the service already runs training as a child process for a retrain).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ TRAINING_COMMANDS: dict[str, tuple[str, str]] = {
     "dedup": ("dedup", "list duplicate groups and story clusters of a bulk import"),
     "check-seeds": ("check-seeds", "exit 0 if the live bundle was trained on these seeds, 1 if they changed"),
     "backfill": ("backfill", "load an archive of seed files into the service's store in batches (no HTTP)"),
+    "reembed": ("reembed", "fill a new encoder's vector generation in the store offline (no HTTP)"),
 }
 
 # What `make serve` exports: the encoder's weights come from a Python package, never from a hub.
@@ -37,8 +38,8 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_WAIT_POLICY"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="news-desk",
-        description="Serve the news-desk API, or train, evaluate, compare, export, dedup and backfill "
-        "with its model. Each training command takes the options of `python -m training <command>`; "
+        description="Serve the news-desk API, or train, evaluate, compare, export, dedup, backfill and "
+        "reembed with its model. Each training command takes the options of `python -m training <command>`; "
         "`news-desk <command> --help` lists them.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -45,7 +45,17 @@ def test_the_script_entry_point_is_the_cli_and_the_old_name_is_gone():
 def test_help_lists_every_command():
     result = news_desk("--help")
     assert result.returncode == 0, result.stderr
-    for command in ("serve", "train", "evaluate", "compare", "export", "dedup", "check-seeds", "backfill"):
+    for command in (
+        "serve",
+        "train",
+        "evaluate",
+        "compare",
+        "export",
+        "dedup",
+        "check-seeds",
+        "backfill",
+        "reembed",
+    ):
         assert command in result.stdout
 
 
@@ -69,6 +79,7 @@ def test_serve_help_shows_its_own_options_each_with_help_text():
         ("dedup", "dedup", "--story-window-days"),
         ("check-seeds", "check-seeds", "--bundle"),
         ("backfill", "backfill", "--database-url"),
+        ("reembed", "reembed", "--bundle"),
     ],
 )
 def test_training_commands_forward_help_to_training(command, training_command, option):
