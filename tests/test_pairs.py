@@ -92,6 +92,24 @@ def test_syndicated_copy_with_tiny_edits_is_a_duplicate():
     assert result.verdict == "duplicate"
 
 
+def test_near_identical_text_is_a_duplicate_but_its_graded_score_is_not_lifted():
+    # Two headlines over one paywall excerpt: near-identical text, a middling cosine. The verdict and
+    # the probability say duplicate; the graded score reads what its route gives (SemEval grades such
+    # a pair "different"), and only an equal canonical URL reads 1.0.
+    scorer = PairScorer.default()
+    rows = np.zeros((2, len(FEATURE_NAMES)))
+    rows[:, FEATURE_NAMES.index("cosine")] = 0.5
+    rows[:, FEATURE_NAMES.index("near_duplicate")] = 1.0
+    rows[:, FEATURE_NAMES.index("same_language")] = 1.0
+    rows[1, FEATURE_NAMES.index("url_match")] = 1.0
+    slope, intercept = scorer.graded_["cosine_line"]
+    np.testing.assert_allclose(scorer.similarity(rows), [slope * 0.5 + intercept, 1.0])
+    np.testing.assert_allclose(scorer.predict(rows), [1.0, 1.0])
+    copy = _compare(BASE, Article(id="copy", title="Another headline", excerpt=BASE.excerpt))
+    assert copy.verdict == "duplicate" and copy.probability >= copy.evidence.near_duplicate
+    assert copy.score == pytest.approx(min(slope * copy.evidence.cosine + intercept, 1.0))
+
+
 def test_other_write_up_of_the_same_event_is_same_story():
     result = _compare(BASE, SAME_STORY)
     assert result.verdict == "same_story"
