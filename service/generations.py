@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +27,7 @@ from model.news_model import NewsModel
 from model.store import ArticleStore
 from model.store.base import GenerationStore, RestoreRow, StoreRows
 from model.store.shared import SharedArticleStore
+from model.store.writers import dead_lease_holder, reembed_lease_owner
 from service.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -210,10 +208,10 @@ async def fill_and_switch(state: ServiceState, pending: Pending) -> None:
     bundle serves on); a cancellation (another reload, shutdown) leaves the fill to resume."""
     store = generation_store(state)
     assert store is not None
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    owner = reembed_lease_owner("service")
     try:
         while not await asyncio.to_thread(
-            store.take_reembed_lease, owner, LEASE_SECONDS, take_from=_dead_holder(store)
+            store.take_reembed_lease, owner, LEASE_SECONDS, take_from=dead_lease_holder(store)
         ):
             pending.phase = "waiting for another worker's re-embedding lease"
             await asyncio.sleep(LEASE_SECONDS / 8)
@@ -231,25 +229,6 @@ async def fill_and_switch(state: ServiceState, pending: Pending) -> None:
             await asyncio.to_thread(store.release_reembed_lease, owner)
         except NewsDeskError as error:
             logger.warning("could not release the re-embedding lease: %s", error)
-
-
-def _dead_holder(store: GenerationStore) -> str | None:
-    """The lease's holder when it is a process of this host that no longer runs (killed with -9:
-    its lease would otherwise stand until it lapses)."""
-    holder = store.reembed_lease_holder()
-    if holder is None:
-        return None
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return None
-    try:
-        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return holder
-    except PermissionError:
-        return None  # alive, someone else's
-    return None
 
 
 async def _fill(state: ServiceState, store: GenerationStore, pending: Pending, owner: str) -> None:

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +27,7 @@ from model.encoders.registry import vectors_id
 from model.errors import NewsDeskError
 from model.store import open_store
 from model.store.base import GenerationStore, StoreError
+from model.store.writers import dead_lease_holder, reembed_lease_owner
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +59,8 @@ def reembed_store(
         return ReembedResult(None, mine, 0, "empty")
     if live.vectors_id == mine:
         return ReembedResult(live.id, mine, 0, live.state)
-    owner = f"{socket.gethostname()}:{os.getpid()}:reembed-{uuid.uuid4().hex[:8]}"
-    if not store.take_reembed_lease(owner, LEASE_SECONDS, take_from=_dead_holder(store)):
+    owner = reembed_lease_owner("reembed")
+    if not store.take_reembed_lease(owner, LEASE_SECONDS, take_from=dead_lease_holder(store)):
         raise NewsDeskError(
             f"{store.reembed_lease_holder()} is re-embedding this store (a service's worker or another "
             "reembed); run again when it is done"
@@ -116,23 +114,3 @@ def run_reembed(
     finally:
         store.close()
     return result, time.perf_counter() - started
-
-
-def _dead_holder(store: GenerationStore) -> str | None:
-    """The lease's holder when it is a process of this host that no longer runs (a run or a service
-    killed with -9, whose lease would otherwise stand until it lapses). Holders are named
-    ``host:pid:...``, as the service's worker names itself."""
-    holder = store.reembed_lease_holder()
-    if holder is None:
-        return None
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return None
-    try:
-        os.kill(int(pid), 0)  # signal 0 only asks whether the process exists
-    except ProcessLookupError:
-        return holder
-    except PermissionError:
-        return None  # alive, someone else's
-    return None

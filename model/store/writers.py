@@ -16,10 +16,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
-from model.store.base import StoreError
+from model.store.base import GenerationStore, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -109,3 +111,30 @@ def _hold_pg(url: str, exclusive: bool) -> WriterLock:
         conn.close()
         raise _busy("the PostgreSQL store", exclusive)
     return WriterLock(conn.close, "the PostgreSQL store")
+
+
+# --- the re-embedding lease's holders (`GenerationStore.take_reembed_lease`) -----------------------
+
+
+def reembed_lease_owner(role: str) -> str:
+    """A lease holder's name, ``host:pid:role-nonce``: `dead_lease_holder` reads host and pid back."""
+    return f"{socket.gethostname()}:{os.getpid()}:{role}-{uuid.uuid4().hex[:8]}"
+
+
+def dead_lease_holder(store: GenerationStore) -> str | None:
+    """The lease's holder when it is a process of this host that no longer runs (a service or a
+    `reembed` run killed with -9, whose lease would otherwise stand until it lapses)."""
+    holder = store.reembed_lease_holder()
+    if holder is None:
+        return None
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return None
+    try:
+        os.kill(int(pid), 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return holder
+    except PermissionError:
+        return None  # alive, someone else's
+    return None
