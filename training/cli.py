@@ -94,6 +94,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _store_target(parser: argparse.ArgumentParser) -> None:
+    """The service's store a command writes: ``--data`` (SQLite) or ``--database-url``, one of them."""
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--data", type=Path, metavar="DIR", help="the service's data folder (NEWSDESK_DATA_DIR: SQLite)"
+    )
+    target.add_argument(
+        "--database-url", metavar="URL", help="the service's PostgreSQL (NEWSDESK_DATABASE_URL)"
+    )
+
+
 def _engine_options(parser: argparse.ArgumentParser) -> None:
     from training.engine import ENGINES
 
@@ -349,13 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(backfill)
     _engine_options(backfill)
-    target = backfill.add_mutually_exclusive_group(required=True)
-    target.add_argument(
-        "--data", type=Path, metavar="DIR", help="the service's data folder (NEWSDESK_DATA_DIR: SQLite)"
-    )
-    target.add_argument(
-        "--database-url", metavar="URL", help="the service's PostgreSQL (NEWSDESK_DATABASE_URL)"
-    )
+    _store_target(backfill)
     backfill.add_argument(
         "--bundle",
         required=True,
@@ -388,13 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
         "holds it); a service loading the bundle then switches at once. Prints one JSON object.",
     )
     _engine_options(reembed)
-    reembed_target = reembed.add_mutually_exclusive_group(required=True)
-    reembed_target.add_argument(
-        "--data", type=Path, metavar="DIR", help="the service's data folder (NEWSDESK_DATA_DIR: SQLite)"
-    )
-    reembed_target.add_argument(
-        "--database-url", metavar="URL", help="the service's PostgreSQL (NEWSDESK_DATABASE_URL)"
-    )
+    _store_target(reembed)
     reembed.add_argument(
         "--bundle",
         required=True,
