@@ -475,6 +475,22 @@ def single_features(sets: list[PairSet]) -> dict[str, Any]:
     return out
 
 
+def levels(sets: list[PairSet]) -> dict[str, dict[str, float]]:
+    """Per semeval_ml language pair: the mean encoder cosine and centred cosine of its pairs, and
+    their mean grade (the cosine's level per language pair is what pooling mixes)."""
+    ml = next(s for s in sets if s.name == "semeval_ml")
+    out = {}
+    for key in sorted({k for k in ml.keys if k}):
+        rows = np.flatnonzero(ml.keys == key)
+        out[str(key)] = {
+            "n": len(rows),
+            "mean_cosine": round(float(ml.extra["cosine"][rows].mean()), 3),
+            "mean_centred_cosine": round(float(ml.extra["centred_cosine"][rows].mean()), 3),
+            "mean_overall": round(float(ml.overall[rows].mean()), 2),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.pairs_features",
@@ -512,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         report["adapter_seconds"] = round(adapter_cosines(sets, args.adapter_epochs), 1)
         report["adapter_epochs"] = args.adapter_epochs
     report["single_columns_abs_pearson"] = single_features(sets)
+    report["levels"] = levels(sets)
     report["selection"] = select(sets, args.boot, CANDIDATES)
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["cpu_seconds"] = round(time.process_time() - cpu, 1)
