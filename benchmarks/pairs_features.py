@@ -227,6 +227,49 @@ def centred_cosines(sets: list[PairSet]) -> None:
                 s.extra["centred_cosine"][i] = float(sides[0] @ sides[1])
 
 
+def centring_by_sample(
+    sets: list[PairSet], sizes: Sequence[int] = (5, 10, 25, 50, 100), draws: int = 5
+) -> dict[str, dict[str, float]]:
+    """How many texts a language's mean needs: semeval_ml's pooled |Pearson| of the centred cosine
+    when each language's mean comes from only ``size`` texts of the other folds' pairs (``draws``
+    random draws, mean and spread), beside the raw cosine and all the other folds' texts."""
+    ml = next(s for s in sets if s.name == "semeval_ml")
+    assert ml.vectors is not None
+    rng = np.random.default_rng(1)
+    folds = np.random.default_rng(0).permutation(len(ml.pairs)) % CENTRE_FOLDS
+    languages = np.array([[p.a.language or "", p.b.language or ""] for p in ml.pairs], dtype=object)
+
+    def pooled(size: int | None) -> float:
+        centred = np.zeros(len(ml.pairs))
+        for fold in range(CENTRE_FOLDS):
+            train, test = folds != fold, np.flatnonzero(folds == fold)
+            texts = ml.vectors[train].reshape(-1, ml.vectors.shape[-1])
+            langs = languages[train].ravel()
+            means = {}
+            for lang in set(langs.tolist()):
+                rows = np.flatnonzero(langs == lang)
+                if size is not None:
+                    rows = rng.choice(rows, min(size, len(rows)), replace=False)
+                means[lang] = texts[rows].mean(axis=0)
+            for i in test:
+                sides = [ml.vectors[i, k] - means[languages[i, k]] for k in (0, 1)]
+                sides = [v / max(float(np.linalg.norm(v)), 1e-12) for v in sides]
+                centred[i] = float(sides[0] @ sides[1])
+        return abs(float(pearsonr(centred, ml.overall)[0]))
+
+    out: dict[str, dict[str, float]] = {
+        "raw_cosine": {"abs_pearson": round(abs(float(pearsonr(ml.extra["cosine"], ml.overall)[0])), 4)},
+        "all_other_folds": {"abs_pearson": round(pooled(None), 4)},
+    }
+    for size in sizes:
+        values = [pooled(size) for _ in range(draws)]
+        out[f"{size}_texts"] = {
+            "abs_pearson": round(float(np.mean(values)), 4),
+            "std": round(float(np.std(values)), 4),
+        }
+    return out
+
+
 def adapter_cosines(sets: list[PairSet], epochs: float) -> float:
     """Fill ``extra["adapter_cosine"]`` of every set from adapters that never saw the pair's group.
 
@@ -503,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter-epochs", type=float, default=20.0, help="adapter passes (20)")
     parser.add_argument("--no-adapter", action="store_true", help="skip the adapter's cosine")
     parser.add_argument("--no-parts", action="store_true", help="skip the title and excerpt cosines")
+    parser.add_argument("--no-select", action="store_true", help="skip the forward selection")
     parser.add_argument("--boot", type=int, default=100, help="bootstrap resamples for the noise (100)")
     parser.add_argument(
         "--cache",
@@ -529,7 +573,9 @@ def main(argv: list[str] | None = None) -> int:
         report["adapter_epochs"] = args.adapter_epochs
     report["single_columns_abs_pearson"] = single_features(sets)
     report["levels"] = levels(sets)
-    report["selection"] = select(sets, args.boot, CANDIDATES)
+    report["centring_by_texts_per_language"] = centring_by_sample(sets)
+    if not args.no_select:
+        report["selection"] = select(sets, args.boot, CANDIDATES)
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["cpu_seconds"] = round(time.process_time() - cpu, 1)
     report["load_at_end"] = os.getloadavg()[0]
