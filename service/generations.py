@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from model.articles.article import article_from_record
+from model.coverage.story_merges import StoryMergeFinder
 from model.encoders.registry import vectors_id
 from model.errors import NewsDeskError
 from model.news_model import NewsModel
 from model.store import ArticleStore
-from model.store.base import GenerationStore, RestoreRow, StoreRows
+from model.store.base import GenerationStore, RestoreRow, StoreRows, restore_rows
 from model.store.shared import SharedArticleStore
 from model.store.writers import dead_lease_holder, reembed_lease_owner
 from service.config import Settings
@@ -57,6 +58,7 @@ class Pending:
     duty: float = 1.0
     to_embed: int = 0  # rows missing when it was staged (a rollback to a kept generation: few)
     after_seq: int = 0  # every stored row up to this seq has its vector in the generation
+    merges: int = 0  # stories the new encoder joins, found before the switch records them
 
     @property
     def rate(self) -> float | None:
@@ -81,6 +83,7 @@ class Pending:
             "done": self.done,
             "total": self.total,
             "to_embed": self.to_embed,
+            "story_merges": self.merges,
             "seconds": round(time.perf_counter() - self.started, 1),
             "articles_per_s": round(rate, 2) if rate is not None else None,
             "estimate_s": round(estimate, 1) if estimate is not None else None,
@@ -249,6 +252,35 @@ async def _fill(state: ServiceState, store: GenerationStore, pending: Pending, o
         await asyncio.sleep((pending.embed_seconds - before) * (1 - duty) / duty)
 
 
+def _stored_stories(store: GenerationStore, generation: int) -> list[tuple[str, str]]:
+    """(article id, story as read: merges resolved) of every row ``generation`` holds, in seq order."""
+    return [(row.id, row.story_id) for row in restore_rows(store, 0, 5000, generation)]  # type: ignore[arg-type]
+
+
+async def _find_merges(
+    state: ServiceState, store: GenerationStore, pending: Pending
+) -> list[tuple[str, str]]:
+    """The stories the pending encoder joins (`StoryMergeFinder` over its filled generation), a
+    chunk at a time at the re-embedding's duty cycle: the switch records them."""
+    model, shared = pending.model, isinstance(store, SharedArticleStore)
+    pending.phase = "finding the stories the new encoder joins"
+    rows = await asyncio.to_thread(_stored_stories, store, pending.generation)
+    first_seq: dict[str, int] = {}
+    for position, (_, story) in enumerate(rows):
+        first_seq.setdefault(story, position)  # rows come in seq order
+    finder = StoryMergeFinder(model.pair_scorer, model.window_days, first_seq)
+    chunk, duty = state.settings.reembed_chunk, pending.duty
+    for start in range(0, len(rows), chunk):
+        # On a shared store the generation is searched in the database (a fresh search per chunk:
+        # it keeps what it read); else the pending model's index holds it.
+        search = store.search(pending.generation) if shared else model.index  # type: ignore[attr-defined]
+        started = time.perf_counter()
+        ids = [id_ for id_, _ in rows[start : start + chunk]]
+        pending.merges = await asyncio.to_thread(finder.scan, search, ids)
+        await asyncio.sleep((time.perf_counter() - started) * (1 - duty) / duty)
+    return finder.merges()
+
+
 async def _switch(state: ServiceState, store: GenerationStore, pending: Pending) -> None:
     model = pending.model
     # A shared store searches in the database: no index to restore, and the switch names the
@@ -257,6 +289,9 @@ async def _switch(state: ServiceState, store: GenerationStore, pending: Pending)
     if not shared:
         pending.phase = "restoring the index from the new generation"
         await asyncio.to_thread(model.restore_from, StoreRows(store, pending.generation), state.snapshot_dir)
+    # Articles ingested from here to the switch were decided by the live bundle: their stories
+    # stay as decided (a later swap may merge them).
+    merges = await _find_merges(state, store, pending)
     async with state.write_lock:
         pending.phase = "switching"
         # Rows ingested since the fill finished: few, embedded while ingest waits.
@@ -271,22 +306,26 @@ async def _switch(state: ServiceState, store: GenerationStore, pending: Pending)
                 pending.generation,
                 model.version,
                 live_folder=pending.folder.name,
+                merges=merges,
             )
         else:
             await asyncio.to_thread(model.restore_new)
-            await asyncio.to_thread(store.switch_generation, pending.generation, model.version)
+            await asyncio.to_thread(store.switch_generation, pending.generation, model.version, merges=merges)
+            # The index read the stories before the merges were recorded: show the surviving ids.
+            model.index.relabel_stories(StoreRows(store).story_merges())
         state.model = model
         state.model_error = None
         state.pending = None
     state.progress.phase = "ready"
     logger.info(
         "switched to bundle %s and vector generation %d (%s): %d stored articles re-embedded here in "
-        "%.1fs; was %s",
+        "%.1fs, %d stories merged into others; was %s",
         model.version,
         pending.generation,
         pending.vectors_id,
         pending.embedded,
         time.perf_counter() - pending.started,
+        len(merges),
         previous.version if previous is not None else None,
     )
     if shared:

@@ -476,9 +476,14 @@ class StoryArticleOut(ArticleSummary):
 
 
 class StoryOut(BaseModel):
-    id: str
+    id: str = Field(description="The story's id; asked for by the id of a story merged into it, this one's.")
     count: int
     articles: list[StoryArticleOut] = Field(description="Newest publication first.")
+    merged_from: list[str] = Field(
+        default_factory=list,
+        description="Stories merged into this one when a new encoder joined them (their ids still "
+        "answer, with this story; their articles keep their stored story id and show this one).",
+    )
 
 
 class ModelOut(BaseModel):

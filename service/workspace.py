@@ -23,6 +23,7 @@ from model.feedback import Correction, PairFeedback, effective_quality
 from model.news_model import NewsModel
 from model.results import Classification
 from model.store import ArticleQuery, ArticleStore, StoredArticle
+from model.store.base import GenerationStore
 from service.auth import OPEN, Principal
 from service.errors import BadRequestError, SameArticleError
 from service.schemas import ClassificationOut, ProviderOut, TopicOut
@@ -184,6 +185,15 @@ def review_queue(store: ArticleStore, model: NewsModel | None, limit: int) -> Re
 
 
 # --- one article -----------------------------------------------------------------------------
+
+
+def story_identity(store: ArticleStore | None, story_id: str) -> tuple[str, list[str]]:
+    """(the story ``story_id`` answers as: the surviving one when it was merged, the stories
+    merged into that one): a merged story's id stays a valid link (`model.store.merges`)."""
+    if not isinstance(store, GenerationStore):
+        return story_id, []
+    surviving = store.resolve_story(story_id)
+    return surviving, sorted(m.merged for m in store.story_merges() if m.surviving == surviving)
 
 
 def stored_detail(store: ArticleStore, stored: StoredArticle) -> ArticleDetailOut:

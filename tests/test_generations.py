@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -106,6 +107,53 @@ def test_a_generation_fills_beside_the_live_one_switches_at_once_and_rolls_back(
     assert store.generation_bytes(1) == (0, 0) and store.generations()[1].state == "retired"
     with pytest.raises(StoreError):
         store.retire_generation(0)  # the live one
+    store.close()
+
+
+def check_story_merges(
+    store: GenerationStore, stored: list[StoredArticle], raw_story: Callable[[str], str]
+) -> None:
+    """Merges recorded at two switches chain and resolve on every read; no row is renumbered.
+    ``stored``: articles a0..a3 in stories s0..s3 (s0 oldest), live generation 0, generation 1 filled.
+    ``raw_story``: the story id a row holds, read past the store."""
+    from model.store import ArticleQuery
+
+    store.switch_generation(1, "v1", merges=[("s3", "s1"), ("s2", "s2")])  # a story into itself: nothing
+    assert [(m.merged, m.into, m.surviving, m.generation) for m in store.story_merges()] == [
+        ("s3", "s1", "s1", 1)
+    ]
+    assert store.get("a3").story_id == "s1" and store.resolve_story("s3") == "s1"
+    # s3 is s1's and then s0's by the time its pair is recorded: s0 joins s2 (s3 -> s1 -> s0 -> s2).
+    store.switch_generation(0, "v0", merges=[("s1", "s0"), ("s3", "s2")])
+    merges = {m.merged: m.surviving for m in store.story_merges()}
+    assert merges == {"s3": "s2", "s1": "s2", "s0": "s2"}
+    assert {a.id: a.story_id for a in store.get_many([a.id for a in stored]).values()} == dict.fromkeys(
+        ("a0", "a1", "a2", "a3"), "s2"
+    )
+    assert [raw_story(a.id) for a in stored] == ["s0", "s1", "s2", "s3"]  # rows keep theirs
+    for asked in ("s0", "s1", "s2", "s3"):  # any id of the story lists all of it
+        assert sorted(a.id for a in store.by_story(asked)) == ["a0", "a1", "a2", "a3"]
+        page = store.list_articles(ArticleQuery(story_id=asked), 10)
+        assert sorted(a.id for a in page) == ["a0", "a1", "a2", "a3"]
+    assert [(s.story_id, s.count) for s in store.list_stories(10)] == [("s2", 4)]
+    assert store.story_sizes(["s2", "s3"]) == {"s2": 4, "s3": 4}
+    assert {row.story_id for row in StoreRows(store).rows_since(0, 10)} == {"s2"}
+
+
+def test_story_merges_chain_and_resolve_on_read_without_renumbering(tmp_path):
+    store = open_store("sqlite", tmp_path)
+    store.open_generation("old")
+    stored = [_stored(n, _vector(n)) for n in range(4)]
+    store.put_many(stored)
+    store.open_generation("new")
+    store.put_generation_vectors(1, [(a.id, _vector(100 + n)) for n, a in enumerate(stored)], store.last_seq())
+    db = sqlite3.connect(tmp_path / "articles.sqlite3")
+
+    def raw_story(article_id: str) -> str:
+        return db.execute("SELECT story_id FROM articles WHERE id = ?", (article_id,)).fetchone()[0]
+
+    check_story_merges(store, stored, raw_story)
+    db.close()
     store.close()
 
 

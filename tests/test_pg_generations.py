@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import ready_client, shared_embedder
-from test_generations import _article
+from test_generations import _article, check_story_merges
 
 from model.bundle import resolve_bundle
 from model.results import SearchFilters
@@ -89,6 +89,23 @@ def test_a_generation_fills_beside_the_live_one_and_each_replica_reads_its_own(p
     finally:
         store.close()
         other.close()
+
+
+def test_story_merges_chain_and_resolve_on_read_without_renumbering(pg_url):
+    store = PgArticleStore(pg_url)
+    try:
+        store.open_generation("old")
+        stored = [_stored(n, _vector(n)) for n in range(4)]
+        store.put_many(stored)
+        store.open_generation("new")
+        store.put_generation_vectors(1, [(a.id, _vector(100 + n)) for n, a in enumerate(stored)], 4)
+
+        def raw_story(article_id: str) -> str:
+            return store._query("SELECT story_id FROM articles WHERE id = %s", (article_id,))[0][0]
+
+        check_story_merges(store, stored, raw_story)
+    finally:
+        store.close()
 
 
 @pytest.fixture

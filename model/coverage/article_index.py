@@ -372,6 +372,18 @@ class ArticleIndex:
             raise ArticleNotFoundError(article_id)
         return self._rows([position])[0]
 
+    def relabel_stories(self, surviving: Mapping[str, str]) -> int:
+        """Show each merged story's rows under the story it joined (`model.store.merges`: the store
+        resolves merges on read; this index holds what it read before they were recorded). Returns
+        how many rows changed."""
+        if not surviving:
+            return 0
+        with self._lock:
+            relabelled = [surviving.get(story, story) for story in self._story_ids]
+            changed = sum(a != b for a, b in zip(relabelled, self._story_ids, strict=True))
+            self._story_ids = relabelled
+        return changed
+
     def story_of(self, article_id: str) -> str | None:
         position = self._pos.get(article_id)
         return None if position is None else self._story_ids[position]

@@ -204,6 +204,10 @@ class StoredRows:
             loaded, self.last_seq = add_stored_rows(self.model, self.source, progress=progress)
         if stored is None:
             self.source.set_vectors_id(mine)
+        merges = getattr(self.source, "story_merges", None)
+        if self.from_snapshot and merges is not None:
+            # The snapshot may predate story merges the store recorded since: show the surviving ids.
+            self.model.index.relabel_stories(merges())
         self._graph_at_restore = self.model.index.has_graph
         return Restored(loaded, self.last_seq, self.from_snapshot)
 

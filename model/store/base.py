@@ -21,6 +21,7 @@ from model.encoders.base import DEFAULT_MODEL_NAME as LEGACY_VECTORS_ID
 from model.errors import NewsDeskError
 from model.feedback import Correction, PairFeedback
 from model.results import Classification
+from model.store.merges import StoryMerge
 
 # Meta key: which encoder made the stored vectors (`model.encoders.registry.vectors_id`). A store
 # written before it was recorded holds MiniLM's (the only encoder there was).
@@ -271,12 +272,23 @@ class GenerationStore(Protocol):
         while rows are missing."""
         ...
 
-    def switch_generation(self, generation: int, bundle_version: str | None) -> VectorGeneration:
+    def switch_generation(
+        self, generation: int, bundle_version: str | None, *, merges: Sequence[tuple[str, str]] = ()
+    ) -> VectorGeneration:
         """Make ``generation`` live at once (one transaction; it must have no row missing): the one
-        live before stays *complete*, ingest writes the new one from now on."""
+        live before stays *complete*, ingest writes the new one from now on. ``merges``: (merged
+        story, story it joined) pairs its encoder makes, recorded in the same transaction."""
         ...
 
     def set_generation_bundle(self, generation: int, bundle_version: str) -> None: ...
+
+    def story_merges(self) -> list[StoryMerge]:
+        """Every recorded story merge (`model.store.merges`), oldest first."""
+        ...
+
+    def resolve_story(self, story_id: str) -> str:
+        """The story ``story_id`` shows as: the surviving one when it was merged, else itself."""
+        ...
 
     def retire_generation(self, generation: int) -> int:
         """Drop a non-live generation's vectors; returns the vector bytes it held."""
@@ -379,3 +391,8 @@ class StoreRows:
 
     def set_vectors_id(self, vectors_id: str) -> None:
         record_vectors_id(self.store, vectors_id)
+
+    def story_merges(self) -> dict[str, str]:
+        """Each merged story's surviving story (`model.store.merges`; none in a store without them)."""
+        merges = getattr(self.store, "story_merges", None)
+        return {m.merged: m.surviving for m in merges()} if merges is not None else {}

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from model.store.base import ArticleQuery
+from model.store.merges import story_group
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +63,9 @@ def article_filters(query: ArticleQuery, dialect: Dialect) -> tuple[str, list[An
         where.append(f"(lower({domain}) = lower({mark}) OR lower({name}) = lower({mark}))")
         params += [query.provider, query.provider]
     if query.story_id is not None:
-        where.append(f"story_id = {mark}")
-        params.append(query.story_id)
+        group, times = story_group(mark)  # a merged story's id lists the story it joined
+        where.append(group)
+        params += [query.story_id] * times
     if query.since is not None:
         where.append(f"published_at >= {mark}")
         params.append(dialect.moment(query.since))

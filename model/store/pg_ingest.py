@@ -37,6 +37,7 @@ from model.articles.article import article_from_record
 from model.coverage.search import KnownArticle
 from model.coverage.story_rule import DUPLICATE_CANDIDATES, STORY_CANDIDATES
 from model.store.base import StoredArticle, StoreError
+from model.store.merges import RESOLVED_STORY
 from model.store.pg_rows import COLUMNS, article_row, articles_of, insert_into, insert_params, one_line
 from model.store.shared import LinkFn
 
@@ -321,7 +322,7 @@ class LinkedIngest:
         cur.execute("SET LOCAL enable_indexscan = on")  # the window's exact scan turned it off
         cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(DUPLICATE_EF_SEARCH)))
         cur.execute(
-            f"SELECT record, embedding, story_id FROM {articles_of(generation, with_vectors=True)} "
+            f"SELECT record, embedding, {RESOLVED_STORY} FROM {articles_of(generation, with_vectors=True)} "
             "WHERE id <> %(self)s "
             "ORDER BY embedding <=> %(probe)b LIMIT %(k)s",
             {
@@ -364,12 +365,16 @@ class LinkedIngest:
         cur.execute("SET LOCAL enable_indexscan = off")  # bitmap scans of the btrees remain
         cur.execute(
             sql.SQL(
-                "SELECT id, record, embedding, story_id, embedding <=> %(probe)b AS distance "
+                "SELECT id, record, embedding, {story}, embedding <=> %(probe)b AS distance "
                 "FROM {articles} WHERE {where} UNION ALL "
-                "SELECT id, record, embedding, story_id, embedding <=> %(probe)b "
+                "SELECT id, record, embedding, {story}, embedding <=> %(probe)b "
                 "FROM story_claims WHERE {where} AND created_at > now() - %(lifetime)s "
                 "AND generation = %(generation)s ORDER BY distance LIMIT %(k)s"
-            ).format(where=in_window, articles=sql.SQL(articles_of(generation, with_vectors=True))),
+            ).format(
+                where=in_window,
+                articles=sql.SQL(articles_of(generation, with_vectors=True)),
+                story=sql.SQL(RESOLVED_STORY),  # a merged story's members count in the one it joined
+            ),
             {
                 "probe": vector,
                 "low": moment - window,

@@ -12,11 +12,15 @@ from psycopg.types.json import Jsonb
 
 from model.articles.article import record_provider_key
 from model.store.base import StoredArticle
+from model.store.merges import RESOLVED_STORY
 
-COLUMNS = (
+# An article read back: its story the surviving one where it was merged (`model.store.merges`);
+# `RAW_COLUMNS` for a database read as is from before story merges.
+RAW_COLUMNS = (
     "seq, id, canonical_url, record, embedding, story_id, classification, duplicate_of, "
     "model_version, published_at, created_at, related, labels"
 )
+COLUMNS = RAW_COLUMNS.replace("story_id", RESOLVED_STORY)
 
 
 def article_row(row: Sequence[Any]) -> StoredArticle:

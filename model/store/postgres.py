@@ -51,10 +51,12 @@ from model.store.base import (
     VectorGeneration,
 )
 from model.store.filters import POSTGRES, article_filters
+from model.store.merges import RESOLVED_STORY, StoryMerge, flatten, new_edges, story_group
 from model.store.pg_ingest import CLAIM_LIFETIME, LinkedIngest
 from model.store.pg_migrate import SCHEMA_VERSION, migrate
 from model.store.pg_rows import (
     COLUMNS,
+    RAW_COLUMNS,
     WRITE_COLUMNS,
     WRITE_TYPES,
     article_row,
@@ -101,6 +103,7 @@ class PgArticleStore(LinkedIngest):
         self.url = url
         self.read_only = read_only
         self._live: tuple[float, int] | None = None  # (when read, the live generation's id)
+        self._columns = COLUMNS
         super().__init__()  # the linked ingest's counters
         if not read_only:
             migrate(url)  # before the pool: its configure hook needs the vector type to exist
@@ -138,6 +141,8 @@ class PgArticleStore(LinkedIngest):
             self.pool.close()
             raise StoreError(f"cannot open the article store: {error}") from error
         if read_only:
+            if self._query("SELECT to_regclass('story_merges')")[0][0] is None:
+                self._columns = RAW_COLUMNS  # a database from before story merges, read as is
             return
         swept = self._query(
             "WITH gone AS (DELETE FROM story_claims WHERE created_at < now() - %s RETURNING 1) "
@@ -174,21 +179,23 @@ class PgArticleStore(LinkedIngest):
         )
 
     def get(self, article_id: str, *, generation: int | None = None) -> StoredArticle | None:
-        rows = self._query(f"SELECT {COLUMNS} FROM {self._rows(generation)} WHERE id = %s", (article_id,))
+        rows = self._query(
+            f"SELECT {self._columns} FROM {self._rows(generation)} WHERE id = %s", (article_id,)
+        )
         return article_row(rows[0]) if rows else None
 
     def get_many(self, article_ids: Sequence[str]) -> dict[str, StoredArticle]:
         ids = list(dict.fromkeys(article_ids))
         if not ids:
             return {}
-        rows = self._query(f"SELECT {COLUMNS} FROM {self._rows()} WHERE id = ANY(%s)", (ids,))
+        rows = self._query(f"SELECT {self._columns} FROM {self._rows()} WHERE id = ANY(%s)", (ids,))
         return {stored.id: stored for stored in map(article_row, rows)}
 
     def by_story(self, story_id: str, limit: int = 1000) -> list[StoredArticle]:
         rows = self._query(
-            f"SELECT {COLUMNS} FROM {self._rows()} WHERE story_id = %s "
+            f"SELECT {self._columns} FROM {self._rows()} WHERE {story_group('%s')[0]} "
             "ORDER BY published_at DESC NULLS LAST, seq DESC LIMIT %s",
-            (story_id, limit),
+            (*[story_id] * story_group("%s")[1], limit),
         )
         return [article_row(row) for row in rows]
 
@@ -198,7 +205,7 @@ class PgArticleStore(LinkedIngest):
         relation = self._rows()
         while True:
             rows = self._query(
-                f"SELECT {COLUMNS} FROM {relation} WHERE seq > %s ORDER BY seq LIMIT %s", (seq, chunk)
+                f"SELECT {self._columns} FROM {relation} WHERE seq > %s ORDER BY seq LIMIT %s", (seq, chunk)
             )
             if not rows:
                 return
@@ -311,18 +318,24 @@ class PgArticleStore(LinkedIngest):
     def list_articles(self, query: ArticleQuery, limit: int) -> list[StoredArticle]:
         clause, params = article_filters(query, POSTGRES)
         rows = self._query(
-            f"SELECT {COLUMNS} FROM articles {clause}ORDER BY seq DESC LIMIT %s", [*params, limit]
+            f"SELECT {self._columns} FROM articles {clause}ORDER BY seq DESC LIMIT %s", [*params, limit]
         )
         return [article_row(row) for row in rows]
 
     def list_stories(self, limit: int, before_seq: int | None = None) -> list[StorySummary]:
-        having = "HAVING max(seq) < %s " if before_seq is not None else ""
+        # Grouped by the surviving story: a merged story's members count in the one it joined.
+        having = "HAVING max(a.seq) < %s " if before_seq is not None else ""
         params: list[Any] = [before_seq] if before_seq is not None else []
+        group, _ = story_group("g.story", "m.story_id")
         rows = self._query(
-            "SELECT story_id, count(*), max(seq), min(published_at), max(published_at), "
-            "(SELECT m.record->>'title' FROM articles AS m WHERE m.story_id = a.story_id "
+            "SELECT g.story, g.n, g.last, g.first, g.latest, "
+            f"(SELECT m.record->>'title' FROM articles AS m WHERE {group} "
             " ORDER BY m.published_at NULLS LAST, m.seq LIMIT 1) "
-            f"FROM articles AS a GROUP BY story_id {having}ORDER BY max(seq) DESC LIMIT %s",
+            "FROM (SELECT COALESCE(sm.surviving, a.story_id) AS story, count(*) AS n, max(a.seq) AS last, "
+            "min(a.published_at) AS first, max(a.published_at) AS latest "
+            "FROM articles AS a LEFT JOIN story_merges AS sm ON sm.merged_story = a.story_id "
+            f"GROUP BY COALESCE(sm.surviving, a.story_id) {having}) AS g "
+            "ORDER BY g.last DESC LIMIT %s",
             [*params, limit],
         )
         return [
@@ -331,17 +344,72 @@ class PgArticleStore(LinkedIngest):
         ]
 
     def story_sizes(self, story_ids: Sequence[str]) -> dict[str, int]:
+        """Keyed by the ids asked for; a merged id counts its surviving story's members."""
         ids = list(dict.fromkeys(story_ids))
         if not ids:
             return {}
-        rows = self._query(
-            "SELECT story_id, count(*) FROM articles WHERE story_id = ANY(%s) GROUP BY story_id", (ids,)
+        surviving = self._surviving(ids)
+        wanted = list(set(surviving.values()))
+        counts = dict(
+            self._query(
+                "SELECT COALESCE(sm.surviving, a.story_id), count(*) FROM articles AS a "
+                "LEFT JOIN story_merges AS sm ON sm.merged_story = a.story_id "
+                "WHERE a.story_id = ANY(%s) OR a.story_id IN "
+                "(SELECT merged_story FROM story_merges WHERE surviving = ANY(%s)) "
+                "GROUP BY COALESCE(sm.surviving, a.story_id)",
+                (wanted, wanted),
+            )
         )
-        return {story: int(count) for story, count in rows}
+        return {story: int(counts[s]) for story, s in surviving.items() if counts.get(s)}
+
+    # --- story merges (`model.store.merges`) ---------------------------------------------------
+
+    def _surviving(self, story_ids: Sequence[str]) -> dict[str, str]:
+        found = dict(
+            self._query(
+                "SELECT merged_story, surviving FROM story_merges WHERE merged_story = ANY(%s)",
+                (list(story_ids),),
+            )
+        )
+        return {story: found.get(story, story) for story in story_ids}
+
+    def resolve_story(self, story_id: str) -> str:
+        return self._surviving([story_id])[story_id]
+
+    def story_merges(self) -> list[StoryMerge]:
+        rows = self._query(
+            "SELECT merged_story, into_story, surviving, generation, merged_at FROM story_merges "
+            "ORDER BY merged_at, merged_story"
+        )
+        return [StoryMerge(m, i, s, int(g), t) for m, i, s, g, t in rows]
+
+    @staticmethod
+    def _record_merges(cur: psycopg.Cursor[Any], generation: int, merges: Sequence[tuple[str, str]]) -> int:
+        """Record ``merges`` (merged story, story it joined) inside the caller's transaction and keep
+        every row's ``surviving`` flat; returns how many were new."""
+        if not merges:
+            return 0
+        cur.execute("LOCK TABLE story_merges IN SHARE ROW EXCLUSIVE MODE")
+        cur.execute("SELECT merged_story, into_story FROM story_merges")
+        edges = dict(cur.fetchall())
+        added = new_edges(edges, merges)
+        if not added:
+            return 0
+        cur.executemany(
+            "INSERT INTO story_merges (merged_story, into_story, surviving, generation) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (merged_story) DO NOTHING",
+            [(merged, into, into, generation) for merged, into in added.items()],
+        )
+        edges.update(added)
+        cur.executemany(
+            "UPDATE story_merges SET surviving = %s WHERE merged_story = %s AND surviving <> %s",
+            [(surviving, merged, surviving) for merged, surviving in flatten(edges).items()],
+        )
+        return len(added)
 
     def review_queue(self, limit: int) -> list[StoredArticle]:
         rows = self._query(
-            f"SELECT {COLUMNS} FROM articles AS a "
+            f"SELECT {self._columns} FROM articles AS a "
             "WHERE NOT EXISTS (SELECT 1 FROM corrections AS c WHERE c.article_id = a.id) "
             "ORDER BY cardinality(labels) > 0, uncertainty IS NULL, uncertainty, seq DESC LIMIT %s",
             (limit,),
@@ -575,7 +643,7 @@ class PgArticleStore(LinkedIngest):
 
     def rows_missing(self, generation: int, after_seq: int, limit: int) -> list[RestoreRow]:
         rows = self._query(
-            "SELECT seq, id, record, story_id, published_at FROM articles "
+            f"SELECT seq, id, record, {RESOLVED_STORY}, published_at FROM articles "
             f"WHERE seq > %s AND {self._missing_sql(generation)} ORDER BY seq LIMIT %s",
             (after_seq, limit),
         )
@@ -665,10 +733,16 @@ class PgArticleStore(LinkedIngest):
             ) from error
 
     def switch_generation(
-        self, generation: int, bundle_version: str | None, *, live_folder: str | None = None
+        self,
+        generation: int,
+        bundle_version: str | None,
+        *,
+        live_folder: str | None = None,
+        merges: Sequence[tuple[str, str]] = (),
     ) -> VectorGeneration:
         """Make ``generation`` live in one transaction every replica sees (``live_folder``: the
-        bundle folder replicas follow, `LIVE_VERSION_KEY`, recorded in the same transaction)."""
+        bundle folder replicas follow, `LIVE_VERSION_KEY`, and ``merges``, the stories its encoder
+        joins, recorded in the same transaction)."""
         from model.store.shared import LIVE_VERSION_KEY
 
         try:
@@ -708,6 +782,7 @@ class PgArticleStore(LinkedIngest):
                 cur.execute(upsert, (VECTORS_KEY, row[0]))
                 if live_folder is not None:
                     cur.execute(upsert, (LIVE_VERSION_KEY, live_folder))
+                self._record_merges(cur, generation, merges)
         except (psycopg.Error, PoolTimeout) as error:
             raise StoreError(f"article store: cannot switch vector generations: {one_line(error)}") from error
         self._live = None

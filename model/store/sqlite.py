@@ -34,10 +34,11 @@ from model.store.base import (
     VectorGeneration,
 )
 from model.store.filters import SQLITE, article_filters
+from model.store.merges import RESOLVED_STORY, StoryMerge, flatten, new_edges, story_group
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _CREATE_V1 = """
 CREATE TABLE IF NOT EXISTS articles (
@@ -123,6 +124,18 @@ _MIGRATIONS: dict[int, str] = {
         embedding BLOB NOT NULL,
         PRIMARY KEY (generation, article_id)
     ) WITHOUT ROWID;
+    """,
+    # 4 -> 5: story merges (`model.store.merges`): where a switched-to encoder joined two stories.
+    # Rows keep their story id; reads show the surviving one.
+    4: """
+    CREATE TABLE IF NOT EXISTS story_merges (
+        merged_story TEXT PRIMARY KEY,
+        into_story TEXT NOT NULL,
+        surviving TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        merged_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS story_merges_surviving ON story_merges (surviving);
     """,
 }
 
@@ -234,15 +247,28 @@ class SqliteArticleStore:
                 (recorded[0] if recorded else LEGACY_VECTORS_ID, _iso(datetime.now(UTC))),
             )
 
-    # The vector column every article read returns: the live generation's (`_embedding_sql`).
+    # The vector column every article read returns: the live generation's (`_embedding_sql`); the
+    # story, the surviving one where it was merged (`_story_sql`).
     _OTHER_COLUMNS = (
-        "canonical_url, record, {embedding}, story_id, classification, duplicate_of, "
+        "canonical_url, record, {embedding}, {story}, classification, duplicate_of, "
         "model_version, published_at, created_at, related, labels"
     )
 
     @property
     def _columns(self) -> str:
-        return "seq, id, " + self._OTHER_COLUMNS.format(embedding=self._embedding_sql(self._live_id()))
+        return "seq, id, " + self._OTHER_COLUMNS.format(
+            embedding=self._embedding_sql(self._live_id()), story=self._story_sql
+        )
+
+    @property
+    def _story_sql(self) -> str:
+        """A row's story as reads show it: merges resolved (a store read as is from before them has none)."""
+        has = getattr(self, "_has_merges", None)
+        if has is None:
+            has = self._has_merges = bool(
+                self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'story_merges'")
+            )
+        return RESOLVED_STORY if has else "story_id"
 
     @staticmethod
     def _embedding_sql(generation: int) -> str:
@@ -368,10 +394,11 @@ class SqliteArticleStore:
         return found
 
     def by_story(self, story_id: str, limit: int = 1000) -> list[StoredArticle]:
+        group, times = story_group("?")
         rows = self._query(
-            f"SELECT {self._columns} FROM articles WHERE story_id = ? "
+            f"SELECT {self._columns} FROM articles WHERE {group} "
             "ORDER BY published_at IS NULL, published_at DESC, seq DESC LIMIT ?",
-            (story_id, limit),
+            (*[story_id] * times, limit),
         )
         return [self._row(row) for row in rows]
 
@@ -403,7 +430,7 @@ class SqliteArticleStore:
             )
         while True:
             rows = self._query(
-                f"SELECT seq, id, record, {vector}, story_id, published_at FROM articles {join} "
+                f"SELECT seq, id, record, {vector}, {self._story_sql}, published_at FROM articles {join} "
                 "seq > ? ORDER BY seq LIMIT ?",
                 (seq, chunk),
             )
@@ -541,7 +568,7 @@ class SqliteArticleStore:
 
     def rows_missing(self, generation: int, after_seq: int, limit: int) -> list[RestoreRow]:
         rows = self._query(
-            "SELECT seq, id, record, story_id, published_at FROM articles "
+            f"SELECT seq, id, record, {self._story_sql}, published_at FROM articles "
             f"WHERE seq > ? AND {self._missing_sql(generation)} ORDER BY seq LIMIT ?",
             (after_seq, limit),
         )
@@ -607,7 +634,9 @@ class SqliteArticleStore:
         if missing:
             raise StoreError(f"vector generation {generation} still lacks {missing} stored articles' vectors")
 
-    def switch_generation(self, generation: int, bundle_version: str | None) -> VectorGeneration:
+    def switch_generation(
+        self, generation: int, bundle_version: str | None, *, merges: Sequence[tuple[str, str]] = ()
+    ) -> VectorGeneration:
         now = _iso(datetime.now(UTC))
         with self._transaction() as db:
             found = db.execute("SELECT vectors_id, state FROM vector_generations WHERE id = ?", (generation,))
@@ -627,6 +656,8 @@ class SqliteArticleStore:
                 (last, now, bundle_version, generation),
             )
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (VECTORS_KEY, row[0]))
+            # The stories the new encoder joins, recorded with the switch that makes it live.
+            self._record_merges(db, generation, merges, now)
             self._live = generation
         return self._get_generation(generation)
 
@@ -719,14 +750,20 @@ class SqliteArticleStore:
         return [self._row(row) for row in rows]
 
     def list_stories(self, limit: int, before_seq: int | None = None) -> list[StorySummary]:
-        having = "HAVING MAX(seq) < ? " if before_seq is not None else ""
+        # Grouped by the surviving story: a merged story's members count in the one it joined.
+        having = "HAVING MAX(a.seq) < ? " if before_seq is not None else ""
         params: list[Any] = [before_seq] if before_seq is not None else []
+        group, _ = story_group("g.story", "m.story_id")
         rows = self._query(
-            "SELECT story_id, COUNT(*), MAX(seq), MIN(published_at), MAX(published_at), "
+            "SELECT g.story, g.n, g.last, g.first, g.latest, "
             "(SELECT json_extract(m.record, '$.title') FROM articles AS m "
-            " WHERE m.story_id = articles.story_id "
+            f" WHERE {group} "
             " ORDER BY m.published_at IS NULL, m.published_at, m.seq LIMIT 1) "
-            f"FROM articles GROUP BY story_id {having}ORDER BY MAX(seq) DESC LIMIT ?",
+            "FROM (SELECT COALESCE(sm.surviving, a.story_id) AS story, COUNT(*) AS n, MAX(a.seq) AS last, "
+            "MIN(a.published_at) AS first, MAX(a.published_at) AS latest "
+            "FROM articles AS a LEFT JOIN story_merges AS sm ON sm.merged_story = a.story_id "
+            f"GROUP BY COALESCE(sm.surviving, a.story_id) {having}) AS g "
+            "ORDER BY g.last DESC LIMIT ?",
             [*params, limit],
         )
         return [
@@ -735,17 +772,69 @@ class SqliteArticleStore:
         ]
 
     def story_sizes(self, story_ids: Sequence[str]) -> dict[str, int]:
+        """Keyed by the ids asked for; a merged id counts its surviving story's members."""
         ids = list(dict.fromkeys(story_ids))
         sizes: dict[str, int] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
+        for start in range(0, len(ids), 300):
+            chunk = ids[start : start + 300]
             marks = ",".join("?" * len(chunk))
-            rows = self._query(
-                f"SELECT story_id, COUNT(*) FROM articles WHERE story_id IN ({marks}) GROUP BY story_id",
-                chunk,
+            surviving = self._surviving(chunk)
+            counts = dict(
+                self._query(
+                    "SELECT COALESCE(sm.surviving, a.story_id), COUNT(*) FROM articles AS a "
+                    "LEFT JOIN story_merges AS sm ON sm.merged_story = a.story_id "
+                    f"WHERE a.story_id IN ({marks}) OR a.story_id IN "
+                    f"(SELECT merged_story FROM story_merges WHERE surviving IN ({marks})) "
+                    "GROUP BY COALESCE(sm.surviving, a.story_id)",
+                    [*surviving.values(), *surviving.values()],
+                )
             )
-            sizes.update({story: int(count) for story, count in rows})
+            sizes.update({story: int(counts[s]) for story, s in surviving.items() if counts.get(s)})
         return sizes
+
+    # --- story merges (`model.store.merges`) ---------------------------------------------------
+
+    def _surviving(self, story_ids: Sequence[str]) -> dict[str, str]:
+        """Each id (at most a few hundred) with the story it resolves to."""
+        marks = ",".join("?" * len(story_ids))
+        found = dict(
+            self._query(
+                f"SELECT merged_story, surviving FROM story_merges WHERE merged_story IN ({marks})",
+                list(story_ids),
+            )
+        )
+        return {story: found.get(story, story) for story in story_ids}
+
+    def resolve_story(self, story_id: str) -> str:
+        return self._surviving([story_id])[story_id]
+
+    def story_merges(self) -> list[StoryMerge]:
+        rows = self._query(
+            "SELECT merged_story, into_story, surviving, generation, merged_at FROM story_merges "
+            "ORDER BY merged_at, merged_story"
+        )
+        return [StoryMerge(m, i, s, int(g), _time(t)) for m, i, s, g, t in rows]
+
+    def _record_merges(
+        self, db: sqlite3.Connection, generation: int, merges: Sequence[tuple[str, str]], now: str | None
+    ) -> int:
+        """Record ``merges`` (merged story, story it joined) inside the caller's transaction and
+        keep every row's ``surviving`` flat; returns how many were new."""
+        edges = dict(db.execute("SELECT merged_story, into_story FROM story_merges").fetchall())
+        added = new_edges(edges, merges)
+        if not added:
+            return 0
+        db.executemany(
+            "INSERT INTO story_merges (merged_story, into_story, surviving, generation, merged_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(merged, into, into, generation, now) for merged, into in added.items()],
+        )
+        edges.update(added)
+        db.executemany(
+            "UPDATE story_merges SET surviving = ? WHERE merged_story = ? AND surviving <> ?",
+            [(surviving, merged, surviving) for merged, surviving in flatten(edges).items()],
+        )
+        return len(added)
 
     def review_queue(self, limit: int) -> list[StoredArticle]:
         rows = self._query(

@@ -26,7 +26,7 @@ from service.schemas import (
     StoryArticleOut,
     StoryOut,
 )
-from service.workspace import stored_detail
+from service.workspace import stored_detail, story_identity
 from service.workspace_schemas import ArticleDetailOut
 
 router = APIRouter(prefix="/v1", tags=["articles"])
@@ -127,7 +127,10 @@ async def get_story(
     state: StateDep,
     store: StoreDep,
 ) -> StoryOut:
-    """Stored articles of the story, plus those of the bundle's own corpus in it."""
+    """Stored articles of the story, plus those of the bundle's own corpus in it. The id of a story
+    merged into another (a new encoder joined them) answers with that story: its ``id``, and the
+    merged ids in ``merged_from``."""
+    story_id, merged_from = await asyncio.to_thread(story_identity, store, story_id)
     members = await asyncio.to_thread(store.by_story, story_id)
     rows = [(article_from_record(stored.record), stored.created_at) for stored in members]
     model = state.model
@@ -149,4 +152,4 @@ async def get_story(
         StoryArticleOut(**StoryArticleOut.of(article).model_dump(exclude={"created_at"}), created_at=created)
         for article, created in rows
     ]
-    return StoryOut(id=story_id, count=len(articles), articles=articles)
+    return StoryOut(id=story_id, count=len(articles), articles=articles, merged_from=merged_from)

@@ -328,6 +328,8 @@ async def story_page(
     request: Request, state: StateDep, _: ReaderDep, story_id: Annotated[str, Path(max_length=200)]
 ) -> HTMLResponse:
     rows: list[dict[str, Any]] = []
+    asked = story_id  # a merged story's id shows the story it was merged into, and says so
+    story_id, merged_from = await asyncio.to_thread(workspace.story_identity, state.store, story_id)
     if state.store is not None:
         for stored in await asyncio.to_thread(state.store.by_story, story_id):
             article = article_from_record(stored.record)
@@ -350,7 +352,7 @@ async def story_page(
     first = rows[0] if rows[0]["article"].published_at else None
     return _page(
         request, "story.html", view="story", story_id=story_id, rows=rows, outlets=outlets.most_common(),
-        topics=topics.most_common(), first=first, total=len(rows),
+        topics=topics.most_common(), first=first, total=len(rows), asked=asked, merged_from=merged_from,
     )  # fmt: skip
 
 
