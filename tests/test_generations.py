@@ -204,6 +204,32 @@ def _article(n: int) -> dict[str, object]:
     }
 
 
+def _kept_apart(state) -> list[str]:
+    """Store a report and a copy of it on another site in two stories, with the live encoder's
+    vectors and classification (as ingest would, but unlinked); their ids, older first."""
+    from model.store.base import new_stored_article
+
+    model = state.model
+    rows = []
+    for n, site in enumerate(("wire.example", "copy.example")):
+        article = article_from_record(
+            {
+                "title": "Flood barrier on the river Lune fails after three days of rain",
+                "excerpt": "Engineers said the barrier near Lancaster gave way on Sunday night, and 40 homes "
+                "were evacuated before the water reached the old town.",
+                "webUrl": f"https://{site}/lune-barrier",
+                "publishedDateTime": f"2024-03-1{n}T09:00:00Z",
+                "provider": {"name": site, "domain": site},
+            }
+        )
+        vector = model.embed([article])[0]
+        result = model.classify([article], embeddings=vector[None, :])[0]
+        now = datetime.now(UTC)
+        rows.append(new_stored_article(article, vector, result, model.version, now, f"s_kept_apart_{n}"))
+    state.store.put_many(rows)
+    return [row.id for row in rows]
+
+
 @pytest.fixture
 def two_encoders(small_bundle, e5_bundle, tmp_path) -> tuple[Path, str, str]:
     """A folder of versions holding a MiniLM bundle and a newer e5 one: (folder, minilm, e5)."""
@@ -241,7 +267,11 @@ def test_a_bundle_on_another_encoder_waits_while_the_live_one_serves_then_both_s
         state = client.app.state.news
         assert state.model.version == minilm
         ids = [client.post("/v1/articles", json=_article(n)).json()["id"] for n in range(30)]
-        stories = {i: client.get(f"/v1/articles/{i}").json()["story_id"] for i in ids}
+        # Two reports of one event that the live encoder's stories kept apart (stored past ingest,
+        # as an older rule left them): the new encoder's story rule joins them, a merge.
+        apart = _kept_apart(state)
+        stories = {i: client.get(f"/v1/articles/{i}").json()["story_id"] for i in [*ids, *apart]}
+        assert stories[apart[0]] != stories[apart[1]]
         (tmp_path / e5).rename(root / e5)  # `training fit --encoder e5-multilingual` into the same folder
 
         reload = client.post("/v1/admin/reload", headers=ADMIN)
@@ -250,7 +280,7 @@ def test_a_bundle_on_another_encoder_waits_while_the_live_one_serves_then_both_s
         assert body["changed"] is False and body["model_version"] == minilm  # the live one serves on
         pending = body["pending"]
         assert pending["model_version"] == e5 and pending["vectors_id"] == E5_ID
-        assert pending["total"] == 30 and pending["estimate_s"] is not None
+        assert pending["total"] == 30 + len(apart) and pending["estimate_s"] is not None
 
         # Meanwhile every request is answered by the live bundle; nothing answers 5xx.
         statuses: list[int] = []
@@ -282,10 +312,20 @@ def test_a_bundle_on_another_encoder_waits_while_the_live_one_serves_then_both_s
 
         assert state.model.version == e5  # switched together
         assert client.get("/v1/model").json()["embedding"]["name"] == "e5-multilingual"
-        assert len(ids) == n == state.store.count()
+        assert len(ids) == n == state.store.count() - len(apart)
         _found_first(client, ids, n)
-        # Story ids survive: the re-embedding wrote vectors only.
-        assert {i: client.get(f"/v1/articles/{i}").json()["story_id"] for i in stories} == stories
+        # Story ids survive: every article shows the story it had, or the one that story merged
+        # into; the pair kept apart is one story now, under the older id, and the merged id answers.
+        merged = {m.merged: m.surviving for m in state.store.story_merges()}
+        older, newer = stories[apart[0]], stories[apart[1]]
+        assert merged.get(newer) == older and older not in merged, merged
+        shown = {i: client.get(f"/v1/articles/{i}").json()["story_id"] for i in stories}
+        assert shown == {i: merged.get(story, story) for i, story in stories.items()}
+        story = client.get(f"/v1/stories/{newer}").json()
+        assert story["id"] == older and newer in story["merged_from"]
+        assert set(apart) <= {a["id"] for a in story["articles"]}
+        page = client.get(f"/story/{newer}")
+        assert page.status_code == 200 and 'id="merged-into"' in page.text, page.text[:500]
         generations = {g["id"]: g for g in client.get("/readyz").json()["generations"]}
         assert generations[1]["state"] == "live" and generations[1]["vectors_id"] == E5_ID
         assert generations[0]["state"] == "complete" and generations[0]["vector_bytes"] > 0  # kept
