@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import ready_client, shared_embedder
-from test_generations import _article, check_story_merges
+from test_generations import _article, _kept_apart, check_story_merges
 
 from model.bundle import resolve_bundle
 from model.results import SearchFilters
@@ -150,14 +150,15 @@ def test_two_replicas_swap_encoders_on_one_database_without_a_failed_request(two
         state_a, state_b = a.app.state.news, b.app.state.news
         assert state_a.model.version == minilm == state_b.model.version
         ids = {n: (a if n % 2 else b).post("/v1/articles", json=_article(n)).json()["id"] for n in range(16)}
-        stories = {i: a.get(f"/v1/articles/{i}").json()["story_id"] for i in ids.values()}
+        apart = _kept_apart(state_a)  # a report and its copy in two stories: e5's rule joins them
+        stories = {i: a.get(f"/v1/articles/{i}").json()["story_id"] for i in [*ids.values(), *apart]}
         (tmp_path / e5).rename(root / e5)  # `training fit --encoder e5-multilingual` into the same folder
 
         reload = a.post("/v1/admin/reload", headers=ADMIN)
         assert reload.status_code == 200, reload.text
         body = reload.json()
         assert body["changed"] is False and body["model_version"] == minilm
-        assert body["pending"]["vectors_id"] == E5_ID and body["pending"]["total"] == 16
+        assert body["pending"]["vectors_id"] == E5_ID and body["pending"]["total"] == 16 + len(apart)
 
         # Meanwhile both replicas answer everything on MiniLM's generation; nothing answers 5xx.
         statuses: list[int] = []
@@ -193,11 +194,19 @@ def test_two_replicas_swap_encoders_on_one_database_without_a_failed_request(two
         store = state_a.store
         live = store.live_generation()
         assert live.vectors_id == E5_ID and store.missing_count(live.id) == 0
-        assert len(ids) == n == store.count()
+        assert len(ids) == n == store.count() - len(apart)
         for client in (a, b):
             _found_first(client, ids)
-        # Story ids survive: the re-embedding wrote vectors only.
-        assert {i: b.get(f"/v1/articles/{i}").json()["story_id"] for i in stories} == stories
+        # Story ids survive (or show the story theirs merged into), on both replicas; the pair kept
+        # apart is one story under the older id, recorded with the switch.
+        merged = {m.merged: m.surviving for m in store.story_merges()}
+        older, newer = stories[apart[0]], stories[apart[1]]
+        assert merged.get(newer) == older and older not in merged, merged
+        for client in (a, b):
+            shown = {i: client.get(f"/v1/articles/{i}").json()["story_id"] for i in stories}
+            assert shown == {i: merged.get(story, story) for i, story in stories.items()}
+            story = client.get(f"/v1/stories/{newer}").json()
+            assert story["id"] == older and story["merged_from"] == [newer]
         generations = {g["id"]: g for g in a.get("/readyz").json()["generations"]}
         assert generations[live.id]["state"] == "live" and generations[0]["state"] == "complete"
 
@@ -208,6 +217,7 @@ def test_two_replicas_swap_encoders_on_one_database_without_a_failed_request(two
         ids[n] = posted.json()["id"]
         n += 1
         assert store.missing_count(0) == 1
+        # A rollback keeps the merges (articles ingested since may have joined the merged story).
         back = a.post("/v1/admin/promote", headers=ADMIN, json={"version": minilm})
         assert back.status_code == 202, back.text
         job = back.json()["id"]
@@ -220,5 +230,6 @@ def test_two_replicas_swap_encoders_on_one_database_without_a_failed_request(two
             assert time.monotonic() < deadline, "replica b did not follow the rollback"
             time.sleep(0.2)
         assert store.live_generation().id == 0 and store.missing_count(0) == 0
+        assert {m.merged: m.surviving for m in store.story_merges()}.get(newer) == older
         for client in (a, b):
             _found_first(client, ids)
