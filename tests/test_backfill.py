@@ -297,3 +297,47 @@ def test_a_ray_backfill_stores_what_a_local_one_stores(archive, small_bundle, tm
 
     assert stored(tmp_path / "ray") == stored(tmp_path / "local")
     assert (tmp_path / "ray" / "index-snapshot" / "snapshot.json").is_file()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_re_embedded_store_is_backfilled_into_its_live_generation(
+    backend, archive, small_bundle, tmp_path, request
+):
+    """After an encoder swap the live generation is not 0: a backfill writes its vectors there,
+    and is refused (one line) only while a re-embedding holds the store's lease."""
+    from model.encoders.registry import vectors_id
+    from model.store import open_store
+    from model.store.base import StoreRows
+
+    url = request.getfixturevalue("pg_url") if backend == "postgres" else None
+    target = BackfillTarget(data_dir=tmp_path / "data", database_url=url)
+    model = _model(small_bundle)
+    store = open_store(target.backend, tmp_path / "data", url)
+    try:
+        # The store started on another encoder (generation 0), then switched to MiniLM's (1).
+        assert store.open_generation("an-earlier-encoder").id == 0
+        generation = store.open_generation(vectors_id(model.embedder)).id
+        store.mark_generation_filled(generation)
+        store.switch_generation(generation, None)
+        assert generation == 1
+
+        store.take_reembed_lease("elsewhere:1:reembed", 60)  # a re-embedding under way
+        articles = _articles(archive)
+        with pytest.raises(StoreError, match="is re-embedding this store") as refused:
+            run_backfill(_model(small_bundle), target, articles)
+        assert "\n" not in str(refused.value)
+        store.release_reembed_lease("elsewhere:1:reembed")
+
+        done = run_backfill(_model(small_bundle), target, articles, batch_size=8)
+        assert done.stored == len(articles) == store.count()
+        assert store.missing_count(1) == 0 and store.missing_count(0) == len(articles)
+        assert store.reembed_lease_holder() is None  # released
+        rows = {row.id: row.embedding for row in StoreRows(store).rows_since(0, 100)}
+        first = published_order(articles)[0]
+        assert abs(float(rows[first.id] @ model.embed([first])[0]) - 1.0) < 1e-4
+        # The stories are those posting one by one gives, as on generation 0.
+        posted = _model(small_bundle)
+        expected = {a.id: posted.add([a])[0].story_id for a in published_order(articles)}
+        assert {a.id: store.get(a.id).story_id for a in articles} == expected
+    finally:
+        store.close()

@@ -146,7 +146,8 @@ def test_story_merges_chain_and_resolve_on_read_without_renumbering(tmp_path):
     stored = [_stored(n, _vector(n)) for n in range(4)]
     store.put_many(stored)
     store.open_generation("new")
-    store.put_generation_vectors(1, [(a.id, _vector(100 + n)) for n, a in enumerate(stored)], store.last_seq())
+    vectors = [(a.id, _vector(100 + n)) for n, a in enumerate(stored)]
+    store.put_generation_vectors(1, vectors, store.last_seq())
     db = sqlite3.connect(tmp_path / "articles.sqlite3")
 
     def raw_story(article_id: str) -> str:

@@ -26,7 +26,7 @@ from model.coverage.batch_links import BatchLinker
 from model.news_model import NewsModel
 from model.store import ArticleStore, open_store
 from model.store.base import StoreRows, new_stored_article
-from model.store.writers import hold_writer
+from model.store.writers import hold_writer, no_reembedding
 
 logger = logging.getLogger(__name__)
 
@@ -149,13 +149,15 @@ def run_backfill(
     with hold_writer(target.backend, store_dir, target.database_url, exclusive=True):
         store = open_store(target.backend, store_dir, target.database_url)
         try:
-            return backfill_store(
-                model,
-                store,
-                articles,
-                snapshot_dir=target.snapshot_dir,
-                batch_size=batch_size,
-                progress=progress,
-            )
+            # Rows go into the live vector generation, whichever it is: none may fill or switch meanwhile.
+            with no_reembedding(store, "backfill"):
+                return backfill_store(
+                    model,
+                    store,
+                    articles,
+                    snapshot_dir=target.snapshot_dir,
+                    batch_size=batch_size,
+                    progress=progress,
+                )
         finally:
             store.close()

@@ -258,10 +258,22 @@ class PgArticleStore(LinkedIngest):
         """COPY BINARY into a temporary table, then insert what is new (COPY cannot skip a
         conflict). For seeding and backfills: ~20k rows/s at 384-d without the HNSW index, a few
         ms per row with it (drop it, load, rebuild for large backfills). Returns rows inserted.
-        Into generation 0 (the row's own column) only: while another generation is live, refused."""
-        if (live := self.live_generation_id(fresh=True)) != 0:
-            raise StoreError(
-                f"article store: bulk load writes generation 0's vectors, but generation {live} is live"
+        The vectors go to the live generation: the row's own column for generation 0, else
+        ``generation_vectors`` in the same statement (the row's column NULL, as ingest leaves it)."""
+        live = self.live_generation_id(fresh=True)
+        new_rows = (
+            f"INSERT INTO articles ({WRITE_COLUMNS}) SELECT {{columns}} FROM load_articles "
+            "ORDER BY ctid ON CONFLICT DO NOTHING"  # ctid order = COPY order, so seq follows the input
+        )
+        if live == 0:
+            insert = new_rows.format(columns=WRITE_COLUMNS)
+        else:
+            without_vector = WRITE_COLUMNS.replace("embedding", "NULL::vector")
+            insert = (
+                f"WITH stored AS ({new_rows.format(columns=without_vector)} RETURNING id) "
+                "INSERT INTO generation_vectors (generation, article_id, embedding) "
+                f"SELECT DISTINCT ON (l.id) {int(live)}, l.id, l.embedding FROM load_articles AS l "
+                "JOIN stored USING (id) ORDER BY l.id"
             )
         try:
             with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
@@ -275,10 +287,7 @@ class PgArticleStore(LinkedIngest):
                     copy.set_types(WRITE_TYPES)
                     for article in articles:
                         copy.write_row(write_params(article, copy=True))
-                cur.execute(  # ctid order = COPY order, so seq follows the input
-                    f"INSERT INTO articles ({WRITE_COLUMNS}) SELECT {WRITE_COLUMNS} FROM load_articles "
-                    "ORDER BY ctid ON CONFLICT DO NOTHING"
-                )
+                cur.execute(insert)
                 return cur.rowcount
         except (psycopg.Error, PoolTimeout) as error:
             raise StoreError(f"article store: bulk load failed: {one_line(error)}") from error

@@ -13,11 +13,14 @@ dies, kill -9 included). PostgreSQL: a session advisory lock held on a connectio
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import socket
+import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +141,38 @@ def dead_lease_holder(store: GenerationStore) -> str | None:
     except PermissionError:
         return None  # alive, someone else's
     return None
+
+
+@contextlib.contextmanager
+def no_reembedding(store: Any, role: str, seconds: float = 300.0) -> Iterator[None]:
+    """Hold the re-embedding lease for a writer that must not run beside a re-embedding (a backfill
+    writes the live generation's vectors; a filler would miss rows it adds after its last check and
+    a switch would change which generation that is). Refuses (`StoreError`, one line) while another
+    holds it; renewed in the background, released at the end. Nothing to hold on a store without
+    vector generations."""
+    if not isinstance(store, GenerationStore):
+        yield
+        return
+    owner = reembed_lease_owner(role)
+    if not store.take_reembed_lease(owner, seconds, take_from=dead_lease_holder(store)):
+        raise StoreError(
+            f"{store.reembed_lease_holder()} is re-embedding this store: run the {role} once its vector "
+            "generation is filled and switched to"
+        )
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(seconds / 4):
+            try:
+                store.take_reembed_lease(owner, seconds)
+            except StoreError as error:  # the writer's own next call says what is wrong
+                logger.warning("could not renew the re-embedding lease: %s", error)
+
+    renewer = threading.Thread(target=renew, name="reembed-lease", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
+        store.release_reembed_lease(owner)
