@@ -1,7 +1,8 @@
 """Ingest and search latency while a pending bundle's vector generation fills, beside the same
 service with nothing in the background.
 
-One in-process service (FastAPI's TestClient, SQLite store) on a MiniLM bundle: ``--stored`` AG
+One in-process service (FastAPI's TestClient; SQLite store, or with ``--postgres`` a local
+PostgreSQL server started for the run, a fresh database per duty) on a MiniLM bundle: ``--stored`` AG
 News title + excerpt articles are ingested, then ``--requests`` sequential ``POST /v1/similar`` and
 ``POST /v1/articles`` (one new article each) are timed; an e5-multilingual bundle fitted on the same
 seeds is then reloaded (pending: its generation fills in the background) and the same requests are
@@ -13,6 +14,9 @@ Example::
 
     PYTHONPATH=. OMP_WAIT_POLICY=PASSIVE python benchmarks/reembed_latency.py --seeds 120 --stored 200 \\
         --requests 30 --duty 0.25 0.5 --out benchmarks/results/reembed_latency.json
+    # the same on PostgreSQL (pgserver, as benchmarks/pg_replicas.py)
+    PYTHONPATH=. OMP_WAIT_POLICY=PASSIVE python benchmarks/reembed_latency.py --postgres ... \
+        --out benchmarks/results/reembed_latency_pg.json
 """
 
 from __future__ import annotations
@@ -88,8 +92,26 @@ def _phase(client: Any, fresh: list[dict[str, Any]], queries: list[dict[str, Any
     }
 
 
+def _new_database(server_url: str, name: str) -> str:
+    """A fresh database on the run's PostgreSQL server (pgvector installed), as a URL."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = make_conninfo(**{**conninfo_to_dict(server_url), "dbname": name})
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    return url
+
+
 def _one_duty(
-    work: Path, duty: float, args: argparse.Namespace, e5: Path, pool: list[dict[str, Any]]
+    work: Path,
+    duty: float,
+    args: argparse.Namespace,
+    e5: Path,
+    pool: list[dict[str, Any]],
+    server_url: str | None = None,
 ) -> dict:
     """A fresh store on the MiniLM bundle: ingest, time idle, reload the e5 bundle, time again."""
     from fastapi.testclient import TestClient
@@ -105,9 +127,10 @@ def _one_duty(
         pool[args.stored + args.requests :],
     )
     queries = [{"title": b["title"], "excerpt": b["excerpt"]} for b in stored[: args.requests]]
+    database = _new_database(server_url, f"reembed_{int(duty * 1000)}") if server_url else None
     settings = Settings(
         bundle=bundles, data_dir=work / f"data-{duty:g}", admin_token=TOKEN, reembed_duty=duty,
-        reembed_chunk=args.chunk,
+        reembed_chunk=args.chunk, database_url=database,
     )  # fmt: skip
     with TestClient(create_app(settings)) as client:
         state = client.app.state.news
@@ -123,6 +146,7 @@ def _one_duty(
     # The fill is left unfinished (the shutdown stops it; a restart would resume it).
     return {
         "duty": duty,
+        "store": "postgres" if server_url else "sqlite",
         "pending_at_reload": reload.get("pending"),
         "pending_at_end": progress,
         "idle": idle,
@@ -144,6 +168,9 @@ def main() -> None:
     )
     parser.add_argument("--chunk", type=int, default=16, help="NEWSDESK_REEMBED_CHUNK")
     parser.add_argument("--work", type=Path, help="keep the fitted bundles here (reused when present)")
+    parser.add_argument(
+        "--postgres", action="store_true", help="a local PostgreSQL store (pgserver) instead of SQLite"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -165,7 +192,16 @@ def main() -> None:
                 shutil.copytree(work / "e5", kept / "e5", dirs_exist_ok=True)
         fit_s = time.perf_counter() - started
         pool = _articles(args.seeds, args.stored + 2 * args.requests)
-        runs = [_one_duty(work, duty, args, e5, pool) for duty in args.duty]
+        if args.postgres:
+            from service.pg_local import start_local_server
+
+            server = start_local_server(work / "pg")
+            try:
+                runs = [_one_duty(work, duty, args, e5, pool, server.url) for duty in args.duty]
+            finally:
+                server.stop()
+        else:
+            runs = [_one_duty(work, duty, args, e5, pool) for duty in args.duty]
         result = {
             "benchmark": "reembed_latency",
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

@@ -6,14 +6,19 @@ texts/s on this machine's 2 cores)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ready_client, shared_embedder
+from helpers import ready_client, service_env, shared_embedder
+from test_e2e_service import free_port, serving
 from test_generations import _article, _kept_apart, check_story_merges
 
 from model.bundle import resolve_bundle
@@ -233,3 +238,52 @@ def test_two_replicas_swap_encoders_on_one_database_without_a_failed_request(two
         assert {m.merged: m.surviving for m in store.story_merges()}.get(newer) == older
         for client in (a, b):
             _found_first(client, ids)
+
+
+@pytest.mark.e2e
+def test_kill_9_mid_re_embedding_on_postgres_then_a_restart_resumes_and_switches(
+    two_encoders, pg_url, tmp_path
+):
+    """A real uvicorn on PostgreSQL killed with -9 while it fills e5's generation: the restart takes
+    the dead worker's lease, resumes past what was committed, switches, and finds every article."""
+    root, minilm, e5 = two_encoders
+    (root / e5).rename(tmp_path / e5)
+    port = free_port()
+    env = service_env(
+        root, tmp_path / "data", port, admin_token=TOKEN, database_url=pg_url, reembed_duty="0.1",
+        reembed_chunk="2",
+    )  # fmt: skip
+    command = [sys.executable, "-m", "uvicorn", "service.main:app", "--port", str(port)]
+    with serving(command, env, port, tmp_path / "first.log") as client:
+        ids = {n: client.post("/v1/articles", json=_article(n)).json()["id"] for n in range(20)}
+        (tmp_path / e5).rename(root / e5)
+        pending = client.post("/v1/admin/reload", headers=ADMIN).json()["pending"]
+        assert pending is not None and pending["model_version"] == e5
+        deadline = time.monotonic() + 120
+        while (done := client.get("/readyz").json()["reembedding"]["done"]) < 6:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        pid = int(subprocess.check_output(["pgrep", "-f", "--", f"--port {port}"], text=True).split()[0])
+        os.kill(pid, signal.SIGKILL)
+    assert done < 20
+    store = PgArticleStore(pg_url, read_only=True)
+    try:
+        assert store.reembed_lease_holder() is not None  # the dead worker's, until its expiry
+    finally:
+        store.close()
+
+    with serving(command, env, port, tmp_path / "second.log") as again:
+        deadline = time.monotonic() + 180
+        statuses = []
+        while (ready := again.get("/readyz").json())["reembedding"] is not None:
+            assert ready["model_version"] == minilm  # the bundle on the live vectors serves meanwhile
+            assert ready["reembedding"]["done"] >= done  # resumed, not restarted
+            assert ready["reembedding"]["error"] is None, ready["reembedding"]
+            statuses.append(
+                again.post("/v1/similar", json={"article": {"title": "A bridge reopens"}}).status_code
+            )
+            assert time.monotonic() < deadline, ready
+            time.sleep(0.2)
+        assert all(status < 500 for status in statuses), statuses
+        assert again.get("/readyz").json()["model_version"] == e5
+        _found_first(again, ids)

@@ -24,6 +24,7 @@ class Dialect:
     json_text: Callable[[tuple[str, ...]], str]  # the record's text at a JSON path
     find: str  # substring search: find(haystack, needle) > 0 when found
     moment: Callable[[datetime], Any]  # a datetime as the driver takes it
+    pg: bool = False  # PostgreSQL (`merges.story_group` probes its index with an array)
 
 
 def _sqlite_json(path: tuple[str, ...]) -> str:
@@ -47,6 +48,7 @@ POSTGRES = Dialect(
     json_text=_pg_json,
     find="strpos",
     moment=lambda value: value,
+    pg=True,
 )
 
 
@@ -63,7 +65,7 @@ def article_filters(query: ArticleQuery, dialect: Dialect) -> tuple[str, list[An
         where.append(f"(lower({domain}) = lower({mark}) OR lower({name}) = lower({mark}))")
         params += [query.provider, query.provider]
     if query.story_id is not None:
-        group, times = story_group(mark)  # a merged story's id lists the story it joined
+        group, times = story_group(mark, pg=dialect.pg)  # a merged story's id lists the story it joined
         where.append(group)
         params += [query.story_id] * times
     if query.since is not None:

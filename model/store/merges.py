@@ -21,18 +21,20 @@ RESOLVED_STORY = (
 )
 
 
-def story_group(mark: str, column: str = "story_id") -> tuple[str, int]:
+def story_group(mark: str, column: str = "story_id", *, pg: bool = False) -> tuple[str, int]:
     """A WHERE condition for the rows (their story in ``column``) of a story given by any of its ids
     (the surviving one or one merged into it), and how many times the caller passes that id for
-    ``mark`` (a placeholder, or an expression of the outer query passed no parameter)."""
+    ``mark`` (a placeholder, or an expression of the outer query passed no parameter). The ids are
+    a list the story index is probed with: ``IN (...)`` on SQLite, ``= ANY(ARRAY(...))`` on
+    PostgreSQL (which probes its btree with an array, where an OR or IN of a subquery would scan)."""
     surviving = (
         f"COALESCE((SELECT s1.surviving FROM story_merges AS s1 WHERE s1.merged_story = {mark}), {mark})"
     )
-    return (
-        f"({column} = {surviving} OR {column} IN "
-        f"(SELECT s2.merged_story FROM story_merges AS s2 WHERE s2.surviving = {surviving}))",
-        4,
+    ids = (
+        f"SELECT {surviving} UNION ALL "
+        f"SELECT s2.merged_story FROM story_merges AS s2 WHERE s2.surviving = {surviving}"
     )
+    return (f"{column} = ANY(ARRAY({ids}))" if pg else f"{column} IN ({ids})"), 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,10 +192,11 @@ class PgArticleStore(LinkedIngest):
         return {stored.id: stored for stored in map(article_row, rows)}
 
     def by_story(self, story_id: str, limit: int = 1000) -> list[StoredArticle]:
+        group, times = story_group("%s", pg=True)
         rows = self._query(
-            f"SELECT {self._columns} FROM {self._rows()} WHERE {story_group('%s')[0]} "
+            f"SELECT {self._columns} FROM {self._rows()} WHERE {group} "
             "ORDER BY published_at DESC NULLS LAST, seq DESC LIMIT %s",
-            (*[story_id] * story_group("%s")[1], limit),
+            (*[story_id] * times, limit),
         )
         return [article_row(row) for row in rows]
 
@@ -335,7 +336,7 @@ class PgArticleStore(LinkedIngest):
         # Grouped by the surviving story: a merged story's members count in the one it joined.
         having = "HAVING max(a.seq) < %s " if before_seq is not None else ""
         params: list[Any] = [before_seq] if before_seq is not None else []
-        group, _ = story_group("g.story", "m.story_id")
+        group, _ = story_group("g.story", "m.story_id", pg=True)
         rows = self._query(
             "SELECT g.story, g.n, g.last, g.first, g.latest, "
             f"(SELECT m.record->>'title' FROM articles AS m WHERE {group} "
@@ -359,14 +360,13 @@ class PgArticleStore(LinkedIngest):
             return {}
         surviving = self._surviving(ids)
         wanted = list(set(surviving.values()))
+        merged = self._query("SELECT merged_story FROM story_merges WHERE surviving = ANY(%s)", (wanted,))
         counts = dict(
             self._query(
                 "SELECT COALESCE(sm.surviving, a.story_id), count(*) FROM articles AS a "
                 "LEFT JOIN story_merges AS sm ON sm.merged_story = a.story_id "
-                "WHERE a.story_id = ANY(%s) OR a.story_id IN "
-                "(SELECT merged_story FROM story_merges WHERE surviving = ANY(%s)) "
-                "GROUP BY COALESCE(sm.surviving, a.story_id)",
-                (wanted, wanted),
+                "WHERE a.story_id = ANY(%s) GROUP BY COALESCE(sm.surviving, a.story_id)",
+                (wanted + [story for (story,) in merged],),
             )
         )
         return {story: int(counts[s]) for story, s in surviving.items() if counts.get(s)}

@@ -777,16 +777,20 @@ class SqliteArticleStore:
         sizes: dict[str, int] = {}
         for start in range(0, len(ids), 300):
             chunk = ids[start : start + 300]
-            marks = ",".join("?" * len(chunk))
             surviving = self._surviving(chunk)
+            wanted = list(set(surviving.values()))
+            merged = self._query(
+                f"SELECT merged_story FROM story_merges WHERE surviving IN ({','.join('?' * len(wanted))})",
+                wanted,
+            )
+            raw = wanted + [story for (story,) in merged]
             counts = dict(
                 self._query(
                     "SELECT COALESCE(sm.surviving, a.story_id), COUNT(*) FROM articles AS a "
                     "LEFT JOIN story_merges AS sm ON sm.merged_story = a.story_id "
-                    f"WHERE a.story_id IN ({marks}) OR a.story_id IN "
-                    f"(SELECT merged_story FROM story_merges WHERE surviving IN ({marks})) "
+                    f"WHERE a.story_id IN ({','.join('?' * len(raw))}) "
                     "GROUP BY COALESCE(sm.surviving, a.story_id)",
-                    [*surviving.values(), *surviving.values()],
+                    raw,
                 )
             )
             sizes.update({story: int(counts[s]) for story, s in surviving.items() if counts.get(s)})
