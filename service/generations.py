@@ -270,6 +270,7 @@ async def _find_merges(
         first_seq.setdefault(story, position)  # rows come in seq order
     finder = StoryMergeFinder(model.pair_scorer, model.window_days, first_seq)
     chunk, duty = state.settings.reembed_chunk, pending.duty
+    began, busy = time.perf_counter(), 0.0
     for start in range(0, len(rows), chunk):
         # On a shared store the generation is searched in the database (a fresh search per chunk:
         # it keeps what it read); else the pending model's index holds it.
@@ -277,7 +278,18 @@ async def _find_merges(
         started = time.perf_counter()
         ids = [id_ for id_, _ in rows[start : start + chunk]]
         pending.merges = await asyncio.to_thread(finder.scan, search, ids)
-        await asyncio.sleep((time.perf_counter() - started) * (1 - duty) / duty)
+        spent = time.perf_counter() - started
+        busy += spent
+        await asyncio.sleep(spent * (1 - duty) / duty)
+    logger.info(
+        "vector generation %d: %d stored articles decided again in %.1fs (%.1fs of it working), "
+        "%d stories merge into others at the switch",
+        pending.generation,
+        finder.scanned,
+        time.perf_counter() - began,
+        busy,
+        pending.merges,
+    )
     return finder.merges()
 
 
