@@ -265,10 +265,7 @@ async def _find_merges(
     model, shared = pending.model, isinstance(store, SharedArticleStore)
     pending.phase = "finding the stories the new encoder joins"
     rows = await asyncio.to_thread(_stored_stories, store, pending.generation)
-    first_seq: dict[str, int] = {}
-    for position, (_, story) in enumerate(rows):
-        first_seq.setdefault(story, position)  # rows come in seq order
-    finder = StoryMergeFinder(model.pair_scorer, model.window_days, first_seq)
+    finder = StoryMergeFinder(model.pair_scorer, model.window_days, rows)
     chunk, duty = state.settings.reembed_chunk, pending.duty
     began, busy = time.perf_counter(), 0.0
     for start in range(0, len(rows), chunk):

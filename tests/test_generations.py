@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ready_client, service_env, shared_embedder
+from helpers import corpus_path, ready_client, service_env, shared_embedder
 from test_e2e_service import free_port, serving
 
 from model.articles.article import article_from_record
@@ -156,6 +156,31 @@ def test_story_merges_chain_and_resolve_on_read_without_renumbering(tmp_path):
     check_story_merges(store, stored, raw_story)
     db.close()
     store.close()
+
+
+def test_the_merge_scan_merges_nothing_on_an_unchanged_encoder_and_joins_a_copy_kept_apart(small_bundle):
+    """Each article decided again among those stored before it, as at its ingest: on the encoder
+    that made the stories nothing merges; a copy stored in a story of its own joins its original's."""
+    from model.articles.seeds import read_seeds
+    from model.coverage.story_merges import StoryMergeFinder
+    from model.news_model import NewsModel
+
+    model = NewsModel.load(small_bundle, embedder=shared_embedder())
+    files = sorted(corpus_path("storychains").glob("storychains_*.md"))[:40]
+    articles = list(read_seeds(files).articles.values())
+    ingested = model.add(articles)
+    stored = [(done.article_id, done.story_id) for done in ingested if done.is_new]
+    finder = StoryMergeFinder(model.pair_scorer, model.window_days, stored)
+    assert finder.scan(model.index, [article_id for article_id, _ in stored]) == 0
+    assert finder.scanned == len(stored)
+
+    original = articles[3]
+    record = {**original.to_record(), "webUrl": "https://copies.example/one"}
+    copy = article_from_record({k: v for k, v in record.items() if k != "id"})
+    model.index.add([copy], model.embed([copy]), ["s_kept_apart"])  # stored unlinked, in a story of its own
+    finder = StoryMergeFinder(model.pair_scorer, model.window_days, [*stored, (copy.id, "s_kept_apart")])
+    assert finder.scan(model.index, [article_id for article_id, _ in finder.stored]) == 1
+    assert finder.merges() == [("s_kept_apart", model.index.story_of(original.id))]  # the older survives
 
 
 def test_one_re_embedding_lease_at_a_time(tmp_path):
