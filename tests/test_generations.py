@@ -230,6 +230,26 @@ def _article(n: int) -> dict[str, object]:
     }
 
 
+# One event in English and in German: MiniLM (English only) keeps them apart, e5 joins them.
+TRANSLATED = [
+    {
+        "title": "Wildfire near Valencia forces 2,000 people from their homes",
+        "excerpt": "Firefighters fought through the night as strong winds pushed the fire towards the "
+        "villages west of Valencia; 2,000 residents were evacuated.",
+        "webUrl": "https://wire.example/valencia-fire",
+        "publishedDateTime": "2024-03-20T07:00:00Z",
+    },
+    {
+        "title": "Waldbrand bei Valencia: 2.000 Menschen müssen ihre Häuser verlassen",
+        "excerpt": "Die Feuerwehr kämpfte die ganze Nacht, während starker Wind das Feuer auf die Dörfer "
+        "westlich von Valencia zutrieb; 2.000 Einwohner wurden evakuiert.",
+        "webUrl": "https://nachrichten.example/valencia-waldbrand",
+        "publishedDateTime": "2024-03-20T09:00:00Z",
+        "language": "de",
+    },
+]
+
+
 def _kept_apart(state) -> list[str]:
     """Store a report and a copy of it on another site in two stories, with the live encoder's
     vectors and classification (as ingest would, but unlinked); their ids, older first."""
@@ -296,8 +316,11 @@ def test_a_bundle_on_another_encoder_waits_while_the_live_one_serves_then_both_s
         # Two reports of one event that the live encoder's stories kept apart (stored past ingest,
         # as an older rule left them): the new encoder's story rule joins them, a merge.
         apart = _kept_apart(state)
-        stories = {i: client.get(f"/v1/articles/{i}").json()["story_id"] for i in [*ids, *apart]}
+        translated = [client.post("/v1/articles", json=body).json()["id"] for body in TRANSLATED]
+        extra = [*apart, *translated]
+        stories = {i: client.get(f"/v1/articles/{i}").json()["story_id"] for i in [*ids, *extra]}
         assert stories[apart[0]] != stories[apart[1]]
+        assert stories[translated[0]] != stories[translated[1]]  # MiniLM: no same-story across languages
         (tmp_path / e5).rename(root / e5)  # `training fit --encoder e5-multilingual` into the same folder
 
         reload = client.post("/v1/admin/reload", headers=ADMIN)
@@ -306,7 +329,7 @@ def test_a_bundle_on_another_encoder_waits_while_the_live_one_serves_then_both_s
         assert body["changed"] is False and body["model_version"] == minilm  # the live one serves on
         pending = body["pending"]
         assert pending["model_version"] == e5 and pending["vectors_id"] == E5_ID
-        assert pending["total"] == 30 + len(apart) and pending["estimate_s"] is not None
+        assert pending["total"] == 30 + len(extra) and pending["estimate_s"] is not None
 
         # Meanwhile every request is answered by the live bundle; nothing answers 5xx.
         statuses: list[int] = []
@@ -338,13 +361,15 @@ def test_a_bundle_on_another_encoder_waits_while_the_live_one_serves_then_both_s
 
         assert state.model.version == e5  # switched together
         assert client.get("/v1/model").json()["embedding"]["name"] == "e5-multilingual"
-        assert len(ids) == n == state.store.count() - len(apart)
+        assert len(ids) == n == state.store.count() - len(extra)
         _found_first(client, ids, n)
         # Story ids survive: every article shows the story it had, or the one that story merged
         # into; the pair kept apart is one story now, under the older id, and the merged id answers.
         merged = {m.merged: m.surviving for m in state.store.story_merges()}
         older, newer = stories[apart[0]], stories[apart[1]]
         assert merged.get(newer) == older and older not in merged, merged
+        # e5 reads both languages: the German report joins the English one's story.
+        assert merged.get(stories[translated[1]]) == stories[translated[0]], merged
         shown = {i: client.get(f"/v1/articles/{i}").json()["story_id"] for i in stories}
         assert shown == {i: merged.get(story, story) for i, story in stories.items()}
         story = client.get(f"/v1/stories/{newer}").json()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from helpers import ready_client, service_env, shared_embedder
 from test_e2e_service import free_port, serving
-from test_generations import _article, _kept_apart, check_story_merges
+from test_generations import TRANSLATED, _article, _kept_apart, check_story_merges
 
 from model.bundle import resolve_bundle
 from model.results import SearchFilters
@@ -156,14 +156,17 @@ def test_two_replicas_swap_encoders_on_one_database_without_a_failed_request(two
         assert state_a.model.version == minilm == state_b.model.version
         ids = {n: (a if n % 2 else b).post("/v1/articles", json=_article(n)).json()["id"] for n in range(16)}
         apart = _kept_apart(state_a)  # a report and its copy in two stories: e5's rule joins them
-        stories = {i: a.get(f"/v1/articles/{i}").json()["story_id"] for i in [*ids.values(), *apart]}
+        translated = [b.post("/v1/articles", json=body).json()["id"] for body in TRANSLATED]
+        extra = [*apart, *translated]
+        stories = {i: a.get(f"/v1/articles/{i}").json()["story_id"] for i in [*ids.values(), *extra]}
+        assert stories[translated[0]] != stories[translated[1]]  # MiniLM: no same-story across languages
         (tmp_path / e5).rename(root / e5)  # `training fit --encoder e5-multilingual` into the same folder
 
         reload = a.post("/v1/admin/reload", headers=ADMIN)
         assert reload.status_code == 200, reload.text
         body = reload.json()
         assert body["changed"] is False and body["model_version"] == minilm
-        assert body["pending"]["vectors_id"] == E5_ID and body["pending"]["total"] == 16 + len(apart)
+        assert body["pending"]["vectors_id"] == E5_ID and body["pending"]["total"] == 16 + len(extra)
 
         # Meanwhile both replicas answer everything on MiniLM's generation; nothing answers 5xx.
         statuses: list[int] = []
@@ -199,7 +202,7 @@ def test_two_replicas_swap_encoders_on_one_database_without_a_failed_request(two
         store = state_a.store
         live = store.live_generation()
         assert live.vectors_id == E5_ID and store.missing_count(live.id) == 0
-        assert len(ids) == n == store.count() - len(apart)
+        assert len(ids) == n == store.count() - len(extra)
         for client in (a, b):
             _found_first(client, ids)
         # Story ids survive (or show the story theirs merged into), on both replicas; the pair kept
@@ -207,6 +210,7 @@ def test_two_replicas_swap_encoders_on_one_database_without_a_failed_request(two
         merged = {m.merged: m.surviving for m in store.story_merges()}
         older, newer = stories[apart[0]], stories[apart[1]]
         assert merged.get(newer) == older and older not in merged, merged
+        assert merged.get(stories[translated[1]]) == stories[translated[0]], merged  # e5 reads both
         for client in (a, b):
             shown = {i: client.get(f"/v1/articles/{i}").json()["story_id"] for i in stories}
             assert shown == {i: merged.get(story, story) for i, story in stories.items()}
