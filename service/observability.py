@@ -101,7 +101,11 @@ class StateCollector(Collector):
         for name, help_text, value in (
             ("done", "Stored articles the pending bundle's vector generation holds.", "done"),
             ("total", "Stored articles the pending bundle's vector generation must hold.", "total"),
-            ("story_merges", "Stories the pending bundle's encoder joins (found before its switch).", "merges"),
+            (
+                "story_merges",
+                "Stories the pending bundle's encoder joins (found before its switch).",
+                "merges",
+            ),
         ):
             gauge = GaugeMetricFamily(f"newsdesk_reembed_{name}", help_text)
             gauge.add_metric([], getattr(pending, value) if pending is not None else 0)
