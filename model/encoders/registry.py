@@ -65,13 +65,16 @@ def make_encoder(
 def e5_auto_runtime() -> str:
     """e5's runtime when none is asked for: the fastest that loads. The int8 ONNX graph of the
     engine's own weights (several times the engine's rate, docs/encoders.md "Speed") where
-    onnxruntime, torch and transformers are installed (torch and transformers build the graph
-    once), else the engine."""
+    onnxruntime is installed and the graph is built or can be (torch, transformers and onnx build
+    it once into the cache folder), else the engine."""
     from importlib.util import find_spec
 
-    if all(find_spec(module) is not None for module in ("onnxruntime", "torch", "transformers")):
-        return "onnx-int8"
-    return "native"
+    if find_spec("onnxruntime") is None:
+        return "native"
+    from model.encoders.e5_torch import export_is_cached
+
+    builders = ("torch", "transformers", "onnx")
+    return "onnx-int8" if export_is_cached() or all(find_spec(m) for m in builders) else "native"
 
 
 def encoder_name(encoder: Any) -> str:
