@@ -64,7 +64,8 @@ def make_encoder(
 
 def e5_auto_runtime() -> str:
     """e5's runtime when none is asked for: the fastest that loads. The int8 ONNX graph of the
-    engine's own weights (several times the engine's rate, docs/encoders.md "Speed") where
+    engine's own weights (2-2.8x the engine's rate for a third of its CPU, about a point lower on
+    the multilingual pairs and topic CV: docs/encoders.md) where
     onnxruntime is installed and the graph is built or can be (torch, transformers and onnx build
     it once into the cache folder), else the engine."""
     from importlib.util import find_spec
