@@ -98,8 +98,8 @@ class NewsModel:
     def load(cls, path: str | Path, *, embedder: Encoder | None = None, encoder: str = "auto") -> NewsModel:
         """Load and verify a bundle: a version folder with ``manifest.json``, or a folder of
         versions (the newest is taken). Without ``embedder`` one is built as the bundle says for
-        ``encoder``: "auto" (the bundle's int8 ONNX encoder when it ships one), "torch" or
-        "onnx-int8"."""
+        ``encoder``, the runtime: "auto" (MiniLM: the bundle's int8 ONNX encoder when it ships
+        one; e5: its int8 graph), "torch", "onnx-int8" or, for e5, "native" (`bundle_embedder`)."""
         folder = bundle.resolve_bundle(path)
         manifest = bundle.verify_bundle(folder)
         embedder = embedder or bundle.bundle_embedder(folder, encoder)
