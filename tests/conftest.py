@@ -144,8 +144,11 @@ def small_bundle(small_seeds, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def e5_bundle(small_seeds, tmp_path_factory) -> Path:
-    """A bundle fitted on the small seed set with ``--encoder e5-multilingual`` (the real CLI)."""
+def e5_bundle(small_seeds, small_bundle, tmp_path_factory) -> Path:
+    """A bundle fitted on the small seed set with ``--encoder e5-multilingual`` (the real CLI).
+
+    Fitted after `small_bundle` whichever test asks first, so its version is the newer one (the
+    encoder-swap tests put both in one folder and reload onto the newest)."""
     root = tmp_path_factory.mktemp("e5_bundle")
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": path}
