@@ -109,6 +109,12 @@ class ArticleFeaturizer(BaseEstimator):
 
     def fit(self, articles: Sequence[Article], embeddings: npt.ArrayLike) -> ArticleFeaturizer:
         """Learn the vocabularies (and provider list) from the training articles."""
+        self._fit(articles, embeddings)
+        return self
+
+    def _fit(self, articles: Sequence[Article], embeddings: npt.ArrayLike) -> list[sp.spmatrix | None]:
+        """`fit`, returning each TF-IDF block of the training articles (word, char; None where
+        dropped): the texts are tokenised once for the vocabulary and the matrix together."""
         emb = self._check(articles, embeddings)
         texts = article_texts(articles)
         self.embedding_dim_ = emb.shape[1]
@@ -116,6 +122,7 @@ class ArticleFeaturizer(BaseEstimator):
         self.char_vectorizer_ = None
         self.provider_encoder_ = None
         min_df = self._min_df(len(texts))
+        lexical: list[sp.spmatrix | None] = [None, None]
         if self.word_ngrams is not None:
             self.word_vectorizer_ = TfidfVectorizer(
                 ngram_range=tuple(self.word_ngrams),
@@ -126,7 +133,7 @@ class ArticleFeaturizer(BaseEstimator):
                 # keep 1-2 char tokens such as "oil"/"uk" and codes such as "g7"
                 token_pattern=r"(?u)\b\w+\b",
             )
-            self._fit_vectorizer(self.word_vectorizer_, texts)
+            lexical[0] = self._fit_vectorizer(self.word_vectorizer_, texts)
         if self.char_ngrams is not None:
             self.char_vectorizer_ = TfidfVectorizer(
                 analyzer="char_wb",
@@ -136,7 +143,7 @@ class ArticleFeaturizer(BaseEstimator):
                 max_features=self.char_max_features,
                 dtype=np.float32,
             )
-            self._fit_vectorizer(self.char_vectorizer_, texts)
+            lexical[1] = self._fit_vectorizer(self.char_vectorizer_, texts)
         if self.provider:
             self.provider_encoder_ = OneHotEncoder(
                 handle_unknown="infrequent_if_exist",
@@ -144,15 +151,15 @@ class ArticleFeaturizer(BaseEstimator):
                 dtype=np.float32,
             ).fit(self._providers(articles))
         self.n_features_out_ = self.transform(articles[:1], emb[:1]).shape[1] if len(articles) else 0
-        return self
+        return lexical
 
     @staticmethod
-    def _fit_vectorizer(vectorizer: TfidfVectorizer, texts: list[str]) -> None:
+    def _fit_vectorizer(vectorizer: TfidfVectorizer, texts: list[str]) -> sp.spmatrix:
         try:
-            vectorizer.fit(texts)
+            return vectorizer.fit_transform(texts)
         except ValueError:  # empty vocabulary (e.g. only stop characters): fall back to any token
             vectorizer.set_params(min_df=1)
-            vectorizer.fit(texts)
+            return vectorizer.fit_transform(texts)
 
     @staticmethod
     def _providers(articles: Sequence[Article]) -> npt.NDArray[np.object_]:
@@ -161,16 +168,25 @@ class ArticleFeaturizer(BaseEstimator):
     def transform(self, articles: Sequence[Article], embeddings: npt.ArrayLike) -> sp.csr_matrix:
         """The (n_articles, n_features_out_) float32 CSR feature matrix."""
         check_is_fitted(self, "embedding_dim_")
+        texts = article_texts(articles)
+        lexical = [None if v is None else v.transform(texts) for v in self._vectorizers()]
+        return self._stack(articles, embeddings, lexical)
+
+    def _vectorizers(self) -> list[TfidfVectorizer | None]:
+        return [self.word_vectorizer_, self.char_vectorizer_]
+
+    def _stack(
+        self, articles: Sequence[Article], embeddings: npt.ArrayLike, lexical: list[sp.spmatrix | None]
+    ) -> sp.csr_matrix:
         emb = self._check(articles, embeddings)
         if emb.shape[1] != self.embedding_dim_:
             raise ValueError(f"expected embeddings of dim {self.embedding_dim_}, got {emb.shape[1]}")
-        texts = article_texts(articles)
         blocks: list[sp.spmatrix] = []
         if self.embedding_weight:
             blocks.append(sp.csr_matrix(emb * np.float32(self.embedding_weight)))
-        for vectorizer in (self.word_vectorizer_, self.char_vectorizer_):
-            if vectorizer is not None:
-                blocks.append(vectorizer.transform(texts) * np.float32(self.lexical_weight))
+        for block in lexical:
+            if block is not None:
+                blocks.append(block * np.float32(self.lexical_weight))
         if self.provider_encoder_ is not None:
             blocks.append(sp.csr_matrix(self.provider_encoder_.transform(self._providers(articles))))
         if not blocks:
@@ -178,4 +194,4 @@ class ArticleFeaturizer(BaseEstimator):
         return sp.hstack(blocks, format="csr", dtype=np.float32)
 
     def fit_transform(self, articles: Sequence[Article], embeddings: npt.ArrayLike) -> sp.csr_matrix:
-        return self.fit(articles, embeddings).transform(articles, embeddings)
+        return self._stack(articles, embeddings, self._fit(articles, embeddings))

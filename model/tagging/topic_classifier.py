@@ -404,17 +404,26 @@ class TopicClassifier(ClassifierMixin, BaseEstimator):
         n = Xn.shape[0]
         support = Y.sum(axis=0)
         like_rare = np.flatnonzero((support >= 2) & (support <= self.rare_calibration_support))
+        pairs = []
         for label in like_rare if len(like_rare) else np.flatnonzero(support >= 2):
             members = np.flatnonzero(Y[:, label])
             for anchor in rng.choice(members, size=min(5, len(members)), replace=False):
-                sim = np.asarray(Xn @ Xn[anchor].T.toarray() if sp.issparse(Xn) else Xn @ Xn[anchor]).ravel()
                 others = np.delete(np.arange(n), anchor)
                 pos = others[Y[others, label]]
                 neg = others[~Y[others, label]]
                 keep = rng.choice(neg, size=min(50, len(neg)), replace=False) if len(neg) else neg
-                sims += [sim[pos], sim[keep]]
+                pairs.append((anchor, pos, keep))
                 hits += [np.ones(len(pos), bool), np.zeros(len(keep), bool)]
                 weights += [np.ones(len(pos)), np.full(len(keep), len(neg) / max(len(keep), 1))]
+        # Every anchor's cosines in one pass over the rows per 64 anchors (one product per
+        # anchor re-reads all rows each time).
+        for start in range(0, len(pairs), 64):
+            chunk = pairs[start : start + 64]
+            anchors = Xn[[anchor for anchor, _, _ in chunk]]
+            anchors = anchors.toarray() if sp.issparse(anchors) else np.asarray(anchors)
+            sim = np.asarray(Xn @ anchors.T)
+            for k, (_, pos, keep) in enumerate(chunk):
+                sims += [sim[pos, k], sim[keep, k]]
         if not sims:
             return _DEFAULT_PROTOTYPE_SIGMOID
         hit = np.concatenate(hits)
