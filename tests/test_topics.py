@@ -170,6 +170,17 @@ def test_tagger_learns_agnews_topics_from_a_few_hundred_articles(agnews):
     assert metrics["accuracy"] > 0.75
 
 
+def test_featurizer_fit_transform_tokenises_once_and_matches_fit_then_transform(agnews):
+    """fit_transform takes the TF-IDF blocks from the vectorizers' own fit_transform: the same
+    matrix as fit followed by transform, with each training text tokenised once."""
+    articles, emb = agnews
+    part, vectors = articles[:200], emb[:200]
+    once = ArticleFeaturizer(provider=True).fit_transform(part, vectors)
+    twice = ArticleFeaturizer(provider=True).fit(part, vectors).transform(part, vectors)
+    assert once.shape == twice.shape and once.dtype == twice.dtype == np.float32
+    assert abs(once - twice).max() == 0
+
+
 def test_tagger_capped_to_fewer_examples_keeps_a_quality_floor(agnews):
     """Past ``max_examples`` the head learns from a sample, and still tags well."""
     articles, emb = agnews
