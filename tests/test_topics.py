@@ -16,7 +16,7 @@ from model.evaluation.tagging import topic_metrics
 from model.results import TopicScore
 from model.tagging.features import ArticleFeaturizer
 from model.tagging.topic_classifier import TopicClassifier
-from model.tagging.topic_tagger import TopicTagger, capped_sample
+from model.tagging.topic_tagger import MAX_TOPIC_EXAMPLES, TopicTagger, capped_sample, examples_within
 
 
 @parametrize_with_checks([TopicClassifier(cv=3)])
@@ -117,6 +117,16 @@ def test_capped_sample_keeps_rare_labels_whole_and_is_stable():
     assert {articles[i].id for i in chosen} >= {f"r{i}" for i in range(5)}
     assert capped_sample(articles, 100) == chosen  # by id hash: the same sample every run
     assert capped_sample(articles, None) == capped_sample(articles, 1000) == list(range(305))
+
+
+def test_a_memory_budget_sizes_the_topic_sample():
+    """``fit --max-memory-gb``: half the budget over the head's bytes per example, never below 1,000."""
+    assert examples_within(None) == MAX_TOPIC_EXAMPLES
+    assert examples_within(1.0) < examples_within(2.0) < examples_within(8.0)
+    assert examples_within(8.0) > MAX_TOPIC_EXAMPLES  # a larger budget learns from more
+    assert examples_within(0.001) == 1_000
+    with pytest.raises(ValueError, match="> 0 GB"):
+        examples_within(0)
 
 
 def test_bad_params_are_rejected_with_the_allowed_values():

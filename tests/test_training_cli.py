@@ -53,6 +53,8 @@ def trained(seeds, tmp_path_factory):
         "--cache-dir",
         str(cache),
         "--no-progress",
+        "--max-memory-gb",
+        "4",
     )
     assert result.returncode == 0, result.stderr
     return root, cache, json.loads(result.stdout)
@@ -71,6 +73,9 @@ def test_fit_writes_a_complete_versioned_bundle(trained, seeds):
     assert manifest["seed_fingerprint"]["articles"] == len(read_seeds([seeds]))
     assert manifest["metrics"]["topics"]["n"] > 0
     assert "evaluated_on" in manifest["metrics"]
+    # each step's peak resident memory sits beside its seconds
+    assert set(manifest["training"]["peak_rss_mb"]) <= set(manifest["training"]["timings_s"])
+    assert manifest["training"]["peak_rss_mb"]["topics"] > 0
     for name in manifest["files"]:
         assert (folder / name).is_file()
     card = (folder / "README.md").read_text()
@@ -133,6 +138,8 @@ def test_retrain_on_unchanged_seeds_reuses_embeddings_and_fits(trained, seeds):
         "--no-progress",
         "--holdout",
         "0.2",  # as the first fit: the same fixed split, so the same training data
+        "--max-memory-gb",
+        "4",  # and the same topic sample size
     )
     assert result.returncode == 0, result.stderr
     assert "reused the fit" in result.stderr

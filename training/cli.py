@@ -171,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 0.2; 0 fits on everything and skips evaluation)",
     )
     fit.add_argument(
+        "--max-memory-gb",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="fit memory budget: the topic head learns from as many labelled seeds as half of it "
+        "holds (a fixed sample by id hash; default: at most 50,000)",
+    )
+    fit.add_argument(
         "--refit-all",
         action="store_true",
         help="after evaluating on the held-out split, refit on all seeds (its metrics then describe "
@@ -553,6 +561,7 @@ def _fit(args: argparse.Namespace, engine: Engine, scratch: Path) -> tuple[Any, 
             pairs=pairs,
             story_window_days=args.story_window_days,
             progress=not args.no_progress,
+            max_memory_gb=getattr(args, "max_memory_gb", None),
         ),
         eval_corpus=_read(args.eval, args, engine) if args.eval else None,
         eval_name=", ".join(str(p) for p in args.eval or []),
@@ -613,6 +622,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             metrics=fitted.metrics,
             training={
                 "timings_s": fitted.timings,
+                "peak_rss_mb": fitted.peak_rss_mb,
                 "story_window_days": args.story_window_days,
                 # Which engine ran the read and embed batches (the fits are the same code either way).
                 "engine": {"name": args.engine, "workers": _workers(args)},

@@ -36,7 +36,7 @@ from model.evaluation.tagging import score_metrics, topic_metrics
 from model.ledger import LEDGER, record_event
 from model.news_model import NewsModel
 from model.tagging.scores import ScoreHead
-from model.tagging.topic_tagger import TopicTagger
+from model.tagging.topic_tagger import TopicTagger, examples_within
 from training.fit_cache import FitCache, data_digest
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,9 @@ class TrainingOptions:
     timings: dict[str, float] = field(default_factory=dict)
     # The process's peak resident memory (MB) when each timed step ended.
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    # Fit memory budget (GB): sizes the topic head's example sample (`examples_within`); None:
+    # the head's default cap.
+    max_memory_gb: float | None = None
 
 
 def _fit_head(
@@ -147,7 +150,8 @@ def fit_news_model(
     topics = None
     if labelled:
         started = time.perf_counter()
-        topics = _fit_head(options, TopicTagger(), [articles[i] for i in labelled], vectors[labelled])
+        tagger = TopicTagger(max_examples=examples_within(options.max_memory_gb))
+        topics = _fit_head(options, tagger, [articles[i] for i in labelled], vectors[labelled])
         topics.fit_label_gate(embedder.encode)
         _timed(options, "topics", started)
     else:
@@ -305,6 +309,8 @@ class FitOutcome:
     evaluated: NewsModel | None = None
     eval_corpus: SeedCorpus | None = None
     eval_pairs: Sequence[Path] | Path | None = None
+    # The process's peak resident memory (MB) when each step of the last fit ended.
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
 
 
 def fit_and_evaluate(
@@ -377,6 +383,7 @@ def fit_and_evaluate(
         metrics=metrics,
         eval_split=eval_split,
         timings=run.timings,
+        peak_rss_mb=run.peak_rss_mb,
         evaluated=evaluated,
         eval_corpus=eval_corpus if evaluated is not None else None,
         eval_pairs=eval_pairs,

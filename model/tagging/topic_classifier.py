@@ -354,6 +354,7 @@ class TopicClassifier(ClassifierMixin, BaseEstimator):
         self.prototype_rows_ = Xn[np.flatnonzero(Y[:, rare].any(axis=1))] if len(rare) else Xn[:0]
         self.prototype_labels_ = Y[np.flatnonzero(Y[:, rare].any(axis=1))][:, rare] if len(rare) else None
         self.sigmoid_[rare] = self.prototype_sigmoid_
+        del Xn  # a full copy of the rows: not held through the linear fits' own float64 copies
 
         # Out-of-fold decision scores, then the final models on all data: fold by fold, so one
         # fold's copy of the rows is in memory at a time, its labels fitted together.

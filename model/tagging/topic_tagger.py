@@ -29,6 +29,24 @@ from model.tagging.topic_classifier import TopicClassifier
 # copies the rows it fits on per thread), while every label keeps its examples.
 MAX_TOPIC_EXAMPLES = 50_000
 
+# What one labelled example costs the topic head's fit at its peak, in bytes: the float32
+# feature rows (~1,000 non-zeros each on Reuters-length texts), their float64 copy for liblinear
+# and liblinear's own copy per thread (two threads), about 60 bytes per non-zero in all.
+# `examples_within` turns a memory budget into `TopicTagger.max_examples` with it.
+BYTES_PER_TOPIC_EXAMPLE = 60_000
+
+
+def examples_within(memory_gb: float | None) -> int | None:
+    """The most labelled examples the topic head may learn from within ``memory_gb`` GB of fit
+    memory (None: `MAX_TOPIC_EXAMPLES`). Half the budget goes to the head: the seeds, their
+    vectors and the other steps hold the rest."""
+    if memory_gb is None:
+        return MAX_TOPIC_EXAMPLES
+    if not memory_gb > 0:
+        raise ValueError(f"the memory budget must be > 0 GB, got {memory_gb}")
+    return max(1_000, int(memory_gb * 2**30 / 2 / BYTES_PER_TOPIC_EXAMPLE))
+
+
 # Below these a bundle says it was trained on too little data (/readyz, /v1/model, model card).
 MIN_TRAINING_ARTICLES = 100
 MIN_EXAMPLES_PER_LABEL = 10
