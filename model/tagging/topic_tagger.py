@@ -29,11 +29,11 @@ from model.tagging.topic_classifier import TopicClassifier
 # copies the rows it fits on per thread), while every label keeps its examples.
 MAX_TOPIC_EXAMPLES = 50_000
 
-# What one labelled example costs the topic head's fit at its peak, in bytes: the float32
-# feature rows (~1,000 non-zeros each on Reuters-length texts), their float64 copy for liblinear
-# and liblinear's own copy per thread (two threads), about 60 bytes per non-zero in all.
-# `examples_within` turns a memory budget into `TopicTagger.max_examples` with it.
-BYTES_PER_TOPIC_EXAMPLE = 60_000
+# What one labelled example adds to the topic head fit's peak memory, in bytes: measured on
+# Reuters-length texts (~980 feature non-zeros a row: the float32 rows, liblinear's float64 copy
+# and its copy per thread) as the slope of the fit's peak RSS between 3,000 and 7,772 examples
+# (+314 and +656 MB). `examples_within` turns a memory budget into `TopicTagger.max_examples`.
+BYTES_PER_TOPIC_EXAMPLE = 75_000
 
 
 def examples_within(memory_gb: float | None) -> int | None:
