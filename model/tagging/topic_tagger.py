@@ -29,10 +29,11 @@ from model.tagging.topic_classifier import TopicClassifier
 # copies the rows it fits on per thread), while every label keeps its examples.
 MAX_TOPIC_EXAMPLES = 50_000
 
-# What one labelled example adds to the topic head fit's peak memory, in bytes: measured on
-# Reuters-length texts (~980 feature non-zeros a row: the float32 rows, liblinear's float64 copy
-# and its copy per thread) as the slope of the fit's peak RSS between 3,000 and 7,772 examples
-# (+314 and +656 MB). `examples_within` turns a memory budget into `TopicTagger.max_examples`.
+# What one labelled example adds to the topic head fit's peak memory, in bytes, with headroom:
+# on Reuters-length texts (~980 feature non-zeros a row: the float32 rows, liblinear's float64
+# copy and its copy per thread) the slope of the fit's peak RSS between 3,000 and 7,772 examples
+# measured 63 KB (`benchmarks/topic_memory.py`) and 73 KB in an earlier run of the same fit.
+# `examples_within` turns a memory budget into `TopicTagger.max_examples` with it.
 BYTES_PER_TOPIC_EXAMPLE = 75_000
 
 
