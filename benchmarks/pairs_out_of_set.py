@@ -44,6 +44,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import roc_auc_score
 
 from benchmarks.pairs import _default_data_dir
+from model.coverage.pair_centring import LanguageMeans
 from model.coverage.pair_evidence import FEATURE_INDEX, HashedIdf, pair_feature_matrix
 from model.coverage.pair_files import RELATED_MAX_OVERALL, graded_pair_evidence, pair_texts, read_pairs_tsv
 from model.coverage.pair_scorer import (
@@ -51,6 +52,7 @@ from model.coverage.pair_scorer import (
     MIN_GRADED_PAIRS,
     PREVIOUS_FEATURES,
     PairScorer,
+    best_route,
     language_pair,
 )
 from model.encoders.cache import EmbeddingCache
@@ -80,6 +82,10 @@ class HeldSet:
     langs: npt.NDArray[np.str_] | None
     # `language_pair` of each pair from its articles' languages (the file's, else detected).
     keys: npt.NDArray[np.object_] | None = None
+    # Rows [a0, b0, a1, b1, ...] and each text's language: for the centred cosine (`centre`).
+    vectors: npt.NDArray[np.float32] | None = None
+    languages: list[str | None] | None = None
+    texts: list[str] | None = None
 
     @property
     def graded(self) -> bool:
@@ -106,7 +112,37 @@ def load_set(data: Path, name: str, encode: Encode) -> HeldSet:
         np.array([p.overall for p in pairs], dtype=np.float64),
         langs,
         np.array([language_pair(p.a.language, p.b.language) for p in pairs], dtype=object),
+        vectors,
+        [article.language for p in pairs for article in (p.a, p.b)],
+        texts,
     )
+
+
+def fit_means(sets: list[HeldSet]) -> LanguageMeans:
+    """Each language's mean vector over the sets' distinct texts (no grades: what `PairScorer.default`
+    ships for the encoder)."""
+    seen: dict[str, tuple[npt.NDArray[np.float32], str | None]] = {}
+    for s in sets:
+        assert s.vectors is not None and s.languages is not None and s.texts is not None
+        for text, vector, language in zip(s.texts, s.vectors, s.languages, strict=True):
+            seen.setdefault(text, (vector, language))
+    vectors = np.array([v for v, _ in seen.values()])
+    return LanguageMeans().fit(vectors, [lang for _, lang in seen.values()])
+
+
+def centre(sets: list[HeldSet], means: LanguageMeans | None) -> None:
+    """Fill each set's ``centred_cosine`` column with ``means`` (the raw cosine where a side has no
+    mean, as `pair_feature_matrix` fills it)."""
+    column, cosine = FEATURE_INDEX["centred_cosine"], FEATURE_INDEX["cosine"]
+    for s in sets:
+        assert s.vectors is not None and s.languages is not None
+        even = np.arange(0, len(s.vectors), 2)
+        centred = (
+            means.centred_cosines(s.vectors, s.languages, even, even + 1)
+            if means is not None
+            else np.full(len(even), np.nan)
+        )
+        s.X[:, column] = np.where(np.isnan(centred), s.X[:, cosine], centred)
 
 
 def _metric(
@@ -280,29 +316,34 @@ def make_encode(name: str, cache: Path, prefix: str = "passage") -> Encode:
 
 
 def language_routes(scorer: PairScorer, held: list[HeldSet]) -> dict[str, str]:
-    """For a scorer with a graded output, each language pair's route (its map or the cosine line,
-    whichever correlates more with the grade) on graded sets the scorer was not fitted on, for pairs
-    with at least `MIN_GRADED_PAIRS` pairs."""
-    graded = scorer.graded_
+    """For a scorer with a graded output, each language pair's route (its map, the cosine line or the
+    centred cosine's line, whichever correlates most with the grade; `best_route`) on graded sets
+    the scorer was not fitted on, for pairs with at least `MIN_GRADED_PAIRS` pairs."""
     routes: dict[str, str] = {}
     for s in held:
         if not s.graded or s.keys is None:
             continue
-        by_route = {}
-        for route in ("map", "cosine"):
-            scorer.graded_ = {
-                **graded,
-                "routes": dict.fromkeys(graded["routes"], route),
-                "language_routes": {},
-            }
-            by_route[route] = scorer.similarity(s.X)
-        scorer.graded_ = graded
+        by_route = route_scores(scorer, s)
         for key in sorted({k for k in s.keys if k}):
             rows = np.flatnonzero(s.keys == key)
             if len(rows) >= MIN_GRADED_PAIRS:
-                best = {r: abs(float(pearsonr(v[rows], s.overall[rows])[0])) for r, v in by_route.items()}
-                routes[str(key)] = "map" if best["map"] >= best["cosine"] else "cosine"
+                routes[str(key)] = best_route(
+                    {r: abs(float(pearsonr(v[rows], s.overall[rows])[0])) for r, v in by_route.items()}
+                )
     return routes
+
+
+def route_scores(scorer: PairScorer, s: HeldSet) -> dict[str, npt.NDArray[np.float64]]:
+    """The graded output of every pair of ``s`` by each route (map, cosine line, centred line)."""
+    graded = scorer.graded_
+    out = {}
+    routes = ("map", "cosine", "centred") if "centred_line" in graded else ("map", "cosine")
+    keys = np.full(len(s.X), "all", dtype=object)
+    for route in routes:
+        scorer.graded_ = {**graded, "language_routes": {"all": route}}
+        out[route] = scorer.similarity(s.X, keys)
+    scorer.graded_ = graded
+    return out
 
 
 def related_cut(s: HeldSet) -> float:
@@ -330,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--boot", type=int, default=200, help="bootstrap resamples for the noise (200)")
     parser.add_argument("--no-select", action="store_true", help="skip the forward selection")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--means-out", type=Path, default=None, help="write the language means (.npz) here, for the built-in"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
@@ -341,6 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     encode = make_encode(args.encoder, args.cache, args.prefix)
     sets = [load_set(data, name, encode) for name in SETS]
+    # The centred cosine's language means from every set's texts (no grades), as the built-in ships them.
+    means = fit_means(sets)
+    centre(sets, means)
+    if args.means_out:
+        means.save(args.means_out)
     report: dict[str, Any] = {
         "data": str(data),
         "encoder": args.encoder,
@@ -354,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         # The default's character features gated by language: what a cross-language pair gets then.
         "default_language_gated": report_candidate(sets, held_out_scores(sets, {"features": GATED_DEFAULT})),
         "default_features": list(DEFAULT_FEATURES),
+        "language_means": {lang: means.counts_[lang] for lang in sorted(means.means_)},
         "previous_features": list(PREVIOUS_FEATURES),
     }
     if not args.no_select:

@@ -102,6 +102,9 @@ class PairEvidence:
     same_script: bool | None = None  # both texts mostly in one writing system (Latin, Cyrillic, Han, ...)
     language_profile: float | None = None  # cosine of character-trigram frequency profiles (same language)
     same_language: bool | None = None  # the articles' languages agree (known), else script and profile say so
+    # The encoder cosine with each text's language mean taken away (`model.coverage.pair_centring`);
+    # None where either language has no mean (the graded output then reads the raw cosine).
+    centred_cosine: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from helpers import corpus_path, shared_embedder
 from sklearn.base import clone
 
 from model.articles.article import Article, Provider
+from model.coverage.pair_centring import LanguageMeans
 from model.coverage.pair_evidence import (
     FEATURE_NAMES,
     HashedIdf,
@@ -430,3 +431,69 @@ def test_a_language_pair_where_the_map_loses_takes_the_cosine_line():
     expected = np.clip(slope * X[300:, 0] + intercept, 0, 1)
     np.testing.assert_allclose(scorer.similarity(X[300:], keys[300:]), expected, atol=1e-12)
     assert PairScorer.default(encoder="e5-multilingual").graded_["language_routes"]["zh-zh"] == "cosine"
+
+
+def test_language_means_take_away_each_languages_level_and_skip_languages_with_few_texts():
+    rng = np.random.default_rng(0)
+    # Every German text shares one direction, every English text another: the raw cosine of any
+    # German-English pair sits at one level whatever the story.
+    de_axis, en_axis = np.eye(8)[0], np.eye(8)[1]
+    story = rng.normal(size=(30, 8)) * np.r_[0, 0, np.ones(6)]
+    de = story + 3 * de_axis
+    en = story + 3 * en_axis
+    vectors = np.vstack([de, en])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    languages = ["de"] * 30 + ["en"] * 30
+    means = LanguageMeans(min_texts=25).fit(vectors, languages)
+    assert sorted(means.means_) == ["de", "en"]
+    same = means.centred_cosines(vectors, languages, np.arange(30), np.arange(30, 60))
+    other = means.centred_cosines(vectors, languages, np.arange(30), np.r_[31:60, 30])
+    assert same.min() > 0.9 and other.mean() < 0.3  # the story speaks once the levels are gone
+    few = LanguageMeans(min_texts=31).fit(vectors, languages)
+    assert few.means_ == {}
+    assert np.isnan(few.centred_cosines(vectors, languages, [0], [30])).all()  # the raw cosine then
+    assert sorted(few.updated(means).means_) == ["de", "en"]  # shipped means fill what is missing
+
+
+def test_a_language_pair_where_the_centred_cosine_wins_takes_its_line():
+    X, overall = _squashed(n=400)
+    keys = np.array(["en-en"] * 300 + ["de-en"] * 100, dtype=object)
+    centred = FEATURE_NAMES.index("centred_cosine")
+    X[:300, centred] = X[:300, 0]  # English: no mean moved it
+    # de-en: the raw cosine is noise around a level, the centred cosine follows the grade.
+    rng = np.random.default_rng(1)
+    X[300:, centred] = X[300:, 0]
+    X[300:, 0] = 0.5 + rng.normal(0, 0.1, 100)
+    X[300:, FEATURE_NAMES.index("same_language")] = 0.0
+    scorer = PairScorer(features=("cosine",)).fit(X, overall, language_pairs=keys)
+    assert scorer.graded_["language_routes"]["de-en"] == "centred"
+    assert scorer.graded_["cross_validated"]["by_language"]["de-en"]["centred"] > 0.8
+    slope, intercept = scorer.graded_["centred_line"]
+    expected = np.clip(slope * X[300:, centred] + intercept, 0, 1)
+    np.testing.assert_allclose(scorer.similarity(X[300:], keys[300:]), expected, atol=1e-12)
+    # A pair whose sides have no mean reads the raw cosine there: its cosine line, not the centred one.
+    plain = X[300:].copy()
+    plain[:, centred] = plain[:, 0]
+    c_slope, c_intercept = scorer.graded_["cosine_line"]
+    np.testing.assert_allclose(
+        scorer.similarity(plain, keys[300:]), np.clip(c_slope * plain[:, 0] + c_intercept, 0, 1), atol=1e-12
+    )
+
+
+def test_the_built_in_scorer_centres_the_cosine_but_never_moves_the_probability():
+    from dataclasses import replace
+
+    scorer = PairScorer.default(encoder="minilm")
+    assert {"de", "en", "zh"} <= set(scorer.language_means_.means_)
+    assert "centred" in scorer.graded_["language_routes"].values()
+    german = replace(BASE, id="de", language="de")
+    english = replace(SAME_STORY, language="en")
+    va, vb = shared_embedder().encode([german.text, english.text])
+    centred = scorer.compare(german, english, va, vb)
+    assert centred.evidence.centred_cosine is not None
+    assert centred.evidence.centred_cosine != pytest.approx(centred.evidence.cosine)
+    scorer.language_means_ = None
+    plain = scorer.compare(german, english, va, vb)
+    assert plain.evidence.centred_cosine is None
+    assert plain.probability == pytest.approx(centred.probability)
+    assert plain.verdict == centred.verdict

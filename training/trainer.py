@@ -22,6 +22,7 @@ import numpy.typing as npt
 from model.articles.article import Article
 from model.articles.seeds import SeedCorpus
 from model.coverage.article_index import ArticleIndex
+from model.coverage.pair_centring import LanguageMeans, built_in_means
 from model.coverage.pair_evidence import HashedIdf, pair_feature_matrix
 from model.coverage.pair_files import graded_pair_evidence, pair_texts, read_pairs_tsv
 from model.coverage.pair_scorer import BUILT_IN, PairScorer, language_pair
@@ -101,20 +102,31 @@ def _pair_files(pairs: Sequence[Path] | Path | None) -> list[Path]:
 
 
 def fit_pair_scorer(
-    paths: Sequence[Path] | Path | None, embedder: Embedder, corpus_texts: Sequence[str] = ()
+    paths: Sequence[Path] | Path | None,
+    embedder: Embedder,
+    corpus_texts: Sequence[str] = (),
+    *,
+    corpus_vectors: npt.NDArray[np.floating] | None = None,
+    corpus_languages: Sequence[str | None] = (),
 ) -> PairScorer:
     """The same-story scorer: its IDF from the bundle's own articles (and the pair files' texts),
     its coefficients from the labelled pairs in ``paths`` (graded SemEval-style or 0/1 labels, e.g.
-    editors' feedback), or `PairScorer.default`'s when none are given."""
+    editors' feedback), or `PairScorer.default`'s when none are given. Its language means (the
+    centred cosine, `model.coverage.pair_centring`) from the articles' vectors and languages
+    (``corpus_vectors``, ``corpus_languages``) and the pair texts', over the built-in ones."""
     files = [(k, pair) for k, path in enumerate(_pair_files(paths)) for pair in read_pairs_tsv(path)]
     pairs = [pair for _, pair in files]
     texts = pair_texts(pairs)
     idf = HashedIdf().fit([*corpus_texts, *dict.fromkeys(texts)])
     # Each encoder's cosine has its own scale: its built-in numbers, and its own "related" cut.
     encoder = encoder_name(embedder)
+    pair_vectors = embedder.encode(texts) if pairs else None
+    means = _language_means(encoder, corpus_vectors, corpus_languages, pairs, pair_vectors)
     if not pairs:
-        return PairScorer.default(idf=idf, encoder=encoder)
-    evidence = graded_pair_evidence(pairs, embedder.encode(texts), idf)
+        scorer = PairScorer.default(idf=idf, encoder=encoder)
+        scorer.language_means_ = means
+        return scorer
+    evidence = graded_pair_evidence(pairs, pair_vectors, idf, means)
     grades = np.array([pair.overall for pair in pairs])  # 0/1 files read as 1 and 4
     logger.info(
         "pair scorer: %d labelled pairs (%d same story)", len(pairs), sum(p.same_story for p in pairs)
@@ -127,11 +139,34 @@ def fit_pair_scorer(
     scorer = PairScorer(idf=idf, related_cosine=related).fit(
         pair_feature_matrix(evidence), grades, groups=groups, language_pairs=keys
     )
+    scorer.language_means_ = means
     if scorer.fallback_:  # the cosine alone, calibrated
         logger.warning(
             "pair scorer: below the encoder cosine out of set %s: cosine alone", scorer.out_of_set_
         )
     return scorer
+
+
+def _language_means(
+    encoder: str,
+    corpus_vectors: npt.NDArray[np.floating] | None,
+    corpus_languages: Sequence[str | None],
+    pairs: Sequence[Any],
+    pair_vectors: npt.NDArray[np.floating] | None,
+) -> LanguageMeans | None:
+    """The bundle's own language means (its articles and pair texts) over the built-in
+    ones for ``encoder``: a language the bundle has too few texts of keeps the shipped mean."""
+    parts, languages = [], []
+    if corpus_vectors is not None and len(corpus_vectors) == len(corpus_languages):
+        parts.append(np.asarray(corpus_vectors, dtype=np.float32))
+        languages.extend(corpus_languages)
+    if pair_vectors is not None:
+        parts.append(np.asarray(pair_vectors, dtype=np.float32))
+        languages.extend(article.language for p in pairs for article in (p.a, p.b))
+    built_in = built_in_means(encoder)
+    if not parts:
+        return built_in
+    return LanguageMeans().fit(np.vstack(parts), languages).updated(built_in)
 
 
 def fit_news_model(

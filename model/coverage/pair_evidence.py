@@ -45,6 +45,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "same_script",
     "language_profile",
     "same_language",
+    "centred_cosine",
 )
 FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
@@ -338,4 +339,6 @@ def pair_feature_matrix(evidences: Sequence[PairEvidence]) -> npt.NDArray[np.flo
         X[i, 10] = 1.0 if ev.same_script is None else float(ev.same_script)
         X[i, 11] = 1.0 if ev.language_profile is None else ev.language_profile
         X[i, 12] = 1.0 if ev.same_language is None else float(ev.same_language)
+        # No language mean for either side: the raw cosine, so the column never reads 0 by default.
+        X[i, 13] = ev.cosine if ev.centred_cosine is None else ev.centred_cosine
     return X

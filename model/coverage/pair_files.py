@@ -18,6 +18,7 @@ import numpy.typing as npt
 from model.articles.article import Article
 from model.articles.language import detect_language, normalise_language
 from model.articles.seeds import read_seeds
+from model.coverage.pair_centring import LanguageMeans, with_centred
 from model.coverage.pair_evidence import HashedIdf, indexed_pair_evidence
 from model.errors import DataFileError, InvalidArticleError, SeedFormatError
 from model.files import atomic_file
@@ -174,15 +175,20 @@ def write_pairs_tsv(
 
 
 def graded_pair_evidence(
-    pairs: Sequence[GradedPair], vectors: npt.NDArray[np.floating], idf: HashedIdf | None = None
+    pairs: Sequence[GradedPair],
+    vectors: npt.NDArray[np.floating],
+    idf: HashedIdf | None = None,
+    means: LanguageMeans | None = None,
 ) -> list[PairEvidence]:
     """Evidence for each pair, with ``vectors`` rows ``[a0, b0, a1, b1, ...]`` (see `pair_texts`);
-    all of it, the language evidence included, since a scorer may be fitted on it."""
+    all of it, the language evidence included, since a scorer may be fitted on it, and the centred
+    cosine where ``means`` has both sides' languages."""
     if len(vectors) != 2 * len(pairs):
         raise ValueError(f"expected {2 * len(pairs)} vectors (a and b of each pair), got {len(vectors)}")
     articles = [article for p in pairs for article in (p.a, p.b)]
     even = np.arange(0, 2 * len(pairs), 2)
-    return indexed_pair_evidence(articles, vectors, even, even + 1, idf, languages=True)
+    evidences = indexed_pair_evidence(articles, vectors, even, even + 1, idf, languages=True)
+    return with_centred(evidences, means, vectors, [a.language for a in articles], even, even + 1)
 
 
 def pair_texts(pairs: Sequence[GradedPair]) -> list[str]:

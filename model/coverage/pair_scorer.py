@@ -41,6 +41,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from model.articles.article import Article
 from model.coverage import neardup
+from model.coverage.pair_centring import built_in_means, with_centred
 from model.coverage.pair_evidence import (
     FEATURE_INDEX,
     FEATURE_NAMES,
@@ -133,6 +134,27 @@ def _abs_pearson(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> floa
     return abs(float(np.corrcoef(x, y)[0, 1]))
 
 
+def _unit_line(cosine: npt.NDArray[np.float64], mapped: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """(slope, intercept) of the line that best puts ``cosine`` on ``mapped``, kept inside [0, 1]
+    from the lowest cosine to 1 so that `PairScorer.similarity` never clips it (a clipped line would
+    no longer correlate with the grade as the cosine does)."""
+    low = float(cosine.min())
+    if low >= 1.0:
+        return 0.0, float(mapped.mean())
+    slope, intercept = np.polyfit(cosine, mapped, 1) if np.ptp(cosine) > 0 else (0.0, 0.5)
+    bottom = min(max(slope * low + intercept, 0.0), 1.0)
+    top = min(max(slope + intercept, bottom), 1.0)
+    slope = (top - bottom) / (1.0 - low)
+    return float(slope), float(bottom - slope * low)
+
+
+def best_route(figure: dict[str, Any]) -> str:
+    """The route of a language pair's graded output with the largest measured |Pearson| (ties: the
+    map, then the raw cosine, then the centred one)."""
+    routes = [r for r in ("map", "cosine", "centred") if r in figure]
+    return max(routes, key=lambda r: (figure[r], -routes.index(r)))
+
+
 def language_pair(a: str | None, b: str | None) -> str | None:
     """The key of a pair's two languages, in either order ("de-en"); None if either is unknown."""
     return "-".join(sorted((a, b))) if a and b else None
@@ -177,8 +199,11 @@ def fit_graded_map(
 # looser "same story" grades would pull the same-story cut from 0.40 to 0.22 and call same-topic
 # pairs the same story. ``related_cosine``: the encoder cosine's best-F1 cut for SemEval en-en
 # ``overall`` <= 2.5. ``language_routes``: each semeval_ml language pair's route of the graded
-# output (map or cosine line), chosen on those pairs, which the numbers were not fitted on. A
-# commercial deployment should refit them on its own labelled pairs (`python -m training fit --pairs ...`).
+# output (map, cosine line, or ``centred_line``: the centred cosine, `model.coverage.pair_centring`,
+# on the map's scale), chosen on those pairs, which the numbers were not fitted on; the language means
+# ship beside (``pair_means/<encoder>.npz``, from every shared pair set's texts, no grades; `python -m
+# benchmarks.pairs_out_of_set --means-out`). Measured: `benchmarks.pairs_centred`. A commercial
+# deployment should refit them on its own labelled pairs (`python -m training fit --pairs ...`).
 BUILT_IN: dict[str, dict[str, Any]] = {
     "minilm": {
         "features": DEFAULT_FEATURES,
@@ -196,17 +221,18 @@ BUILT_IN: dict[str, dict[str, Any]] = {
             "temperature": 3.0,
             "cosine_line": (0.92124, 0.07876),
             "routes": {"same_language": "cosine", "cross_language": "cosine"},
+            "centred_line": (0.87976, 0.12024),
             "language_routes": {
                 "ar-ar": "map",
                 "de-de": "map",
                 "de-en": "map",
-                "de-fr": "map",
-                "en-es": "cosine",
+                "de-fr": "centred",
+                "en-es": "centred",
                 "en-pl": "map",
-                "en-zh": "map",
+                "en-zh": "centred",
                 "es-es": "map",
-                "es-it": "cosine",
-                "fr-fr": "map",
+                "es-it": "centred",
+                "fr-fr": "centred",
                 "it-it": "map",
                 "pl-pl": "map",
                 "ru-ru": "map",
@@ -233,21 +259,22 @@ BUILT_IN: dict[str, dict[str, Any]] = {
             "temperature": 1.5,
             "cosine_line": (3.73294, -2.73294),
             "routes": {"same_language": "map", "cross_language": "cosine"},
+            "centred_line": (0.89207, 0.10793),
             "language_routes": {
                 "ar-ar": "cosine",
                 "de-de": "map",
                 "de-en": "map",
-                "de-fr": "cosine",
-                "en-es": "cosine",
-                "en-pl": "cosine",
-                "en-zh": "cosine",
+                "de-fr": "centred",
+                "en-es": "centred",
+                "en-pl": "centred",
+                "en-zh": "centred",
                 "es-es": "map",
-                "es-it": "cosine",
-                "fr-fr": "cosine",
+                "es-it": "centred",
+                "fr-fr": "centred",
                 "it-it": "map",
                 "pl-pl": "map",
-                "ru-ru": "cosine",
-                "tr-tr": "cosine",
+                "ru-ru": "centred",
+                "tr-tr": "centred",
                 "zh-zh": "cosine",
             },
         },
@@ -361,6 +388,7 @@ class PairScorer(BaseEstimator):
         scorer.n_pairs_, scorer.n_positive_ = fitted["n_pairs"], fitted["n_positive"]
         scorer.graded_ = dict(fitted["graded"])
         scorer.out_of_set_, scorer.fallback_ = {}, False
+        scorer.language_means_ = built_in_means(encoder)
         return scorer
 
     # --- fitting -------------------------------------------------------------------------
@@ -498,8 +526,10 @@ class PairScorer(BaseEstimator):
         if not graded:
             return {"source": "probability", "shift": 0.0, "temperature": 1.0}
         cosine = X[:, FEATURE_INDEX["cosine"]]
+        centred = X[:, FEATURE_INDEX["centred_cosine"]]
         shift, temperature, line = self._graded_map(self.decision(X), cosine, y, list(graded.values()))
-        mapped, lined = np.zeros(len(y)), np.zeros(len(y))
+        centred_line = self._centred_line(self.decision(X), centred, shift, temperature, graded)
+        mapped, lined, centred_lined = np.zeros(len(y)), np.zeros(len(y)), np.zeros(len(y))
         folds = np.random.default_rng(0).permutation(len(y)) % GRADED_FOLDS
         positive = self.same_story_labels(y)
         weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
@@ -517,6 +547,10 @@ class PairScorer(BaseEstimator):
             )
             mapped[test] = _sigmoid((d[test] - f_shift) / f_temperature)
             lined[test] = f_line[0] * cosine[test] + f_line[1]
+            f_centred = self._centred_line(
+                d, centred, f_shift, f_temperature, {k: r[train[r]] for k, r in graded.items()}
+            )
+            centred_lined[test] = f_centred[0] * centred[test] + f_centred[1]
         same = same_language(X)
         routes, check = {}, {}
         for route, kind in (("same_language", same), ("cross_language", ~same)):
@@ -544,17 +578,34 @@ class PairScorer(BaseEstimator):
                         "map": round(_abs_pearson(mapped[rows], y[rows]), 4),
                         "cosine": round(_abs_pearson(lined[rows], y[rows]), 4),
                     }
-                    by_language[str(key)] = "map" if figure["map"] >= figure["cosine"] else "cosine"
+                    # The centred cosine competes only where a language mean moved it.
+                    if np.any(centred[rows] != cosine[rows]):
+                        figure["centred"] = round(_abs_pearson(centred_lined[rows], y[rows]), 4)
+                    by_language[str(key)] = best_route(figure)
                     checked[str(key)] = figure
         return {
             "source": "routed",
             "shift": shift,
             "temperature": temperature,
             "cosine_line": line,
+            "centred_line": centred_line,
             "routes": routes,
             "language_routes": by_language,
             "cross_validated": {**check, "by_language": checked},
         }
+
+    @staticmethod
+    def _centred_line(
+        decision: npt.NDArray[np.float64],
+        centred: npt.NDArray[np.float64],
+        shift: float,
+        temperature: float,
+        graded: dict[str, npt.NDArray[np.intp]],
+    ) -> tuple[float, float]:
+        """The line that puts the centred cosine on the map's values on the graded rows (as
+        `_graded_map`'s cosine line, kept inside [0, 1] from the lowest centred cosine to 1)."""
+        rows = np.concatenate(list(graded.values()))
+        return _unit_line(centred[rows], _sigmoid((decision[rows] - shift) / temperature))
 
     @staticmethod
     def _graded_map(
@@ -570,14 +621,7 @@ class PairScorer(BaseEstimator):
         shift, temperature = fit_graded_map([decision[r] for r in groups], [y[r] for r in groups])
         rows = np.concatenate(list(groups))
         mapped = _sigmoid((decision[rows] - shift) / temperature)
-        low = float(cosine[rows].min())
-        if low >= 1.0:
-            return shift, temperature, (0.0, float(mapped.mean()))
-        slope, intercept = np.polyfit(cosine[rows], mapped, 1) if np.ptp(cosine[rows]) > 0 else (0.0, 0.5)
-        bottom = min(max(slope * low + intercept, 0.0), 1.0)
-        top = min(max(slope + intercept, bottom), 1.0)
-        slope = (top - bottom) / (1.0 - low)
-        return shift, temperature, (float(slope), float(bottom - slope * low))
+        return shift, temperature, _unit_line(cosine[rows], mapped)
 
     # --- prediction ----------------------------------------------------------------------
 
@@ -689,6 +733,12 @@ class PairScorer(BaseEstimator):
         if language_pairs is not None and by_language:
             route = np.array([by_language.get(k) if k else None for k in language_pairs], dtype=object)
             scores = np.where(route == "map", mapped, np.where(route == "cosine", lined, scores))
+            if "centred_line" in graded:  # bundles fitted before the centred cosine have no such route
+                c_slope, c_intercept = graded["centred_line"]
+                centred = np.clip(c_slope * X[:, FEATURE_INDEX["centred_cosine"]] + c_intercept, 0.0, 1.0)
+                # A side without a language mean reads the raw cosine there: its cosine line, then.
+                moved = X[:, FEATURE_INDEX["centred_cosine"]] != X[:, FEATURE_INDEX["cosine"]]
+                scores = np.where(route == "centred", np.where(moved, centred, lined), scores)
         # An equal canonical URL is one article; near-identical text is not lifted (see the module
         # docstring): its verdict and probability still say duplicate.
         return np.where(X[:, FEATURE_INDEX["url_match"]] > 0, 1.0, scores)
@@ -733,7 +783,13 @@ class PairScorer(BaseEstimator):
         vothers: npt.NDArray[np.floating],
     ) -> list[Comparison]:
         """`compare` of ``query`` with each of ``others`` (one hashing pass for all of them)."""
+        if not others:
+            return []
         evidences = pair_evidences(query, others, vq, vothers, self.idf, languages=self._uses_languages())
+        vectors = np.vstack([np.asarray(vq).reshape(1, -1), np.asarray(vothers).reshape(len(others), -1)])
+        languages = [query.language, *(other.language for other in others)]
+        zeros = np.zeros(len(others), dtype=np.intp)
+        evidences = self._centred(evidences, vectors, languages, zeros, np.arange(1, len(others) + 1))
         keys = [language_pair(query.language, other.language) for other in others]
         return self._comparisons(evidences, keys)
 
@@ -751,8 +807,21 @@ class PairScorer(BaseEstimator):
         evidences = indexed_pair_evidence(
             articles, vectors, i, j, self.idf, languages=self._uses_languages(), **kept
         )
+        languages = [article.language for article in articles]
+        evidences = self._centred(evidences, vectors, languages, i, j)
         keys = [language_pair(articles[p].language, articles[q].language) for p, q in zip(i, j, strict=True)]
         return self._comparisons(evidences, keys)
+
+    def _centred(
+        self,
+        evidences: list[PairEvidence],
+        vectors: npt.NDArray[np.floating],
+        languages: Sequence[str | None],
+        i: Any,
+        j: Any,
+    ) -> list[PairEvidence]:
+        """``evidences`` with their centred cosine where this scorer has both sides' language means."""
+        return with_centred(evidences, getattr(self, "language_means_", None), vectors, languages, i, j)
 
     def _comparisons(self, evidences: Sequence[PairEvidence], keys: Sequence[Any]) -> list[Comparison]:
         if not evidences:
