@@ -497,3 +497,18 @@ def test_the_built_in_scorer_centres_the_cosine_but_never_moves_the_probability(
     assert plain.evidence.centred_cosine is None
     assert plain.probability == pytest.approx(centred.probability)
     assert plain.verdict == centred.verdict
+
+
+def test_a_bundle_fits_its_own_language_means_over_the_shipped_ones():
+    from training.trainer import fit_pair_scorer
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(30, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    shipped = PairScorer.default(encoder="minilm").language_means_
+    scorer = fit_pair_scorer(
+        None, shared_embedder(), ["text"] * 30, corpus_vectors=vectors, corpus_languages=["sw"] * 29 + ["de"]
+    )
+    means = scorer.language_means_.means_
+    np.testing.assert_allclose(means["sw"], vectors[:29].mean(axis=0), atol=1e-6)  # its own language
+    np.testing.assert_array_equal(means["de"], shipped.means_["de"])  # one German text: the shipped mean

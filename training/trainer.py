@@ -204,7 +204,14 @@ def fit_news_model(
         _timed(options, f"score_{name}", started)
 
     started = step = time.perf_counter()
-    pair_scorer = fit_pair_scorer(options.pairs, embedder, [article.text for article in articles])
+    # The bundle's own articles give the centred cosine's language means (and the IDF).
+    pair_scorer = fit_pair_scorer(
+        options.pairs,
+        embedder,
+        [article.text for article in articles],
+        corpus_vectors=vectors,
+        corpus_languages=[article.language for article in articles],
+    )
     _timed(options, "pair_scorer", step)
     step = time.perf_counter()
     stories = StoryClusterer(window_days=options.story_window_days)
