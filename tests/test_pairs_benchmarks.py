@@ -80,3 +80,18 @@ def test_agreement_beyond_chance_is_zero_when_every_side_gets_one_label():
         agree, rows, ["World", "Sports", "Business", "World"], ["World", "Sports", "Business", "World"]
     )
     assert varied["kappa"] == pytest.approx(1.0)
+
+
+def test_a_route_chosen_out_of_fold_is_scored_only_on_pairs_it_was_not_chosen_on():
+    from benchmarks.pairs_centred import _out_of_fold, _routed
+
+    rng = np.random.default_rng(0)
+    y = rng.uniform(1, 4, 80)
+    good, noise = -y + rng.normal(0, 0.1, 80), rng.normal(size=80)
+    groups = {"de-en": np.arange(40), "en-zh": np.arange(40, 80)}
+    by_route = {"map": np.r_[good[:40], noise[40:]], "cosine": noise, "centred": np.r_[noise[:40], good[40:]]}
+    routed, chosen = _routed(by_route, groups, y, ("map", "cosine", "centred"))
+    assert chosen == {"de-en": "map", "en-zh": "centred"}
+    np.testing.assert_array_equal(routed, good)
+    # Each half takes the other half's winner: the clear winner again, so the same scores.
+    np.testing.assert_array_equal(_out_of_fold(by_route, groups, y, ("map", "cosine", "centred"), 0), good)
