@@ -165,13 +165,22 @@ def main(argv: list[str] | None = None) -> int:
         help="embedding cache (SQLite); default ~/.cache/news-desk/embeddings.sqlite",
     )
     parser.add_argument("--repeats", type=int, default=20, help="random half splits per language pair (20)")
+    parser.add_argument(
+        "--e5-runtime",
+        default="native",
+        choices=("native", "torch", "onnx-int8"),
+        help="e5's runtime (default native: the engine the built-in numbers were fitted with)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     data = args.data or _default_data_dir()
     started, cpu = time.perf_counter(), time.process_time()
-    report: dict[str, Any] = {"data": str(data), "repeats": args.repeats}
+    report: dict[str, Any] = {"data": str(data), "repeats": args.repeats, "e5_runtime": args.e5_runtime}
     for encoder in ENCODERS:
-        sets = [load_set(data, name, make_encode(encoder, args.cache)) for name in SETS]
+        sets = [
+            load_set(data, name, make_encode(encoder, args.cache, e5_runtime=args.e5_runtime))
+            for name in SETS
+        ]
         # The same means `PairScorer.default` ships (`benchmarks.pairs_out_of_set --means-out`).
         centre(sets, fit_means(sets))
         report[encoder] = measure(sets, encoder, args.repeats)

@@ -82,17 +82,24 @@ class LanguageMeans(BaseEstimator):
     ) -> npt.NDArray[np.float64]:
         """The centred cosine of each pair ``(vectors[i[k]], vectors[j[k]])``; NaN where either
         side's language has no mean (the caller keeps the raw cosine there)."""
-        vectors = np.asarray(vectors, dtype=np.float64)
         i, j = np.asarray(i, dtype=np.intp), np.asarray(j, dtype=np.intp)
+        if not len(i):
+            return np.zeros(0)
         means = getattr(self, "means_", None) or {}
+        # Only the rows the pairs use, one language at a time (a backfill passes its whole batch).
+        rows = np.unique(np.concatenate([i, j]))
+        vectors = np.asarray(vectors)[rows].astype(np.float64)
+        keys = np.array([languages[r] or "" for r in rows.tolist()], dtype=object)
         centred = np.full(vectors.shape, np.nan)
-        for row, lang in enumerate(languages):
-            mean = means.get(lang) if lang else None
-            if mean is not None and mean.shape[0] == vectors.shape[1]:
-                v = vectors[row] - mean
-                centred[row] = v / max(float(np.linalg.norm(v)), 1e-12)
-        out = np.einsum("ij,ij->i", centred[i], centred[j]) if len(i) else np.zeros(0)
-        return np.clip(out, -1.0, 1.0)
+        for lang in set(keys.tolist()).intersection(means):
+            mean = means[lang]
+            if mean.shape[0] != vectors.shape[1]:
+                continue
+            picked = keys == lang
+            v = vectors[picked] - mean
+            centred[picked] = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        left, right = centred[np.searchsorted(rows, i)], centred[np.searchsorted(rows, j)]
+        return np.clip(np.einsum("ij,ij->i", left, right), -1.0, 1.0)
 
     def save(self, path: Any) -> None:
         """Write the means as an ``.npz`` (one array per language)."""
