@@ -15,7 +15,9 @@ not fitted on) and the 161 English SemEval pairs:
   ``--repeats`` splits averaged: what a route choice on pairs it did not see gives;
 - ``probability_unchanged``: the same-story probability (what verdicts and the story rule cut) does
   not read the centred cosine: the largest change of `PairScorer.predict` over every shared pair
-  when the centred column is replaced by the raw cosine.
+  when the centred column is replaced by the raw cosine;
+- ``compare_many_200``: what the centring costs a query: one `PairScorer.compare_many` against 200
+  candidates with the language means and without.
 
 |Pearson| with the grade throughout (what ``training evaluate --pairs`` reports).
 
@@ -47,6 +49,7 @@ from benchmarks.pairs_out_of_set import (
     route_scores,
 )
 from model.coverage.pair_evidence import FEATURE_INDEX
+from model.coverage.pair_files import read_pairs_tsv
 from model.coverage.pair_scorer import PairScorer, best_route
 
 ENCODERS = ("minilm", "e5-multilingual")
@@ -151,6 +154,26 @@ def measure(sets: list[HeldSet], encoder: str, repeats: int) -> dict[str, Any]:
     }
 
 
+def compare_cost(data: Path, sets: list[HeldSet], encoder: str, candidates: int = 200) -> dict[str, float]:
+    """Milliseconds (wall, CPU) of one `PairScorer.compare_many` of a semeval_ml article against
+    ``candidates`` others, with the built-in language means and without (20 runs each)."""
+    ml = next(s for s in sets if s.name == "semeval_ml")
+    assert ml.vectors is not None
+    articles = [p.a for p in read_pairs_tsv(data / "semeval_ml" / "pairs.tsv")][: candidates + 1]
+    vectors = ml.vectors[0 : 2 * len(articles) : 2]
+    scorer = PairScorer.default(encoder=encoder)
+    out = {}
+    for label, means in (("with_means", scorer.language_means_), ("without_means", None)):
+        scorer.language_means_ = means
+        scorer.compare_many(articles[0], articles[1:], vectors[0], vectors[1:])
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(20):
+            scorer.compare_many(articles[0], articles[1:], vectors[0], vectors[1:])
+        out[f"{label}_wall_ms"] = round((time.perf_counter() - wall) / 20 * 1e3, 1)
+        out[f"{label}_cpu_ms"] = round((time.process_time() - cpu) / 20 * 1e3, 1)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.pairs_centred",
@@ -184,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         # The same means `PairScorer.default` ships (`benchmarks.pairs_out_of_set --means-out`).
         centre(sets, fit_means(sets))
         report[encoder] = measure(sets, encoder, args.repeats)
+        report[encoder]["compare_many_200"] = compare_cost(data, sets, encoder)
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["cpu_seconds"] = round(time.process_time() - cpu, 1)
     text = json.dumps(report, indent=2)
