@@ -61,6 +61,42 @@ class Ingested:
     is_new: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Heads:
+    """The topic tagger and score heads with the thresholds: `NewsModel.classify` on given vectors.
+
+    Small and picklable without the encoder or the index, so an engine's batch workers (Ray actors,
+    possibly on other machines) classify with the very call the model makes here.
+    """
+
+    topics: TopicTagger | None
+    scores: Mapping[str, ScoreHead]
+    thresholds: Mapping[str, float]
+
+    def classify(
+        self, articles: Sequence[Article], vectors: npt.NDArray[np.float32], *, all_scores: bool = False
+    ) -> list[Classification]:
+        """Topics (above each label's threshold) and score predictions for each article."""
+        if not articles:
+            return []
+        topic_rows: list[tuple[list[Any], list[Any] | None]]
+        if self.topics is not None:
+            topic_rows = self.topics.predict(articles, vectors, all_scores=all_scores)
+        else:
+            topic_rows = [([], [] if all_scores else None)] * len(articles)
+        score_rows = {name: head.predict(articles, vectors) for name, head in self.scores.items()}
+        return [
+            Classification(
+                article_id=article.id,
+                topics=topic_rows[i][0],
+                all_topics=topic_rows[i][1],
+                scores={name: rows[i] for name, rows in score_rows.items()},
+                uncertainty=topic_uncertainty(topic_rows[i][1] or [], self.thresholds),
+            )
+            for i, article in enumerate(articles)
+        ]
+
+
 class NewsModel:
     """Topic tagging, score prediction, pair comparison and related search over one bundle.
 
@@ -217,23 +253,12 @@ class NewsModel:
         if not parsed:
             return []
         vectors = self.embed(parsed) if embeddings is None else embeddings
-        topic_rows: list[tuple[list[Any], list[Any] | None]]
-        if self.topics is not None:
-            topic_rows = self.topics.predict(parsed, vectors, all_scores=all_scores)
-        else:
-            topic_rows = [([], [] if all_scores else None)] * len(parsed)
-        score_rows = {name: head.predict(parsed, vectors) for name, head in self.scores.items()}
-        thresholds = self.thresholds
-        return [
-            Classification(
-                article_id=article.id,
-                topics=topic_rows[i][0],
-                all_topics=topic_rows[i][1],
-                scores={name: rows[i] for name, rows in score_rows.items()},
-                uncertainty=topic_uncertainty(topic_rows[i][1] or [], thresholds),
-            )
-            for i, article in enumerate(parsed)
-        ]
+        return self.heads.classify(parsed, vectors, all_scores=all_scores)
+
+    @property
+    def heads(self) -> Heads:
+        """The parts `classify` runs once the vectors are known (what a batch worker needs)."""
+        return Heads(self.topics, self.scores, self.thresholds)
 
     # --- pairs, search, stories ----------------------------------------------------------
 

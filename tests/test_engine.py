@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, corpus_path
+from helpers import ROOT, corpus_path, shared_embedder
 from test_training_cli import run_cli
 
 from model.articles.seeds import read_seeds, split_front_matter
@@ -180,6 +180,31 @@ def test_ray_evaluate_counts_and_lists_a_bad_row_with_skip_invalid(small_seeds, 
     assert f"skipped: {path}:3: quality: expected a number from 0 to 100, got 140" in result.stderr
     assert "skipped 1 invalid seed files or rows" in result.stderr
     assert json.loads(result.stdout)["topics"]["n"] == 2
+
+
+@needs_ray
+def test_ray_classify_batches_give_the_predictions_local_gives(small_seeds, monkeypatch, caplog):
+    from model.news_model import NewsModel
+    from training import engine as engines
+
+    root, folder, _ = small_seeds
+    if not (root / "local").exists():
+        _fit(root, "local", str(folder))
+    model = NewsModel.load(root / "local", embedder=shared_embedder())
+    articles = list(read_seeds([folder]).articles.values())
+    vectors = model.embedder.encode([a.text for a in articles], show_progress_bar=False)
+    # Batches of 16, all on the actor pool: six of them over two actors.
+    monkeypatch.setattr(engines, "CLASSIFY_BATCH", 16)
+    monkeypatch.setattr(engines, "RAY_MIN_CLASSIFY", 0)
+    local = engines.LocalEngine().classify(model.heads, articles, vectors, all_scores=True)
+    with caplog.at_level("INFO", logger="training.engine"), engines.RayEngine(2) as ray_engine:
+        ray = ray_engine.classify(model.heads, articles, vectors, all_scores=True)
+    assert f"classified {len(articles)} articles on 2 actors" in caplog.text
+    assert [c.to_record() for c in ray] == [c.to_record() for c in local]
+    assert [c.to_record() for c in local] == [
+        c.to_record() for c in model.classify(articles, all_scores=True)
+    ]
+    assert len(local) == len(articles) == 90
 
 
 @needs_ray

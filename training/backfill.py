@@ -27,6 +27,7 @@ from model.news_model import NewsModel
 from model.store import ArticleStore, open_store
 from model.store.base import StoreRows, new_stored_article
 from model.store.writers import hold_writer, no_reembedding
+from training.engine import Engine, LocalEngine
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +77,18 @@ def backfill_store(
     snapshot_dir: Path | None = None,
     batch_size: int = BATCH,
     embed_chunk: int = EMBED_CHUNK,
+    engine: Engine | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> BackfillResult:
     """Store ``articles`` (in published order) that ``store`` lacks, through ``model``; ``store``
     must be written by nobody else meanwhile (`run_backfill` holds the lock).
 
-    Articles are embedded ``embed_chunk`` at a time and stored ``batch_size`` at a time (one
-    transaction each). ``progress(done, total)`` is told after each committed batch.
+    Articles are embedded and classified ``embed_chunk`` at a time (``engine``'s batches: on Ray an
+    actor pool each, default here) and stored ``batch_size`` at a time (one transaction each).
+    ``progress(done, total)`` is told after each committed batch.
     """
+    engine = engine or LocalEngine()
+    heads = model.heads
     started = time.perf_counter()
     restored = model.restore_from(StoreRows(store), snapshot_dir)
     # The graph the service would have built after its start, so the search the rule sees (exact
@@ -108,10 +113,11 @@ def backfill_store(
         # One embedding call per chunk: the engine's batches (`--engine ray`: one actor-pool job),
         # the cache consulted and filled in bulk; then the chunk is stored batch by batch.
         chunk_vectors = model.embedder.encode([a.text for a in fresh], show_progress_bar=False)
+        # Every label scored, as the service stores it (the review queue sorts by uncertainty).
+        chunk_results = engine.classify(heads, fresh, chunk_vectors, all_scores=True) if fresh else []
         for start in range(0, len(fresh), batch_size):
             batch, vectors = fresh[start : start + batch_size], chunk_vectors[start : start + batch_size]
-            # Every label scored, as the service stores it (the review queue sorts by uncertainty).
-            results = model.classify(batch, all_scores=True, embeddings=vectors)
+            results = chunk_results[start : start + batch_size]
             ingested = model.add(batch, vectors, linker=linker)
             now = datetime.now(UTC)
             rows = [
@@ -141,6 +147,7 @@ def run_backfill(
     articles: Sequence[Article],
     *,
     batch_size: int = BATCH,
+    engine: Engine | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> BackfillResult:
     """Open ``target`` holding its writer lock alone (`StoreBusyError` while a service writes it),
@@ -157,6 +164,7 @@ def run_backfill(
                     articles,
                     snapshot_dir=target.snapshot_dir,
                     batch_size=batch_size,
+                    engine=engine,
                     progress=progress,
                 )
         finally:

@@ -568,6 +568,7 @@ def _fit(args: argparse.Namespace, engine: Engine, scratch: Path) -> tuple[Any, 
         holdout=args.holdout,
         refit_all=args.refit_all,
         always_train=corrections.corrected_ids,
+        engine=engine,
     )
     if args.fine_tune:
         fitted.timings["fine_tune"] = float(getattr(encoder, "fine_tune", {}).get("seconds", 0.0))
@@ -794,7 +795,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with _engine(args) as engine:
         corpus = _read(args.seeds, args, engine)
         model = NewsModel.load(args.model, embedder=engine.embedder(_bundle_encoder(args, args.model)))
-        metrics = evaluate_model(model, corpus, pairs=args.pairs, progress=not args.no_progress)
+        metrics = evaluate_model(
+            model, corpus, pairs=args.pairs, progress=not args.no_progress, engine=engine
+        )
     metrics["model_version"] = model.version
     print(json.dumps(metrics, indent=2, default=str))
     return 0
@@ -869,6 +872,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 BackfillTarget(args.data, args.database_url),
                 list(corpus.articles.values()),
                 batch_size=args.batch_size,
+                engine=engine,
                 progress=progress,
             )
         finally:

@@ -1,28 +1,34 @@
-"""Where the read and embed batches of ``python -m training`` run: here (``local``) or on Ray (``ray``).
+"""Where the read, embed and classify batches of ``python -m training`` run: here (``local``) or on Ray.
 
 The engine changes only who runs the batches. Both read seeds through `model.articles.seeds`'
-one loop (`add_seed_records`: the same rules, the same ``file:line: field: reason`` errors) and
-embed through the same encoder (`make_encoder`; its cache consulted before, and filled after, each call); the
-fits are the same code either way.
+one loop (`add_seed_records`: the same rules, the same ``file:line: field: reason`` errors),
+embed through the same encoder (`make_encoder`; its cache consulted before, and filled after, each
+call) and classify through the same call (`model.news_model.Heads.classify`, ``CLASSIFY_BATCH``
+articles at a time either way, so both engines hand it the same batches); the fits are the same
+code either way.
 
 ``ray``: Parquet seeds come in through ``ray.data.read_parquet``; texts the embedding cache lacks
 are embedded by a Ray Data ``map_batches`` over an actor pool, each actor building the encoder
 once (`EncodeBatch`). The driver keeps the SQLite cache: it looks texts up before dispatching
 and stores the returned vectors, so the cache stays one file shared by later runs (local or ray)
-and the actors (possibly on other machines, without the driver's disk) never write it.
+and the actors (possibly on other machines, without the driver's disk) never write it. Articles
+with their vectors are classified by another actor pool (`ClassifyBatch`), each actor taking the
+bundle's heads (`Heads`: no encoder, no index) from Ray's object store once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from model.articles.article import Article
 from model.articles.seeds import (
     PARQUET_SUFFIXES,
     SeedCorpus,
@@ -35,6 +41,10 @@ from model.articles.seeds import (
 )
 from model.encoders.base import Encoder
 from model.encoders.embedder import Embedder
+from model.results import Classification
+
+if TYPE_CHECKING:
+    from model.news_model import Heads
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +54,10 @@ RAY_BATCH_SIZE = 256
 # Fewer uncached texts than this (a label gate's names, a few new seeds) are embedded here by the
 # same encoder: starting an actor pool (each loading the model) costs seconds, one batch less.
 RAY_MIN_TEXTS = 64
+# Articles per classify call, on either engine (the same batches give the same float results).
+CLASSIFY_BATCH = 256
+# Fewer articles than this are classified here: an actor pool costs seconds, a few batches less.
+RAY_MIN_CLASSIFY = 4 * CLASSIFY_BATCH
 
 
 def default_workers() -> int:
@@ -66,6 +80,27 @@ class LocalEngine:
 
     def embedder(self, embedder: Encoder) -> Encoder:
         return embedder
+
+    def classify(
+        self,
+        heads: Heads,
+        articles: Sequence[Article],
+        vectors: npt.NDArray[np.float32],
+        *,
+        all_scores: bool = False,
+    ) -> list[Classification]:
+        return classify_batches(heads, articles, vectors, all_scores=all_scores)
+
+
+def classify_batches(
+    heads: Heads, articles: Sequence[Article], vectors: npt.NDArray[np.float32], *, all_scores: bool = False
+) -> list[Classification]:
+    """``heads.classify`` over ``CLASSIFY_BATCH`` articles at a time, in order."""
+    out: list[Classification] = []
+    for start in range(0, len(articles), CLASSIFY_BATCH):
+        stop = start + CLASSIFY_BATCH
+        out += heads.classify(articles[start:stop], vectors[start:stop], all_scores=all_scores)
+    return out
 
 
 def encoder_spec(encoder: Encoder) -> dict[str, Any]:
@@ -113,6 +148,34 @@ class EncodeBatch:
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         vectors = self.embedder.encode([str(text) for text in batch["text"]], show_progress_bar=False)
         return {"row": batch["row"], "vector": vectors}
+
+
+def _classify_actor_class(heads_ref: Any, all_scores: bool) -> type:
+    """`ClassifyBatch` bound to the heads' object reference (pickled by value, as `_actor_class`)."""
+
+    class Classify(ClassifyBatch):
+        def __init__(self) -> None:
+            super().__init__(heads_ref, all_scores)
+
+    return Classify
+
+
+class ClassifyBatch:
+    """A Ray Data actor: takes the heads from the object store once, then classifies one batch of
+    articles (pickled with their vectors, one row per batch) per row."""
+
+    def __init__(self, heads_ref: Any, all_scores: bool) -> None:
+        import ray
+
+        self.heads: Heads = ray.get(heads_ref)
+        self.all_scores = all_scores
+
+    def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        results = np.empty(len(batch["batch"]), dtype=object)
+        for k, payload in enumerate(batch["payload"]):
+            articles, vectors = pickle.loads(payload)
+            results[k] = pickle.dumps(self.heads.classify(articles, vectors, all_scores=self.all_scores))
+        return {"batch": batch["batch"], "result": results}
 
 
 class RayEngine:
@@ -273,6 +336,46 @@ class RayEngine:
         assert out is not None
         logger.info("ray: embedded %d texts on %d actors", len(texts), self.workers)
         return out
+
+    # --- classifying -------------------------------------------------------------------------
+
+    def classify(
+        self,
+        heads: Heads,
+        articles: Sequence[Article],
+        vectors: npt.NDArray[np.float32],
+        *,
+        all_scores: bool = False,
+    ) -> list[Classification]:
+        """`classify_batches` with the batches spread over an actor pool; results in ``articles``' order."""
+        import pyarrow as pa
+
+        if len(articles) < RAY_MIN_CLASSIFY:
+            return classify_batches(heads, articles, vectors, all_scores=all_scores)
+        ray = self._ray
+        vectors = np.asarray(vectors, dtype=np.float32)
+        starts = range(0, len(articles), CLASSIFY_BATCH)
+        payloads = [
+            pickle.dumps((list(articles[i : i + CLASSIFY_BATCH]), vectors[i : i + CLASSIFY_BATCH]))
+            for i in starts
+        ]
+        table = pa.table({"batch": np.arange(len(payloads)), "payload": pa.array(payloads, pa.binary())})
+        # One block per actor, so each pulls whole batches while the others work.
+        size = min(self.workers, len(payloads))
+        blocks = [table.slice(k, 1) for k in range(len(payloads))]
+        dataset = ray.data.from_arrow(blocks).map_batches(
+            _classify_actor_class(ray.put(heads), all_scores),
+            compute=ray.data.ActorPoolStrategy(size=size),
+            batch_size=1,
+            batch_format="numpy",
+            num_cpus=self.actor_cpus(),
+        )
+        out: list[list[Classification] | None] = [None] * len(payloads)
+        for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
+            for k, result in zip(batch["batch"], batch["result"], strict=True):
+                out[int(k)] = pickle.loads(result)
+        logger.info("ray: classified %d articles on %d actors", len(articles), size)
+        return [c for rows in out if rows is not None for c in rows]
 
 
 class _Peekable:

@@ -38,6 +38,7 @@ from model.ledger import LEDGER, record_event
 from model.news_model import NewsModel
 from model.tagging.scores import ScoreHead
 from model.tagging.topic_tagger import TopicTagger, examples_within
+from training.engine import Engine, LocalEngine
 from training.fit_cache import FitCache, data_digest
 
 logger = logging.getLogger(__name__)
@@ -279,11 +280,13 @@ def evaluate_model(
     *,
     pairs: Sequence[Path] | Path | None = None,
     progress: bool = True,
+    engine: Engine | None = None,
 ) -> dict[str, Any]:
-    """Every metric the seeds allow: topics, each score field, related retrieval, graded pairs."""
+    """Every metric the seeds allow: topics, each score field, related retrieval, graded pairs;
+    the articles classified in ``engine``'s batches (default: here)."""
     articles = list(corpus.articles.values())
     vectors = embed_articles(model.embedder, articles, progress) if articles else None
-    return evaluate_vectors(model, corpus, articles, vectors, pairs=pairs)
+    return evaluate_vectors(model, corpus, articles, vectors, pairs=pairs, engine=engine)
 
 
 def evaluate_vectors(
@@ -294,24 +297,35 @@ def evaluate_vectors(
     *,
     pairs: Sequence[Path] | Path | None = None,
     embedder: Embedder | None = None,
+    engine: Engine | None = None,
 ) -> dict[str, Any]:
     """`evaluate_model` on given vectors of ``corpus``'s ``articles`` (in its order); graded pairs
     are embedded with ``embedder`` (default: the model's), so another encoder can be measured."""
     embedder = embedder or model.embedder
     metrics: dict[str, Any] = {}
+    # The articles with something to measure, classified as the service would (`Heads.classify`).
+    graded = [
+        i
+        for i, article in enumerate(articles)
+        if article.topics or any(getattr(article, name) is not None for name in model.scores)
+    ]
+    classified = {}
+    if graded and vectors is not None:
+        results = (engine or LocalEngine()).classify(
+            model.heads, [articles[i] for i in graded], vectors[graded]
+        )
+        classified = dict(zip(graded, results, strict=True))
     labelled = [i for i, article in enumerate(articles) if article.topics]
     if labelled and model.topics is not None and vectors is not None:
-        chosen = [articles[i] for i in labelled]
-        predicted = model.topics.predict(chosen, vectors[labelled])
         metrics["topics"] = topic_metrics(
-            [a.topics for a in chosen], [[t.label for t in row[0]] for row in predicted]
+            [articles[i].topics for i in labelled], [classified[i].labels for i in labelled]
         )
-    for name, head in model.scores.items():
+    for name in model.scores:
         have = [i for i, article in enumerate(articles) if getattr(article, name) is not None]
         if not have or vectors is None:
             continue
         chosen = [articles[i] for i in have]
-        predictions = head.predict(chosen, vectors[have])
+        predictions = [classified[i].scores[name] for i in have]
         metrics[name] = score_metrics(
             [getattr(a, name) for a in chosen],
             [p.value for p in predictions],
@@ -365,6 +379,7 @@ def fit_and_evaluate(
     holdout: float = 0.2,
     refit_all: bool = False,
     always_train: Collection[str] = (),
+    engine: Engine | None = None,
 ) -> FitOutcome:
     """Fit a model and measure it on articles it was not trained on.
 
@@ -375,6 +390,8 @@ def fit_and_evaluate(
       ``refit_all`` then refit on every seed (the metrics then describe a model that had not seen
       the split). ``always_train`` (editors' corrections) are never held out.
     - else fit on everything, with no metrics.
+
+    The evaluation's articles are classified in ``engine``'s batches (default: here).
 
     ``timings`` are those of the last fit.
     """
@@ -392,7 +409,7 @@ def fit_and_evaluate(
     if eval_corpus is not None:
         model, run = fit(corpus)
         evaluated, eval_pairs = model, options.pairs
-        metrics = evaluate_model(model, eval_corpus, pairs=eval_pairs, progress=progress)
+        metrics = evaluate_model(model, eval_corpus, pairs=eval_pairs, progress=progress, engine=engine)
         metrics["evaluated_on"] = eval_name
     elif holdout > 0 and len(corpus.main_ids) >= MIN_SEEDS_TO_HOLD_OUT:
         train, held = split_holdout(corpus, holdout, always_train=always_train)
@@ -403,7 +420,7 @@ def fit_and_evaluate(
         )
         model, run = fit(train)
         evaluated, eval_corpus = model, held
-        metrics = evaluate_model(model, held, progress=progress)
+        metrics = evaluate_model(model, held, progress=progress, engine=engine)
         metrics["evaluated_on"] = (
             f"fixed split: {len(held.main_ids)} seeds ({holdout:.0%} by id hash) held out"
             + (", before refitting on all" if refit_all else ", never trained on")
