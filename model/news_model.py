@@ -73,6 +73,20 @@ class Heads:
     scores: Mapping[str, ScoreHead]
     thresholds: Mapping[str, float]
 
+    @classmethod
+    def load(cls, folder: str | Path) -> Heads:
+        """The heads of a bundle version folder that `NewsModel.load` has verified (a worker loading
+        them again skips hashing every file, the index's included)."""
+        folder = Path(folder)
+        manifest = bundle.read_manifest(folder)
+        topics = bundle.load_part(folder, _TOPICS) if (folder / _TOPICS).is_file() else None
+        scores = {
+            name: bundle.load_part(folder, f"score_{name}.joblib") for name in manifest.get("scores", [])
+        }
+        return cls(
+            topics, scores, dict(getattr(topics, "thresholds_", None) or manifest.get("thresholds") or {})
+        )
+
     def classify(
         self, articles: Sequence[Article], vectors: npt.NDArray[np.float32], *, all_scores: bool = False
     ) -> list[Classification]:

@@ -33,9 +33,6 @@ logger = logging.getLogger(__name__)
 
 SNAPSHOT_DIR = "index-snapshot"  # beside the SQLite store, where the service looks for it
 BATCH = 256
-# Articles embedded per call: big enough that a Ray actor pool starts once per few thousand, small
-# enough that their vectors are a few MB.
-EMBED_CHUNK = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,18 +73,20 @@ def backfill_store(
     *,
     snapshot_dir: Path | None = None,
     batch_size: int = BATCH,
-    embed_chunk: int = EMBED_CHUNK,
+    embed_chunk: int | None = None,
     engine: Engine | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> BackfillResult:
     """Store ``articles`` (in published order) that ``store`` lacks, through ``model``; ``store``
     must be written by nobody else meanwhile (`run_backfill` holds the lock).
 
-    Articles are embedded and classified ``embed_chunk`` at a time (``engine``'s batches: on Ray an
-    actor pool each, default here) and stored ``batch_size`` at a time (one transaction each).
-    ``progress(done, total)`` is told after each committed batch.
+    Articles are embedded and classified ``embed_chunk`` at a time (default: the engine's chunk,
+    bigger on Ray, where each call starts an actor pool) in ``engine``'s batches (default: here),
+    and stored ``batch_size`` at a time (one transaction each). ``progress(done, total)`` is told
+    after each committed batch.
     """
     engine = engine or LocalEngine()
+    embed_chunk = embed_chunk or engine.chunk
     heads = model.heads
     started = time.perf_counter()
     restored = model.restore_from(StoreRows(store), snapshot_dir)
@@ -114,7 +113,9 @@ def backfill_store(
         # the cache consulted and filled in bulk; then the chunk is stored batch by batch.
         chunk_vectors = model.embedder.encode([a.text for a in fresh], show_progress_bar=False)
         # Every label scored, as the service stores it (the review queue sorts by uncertainty).
-        chunk_results = engine.classify(heads, fresh, chunk_vectors, all_scores=True) if fresh else []
+        chunk_results = (
+            engine.classify(heads, fresh, chunk_vectors, all_scores=True, bundle=model.path) if fresh else []
+        )
         for start in range(0, len(fresh), batch_size):
             batch, vectors = fresh[start : start + batch_size], chunk_vectors[start : start + batch_size]
             results = chunk_results[start : start + batch_size]

@@ -56,8 +56,10 @@ RAY_BATCH_SIZE = 256
 RAY_MIN_TEXTS = 64
 # Articles per classify call, on either engine (the same batches give the same float results).
 CLASSIFY_BATCH = 256
-# Fewer articles than this are classified here: an actor pool costs seconds, a few batches less.
-RAY_MIN_CLASSIFY = 4 * CLASSIFY_BATCH
+# Fewer articles than this are classified here by the same call: starting a pool of classify actors
+# took 10-17 s on 2 loaded cores (each a new process importing scikit-learn), while classifying
+# 16k articles costs about 3 CPU seconds. Above it the pool pays where the cluster adds cores.
+RAY_MIN_CLASSIFY = 16_384
 
 
 def default_workers() -> int:
@@ -68,6 +70,8 @@ class LocalEngine:
     """Everything in this process: today's readers and the embedder's own batches."""
 
     name = "local"
+    # Articles a caller embeds and classifies per call (a backfill's chunk).
+    chunk = 4096
 
     def __enter__(self) -> LocalEngine:
         return self
@@ -88,6 +92,7 @@ class LocalEngine:
         vectors: npt.NDArray[np.float32],
         *,
         all_scores: bool = False,
+        bundle: Path | None = None,
     ) -> list[Classification]:
         return classify_batches(heads, articles, vectors, all_scores=all_scores)
 
@@ -150,24 +155,30 @@ class EncodeBatch:
         return {"row": batch["row"], "vector": vectors}
 
 
-def _classify_actor_class(heads_ref: Any, all_scores: bool) -> type:
-    """`ClassifyBatch` bound to the heads' object reference (pickled by value, as `_actor_class`)."""
+def _classify_actor_class(source: str | Any, all_scores: bool) -> type:
+    """`ClassifyBatch` bound to where its heads come from (pickled by value, as `_actor_class`)."""
 
     class Classify(ClassifyBatch):
         def __init__(self) -> None:
-            super().__init__(heads_ref, all_scores)
+            super().__init__(source, all_scores)
 
     return Classify
 
 
 class ClassifyBatch:
-    """A Ray Data actor: takes the heads from the object store once, then classifies one batch of
-    articles (pickled with their vectors, one row per batch) per row."""
+    """A Ray Data actor: loads the heads once (from the bundle folder, or from the object store for
+    a model not saved yet), then classifies one batch of articles (pickled with their vectors, one
+    row per batch) per row."""
 
-    def __init__(self, heads_ref: Any, all_scores: bool) -> None:
-        import ray
+    def __init__(self, source: str | Any, all_scores: bool) -> None:
+        if isinstance(source, str):
+            from model.news_model import Heads
 
-        self.heads: Heads = ray.get(heads_ref)
+            self.heads: Heads = Heads.load(source)
+        else:
+            import ray
+
+            self.heads = ray.get(source)
         self.all_scores = all_scores
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
@@ -190,6 +201,9 @@ class RayEngine:
     """
 
     name = "ray"
+    # Bigger than local's: each call starts an actor pool (seconds), and one chunk reaches
+    # `RAY_MIN_CLASSIFY` so its classify batches go to the pool too.
+    chunk = RAY_MIN_CLASSIFY
 
     def __init__(
         self, workers: int, *, gpus_per_worker: float = 0.0, cpus_per_worker: float | None = None
@@ -346,8 +360,14 @@ class RayEngine:
         vectors: npt.NDArray[np.float32],
         *,
         all_scores: bool = False,
+        bundle: Path | None = None,
     ) -> list[Classification]:
-        """`classify_batches` with the batches spread over an actor pool; results in ``articles``' order."""
+        """`classify_batches` with the batches spread over an actor pool; results in ``articles``' order.
+
+        ``bundle``: the version folder ``heads`` were loaded from, which each actor loads them from
+        (the engine's encoders are built from local paths too); without it (a model not saved yet)
+        the heads go through Ray's object store.
+        """
         import pyarrow as pa
 
         if len(articles) < RAY_MIN_CLASSIFY:
@@ -364,7 +384,7 @@ class RayEngine:
         size = min(self.workers, len(payloads))
         blocks = [table.slice(k, 1) for k in range(len(payloads))]
         dataset = ray.data.from_arrow(blocks).map_batches(
-            _classify_actor_class(ray.put(heads), all_scores),
+            _classify_actor_class(str(bundle) if bundle is not None else ray.put(heads), all_scores),
             compute=ray.data.ActorPoolStrategy(size=size),
             batch_size=1,
             batch_format="numpy",

@@ -312,7 +312,7 @@ def evaluate_vectors(
     classified = {}
     if graded and vectors is not None:
         results = (engine or LocalEngine()).classify(
-            model.heads, [articles[i] for i in graded], vectors[graded]
+            model.heads, [articles[i] for i in graded], vectors[graded], bundle=model.path
         )
         classified = dict(zip(graded, results, strict=True))
     labelled = [i for i, article in enumerate(articles) if article.topics]
