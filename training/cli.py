@@ -547,8 +547,11 @@ def _fit(args: argparse.Namespace, engine: Engine, scratch: Path) -> tuple[Any, 
 
     corrections = load_corrections(args.corrections, scratch) if args.corrections else CorrectionData()
     pairs = [*(args.pairs or []), *([corrections.pairs] if corrections.pairs else [])] or None
+    read_started = time.perf_counter()
     corpus = _read([*args.seeds, *corrections.seeds], args, engine)
     seeds_only = seed_fingerprint(_read(args.seeds, args, engine)) if corrections.seeds else None
+    eval_corpus = _read(args.eval, args, engine) if args.eval else None
+    read_s = time.perf_counter() - read_started
     fit_cache = None if args.no_cache else FitCache((args.cache_dir or default_cache_dir()) / "fits")
     encoder = engine.embedder(_embedder(args))
     if args.fine_tune:
@@ -563,7 +566,7 @@ def _fit(args: argparse.Namespace, engine: Engine, scratch: Path) -> tuple[Any, 
             progress=not args.no_progress,
             max_memory_gb=getattr(args, "max_memory_gb", None),
         ),
-        eval_corpus=_read(args.eval, args, engine) if args.eval else None,
+        eval_corpus=eval_corpus,
         eval_name=", ".join(str(p) for p in args.eval or []),
         holdout=args.holdout,
         refit_all=args.refit_all,
@@ -572,6 +575,7 @@ def _fit(args: argparse.Namespace, engine: Engine, scratch: Path) -> tuple[Any, 
     )
     if args.fine_tune:
         fitted.timings["fine_tune"] = float(getattr(encoder, "fine_tune", {}).get("seconds", 0.0))
+    fitted.timings["read"] = round(read_s, 3)  # every seed file the run read, --eval's included
     return fitted, corpus, seeds_only, corrections
 
 
@@ -605,7 +609,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="newsdesk-fit-"))
     try:
         with _engine(args) as engine:
+            engine_start = time.perf_counter() - started  # a local Ray's start, or joining a cluster
             fitted, corpus, seeds_only, corrections = _fit(args, engine, scratch)
+        fitted.timings["engine_start"] = round(engine_start, 3)
         fitted.timings["total"] = round(time.perf_counter() - started, 3)
         # The int8 ONNX export is MiniLM's; other encoders serve with their own runtime.
         encoder_dir = (
