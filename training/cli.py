@@ -112,7 +112,7 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
         "--engine",
         choices=ENGINES,
         default="local",
-        help="where the read and embed batches run: in this process (local, default) or on Ray "
+        help="where the read, embed and classify batches run: in this process (local, default) or on Ray "
         "(ray: a local Ray, or the cluster at $RAY_ADDRESS; needs pip install -e '.[ray]')",
     )
     parser.add_argument(
@@ -120,7 +120,7 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="--engine ray: encoder actors (default: the number of cores)",
+        help="--engine ray: actors in each pool, encoder or classify (default: the number of cores)",
     )
     parser.add_argument(
         "--gpus-per-worker",
