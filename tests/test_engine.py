@@ -164,6 +164,13 @@ def test_a_ray_fit_on_parquet_shards_matches_a_local_fit_on_the_files(small_seed
     assert ray_manifest["training"]["engine"] == {"name": "ray", "workers": 2}
     assert ray["engine"] == "ray"
     assert "texts on 2 actors" in log  # the seeds went through the actor pool, not the driver
+    # The engine's own costs are timed beside the fit steps: a local Ray's start, the reads.
+    assert ray_manifest["training"]["timings_s"]["engine_start"] > 0
+    assert (
+        local_manifest["training"]["timings_s"]["engine_start"]
+        < ray_manifest["training"]["timings_s"]["engine_start"]
+    )
+    assert {"read", "embed", "topics"} <= set(ray_manifest["training"]["timings_s"])
 
 
 @needs_ray
