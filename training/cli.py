@@ -554,6 +554,11 @@ def _fit(args: argparse.Namespace, engine: Engine, scratch: Path) -> tuple[Any, 
     read_s = time.perf_counter() - read_started
     fit_cache = None if args.no_cache else FitCache((args.cache_dir or default_cache_dir()) / "fits")
     encoder = engine.embedder(_embedder(args))
+    if engine.name == "ray" and not args.no_cache:
+        # Every seed text in one actor-pool job, into the cache: the fit and the evaluation then
+        # embed from it, where each of their calls would start a pool (each actor loading the encoder).
+        texts = [a.text for c in (corpus, eval_corpus) if c is not None for a in c.articles.values()]
+        encoder.encode(texts, show_progress_bar=False)
     if args.fine_tune:
         encoder = _fine_tune(args, encoder, corpus, pairs, corrections.corrected_ids, scratch)
     fitted = fit_and_evaluate(
