@@ -167,6 +167,11 @@ class Settings(BaseSettings):
         lt=1,
         description="Share of seeds the fixed split holds out for the champion/challenger comparison.",
     )
+    cache_dir: Path | None = Field(
+        None,
+        description="Where built encoders are cached (e5's int8 ONNX graph; shared with training's "
+        "embedding and fit cache), default ~/.cache/news-desk.",
+    )
     retrain_cache_dir: Path | None = Field(
         None, description="Embedding and fit cache of retrain jobs (default: training's, ~/.cache/news-desk)."
     )

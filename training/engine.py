@@ -117,6 +117,10 @@ def encoder_spec(encoder: Encoder) -> dict[str, Any]:
         spec |= {"backend": encoder.backend, "onnx_dir": str(encoder.onnx_dir) if encoder.onnx_dir else None}
     elif getattr(encoder, "backend", None):  # e5: native, torch or onnx-int8
         spec["backend"] = encoder.backend
+        if encoder.backend == "onnx-int8":  # the driver's built graph: a worker does not build its own
+            from model.encoders.e5_torch import default_export_dir
+
+            spec["onnx_dir"] = str(getattr(encoder, "onnx_dir", None) or default_export_dir())
     if getattr(encoder, "prefix", None):
         spec["prefix"] = encoder.prefix
     return spec

