@@ -36,7 +36,7 @@ from benchmarks.pairs import _default_data_dir
 from model.coverage.pair_files import SAME_STORY_MAX_OVERALL, GradedPair, read_pairs_tsv
 from model.coverage.pair_scorer import language_pair
 from model.encoders.cache import EmbeddingCache
-from model.encoders.registry import make_encoder, manifest_encoder
+from model.encoders.registry import E5_NAME, make_encoder, manifest_encoder
 from model.news_model import NewsModel
 
 MIN_PAIRS = 8  # a language pair's own line needs this many most-similar pairs
@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         label, _, folder = item.partition("=")
         manifest = json.loads(next(Path(folder).glob("**/manifest.json")).read_text(encoding="utf-8"))
         name, _ = manifest_encoder(manifest)
-        encoder = make_encoder(name, cache=EmbeddingCache(args.cache))
+        # e5 on its engine runtime, as the bundles these figures came from were fitted
+        runtime = "native" if name == E5_NAME else None
+        encoder = make_encoder(name, cache=EmbeddingCache(args.cache), backend=runtime)
         model = NewsModel.load(folder, embedder=encoder)
         report["bundles"][label] = {
             "folder": folder,
