@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,34 @@ import numpy.typing as npt
 
 def text_key(model_id: str, text: str) -> bytes:
     return hashlib.sha256(f"{model_id}\0{text}".encode()).digest()[:20]
+
+
+def encode_through_cache(
+    cache: EmbeddingCache | None,
+    model_id: str,
+    texts: Sequence[str],
+    dim: int,
+    encode_uncached: Callable[[list[str]], npt.NDArray[np.float32]],
+) -> npt.NDArray[np.float32]:
+    """Rows for ``texts``: those ``cache`` holds under ``model_id`` read from it, the rest encoded
+    once per distinct text by ``encode_uncached`` and stored. Every encoder's cached path."""
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    if not texts:
+        return out
+    keys = [text_key(model_id, text) for text in texts] if cache is not None else []
+    found = cache.get_many(list(dict.fromkeys(keys)), dim) if cache is not None else {}
+    for i, key in enumerate(keys):
+        if key in found:
+            out[i] = found[key]
+    missing = [i for i in range(len(texts)) if not keys or keys[i] not in found]
+    if missing:
+        unique = list(dict.fromkeys(texts[i] for i in missing))
+        by_text = dict(zip(unique, encode_uncached(unique), strict=True))
+        for i in missing:
+            out[i] = by_text[texts[i]]
+        if cache is not None:
+            cache.put_many([(text_key(model_id, text), by_text[text]) for text in unique])
+    return out
 
 
 class EmbeddingCache:

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model.encoders.base import l2_normalise
-from model.encoders.cache import EmbeddingCache, text_key
+from model.encoders.cache import EmbeddingCache, encode_through_cache
 from model.encoders.e5 import MODEL_NAME, PREFIXES, default_threads
 from model.encoders.e5_file import E5File, package_model_file
 from model.encoders.onnx import is_cached_build, write_build_manifest
@@ -383,27 +383,14 @@ class E5TorchEncoder:
     ) -> npt.NDArray[np.float32]:
         """Embed ``texts`` as rows of a (n, 384) float32 array with unit L2 norm."""
         texts = [text[: self.max_chars] for text in texts]
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        keys = [text_key(self.model_id, text) for text in texts] if self.cache is not None else []
-        found = self.cache.get_many(list(dict.fromkeys(keys)), self.dim) if self.cache is not None else {}
-        for i, key in enumerate(keys):
-            if key in found:
-                out[i] = found[key]
-        missing = [i for i in range(len(texts)) if not keys or keys[i] not in found]
-        if missing:
-            unique = list(dict.fromkeys(texts[i] for i in missing))
-            if self.runner is not None:
-                vectors = np.asarray(self.runner(unique), dtype=np.float32)
-            else:
-                vectors = self._encode_uncached(unique, batch_size or self.batch_size)
-            by_text = dict(zip(unique, vectors, strict=True))
-            for i in missing:
-                out[i] = by_text[texts[i]]
-            if self.cache is not None:
-                self.cache.put_many([(text_key(self.model_id, t), by_text[t]) for t in unique])
-        return out
+        step = batch_size or self.batch_size
+
+        def encode_uncached(unique: list[str]) -> npt.NDArray[np.float32]:
+            if self.runner is not None:  # a batch engine's actor pool (training.engine)
+                return np.asarray(self.runner(unique), dtype=np.float32)
+            return self._encode_uncached(unique, step)
+
+        return encode_through_cache(self.cache, self.model_id, texts, self.dim, encode_uncached)
 
     def _encode_uncached(self, texts: list[str], step: int) -> npt.NDArray[np.float32]:
         weights, tokenizer, run = self._load()
