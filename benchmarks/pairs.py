@@ -33,7 +33,6 @@ import argparse
 import csv
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import roc_auc_score
 
+from benchmarks.common import corpus_dir
 from model.articles.article import Article
 from model.articles.seeds import read_seeds
 from model.coverage.pair_evidence import FEATURE_NAMES, HashedIdf, indexed_pair_evidence, pair_feature_matrix
@@ -57,11 +57,6 @@ from model.evaluation.thresholds import best_f1_threshold
 logger = logging.getLogger("benchmarks.pairs")
 
 SETS = ("storychains", "semeval", "tgpairs")
-
-
-def _default_data_dir() -> Path:
-    env = os.environ.get("NEWSDESK_CORPUS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @dataclass
@@ -293,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
 
-    data = args.data or _default_data_dir()
+    data = args.data or corpus_dir()
     missing = [name for name in SETS if not (data / name / "pairs.tsv").is_file()]
     if missing:
         parser.error(f"no pairs.tsv for {missing} under {data}; pass --data or set NEWSDESK_CORPUS_DIR")

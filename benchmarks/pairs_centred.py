@@ -27,8 +27,6 @@ not fitted on) and the 161 English SemEval pairs:
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import pearsonr
 
-from benchmarks.pairs import _default_data_dir
+from benchmarks.common import corpus_dir, emit
 from benchmarks.pairs_out_of_set import (
     MIN_PAIRS_PER_LANGUAGE,
     SETS,
@@ -196,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    data = args.data or _default_data_dir()
+    data = args.data or corpus_dir()
     started, cpu = time.perf_counter(), time.process_time()
     report: dict[str, Any] = {"data": str(data), "repeats": args.repeats, "e5_runtime": args.e5_runtime}
     for encoder in ENCODERS:
@@ -210,10 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         report[encoder]["compare_many_200"] = compare_cost(data, sets, encoder)
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["cpu_seconds"] = round(time.process_time() - cpu, 1)
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
-    sys.stdout.write(text + "\n")
+    emit(report, args.out)
     return 0
 
 

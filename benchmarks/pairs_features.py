@@ -40,7 +40,6 @@ Embeddings (whole texts, titles, excerpts; both encoders) come from the shared e
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -56,7 +55,7 @@ import numpy.typing as npt
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.pairs import _default_data_dir
+from benchmarks.common import corpus_dir, emit
 from benchmarks.pairs_out_of_set import SETS
 from model.coverage.pair_evidence import FEATURE_INDEX, HashedIdf, pair_feature_matrix
 from model.coverage.pair_files import GradedPair, graded_pair_evidence, pair_texts, read_pairs_tsv
@@ -558,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
-    data = args.data or _default_data_dir()
+    data = args.data or corpus_dir()
     started, cpu = time.perf_counter(), time.process_time()
     cache = EmbeddingCache(args.cache)
 
@@ -584,10 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["cpu_seconds"] = round(time.process_time() - cpu, 1)
     report["load_at_end"] = os.getloadavg()[0]
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
-    sys.stdout.write(text + "\n")
+    emit(report, args.out)
     return 0
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import sys
 import time
@@ -43,7 +42,7 @@ import numpy.typing as npt
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.pairs import _default_data_dir
+from benchmarks.common import corpus_dir, emit
 from model.coverage.pair_centring import LanguageMeans
 from model.coverage.pair_evidence import FEATURE_INDEX, HashedIdf, pair_feature_matrix
 from model.coverage.pair_files import RELATED_MAX_OVERALL, graded_pair_evidence, pair_texts, read_pairs_tsv
@@ -381,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
 
-    data = args.data or _default_data_dir()
+    data = args.data or corpus_dir()
     missing = [name for name in SETS if not (data / name / "pairs.tsv").is_file()]
     if missing:
         parser.error(f"no pairs.tsv for {missing} under {data}; pass --data or set NEWSDESK_CORPUS_DIR")
@@ -441,10 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             "related_cosine": round(related_cut(next(s for s in sets if s.name == "semeval")), 4),
         }
     report["seconds"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
-    sys.stdout.write(text + "\n")
+    emit(report, args.out)
     return 0
 
 

@@ -25,14 +25,13 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.pairs import _default_data_dir
+from benchmarks.common import corpus_dir, emit
 from model.coverage.pair_files import SAME_STORY_MAX_OVERALL, GradedPair, read_pairs_tsv
 from model.coverage.pair_scorer import language_pair
 from model.encoders.cache import EmbeddingCache
@@ -123,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    data = args.data or _default_data_dir()
+    data = args.data or corpus_dir()
     report: dict[str, Any] = {"load_at_start": os.getloadavg()[0], "bundles": {}}
     started, cpu = time.perf_counter(), time.process_time()
     for item in args.bundle:
@@ -145,10 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["cpu_seconds"] = round(time.process_time() - cpu, 1)
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
-    sys.stdout.write(text + "\n")
+    emit(report, args.out)
     return 0
 
 
