@@ -342,11 +342,15 @@ class Browser:
 
     def wait_for_text(self, css: str, text: str, timeout: float = 10) -> str:
         """Wait until the element matching css contains text; return its full text."""
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support import expected_conditions as ec
         from selenium.webdriver.support.ui import WebDriverWait
 
-        WebDriverWait(self.driver, timeout).until(
+        # The page re-renders what it waits on: chromedriver reports a node replaced mid-read either
+        # as a stale element or as "Node with given id does not belong to the document" (a plain
+        # WebDriverException, seen in a CI run), so the wait retries on both until its timeout.
+        WebDriverWait(self.driver, timeout, ignored_exceptions=(WebDriverException,)).until(
             ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text)
         )
         return self.find(css).text
