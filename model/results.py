@@ -105,6 +105,9 @@ class PairEvidence:
     # The encoder cosine with each text's language mean taken away (`model.coverage.pair_centring`);
     # None where either language has no mean (the graded output then reads the raw cosine).
     centred_cosine: float | None = None
+    # The centred cosine after the scorer's learnt pair map (`model.coverage.pair_map`); None
+    # where the scorer has none or a side has no language mean (the graded output reads the raw one).
+    learnt_cosine: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

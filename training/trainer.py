@@ -137,10 +137,17 @@ def fit_pair_scorer(
     related = BUILT_IN[encoder]["related_cosine"] if encoder in BUILT_IN else PairScorer().related_cosine
     # Each pair's languages: the graded output picks its route per language pair where measured.
     keys = [language_pair(pair.a.language, pair.b.language) for pair in pairs]
+    # The pair vectors: the graded pairs also learn a map of the centred vectors (a route of the
+    # graded output where it leads out of fold; `model.coverage.pair_map`).
     scorer = PairScorer(idf=idf, related_cosine=related).fit(
-        pair_feature_matrix(evidence), grades, groups=groups, language_pairs=keys
+        pair_feature_matrix(evidence),
+        grades,
+        groups=groups,
+        language_pairs=keys,
+        vectors=pair_vectors,
+        languages=[article.language for pair in pairs for article in (pair.a, pair.b)],
+        means=means,
     )
-    scorer.language_means_ = means
     if scorer.fallback_:  # the cosine alone, calibrated
         logger.warning(
             "pair scorer: below the encoder cosine out of set %s: cosine alone", scorer.out_of_set_

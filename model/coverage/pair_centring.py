@@ -14,13 +14,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 from sklearn.base import BaseEstimator
 
 from model.results import PairEvidence
+
+if TYPE_CHECKING:
+    from model.coverage.pair_map import PairMap
 
 # Texts a language needs before its mean is kept (25: e5 0.743 of 0.752 pooled on semeval_ml).
 MIN_TEXTS = 25
@@ -73,23 +76,12 @@ class LanguageMeans(BaseEstimator):
         out.counts_ = {**(getattr(other, "counts_", None) or {}), **self.counts_}
         return out
 
-    def centred_cosines(
-        self,
-        vectors: npt.ArrayLike,
-        languages: Sequence[str | None],
-        i: npt.ArrayLike,
-        j: npt.ArrayLike,
-    ) -> npt.NDArray[np.float64]:
-        """The centred cosine of each pair ``(vectors[i[k]], vectors[j[k]])``; NaN where either
-        side's language has no mean (the caller keeps the raw cosine there)."""
-        i, j = np.asarray(i, dtype=np.intp), np.asarray(j, dtype=np.intp)
-        if not len(i):
-            return np.zeros(0)
+    def centred(self, vectors: npt.ArrayLike, languages: Sequence[str | None]) -> npt.NDArray[np.float64]:
+        """Each unit vector with its language's mean taken away, renormalised; NaN rows where the
+        language has no mean."""
+        vectors = np.asarray(vectors, dtype=np.float64)
         means = getattr(self, "means_", None) or {}
-        # Only the rows the pairs use, one language at a time (a backfill passes its whole batch).
-        rows = np.unique(np.concatenate([i, j]))
-        vectors = np.asarray(vectors)[rows].astype(np.float64)
-        keys = np.array([languages[r] or "" for r in rows.tolist()], dtype=object)
+        keys = np.array([lang or "" for lang in languages], dtype=object)
         centred = np.full(vectors.shape, np.nan)
         for lang in set(keys.tolist()).intersection(means):
             mean = means[lang]
@@ -98,6 +90,28 @@ class LanguageMeans(BaseEstimator):
             picked = keys == lang
             v = vectors[picked] - mean
             centred[picked] = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        return centred
+
+    def centred_cosines(
+        self,
+        vectors: npt.ArrayLike,
+        languages: Sequence[str | None],
+        i: npt.ArrayLike,
+        j: npt.ArrayLike,
+        pair_map: PairMap | None = None,
+    ) -> npt.NDArray[np.float64]:
+        """The centred cosine of each pair ``(vectors[i[k]], vectors[j[k]])``; NaN where either
+        side's language has no mean (the caller keeps the raw cosine there). With ``pair_map``: the
+        cosine after that map of the centred vectors."""
+        i, j = np.asarray(i, dtype=np.intp), np.asarray(j, dtype=np.intp)
+        if not len(i):
+            return np.zeros(0)
+        # Only the rows the pairs use (a backfill passes its whole batch).
+        rows = np.unique(np.concatenate([i, j]))
+        centred = self.centred(np.asarray(vectors)[rows], [languages[r] for r in rows.tolist()])
+        if pair_map is not None:
+            known = ~np.isnan(centred).any(axis=1)
+            centred[known] = pair_map.transform(centred[known])
         left, right = centred[np.searchsorted(rows, i)], centred[np.searchsorted(rows, j)]
         return np.clip(np.einsum("ij,ij->i", left, right), -1.0, 1.0)
 
@@ -125,13 +139,22 @@ def with_centred(
     languages: Sequence[str | None],
     i: npt.ArrayLike,
     j: npt.ArrayLike,
+    pair_map: PairMap | None = None,
 ) -> list[PairEvidence]:
     """``evidences`` of the pairs ``(i[k], j[k])`` with their centred cosine where ``means`` has both
-    sides' languages (the others keep None: the raw cosine)."""
+    sides' languages (the others keep None: the raw cosine), and with ``pair_map`` their learnt
+    cosine there too (`model.coverage.pair_map`)."""
     if means is None or not evidences or not (getattr(means, "means_", None) or {}):
         return evidences
     centred = means.centred_cosines(vectors, languages, i, j)
+    learnt = (
+        means.centred_cosines(vectors, languages, i, j, pair_map)
+        if pair_map is not None
+        else np.full(len(centred), np.nan)
+    )
     return [
-        ev if np.isnan(c) else replace(ev, centred_cosine=float(c))
-        for ev, c in zip(evidences, centred.tolist(), strict=True)
+        ev
+        if np.isnan(c)
+        else replace(ev, centred_cosine=float(c), learnt_cosine=None if np.isnan(m) else float(m))
+        for ev, c, m in zip(evidences, centred.tolist(), learnt.tolist(), strict=True)
     ]

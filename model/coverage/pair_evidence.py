@@ -46,6 +46,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "language_profile",
     "same_language",
     "centred_cosine",
+    "learnt_cosine",
 )
 FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
@@ -341,4 +342,5 @@ def pair_feature_matrix(evidences: Sequence[PairEvidence]) -> npt.NDArray[np.flo
         X[i, 12] = 1.0 if ev.same_language is None else float(ev.same_language)
         # No language mean for either side: the raw cosine, so the column never reads 0 by default.
         X[i, 13] = ev.cosine if ev.centred_cosine is None else ev.centred_cosine
+        X[i, 14] = ev.cosine if ev.learnt_cosine is None else ev.learnt_cosine
     return X

@@ -34,14 +34,14 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import spearmanr
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
 from model.articles.article import Article
 from model.coverage import neardup
-from model.coverage.pair_centring import built_in_means, with_centred
+from model.coverage.pair_centring import LanguageMeans, built_in_means, with_centred
 from model.coverage.pair_evidence import (
     FEATURE_INDEX,
     FEATURE_NAMES,
@@ -51,6 +51,7 @@ from model.coverage.pair_evidence import (
     pair_feature_matrix,
 )
 from model.coverage.pair_files import SAME_STORY_MAX_OVERALL
+from model.coverage.pair_map import MIN_PAIR_MAP_PAIRS, PairMap, linked_groups
 from model.evaluation.thresholds import best_f1_threshold
 from model.results import Comparison, PairEvidence, Verdict
 
@@ -154,15 +155,39 @@ def _unit_line(cosine: npt.NDArray[np.float64], mapped: npt.NDArray[np.float64])
 # line from fold to fold (0.879 against 0.889, 0.881 against 0.877) and lost English SemEval
 # |Pearson| (e5 0.876 to 0.846); the gains worth a route were 0.04-0.15.
 CENTRED_MARGIN = 0.02
+# The learnt map's line (`model.coverage.pair_map`) in a language pair's route choice: it replaces
+# the cosine lines (raw or centred: a language pair whose best route is a rescaled cosine reads the
+# learnt cosine instead, one scale for every such pair), and takes the fitted map's place only where
+# it leads that out of fold by `LEARNT_MARGIN`. Chosen by `benchmarks.pairs_learnt` (outer folds by
+# article, e5): semeval_ml 0.709 to 0.745 |Pearson|, English SemEval unchanged (0.884); with the
+# learnt route taken only where it led every other by 0.02 the choice flipped from fold to fold on
+# 13-85 pairs a language pair and gained nothing (0.705).
+LEARNT_REPLACES: tuple[str, ...] = ("cosine", "centred")
+LEARNT_MARGIN = float("inf")
 
 
-def best_route(figure: dict[str, Any]) -> str:
+def best_route(
+    figure: dict[str, Any],
+    *,
+    learnt_replaces: tuple[str, ...] | None = None,
+    learnt_margin: float | None = None,
+) -> str:
     """The route of a language pair's graded output with the largest measured |Pearson| (ties: the
-    map, then the raw cosine); the centred cosine's only where it leads by `CENTRED_MARGIN`."""
+    map, then the raw cosine); the centred cosine's only where it leads by `CENTRED_MARGIN`. Where
+    the learnt map's line was measured it replaces the routes in ``learnt_replaces`` (default
+    `LEARNT_REPLACES`) and any other only where it leads every other by ``learnt_margin`` (default
+    `LEARNT_MARGIN`)."""
     plain = max(("map", "cosine"), key=lambda r: (figure[r], r == "map"))
+    best = plain
     if "centred" in figure and figure["centred"] >= figure[plain] + CENTRED_MARGIN:
-        return "centred"
-    return plain
+        best = "centred"
+    if "learnt" not in figure:
+        return best
+    if best in (LEARNT_REPLACES if learnt_replaces is None else learnt_replaces):
+        return "learnt"
+    margin = LEARNT_MARGIN if learnt_margin is None else learnt_margin
+    others = max(figure[r] for r in ("map", "cosine", "centred") if r in figure)
+    return "learnt" if figure["learnt"] >= others + margin else best
 
 
 def language_pair(a: str | None, b: str | None) -> str | None:
@@ -326,6 +351,8 @@ class PairScorer(BaseEstimator):
     undated_terms : bool, default=False
         Give undated pairs their own coefficients (each non-time column times "no time gap"),
         so pairs without dates are not weighed as dated pairs are.
+    pair_map : PairMap or None, default=None
+        How the learnt pair map is fitted when `fit` is given the pair vectors (None: `PairMap()`).
 
     Attributes
     ----------
@@ -359,6 +386,7 @@ class PairScorer(BaseEstimator):
         related_cosine: float = 0.36,
         max_same_story_gap_hours: float | None = None,
         undated_terms: bool = False,
+        pair_map: PairMap | None = None,
     ) -> None:
         self.features = features
         self.C = C
@@ -368,6 +396,7 @@ class PairScorer(BaseEstimator):
         self.related_cosine = related_cosine
         self.max_same_story_gap_hours = max_same_story_gap_hours
         self.undated_terms = undated_terms
+        self.pair_map = pair_map
 
     @classmethod
     def default(cls, *, encoder: str = "minilm", **params: Any) -> PairScorer:
@@ -428,7 +457,16 @@ class PairScorer(BaseEstimator):
         return y <= SAME_STORY_MAX_OVERALL
 
     def fit(
-        self, X: Any, y: Any, sample_weight: Any = None, groups: Any = None, language_pairs: Any = None
+        self,
+        X: Any,
+        y: Any,
+        sample_weight: Any = None,
+        groups: Any = None,
+        language_pairs: Any = None,
+        *,
+        vectors: Any = None,
+        languages: Sequence[str | None] | None = None,
+        means: LanguageMeans | None = None,
     ) -> PairScorer:
         """Fit the logistic regression and (unless given) the same-story cut.
 
@@ -451,6 +489,12 @@ class PairScorer(BaseEstimator):
         language_pairs : array-like of shape (n_pairs,) or None
             Each pair's two languages (`language_pair`; None where one is unknown): the graded
             output then also picks its route per language pair (see `_fit_graded`).
+        vectors : array-like of shape (2 * n_pairs, dim) or None
+            Each pair's two unit vectors, rows ``[a0, b0, a1, b1, ...]``, with ``languages`` (each
+            row's) and ``means`` (`LanguageMeans`, kept as ``language_means_``): with at least
+            `MIN_PAIR_MAP_PAIRS` graded pairs, a `PairMap` is learnt on their centred vectors and
+            competes as a fourth route of the graded output (``pair_map_``); the probability, the
+            verdicts and stories never read it.
 
         Returns
         -------
@@ -478,10 +522,48 @@ class PairScorer(BaseEstimator):
             if self.fallback_:
                 features = ("cosine",)
         self._fit_linear(X, positive, features, sample_weight)
-        self.graded_ = self._fit_graded(
-            X, np.asarray(y, dtype=np.float64).ravel(), groups, sample_weight, language_pairs
-        )
+        grades = np.asarray(y, dtype=np.float64).ravel()
+        self.pair_map_: PairMap | None = None
+        if means is not None:
+            self.language_means_ = means
+        if vectors is not None:
+            X = self._fit_pair_map(X, grades, groups, vectors, languages, means)
+        self.graded_ = self._fit_graded(X, grades, groups, sample_weight, language_pairs)
         return self
+
+    def _fit_pair_map(
+        self,
+        X: npt.NDArray[np.float64],
+        y: npt.NDArray[np.float64],
+        groups: Any,
+        vectors: Any,
+        languages: Sequence[str | None] | None,
+        means: LanguageMeans | None,
+    ) -> npt.NDArray[np.float64]:
+        """Learn ``pair_map_`` on the graded pairs whose two sides have a language mean; return ``X``
+        with those pairs' learnt cosine out of fold (what the routes are chosen on; the other rows
+        keep the raw cosine there)."""
+        vectors = np.asarray(vectors, dtype=np.float64)
+        if vectors.shape[0] != 2 * X.shape[0] or languages is None or len(languages) != len(vectors):
+            raise ValueError(f"expected 2 x {X.shape[0]} vectors and as many languages, got {vectors.shape}")
+        X = X.copy()
+        X[:, FEATURE_INDEX["learnt_cosine"]] = X[:, FEATURE_INDEX["cosine"]]
+        graded = graded_groups(y, groups)
+        if means is None or not graded:
+            return X
+        rows = np.concatenate(list(graded.values()))
+        centred = means.centred(vectors, languages)
+        known = ~np.isnan(centred).any(axis=1)
+        rows = rows[known[2 * rows] & known[2 * rows + 1]]
+        if len(rows) < MIN_PAIR_MAP_PAIRS:
+            return X
+        # Folds by article: a text in two pairs never sits on both sides.
+        keys = [vectors[r].tobytes() for r in range(len(vectors))]
+        linked = linked_groups([keys[2 * r] for r in rows], [keys[2 * r + 1] for r in rows])
+        template = PairMap() if self.pair_map is None else clone(self.pair_map)
+        self.pair_map_ = template.fit(centred[2 * rows], centred[2 * rows + 1], y[rows], linked)
+        X[rows, FEATURE_INDEX["learnt_cosine"]] = self.pair_map_.oof_cosines_
+        return X
 
     def _fit_linear(
         self,
@@ -539,7 +621,11 @@ class PairScorer(BaseEstimator):
         centred = X[:, FEATURE_INDEX["centred_cosine"]]
         shift, temperature, line = self._graded_map(self.decision(X), cosine, y, list(graded.values()))
         centred_line = self._centred_line(self.decision(X), centred, shift, temperature, graded)
+        learnt = X[:, FEATURE_INDEX["learnt_cosine"]]
+        has_map = getattr(self, "pair_map_", None) is not None
+        learnt_line = self._centred_line(self.decision(X), learnt, shift, temperature, graded)
         mapped, lined, centred_lined = np.zeros(len(y)), np.zeros(len(y)), np.zeros(len(y))
+        learnt_lined = np.zeros(len(y))
         folds = np.random.default_rng(0).permutation(len(y)) % GRADED_FOLDS
         positive = self.same_story_labels(y)
         weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
@@ -547,7 +633,7 @@ class PairScorer(BaseEstimator):
             test, train = folds == fold, folds != fold
             if positive[train].all() or not positive[train].any():
                 continue
-            inner = PairScorer(**{**self.get_params(), "same_story_threshold": 0.5})
+            inner = PairScorer(**{**self.get_params(deep=False), "same_story_threshold": 0.5})
             inner._fit_linear(
                 X[train], positive[train], self.feature_names_, None if weights is None else weights[train]
             )
@@ -561,6 +647,11 @@ class PairScorer(BaseEstimator):
                 d, centred, f_shift, f_temperature, {k: r[train[r]] for k, r in graded.items()}
             )
             centred_lined[test] = f_centred[0] * centred[test] + f_centred[1]
+            if has_map:
+                f_learnt = self._centred_line(
+                    d, learnt, f_shift, f_temperature, {k: r[train[r]] for k, r in graded.items()}
+                )
+                learnt_lined[test] = f_learnt[0] * learnt[test] + f_learnt[1]
         same = same_language(X)
         routes, check = {}, {}
         for route, kind in (("same_language", same), ("cross_language", ~same)):
@@ -591,9 +682,12 @@ class PairScorer(BaseEstimator):
                     # The centred cosine competes only where a language mean moved it.
                     if np.any(centred[rows] != cosine[rows]):
                         figure["centred"] = round(_abs_pearson(centred_lined[rows], y[rows]), 4)
+                    # The learnt map's: its cosines here are out of fold (`_fit_pair_map`).
+                    if has_map and np.all(learnt[rows] != cosine[rows]):
+                        figure["learnt"] = round(_abs_pearson(learnt_lined[rows], y[rows]), 4)
                     by_language[str(key)] = best_route(figure)
                     checked[str(key)] = figure
-        return {
+        out = {
             "source": "routed",
             "shift": shift,
             "temperature": temperature,
@@ -603,6 +697,10 @@ class PairScorer(BaseEstimator):
             "language_routes": by_language,
             "cross_validated": {**check, "by_language": checked},
         }
+        if has_map:
+            out["learnt_line"] = learnt_line
+            out["pair_map"] = {"epochs": self.pair_map_.epochs_, "cv": self.pair_map_.cv_}
+        return out
 
     @staticmethod
     def _centred_line(
@@ -650,7 +748,7 @@ class PairScorer(BaseEstimator):
             held = groups == group
             if positive[~held].all() or not positive[~held].any():
                 continue
-            params = {**self.get_params(), "same_story_threshold": 0.5}
+            params = {**self.get_params(deep=False), "same_story_threshold": 0.5}
             learned = PairScorer(**params)._fit_linear(X[~held], positive[~held], features).predict(X[held])
             cosine = X[held, FEATURE_INDEX["cosine"]]
             if len(np.unique(y[held])) > 2 and np.ptp(learned) > 0:
@@ -749,6 +847,12 @@ class PairScorer(BaseEstimator):
                 # A side without a language mean reads the raw cosine there: its cosine line, then.
                 moved = X[:, FEATURE_INDEX["centred_cosine"]] != X[:, FEATURE_INDEX["cosine"]]
                 scores = np.where(route == "centred", np.where(moved, centred, lined), scores)
+            if "learnt_line" in graded:
+                l_slope, l_intercept = graded["learnt_line"]
+                learnt = np.clip(l_slope * X[:, FEATURE_INDEX["learnt_cosine"]] + l_intercept, 0.0, 1.0)
+                # No map on a side (no language mean): its cosine line.
+                moved = X[:, FEATURE_INDEX["learnt_cosine"]] != X[:, FEATURE_INDEX["cosine"]]
+                scores = np.where(route == "learnt", np.where(moved, learnt, lined), scores)
         # An equal canonical URL is one article; near-identical text is not lifted (see the module
         # docstring): its verdict and probability still say duplicate.
         return np.where(X[:, FEATURE_INDEX["url_match"]] > 0, 1.0, scores)
@@ -830,8 +934,17 @@ class PairScorer(BaseEstimator):
         i: Any,
         j: Any,
     ) -> list[PairEvidence]:
-        """``evidences`` with their centred cosine where this scorer has both sides' language means."""
-        return with_centred(evidences, getattr(self, "language_means_", None), vectors, languages, i, j)
+        """``evidences`` with their centred (and learnt) cosine where this scorer has both sides'
+        language means."""
+        return with_centred(
+            evidences,
+            getattr(self, "language_means_", None),
+            vectors,
+            languages,
+            i,
+            j,
+            getattr(self, "pair_map_", None),
+        )
 
     def _comparisons(self, evidences: Sequence[PairEvidence], keys: Sequence[Any]) -> list[Comparison]:
         if not evidences:

@@ -138,6 +138,7 @@ def cluster_stories(
             X = np.zeros((candidates.size, len(FEATURE_NAMES)))
             X[:, col["cosine"]] = sim[candidates]
             X[:, col["centred_cosine"]] = sim[candidates]  # the story rule's probability does not use it
+            X[:, col["learnt_cosine"]] = sim[candidates]
             X[:, col["tfidf"]] = row_cosines(words[candidates], words[[i] * candidates.size])
             X[:, col["char_tfidf"]] = row_cosines(chars[candidates], chars[[i] * candidates.size])
             gaps = np.abs(hours[candidates] - hours[i])
