@@ -14,7 +14,8 @@ language means from the training part's texts only (no grades), and scores the h
   route by ``m`` out of fold; ``after_replaces_lines_<m>``: taken where the best route is a cosine
   line (raw or centred), and elsewhere where it leads by ``m`` (``inf``: never);
 - ``cosine``, ``centred``, ``learnt``: the raw, centred and learnt cosine alone (the last out of
-  fold twice over: the outer fold's map never saw the pair).
+  fold twice over: the outer fold's map never saw the pair); ``learnt_uncentred``: the same map
+  learnt on the raw vectors, without the language means.
 
 Reported: |Pearson| with the grade on semeval (English) and semeval_ml (pooled and per language
 pair), how many of the 15 language pairs read below the raw cosine, the routes each fold chose,
@@ -42,7 +43,7 @@ from benchmarks.common import corpus_dir, emit
 from benchmarks.pairs_out_of_set import MIN_PAIRS_PER_LANGUAGE, SETS, HeldSet, load_set, make_encode
 from model.coverage.pair_centring import LanguageMeans
 from model.coverage.pair_evidence import FEATURE_INDEX
-from model.coverage.pair_map import linked_groups
+from model.coverage.pair_map import PairMap, linked_groups
 from model.coverage.pair_scorer import BUILT_IN, PairScorer, best_route
 from model.encoders.registry import E5_NAME, ENCODER_NAMES
 
@@ -109,6 +110,37 @@ def _with_choice(scorer: PairScorer, replaces: tuple[str, ...], margin: float) -
     return {k: best_route(f, learnt_replaces=replaces, learnt_margin=margin) for k, f in figures.items()}
 
 
+def _uncentred_map(graded: list[HeldSet], rows: list[npt.NDArray[np.intp]]) -> PairMap:
+    """The same map learnt on the raw vectors (no language means): what centring first is for."""
+    a = np.vstack([s.vectors[2 * r] for s, r in zip(graded, rows, strict=True)])  # type: ignore[index]
+    b = np.vstack([s.vectors[2 * r + 1] for s, r in zip(graded, rows, strict=True)])  # type: ignore[index]
+    grades = np.concatenate([s.overall[r] for s, r in zip(graded, rows, strict=True)])
+    texts = [(s.texts[2 * k], s.texts[2 * k + 1]) for s, r in zip(graded, rows, strict=True) for k in r]  # type: ignore[index]
+    return PairMap().fit(a, b, grades, linked_groups([x for x, _ in texts], [y for _, y in texts]))
+
+
+def _map_cost(graded: list[HeldSet], rows: list[npt.NDArray[np.intp]]) -> dict[str, Any]:
+    """Wall and CPU seconds of one `PairMap` fit on every graded pair (passes chosen by its CV, then
+    the final fit), as ``training fit --pairs`` runs it on the shared files."""
+    parts = list(zip(graded, rows, strict=True))
+    vectors = np.vstack([s.vectors[_rows(s, r)] for s, r in parts])  # type: ignore[index]
+    languages = [s.languages[v] for s, r in parts for v in _rows(s, r)]  # type: ignore[index]
+    centred = LanguageMeans().fit(vectors, languages).centred(vectors, languages)
+    texts = [(s.texts[2 * k], s.texts[2 * k + 1]) for s, r in parts for k in r]  # type: ignore[index]
+    grades = np.concatenate([s.overall[r] for s, r in parts])
+    wall, cpu = time.perf_counter(), time.process_time()
+    fitted = PairMap().fit(
+        centred[0::2], centred[1::2], grades, linked_groups([a for a, _ in texts], [b for _, b in texts])
+    )
+    return {
+        "pairs": len(grades),
+        "epochs": fitted.epochs_,
+        "cv": fitted.cv_,
+        "seconds": round(time.perf_counter() - wall, 1),
+        "cpu_seconds": round(time.process_time() - cpu, 1),
+    }
+
+
 def measure(sets: list[HeldSet], encoder: str, folds: int) -> dict[str, Any]:
     by_name = {s.name: s for s in sets}
     graded = [by_name[n] for n in GRADED_SETS]
@@ -118,7 +150,15 @@ def measure(sets: list[HeldSet], encoder: str, folds: int) -> dict[str, Any]:
     texts = [(s.texts[2 * k], s.texts[2 * k + 1]) for s, k in pool]  # type: ignore[index]
     linked = linked_groups([a for a, _ in texts], [b for _, b in texts])
     related = BUILT_IN[encoder]["related_cosine"] if encoder in BUILT_IN else PairScorer().related_cosine
-    columns = ["cosine", "centred", "learnt", "before", "after", *(_choice_name(*c) for c in CHOICES)]
+    columns = [
+        "cosine",
+        "centred",
+        "learnt",
+        "learnt_uncentred",
+        "before",
+        "after",
+        *(_choice_name(*c) for c in CHOICES),
+    ]
     scores = {s.name: {c: np.zeros(len(s.overall)) for c in columns} for s in graded}
     fits, moved = [], 0.0
     started, cpu = time.perf_counter(), time.process_time()
@@ -129,6 +169,7 @@ def measure(sets: list[HeldSet], encoder: str, folds: int) -> dict[str, Any]:
         vectors = np.vstack([s.vectors[_rows(s, rows)] for s, rows in parts])  # type: ignore[index]
         languages = [s.languages[v] for s, rows in parts for v in _rows(s, rows)]  # type: ignore[index]
         means = LanguageMeans().fit(vectors, languages)
+        uncentred = _uncentred_map(graded, [pick(train, s) for s in graded])
         before = _fit(parts, means, related, learn=False)
         after = _fit(parts, means, related, learn=True)
         routes = {c: _with_choice(after, *c) for c in CHOICES}
@@ -140,6 +181,7 @@ def measure(sets: list[HeldSet], encoder: str, folds: int) -> dict[str, Any]:
             out["cosine"][rows] = X[:, FEATURE_INDEX["cosine"]]
             out["centred"][rows] = X[:, FEATURE_INDEX["centred_cosine"]]
             out["learnt"][rows] = X[:, FEATURE_INDEX["learnt_cosine"]]
+            out["learnt_uncentred"][rows] = uncentred.cosines(s.vectors[2 * rows], s.vectors[2 * rows + 1])  # type: ignore[index]
             out["before"][rows] = before.similarity(X, keys)
             out["after"][rows] = after.similarity(X, keys)
             shipped = after.graded_["language_routes"]
@@ -160,6 +202,8 @@ def measure(sets: list[HeldSet], encoder: str, folds: int) -> dict[str, Any]:
                 "figures_after": after.graded_["cross_validated"]["by_language"],
             }
         )
+    fit_seconds = round(time.perf_counter() - started, 1)
+    fit_cpu_seconds = round(time.process_time() - cpu, 1)
     en, ml = by_name["semeval"], by_name["semeval_ml"]
     assert ml.keys is not None
     lps = [k for k in sorted({k for k in ml.keys if k}) if (ml.keys == k).sum() >= MIN_PAIRS_PER_LANGUAGE]
@@ -185,8 +229,9 @@ def measure(sets: list[HeldSet], encoder: str, folds: int) -> dict[str, Any]:
         "below_cosine": {c: {"count": len(v), "pairs": v} for c, v in below.items()},
         "probability_moved": moved,
         "fits": fits,
-        "fit_seconds": round(time.perf_counter() - started, 1),
-        "fit_cpu_seconds": round(time.process_time() - cpu, 1),
+        "fit_seconds": fit_seconds,
+        "fit_cpu_seconds": fit_cpu_seconds,
+        "map_cost": _map_cost(graded, [np.arange(len(s.overall)) for s in graded]),
     }
 
 

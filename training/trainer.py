@@ -137,17 +137,16 @@ def fit_pair_scorer(
     related = BUILT_IN[encoder]["related_cosine"] if encoder in BUILT_IN else PairScorer().related_cosine
     # Each pair's languages: the graded output picks its route per language pair where measured.
     keys = [language_pair(pair.a.language, pair.b.language) for pair in pairs]
-    # The pair vectors: the graded pairs also learn a map of the centred vectors (a route of the
-    # graded output where it leads out of fold; `model.coverage.pair_map`).
+    # With the pair vectors the graded pairs also learn a map of the centred vectors, a route of the
+    # graded output (`model.coverage.pair_map`), for the encoders it was measured to help.
+    learnt: dict[str, Any] = {}
+    if encoder in BUILT_IN and BUILT_IN[encoder].get("pair_map"):
+        languages = [article.language for pair in pairs for article in (pair.a, pair.b)]
+        learnt = {"vectors": pair_vectors, "languages": languages, "means": means}
     scorer = PairScorer(idf=idf, related_cosine=related).fit(
-        pair_feature_matrix(evidence),
-        grades,
-        groups=groups,
-        language_pairs=keys,
-        vectors=pair_vectors,
-        languages=[article.language for pair in pairs for article in (pair.a, pair.b)],
-        means=means,
+        pair_feature_matrix(evidence), grades, groups=groups, language_pairs=keys, **learnt
     )
+    scorer.language_means_ = means
     if scorer.fallback_:  # the cosine alone, calibrated
         logger.warning(
             "pair scorer: below the encoder cosine out of set %s: cosine alone", scorer.out_of_set_
