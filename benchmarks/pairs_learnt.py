@@ -128,12 +128,19 @@ def _map_cost(graded: list[HeldSet], rows: list[npt.NDArray[np.intp]]) -> dict[s
     centred = LanguageMeans().fit(vectors, languages).centred(vectors, languages)
     texts = [(s.texts[2 * k], s.texts[2 * k + 1]) for s, r in parts for k in r]  # type: ignore[index]
     grades = np.concatenate([s.overall[r] for s, r in parts])
+    # As `PairScorer` does: only pairs whose two sides have a language mean.
+    known = ~np.isnan(centred).any(axis=1)
+    keep = np.flatnonzero(known[0::2] & known[1::2])
+    texts = [texts[k] for k in keep]
     wall, cpu = time.perf_counter(), time.process_time()
     fitted = PairMap().fit(
-        centred[0::2], centred[1::2], grades, linked_groups([a for a, _ in texts], [b for _, b in texts])
+        centred[2 * keep],
+        centred[2 * keep + 1],
+        grades[keep],
+        linked_groups([a for a, _ in texts], [b for _, b in texts]),
     )
     return {
-        "pairs": len(grades),
+        "pairs": len(keep),
         "epochs": fitted.epochs_,
         "cv": fitted.cv_,
         "seconds": round(time.perf_counter() - wall, 1),
