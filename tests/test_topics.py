@@ -8,7 +8,9 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from helpers import corpus_path
+from sklearn.preprocessing import normalize
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from model.articles.article import Article
@@ -133,6 +135,41 @@ def test_bad_params_are_rejected_with_the_allowed_values():
     X, c = _clusters(10, 2)
     with pytest.raises(ValueError, match="Unknown loss 'hinge', expected one of"):
         TopicClassifier(loss="hinge").fit(X, c)
+    with pytest.raises(ValueError, match="Unknown solver 'sgd', expected one of"):
+        TopicClassifier(solver="sgd").fit(X, c)
+    with pytest.raises(ValueError, match="cv_tol must be > 0 or None"):
+        TopicClassifier(cv_tol=0).fit(X, c)
+
+
+def _sparse_labels(seed: int = 6) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Text-like rows (sparse, unit norm, more columns than rows) and labels of 3 to 150 positives."""
+    rng = np.random.default_rng(seed)
+    X = sp.random(600, 2_000, density=0.02, random_state=seed, format="csr", dtype=np.float64)
+    topics = rng.random((2_000, 6)) < 0.01
+    Y = np.asarray(X @ topics) > 0
+    Y[:, 0] = rng.random(600) < 0.25
+    Y[:3, 5], Y[3:, 5] = True, False
+    X.data += 0.1
+    return normalize(X).tocsr(), Y
+
+
+def test_working_set_fold_models_are_the_models_of_all_rows():
+    """A squared-hinge model solved on the rows inside the margin (grown until no other row falls
+    inside) is the model of all the rows, and so are the classifier's out-of-fold figures."""
+    X, Y = _sparse_labels()
+    clf = TopicClassifier(tol=1e-6)
+    for j in range(Y.shape[1]):
+        full_coef, full_b = clf._fit_linear(X, Y[:, j])
+        inside = np.where(Y[:, j], 1.0, -1.0) * (X @ full_coef + full_b) < 1.0
+        start = inside & (np.random.default_rng(j).random(len(inside)) < 0.5)  # half: it must grow
+        coef, b = clf._fit_working_set(X, Y[:, j], start, 1e-6)
+        np.testing.assert_allclose(X @ coef + b, X @ full_coef + full_b, atol=1e-3)
+    y = [tuple(str(k) for k in np.flatnonzero(row)) or ("none",) for row in Y]
+    fast = TopicClassifier(tol=1e-6, cv_tol=1e-6).fit(X, y)
+    full = TopicClassifier(tol=1e-6, cv_tol=1e-6, solver="full").fit(X, y)
+    np.testing.assert_allclose(fast.sigmoid_, full.sigmoid_, rtol=1e-2, atol=1e-3)
+    np.testing.assert_array_equal(fast.thresholds_, full.thresholds_)
+    assert fast.predict(X) == full.predict(X)
 
 
 # --- facade on real data ---------------------------------------------------------------------
