@@ -119,13 +119,26 @@ def at_scale(args: argparse.Namespace, work: Path) -> dict[str, object]:
     """``--synthetic N --post-tail K``: the last K articles backfilled vs posted onto N - K stored."""
     from benchmarks.training_scale import synthesise
 
-    bundle = args.bundle or train_bundle([ROOT / "seeds"], work / "bundles", work / "fit-cache")
+    bundle = (
+        args.bundle
+        or _kept_bundle(work)
+        or train_bundle([ROOT / "seeds"], work / "bundles", work / "fit-cache")
+    )
     shards = synthesise(args.synthetic, work / f"seeds-{args.synthetic}", corpus_dir())
     articles = published_order(list(read_seeds([shards]).articles.values()))
     records = [article.to_record() for article in articles]
     head, tail = records[: -args.post_tail], records[-args.post_tail :]
     cache = args.cache_dir or work / "cache"
-    filled = fill_cache_static(bundle, [a.text for a in articles], cache, work / "static-384")
+    filled_file = cache / "filled-static.json"  # a kept --work reuses the filled cache
+    if filled_file.is_file():
+        filled = json.loads(filled_file.read_text(encoding="utf-8")) | {"reused": True}
+    else:
+        filled = fill_cache_static(bundle, [a.text for a in articles], cache, work / "static-384")
+        filled_file.write_text(json.dumps(filled), encoding="utf-8")
+    if args.prepare_only:
+        return {"prepared": str(work), "bundle": str(bundle), "cache": filled}
+    for stale in ("data", "data-post"):  # the stores are remade on every run; seeds, bundle, cache kept
+        shutil.rmtree(work / stale, ignore_errors=True)
     head_s, head_summary = run_backfill(write_jsonl(head, work / "head.jsonl"), work / "data", bundle, cache)
     shutil.copytree(work / "data", work / "data-post")
     tail_file = write_jsonl(tail, work / "tail.jsonl")
@@ -162,6 +175,12 @@ def at_scale(args: argparse.Namespace, work: Path) -> dict[str, object]:
     }
 
 
+def _kept_bundle(work: Path) -> Path | None:
+    """The bundle a kept ``--work`` folder already trained (None on a first run)."""
+    manifests = sorted((work / "bundles").glob("**/manifest.json"))
+    return manifests[-1].parent if manifests else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=Path, default=corpus_dir() / "hn", help="a folder of seed files")
@@ -183,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--post-tail", type=int, default=2000, help="--synthetic: the last K articles posted")
     parser.add_argument(
         "--work", type=Path, help="--synthetic: a work folder to keep (default: a temporary one)"
+    )
+    parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="--synthetic --work: only train the bundle, synthesise and fill the cache (kept for reruns)",
     )
     args = parser.parse_args(argv)
 
