@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -479,6 +479,27 @@ class ArticleIndex:
         except ArticleNotFoundError:  # a lazily restored row whose record left the store meanwhile
             return None
         return KnownArticle(article, self.vector(article_id), self.story_of(article_id))
+
+    def known_many(self, article_ids: Iterable[str]) -> dict[str, KnownArticle]:
+        """`known` of each of ``article_ids`` that is known, their vectors read in one go (a
+        backfill's batch looks up thousands of candidates: one row read each cost a third of it)."""
+        found: list[tuple[str, int, Article]] = []
+        for article_id in article_ids:
+            position = self._pos.get(article_id)
+            if position is None:
+                continue
+            try:
+                found.append((article_id, position, self._article_at(position)))
+            except ArticleNotFoundError:  # a lazily restored row whose record left the store meanwhile
+                continue
+        if not found:
+            return {}
+        vectors = self._rows([position for _, position, _ in found])
+        stories = self._story_ids
+        return {
+            article_id: KnownArticle(article, vectors[k], stories[position])
+            for k, (article_id, position, article) in enumerate(found)
+        }
 
     def search(
         self, vector: npt.NDArray[np.floating], k: int = 10, filters: SearchFilters | None = None

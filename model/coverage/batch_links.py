@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from model.articles.article import Article
 from model.coverage.article_index import _timestamp
+from model.coverage.neardup import Shingled, shingled
 from model.coverage.pair_evidence import HashedIdf, content_words
 from model.coverage.pair_scorer import PairScorer
 from model.coverage.search import ArticleSearch, KnownArticle
@@ -60,8 +61,9 @@ class BatchLinker:
         self.window_days = window_days
         self.kept_texts = kept_texts
         self._idf = scorer.idf or HashedIdf()
-        # article id -> (word indices, word data, char indices, char data, content words, canonical URL)
-        self._texts: dict[str, tuple[Any, Any, Any, Any, set[str], str | None]] = {}
+        # article id -> (word indices, word data, char indices, char data, content words, canonical URL,
+        # shingles for the duplicate rule)
+        self._texts: dict[str, tuple[Any, Any, Any, Any, set[str], str | None, Shingled]] = {}
 
     def link(
         self,
@@ -101,41 +103,48 @@ class BatchLinker:
             vectors,
             [(STORY_CANDIDATES + _MARGIN, windows), (DUPLICATE_CANDIDATES + _MARGIN, anywhere)],
         )
-        known: dict[str, KnownArticle | None] = {}
-
-        def lookup(article_id: str) -> KnownArticle | None:
-            if article_id not in known:
-                known[article_id] = search.known(article_id)
-            return known[article_id]
-
         # The batch as the index would hold it (float16 rows), for the later articles' searches.
         stored = vectors.astype(np.float16).astype(np.float32)
         mates = [KnownArticle(article, stored[j], None) for j, article in enumerate(articles)]
         sims = vectors @ stored.T  # (i, j): article i against batch-mate j as stored
         times = np.array([_timestamp(a.published_at) for a in articles], dtype=np.float64)
 
-        def merged(
+        def pooled(
             i: int, hits: list[tuple[str, float]], rows: npt.NDArray[np.intp], k: int
-        ) -> list[KnownArticle]:
-            """The ``k + _MARGIN`` nearest of the index's hits and the batch-mates ``rows``."""
+        ) -> list[str | int]:
+            """The ``k + _MARGIN`` nearest of the index's hits (ids) and the batch-mates ``rows``."""
             pool: list[tuple[float, str | int]] = [(score, article_id) for article_id, score in hits]
             pool += [(float(sims[i, j]), j) for j in _top(rows, sims[i], k)]
             pool.sort(key=lambda item: -item[0])
+            return [which for _, which in pool[: k + _MARGIN]]
+
+        picked = []
+        for i in range(len(articles)):
+            earlier = np.arange(i)
+            inside = earlier[_in_window(times[:i], windows[i])]
+            picked.append(
+                (
+                    pooled(i, recent_hits[i], inside, STORY_CANDIDATES),
+                    pooled(i, any_hits[i], earlier, DUPLICATE_CANDIDATES),
+                )
+            )
+        # Every stored candidate of the batch looked up once, together.
+        known = _known_many(
+            search, {w for pair in picked for side in pair for w in side if isinstance(w, str)}
+        )
+
+        def resolved(which: list[str | int]) -> list[KnownArticle]:
             out = []
-            for _, which in pool[: k + _MARGIN]:
-                candidate = mates[which] if isinstance(which, int) else lookup(which)
+            for w in which:
+                candidate = mates[w] if isinstance(w, int) else known.get(w)
                 if candidate is not None:  # None: removed between the search and now
                     out.append(candidate)
             return out
 
-        chosen = []
-        for i, article in enumerate(articles):
-            earlier = np.arange(i)
-            inside = earlier[_in_window(times[:i], windows[i])]
-            recent = merged(i, recent_hits[i], inside, STORY_CANDIDATES)
-            nearest = merged(i, any_hits[i], earlier, DUPLICATE_CANDIDATES)
-            chosen.append(choose_neighbours(article, vectors[i], recent, nearest))
-        return chosen
+        return [
+            choose_neighbours(article, vectors[i], resolved(recent), resolved(nearest))
+            for i, (article, (recent, nearest)) in enumerate(zip(articles, picked, strict=True))
+        ]
 
     # --- pair scores ----------------------------------------------------------------------------
 
@@ -162,9 +171,16 @@ class BatchLinker:
                 right.append(position[other.article.id])
         if not left:
             return [[] for _ in articles]
-        words, chars, content, urls = self._rows(entries)
+        words, chars, content, urls, shingles = self._rows(entries)
         comparisons = self.scorer.compare_pairs(
-            entries, np.vstack(entry_vectors), left, right, rows=(words, chars), content=content, urls=urls
+            entries,
+            np.vstack(entry_vectors),
+            left,
+            right,
+            rows=(words, chars),
+            content=content,
+            urls=urls,
+            shingled=shingles,
         )
         out: list[list[Comparison]] = [[] for _ in articles]
         for i, comparison in zip(left, comparisons, strict=True):
@@ -173,22 +189,24 @@ class BatchLinker:
 
     def _rows(
         self, articles: Sequence[Article]
-    ) -> tuple[sp.csr_matrix, sp.csr_matrix, list[set[str]], list[str | None]]:
-        """`HashedIdf.transform` rows, `content_words` and canonical URLs of ``articles``, hashing
-        only the texts not kept from earlier batches (a row does not depend on the other texts:
-        each is normalised alone)."""
+    ) -> tuple[sp.csr_matrix, sp.csr_matrix, list[set[str]], list[str | None], list[Shingled]]:
+        """`HashedIdf.transform` rows, `content_words`, canonical URLs and duplicate-rule shingles of
+        ``articles``, made only for the texts not kept from earlier batches (none depends on the
+        other texts: each is normalised alone)."""
         missing = list({a.id: a for a in articles if a.id not in self._texts}.values())
         if missing:
-            words, chars = self._idf.transform([a.text for a in missing])
-            for k, article in enumerate(missing):
+            texts = [a.text for a in missing]
+            words, chars = self._idf.transform(texts)
+            for k, (article, text) in enumerate(zip(missing, texts, strict=True)):
                 w0, w1, c0, c1 = words.indptr[k], words.indptr[k + 1], chars.indptr[k], chars.indptr[k + 1]
                 self._texts[article.id] = (
                     words.indices[w0:w1],
                     words.data[w0:w1],
                     chars.indices[c0:c1],
                     chars.data[c0:c1],
-                    content_words(article.text),
+                    content_words(text),
                     article.canonical_url,
+                    shingled(text, article.excerpt, cached=False),  # kept here, not in the shared cache
                 )
         kept = [self._texts[a.id] for a in articles]
         n_features = self._idf.n_features
@@ -196,9 +214,10 @@ class BatchLinker:
         chars = _csr([k[2] for k in kept], [k[3] for k in kept], n_features)
         content = [k[4] for k in kept]
         urls = [k[5] for k in kept]
+        shingles = [k[6] for k in kept]
         for article_id in list(self._texts)[: max(0, len(self._texts) - self.kept_texts)]:
             del self._texts[article_id]  # oldest first: candidates are mostly recent articles
-        return words, chars, content, urls
+        return words, chars, content, urls, shingles
 
 
 def _nearest_many(
@@ -213,6 +232,14 @@ def _nearest_many(
         [search.nearest(vector, k, f) for vector, f in zip(vectors, filters, strict=True)]
         for k, filters in searches
     ]
+
+
+def _known_many(search: ArticleSearch, article_ids: set[str]) -> dict[str, KnownArticle]:
+    many = getattr(search, "known_many", None)  # `ArticleIndex`: the vectors read in one go
+    if many is not None:
+        return many(article_ids)
+    found = {article_id: search.known(article_id) for article_id in article_ids}
+    return {article_id: hit for article_id, hit in found.items() if hit is not None}
 
 
 def _in_window(times: npt.NDArray[np.float64], filters: SearchFilters) -> npt.NDArray[np.bool_]:

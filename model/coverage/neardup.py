@@ -18,6 +18,7 @@ import re
 import unicodedata
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -69,15 +70,38 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return inter / (len(a) + len(b) - inter)
 
 
-def near_duplicate_score(text_a: str, text_b: str, excerpt_a: str = "", excerpt_b: str = "") -> float:
+@dataclass(frozen=True, slots=True)
+class Shingled:
+    """What the duplicate rule reads of one article: the shingles of its text and of its excerpt,
+    None where that one is too short to call a copy (see the constants above). Made once per
+    article where it meets many others (a backfill's batch); the sets are shared, never changed."""
+
+    text: set[str] | None
+    excerpt: set[str] | None
+
+
+def shingled(text: str, excerpt: str = "", *, cached: bool = True) -> Shingled:
+    """``text``'s and ``excerpt``'s shingles for `duplicate_score` (``cached``: through the shared
+    cache of recent texts; a caller that keeps its own passes False)."""
+    make = _shingles_cached if cached else shingles
+    return Shingled(
+        make(text) if len(text) >= MIN_DUPLICATE_TEXT_CHARS else None,
+        make(excerpt) if len(excerpt) >= MIN_DUPLICATE_EXCERPT_CHARS else None,
+    )
+
+
+def duplicate_score(a: Shingled, b: Shingled) -> float:
     """Shingle Jaccard of two texts, or of their excerpts when both are long enough, whichever is
-    higher; 0.0 when a text is too short to call a copy (see the constants above)."""
-    whole = 0.0
-    if len(text_a) >= MIN_DUPLICATE_TEXT_CHARS and len(text_b) >= MIN_DUPLICATE_TEXT_CHARS:
-        whole = jaccard(_shingles_cached(text_a), _shingles_cached(text_b))
-    if len(excerpt_a) >= MIN_DUPLICATE_EXCERPT_CHARS and len(excerpt_b) >= MIN_DUPLICATE_EXCERPT_CHARS:
-        return max(whole, jaccard(_shingles_cached(excerpt_a), _shingles_cached(excerpt_b)))
+    higher; 0.0 when a text is too short to call a copy."""
+    whole = jaccard(a.text, b.text) if a.text is not None and b.text is not None else 0.0
+    if a.excerpt is not None and b.excerpt is not None:
+        return max(whole, jaccard(a.excerpt, b.excerpt))
     return whole
+
+
+def near_duplicate_score(text_a: str, text_b: str, excerpt_a: str = "", excerpt_b: str = "") -> float:
+    """`duplicate_score` of two articles' texts and excerpts."""
+    return duplicate_score(shingled(text_a, excerpt_a), shingled(text_b, excerpt_b))
 
 
 # A corpus pass verifies each text against several candidates: shingle it once. The sets are

@@ -16,7 +16,6 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -234,28 +233,28 @@ def indexed_pair_evidence(
     rows: tuple[sp.csr_matrix, sp.csr_matrix] | None = None,
     content: Sequence[set[str]] | None = None,
     urls: Sequence[str | None] | None = None,
+    shingled: Sequence[neardup.Shingled] | None = None,
+    centred: Sequence[float] | None = None,
 ) -> list[PairEvidence]:
     """Evidence of the pairs ``(articles[i[k]], articles[j[k]])``: every text is hashed once.
 
     ``languages``: also the script and language-profile evidence, which costs about a third more
     time and which the default features do not use (see `model.coverage.pair_scorer`);
     ``"same_language"``: only ``same_language``, from the articles' own languages when every one
-    has one (no profiles then), else as ``True``. ``rows``, ``content`` and ``urls``: the
-    articles' `HashedIdf.transform` rows, `content_words` and canonical URLs, when the caller kept
-    them from an earlier batch (a backfill meets the same candidates again).
+    has one (no profiles then), else as ``True``. ``rows``, ``content``, ``urls`` and ``shingled``:
+    the articles' `HashedIdf.transform` rows, `content_words`, canonical URLs and
+    `neardup.shingled`, when the caller kept them from an earlier batch (a backfill meets the same
+    candidates again). ``centred``: each pair's centred cosine (NaN: none, the raw cosine is read).
     """
-    if languages == "same_language" and all(getattr(a, "language", None) for a in articles):
-        out = indexed_pair_evidence(
-            articles, vectors, i, j, idf, languages=False, rows=rows, content=content, urls=urls
-        )
-        return [
-            replace(ev, same_language=articles[p].language == articles[q].language)
-            for ev, p, q in zip(out, np.asarray(i).tolist(), np.asarray(j).tolist(), strict=True)
-        ]
+    own_languages = languages == "same_language" and all(getattr(a, "language", None) for a in articles)
+    if own_languages:
+        languages = False  # read from the articles below, no profiles
     i = np.asarray(i, dtype=np.intp)
     j = np.asarray(j, dtype=np.intp)
     vectors = np.asarray(vectors, dtype=np.float32)
-    texts = [a.text for a in articles]  # a property that joins title and excerpt on every read
+    texts: list[str] = []  # a property that joins title and excerpt on every read: only if needed
+    if rows is None or languages or content is None or shingled is None:
+        texts = [a.text for a in articles]
     words, chars = rows if rows is not None else (idf or HashedIdf()).transform(texts)
     tfidf = row_cosines(words[i], words[j])
     char = row_cosines(chars[i], chars[j])
@@ -268,10 +267,13 @@ def indexed_pair_evidence(
         scripts = [dominant_script(t) for t in texts]
     if content is None:
         content = [content_words(t) for t in texts]
+    if shingled is None:
+        shingled = [neardup.shingled(t, a.excerpt) for t, a in zip(texts, articles, strict=True)]
     # Once per article, not per pair: a canonical URL is parsed on every read.
     if urls is None:
         urls = [a.canonical_url for a in articles]
     providers = [a.provider_key for a in articles]
+    centred_values = centred.tolist() if isinstance(centred, np.ndarray) else centred
     out = []
     for k, (p, q) in enumerate(zip(i.tolist(), j.tolist(), strict=True)):
         a, b = articles[p], articles[q]
@@ -281,11 +283,16 @@ def indexed_pair_evidence(
             gap = None
         pa, pb = providers[p], providers[q]
         ua, ub = urls[p], urls[q]
+        if own_languages:
+            same: bool | None = a.language == b.language
+        else:
+            same = _same_language(a, b, scripts, profile, p, q, k) if scripts else None
+        c = centred_values[k] if centred_values is not None else math.nan
         out.append(
             PairEvidence(
                 cosine=max(-1.0, min(1.0, float(cosines[k]))),
                 lexical=_dice(content[p], content[q]),
-                near_duplicate=neardup.near_duplicate_score(texts[p], texts[q], a.excerpt, b.excerpt),
+                near_duplicate=neardup.duplicate_score(shingled[p], shingled[q]),
                 time_gap_hours=gap,
                 same_provider=(pa == pb) if pa and pb else None,
                 url_match=bool(ua and ub and ua == ub),
@@ -293,7 +300,8 @@ def indexed_pair_evidence(
                 char_tfidf=float(char[k]),
                 same_script=(bool(scripts[p]) and scripts[p] == scripts[q]) if scripts else None,
                 language_profile=float(profile[k]) if profile is not None else None,
-                same_language=_same_language(a, b, scripts, profile, p, q, k) if scripts else None,
+                same_language=same,
+                centred_cosine=None if math.isnan(c) else float(c),
             )
         )
     return out

@@ -883,6 +883,10 @@ class PairScorer(BaseEstimator):
     def verdict(self, evidence: PairEvidence, score: float) -> Verdict:
         """The graded verdict for a pair with this evidence and score."""
         check_is_fitted(self, ["same_story_threshold_"])
+        return self._verdict(evidence, score)
+
+    def _verdict(self, evidence: PairEvidence, score: float) -> Verdict:
+        """`verdict` of a fitted scorer (checked once per batch of pairs, not once per pair)."""
         if evidence.url_match or evidence.near_duplicate >= self.duplicate_threshold:
             return "duplicate"
         if score >= self.same_story_threshold_:
@@ -929,12 +933,18 @@ class PairScorer(BaseEstimator):
         """`compare` of each pair ``(articles[i[k]], articles[j[k]])``, in one evidence pass (a
         backfill's batch); ``kept``: what `indexed_pair_evidence` may reuse (``rows``, ``content``,
         ``urls``)."""
-        evidences = indexed_pair_evidence(
-            articles, vectors, i, j, self.idf, languages=self._uses_languages(), **kept
-        )
         languages = [article.language for article in articles]
-        evidences = self._centred(evidences, vectors, languages, i, j)
-        keys = [language_pair(articles[p].language, articles[q].language) for p, q in zip(i, j, strict=True)]
+        # The centred cosines go into the evidence as it is made (`with_centred` would copy each).
+        means = getattr(self, "language_means_", None)
+        centred = (
+            means.centred_cosines(vectors, languages, i, j)
+            if means is not None and len(i) and (getattr(means, "means_", None) or {})
+            else None
+        )
+        evidences = indexed_pair_evidence(
+            articles, vectors, i, j, self.idf, languages=self._uses_languages(), centred=centred, **kept
+        )
+        keys = [language_pair(languages[p], languages[q]) for p, q in zip(i, j, strict=True)]
         return self._comparisons(evidences, keys)
 
     def _centred(
@@ -960,9 +970,12 @@ class PairScorer(BaseEstimator):
     def _comparisons(self, evidences: Sequence[PairEvidence], keys: Sequence[Any]) -> list[Comparison]:
         if not evidences:
             return []
+        check_is_fitted(self, ["same_story_threshold_"])
         X = pair_feature_matrix(evidences)
         probabilities, scores = self.predict(X), self.similarity(X, keys)
         return [
-            Comparison(score=float(s), verdict=self.verdict(ev, float(p)), evidence=ev, probability=float(p))
-            for ev, s, p in zip(evidences, scores, probabilities, strict=True)
+            Comparison(score=s, verdict=self._verdict(ev, p), evidence=ev, probability=p)
+            for ev, s, p in zip(
+                evidences, np.asarray(scores).tolist(), np.asarray(probabilities).tolist(), strict=True
+            )
         ]
