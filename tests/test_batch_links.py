@@ -3,6 +3,7 @@ duplicate link that adding the articles one at a time, in the same order, gives.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -92,3 +93,49 @@ def test_nearest_many_answers_as_nearest_per_query():
 
 def _day(i: int) -> datetime:
     return datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=i)
+
+
+def _thousands() -> list[Article]:
+    """About 1,900 articles: AG News items dated over four months (every tenth undated), storychains'
+    storylines, and for every twelfth AG News item a re-post (a day later, a new headline and
+    dateline: a copy by its excerpt) or a word-for-word copy a year later."""
+    files = sorted(corpus_path("agnews").glob("*.md"))[:1600]
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    news = [
+        replace(a, published_at=None if k % 10 == 0 else start + timedelta(hours=1.8 * k))
+        for k, a in enumerate(read_seeds(files).articles.values())
+    ]
+    copies = []
+    for k, original in enumerate(news[::12]):
+        moved = original.published_at + timedelta(days=1 if k % 2 else 365) if original.published_at else None
+        copies.append(
+            Article(
+                id=f"repost-{k}",
+                title=original.title if k % 2 == 0 else f"UPDATE: {original.title}",
+                excerpt=original.excerpt if k % 2 == 0 else f"LONDON (Wires) - {original.excerpt}",
+                published_at=moved,
+                urls={"webUrl": f"https://reposts.example/{k}"},
+            )
+        )
+    stories = list(read_seeds(sorted(corpus_path("storychains").glob("storychains_*.md"))).articles.values())
+    return published_order([*news, *copies, *stories])
+
+
+def test_backfill_batches_decide_as_one_article_at_a_time_on_thousands(small_bundle):
+    """The batch path's kept rows, shingles, candidate reads and centred cosines change no decision:
+    a backfill's batches of 256 against the same articles added one at a time."""
+    embedder = shared_embedder()
+    articles = _thousands()
+    vectors = embedder.encode([a.text for a in articles], show_progress_bar=False)
+
+    one_by_one = NewsModel.load(small_bundle, embedder=embedder)
+    expected = [one_by_one.add([a], vectors[i : i + 1])[0] for i, a in enumerate(articles)]
+    assert sum(done.duplicate_of is not None for done in expected) >= 100  # the copies were found
+    assert len({done.story_id for done in expected}) < len(articles) - 300  # stories were joined
+
+    batched = NewsModel.load(small_bundle, embedder=embedder)
+    linker = BatchLinker(batched.pair_scorer, batched.window_days, kept_texts=600)  # kept rows evicted too
+    got = []
+    for start in range(0, len(articles), 256):
+        got.extend(batched.add(articles[start : start + 256], vectors[start : start + 256], linker=linker))
+    assert got == expected

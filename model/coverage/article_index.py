@@ -106,8 +106,10 @@ class ArticleIndex:
         self._removed: set[int] = set()
         self._ann_deferred = False  # a bulk restore left the graph to `build_ann`
         self._updated_rows: set[int] = set()  # rows rewritten in place while a graph was being built
-        # Where records of rows restored from a snapshot come from (the store), read on first use.
+        # Where records of rows restored from a snapshot come from (the store), read on first use:
+        # one at a time, or many in one read (`known_many`) where the store offers it.
         self.record_loader: Callable[[str], Mapping[str, Any] | None] | None = None
+        self.records_loader: Callable[[Sequence[str]], Mapping[str, Mapping[str, Any]]] | None = None
 
     # --- writing -------------------------------------------------------------------------
 
@@ -483,9 +485,10 @@ class ArticleIndex:
     def known_many(self, article_ids: Iterable[str]) -> dict[str, KnownArticle]:
         """`known` of each of ``article_ids`` that is known, their vectors read in one go (a
         backfill's batch looks up thousands of candidates: one row read each cost a third of it)."""
+        positions = {article_id: self._pos.get(article_id) for article_id in article_ids}
+        self._read_records([p for p in positions.values() if p is not None])
         found: list[tuple[str, int, Article]] = []
-        for article_id in article_ids:
-            position = self._pos.get(article_id)
+        for article_id, position in positions.items():
             if position is None:
                 continue
             try:
@@ -500,6 +503,25 @@ class ArticleIndex:
             article_id: KnownArticle(article, vectors[k], stories[position])
             for k, (article_id, position, article) in enumerate(found)
         }
+
+    def _read_records(self, positions: Sequence[int]) -> None:
+        """Parse the restored rows among ``positions`` whose records are still in the store, reading
+        them in one go through `records_loader` (a row whose record is gone stays as it is)."""
+        loader = self.records_loader
+        if loader is None:
+            return
+        unread = [
+            p
+            for p in positions
+            if (item := self._articles[p]) is None or (isinstance(item, StoredRecord) and item.record is None)
+        ]
+        if not unread:
+            return
+        records = loader([self._ids[p] for p in unread])
+        for position in unread:
+            record = records.get(self._ids[position])
+            if record is not None:  # parsed once, as `_article_at` would have
+                self._articles[position] = article_from_record(record, require_text=False)
 
     def search(
         self, vector: npt.NDArray[np.floating], k: int = 10, filters: SearchFilters | None = None

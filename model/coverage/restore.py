@@ -183,6 +183,7 @@ class StoredRows:
         self._graph_at_restore = False
         # A restored row's record stays in the store until something reads it.
         model.index.record_loader = source.record
+        model.index.records_loader = getattr(source, "records", None)  # many at once, where offered
 
     def restore(
         self, snapshot_dir: Path | None = None, progress: Callable[[int], None] | None = None

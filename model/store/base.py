@@ -381,6 +381,10 @@ class StoreRows:
         stored = self.store.get(article_id)
         return stored.record if stored is not None else None
 
+    def records(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The records of those of ``article_ids`` still stored, in one read."""
+        return {article_id: stored.record for article_id, stored in self.store.get_many(article_ids).items()}
+
     def vectors_id(self) -> str | None:
         if self.generation is not None and isinstance(self.store, GenerationStore):
             for generation in self.store.generations():
