@@ -74,7 +74,6 @@ def test_nearest_many_answers_as_nearest_per_query():
     ]
     index = ArticleIndex(dim=16)
     index.add(articles, vectors, [f"s{i}" for i in range(300)])
-    index.remove("a5")
     queries = vectors[:40] + rng.normal(scale=0.1, size=(40, 16)).astype(np.float32)
     filters = [
         SearchFilters(since=_day(i) - timedelta(days=20), until=_day(i) + timedelta(days=20))
@@ -82,13 +81,16 @@ def test_nearest_many_answers_as_nearest_per_query():
         else SearchFilters(exclude_ids=frozenset({f"a{i}"}))
         for i in range(40)
     ]
-    anywhere = [SearchFilters()] * 40
-    many = index.nearest_many(queries, [(12, filters), (3, anywhere)], chunk=16)
-    for k, searches, found in ((12, filters, many[0]), (3, anywhere, many[1])):
-        for query, f, hits in zip(queries, searches, found, strict=True):
-            expected = index.nearest(query, k, f)
-            assert [h[0] for h in hits] == [h[0] for h in expected]
-            assert np.allclose([h[1] for h in hits], [h[1] for h in expected], atol=1e-5)
+    anywhere = [SearchFilters(exclude_ids=frozenset({f"new{i}"})) for i in range(40)]  # as a backfill asks
+    for removed in (False, True):  # every row passing (no mask made) and a removed row masked
+        if removed:
+            index.remove("a5")
+        many = index.nearest_many(queries, [(12, filters), (3, anywhere)], chunk=16)
+        for k, searches, found in ((12, filters, many[0]), (3, anywhere, many[1])):
+            for query, f, hits in zip(queries, searches, found, strict=True):
+                expected = index.nearest(query, k, f)
+                assert [h[0] for h in hits] == [h[0] for h in expected]
+                assert np.allclose([h[1] for h in hits], [h[1] for h in expected], atol=1e-5)
 
 
 def _day(i: int) -> datetime:

@@ -451,20 +451,26 @@ class ArticleIndex:
             ]
         rows = buffer[:n].astype(np.float32)
         for start in range(0, len(queries), chunk):
-            block = rows @ queries[start : start + chunk].T  # (n, chunk)
+            # (chunk, n): each query's scores contiguous (a strided column slowed every pass over it)
+            block = np.ascontiguousarray((rows @ queries[start : start + chunk].T).T)
             for out, (k, filters) in zip(found, searches, strict=True):
-                for column, f in enumerate(filters[start : start + chunk]):
-                    out.append(self._top(block[:, column], n, times, k, f))
+                for row, f in enumerate(filters[start : start + chunk]):
+                    out.append(self._top(block[row], n, times, k, f))
         return found
 
     def _top(
         self, sims: npt.NDArray[np.float32], n: int, times: npt.NDArray[np.float64], k: int, f: SearchFilters
     ) -> list[tuple[str, float]]:
         """The ``k`` best of rows ``[0, n)`` by ``sims`` that pass ``f``, best first."""
-        candidates = np.flatnonzero(self._mask(n, times, f))
-        if candidates.size == 0 or k <= 0:
+        if k <= 0:
             return []
-        sims = sims[candidates]
+        if self._passes_all(f, n):  # e.g. a search at any age: every row, no mask to build
+            candidates = np.arange(n)
+        else:
+            candidates = np.flatnonzero(self._mask(n, times, f))
+            if candidates.size == 0:
+                return []
+            sims = sims[candidates]
         take = min(k, candidates.size)
         top = np.argpartition(-sims, take - 1)[:take]
         top = top[np.argsort(-sims[top], kind="stable")]
@@ -472,6 +478,19 @@ class ArticleIndex:
         return [
             (ids[row], score) for row, score in zip(candidates[top].tolist(), sims[top].tolist(), strict=True)
         ]
+
+    def _passes_all(self, f: SearchFilters, n: int) -> bool:
+        """Whether every row of ``[0, n)`` passes ``f`` (`_mask` would be all true)."""
+        return (
+            n > 0
+            and f.since is None
+            and f.until is None
+            and f.providers is None
+            and f.exclude_provider is None
+            and f.language is None
+            and not self._removed
+            and all(self._pos.get(article_id, n) >= n for article_id in f.exclude_ids)
+        )
 
     def known(self, article_id: str) -> KnownArticle | None:
         if article_id not in self:

@@ -5,7 +5,8 @@
 spent its time there. `BatchLinker` decides the same thing for a whole batch: the index is searched
 for every article by one matrix product (`ArticleIndex.nearest_many`), the earlier articles of the
 batch (which one-by-one adds would have found in the index) are candidates through the batch's own
-cosines, every pair of the batch is scored in one pass with each text hashed once (and kept for the
+cosines, the stored candidates the batch needs are read in one go (`ArticleIndex.known_many`), every
+pair of the batch is scored in one pass with each text hashed and shingled once (and kept for the
 batches after, where the same candidates come back), and then each article in order is decided by
 `model.coverage.story_rule` (`choose_neighbours`, `decide_link`), seeing the stories its earlier
 batch-mates were given. Candidates are over-fetched (a few more than the rule keeps) so float rounding in
