@@ -22,7 +22,9 @@ every text by the static Model2Vec encoder under the bundle encoder's cache key 
 ``cache_filled_by: static``: a cold MiniLM pass over 100k texts takes hours here), the first
 N - K backfilled into an empty store (``backfill_head_s``), then the last K both backfilled onto
 that store (``backfill_tail_s``) and posted to a service on a copy of it (``post_tail_s``): the
-same K articles onto the same store size; ``ready_s`` is a start on the full store.
+same K articles onto the same store size; ``ready_s`` is a start on the full store. With ``--work W``
+the bundle, the synthetic seeds and the filled cache are kept in W and reused by the next run (the
+stores are made anew); ``--prepare-only`` makes them and stops.
 
 Example::
 
