@@ -502,8 +502,8 @@ class ArticleIndex:
         return KnownArticle(article, self.vector(article_id), self.story_of(article_id))
 
     def known_many(self, article_ids: Iterable[str]) -> dict[str, KnownArticle]:
-        """`known` of each of ``article_ids`` that is known, their vectors read in one go (a
-        backfill's batch looks up thousands of candidates: one row read each cost a third of it)."""
+        """`known` of each of ``article_ids`` that is known, their vectors read in one go and the
+        records of restored rows in one store read (a backfill's batch looks up thousands)."""
         positions = {article_id: self._pos.get(article_id) for article_id in article_ids}
         self._read_records([p for p in positions.values() if p is not None])
         found: list[tuple[str, int, Article]] = []
