@@ -132,6 +132,28 @@ def built_in_means(encoder: str) -> LanguageMeans | None:
     return means
 
 
+def centred_pairs(
+    means: LanguageMeans | None,
+    vectors: npt.ArrayLike,
+    languages: Sequence[str | None],
+    i: npt.ArrayLike,
+    j: npt.ArrayLike,
+    pair_map: PairMap | None = None,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    """The centred cosine of each pair ``(i[k], j[k])`` and, with ``pair_map``, its learnt cosine
+    (`model.coverage.pair_map`), NaN where a side's language has no mean (or there is no map);
+    None where ``means`` has no language at all or there are no pairs."""
+    if means is None or not len(np.asarray(i)) or not (getattr(means, "means_", None) or {}):
+        return None
+    centred = means.centred_cosines(vectors, languages, i, j)
+    learnt = (
+        means.centred_cosines(vectors, languages, i, j, pair_map)
+        if pair_map is not None
+        else np.full(len(centred), np.nan)
+    )
+    return centred, learnt
+
+
 def with_centred(
     evidences: list[PairEvidence],
     means: LanguageMeans | None,
@@ -143,15 +165,11 @@ def with_centred(
 ) -> list[PairEvidence]:
     """``evidences`` of the pairs ``(i[k], j[k])`` with their centred cosine where ``means`` has both
     sides' languages (the others keep None: the raw cosine), and with ``pair_map`` their learnt
-    cosine there too (`model.coverage.pair_map`)."""
-    if means is None or not evidences or not (getattr(means, "means_", None) or {}):
+    cosine there too (`centred_pairs`)."""
+    found = centred_pairs(means, vectors, languages, i, j, pair_map) if evidences else None
+    if found is None:
         return evidences
-    centred = means.centred_cosines(vectors, languages, i, j)
-    learnt = (
-        means.centred_cosines(vectors, languages, i, j, pair_map)
-        if pair_map is not None
-        else np.full(len(centred), np.nan)
-    )
+    centred, learnt = found
     return [
         ev
         if np.isnan(c)

@@ -234,7 +234,7 @@ def indexed_pair_evidence(
     content: Sequence[set[str]] | None = None,
     urls: Sequence[str | None] | None = None,
     shingled: Sequence[neardup.Shingled] | None = None,
-    centred: Sequence[float] | None = None,
+    centred: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None,
 ) -> list[PairEvidence]:
     """Evidence of the pairs ``(articles[i[k]], articles[j[k]])``: every text is hashed once.
 
@@ -244,7 +244,8 @@ def indexed_pair_evidence(
     has one (no profiles then), else as ``True``. ``rows``, ``content``, ``urls`` and ``shingled``:
     the articles' `HashedIdf.transform` rows, `content_words`, canonical URLs and
     `neardup.shingled`, when the caller kept them from an earlier batch (a backfill meets the same
-    candidates again). ``centred``: each pair's centred cosine (NaN: none, the raw cosine is read).
+    candidates again). ``centred``: each pair's centred and learnt cosines
+    (`model.coverage.pair_centring.centred_pairs`; NaN: none, the raw cosine is read).
     """
     own_languages = languages == "same_language" and all(getattr(a, "language", None) for a in articles)
     if own_languages:
@@ -273,7 +274,9 @@ def indexed_pair_evidence(
     if urls is None:
         urls = [a.canonical_url for a in articles]
     providers = [a.provider_key for a in articles]
-    centred_values = centred.tolist() if isinstance(centred, np.ndarray) else centred
+    centred_values, learnt_values = (
+        (centred[0].tolist(), centred[1].tolist()) if centred is not None else ([], [])
+    )
     out = []
     for k, (p, q) in enumerate(zip(i.tolist(), j.tolist(), strict=True)):
         a, b = articles[p], articles[q]
@@ -287,7 +290,7 @@ def indexed_pair_evidence(
             same: bool | None = a.language == b.language
         else:
             same = _same_language(a, b, scripts, profile, p, q, k) if scripts else None
-        c = centred_values[k] if centred_values is not None else math.nan
+        c, m = (centred_values[k], learnt_values[k]) if centred is not None else (math.nan, math.nan)
         out.append(
             PairEvidence(
                 cosine=max(-1.0, min(1.0, float(cosines[k]))),
@@ -302,6 +305,7 @@ def indexed_pair_evidence(
                 language_profile=float(profile[k]) if profile is not None else None,
                 same_language=same,
                 centred_cosine=None if math.isnan(c) else float(c),
+                learnt_cosine=None if math.isnan(c) or math.isnan(m) else float(m),
             )
         )
     return out

@@ -41,7 +41,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from model.articles.article import Article
 from model.coverage import neardup
-from model.coverage.pair_centring import LanguageMeans, built_in_means, with_centred
+from model.coverage.pair_centring import LanguageMeans, built_in_means, centred_pairs, with_centred
 from model.coverage.pair_evidence import (
     FEATURE_INDEX,
     FEATURE_NAMES,
@@ -934,12 +934,9 @@ class PairScorer(BaseEstimator):
         backfill's batch); ``kept``: what `indexed_pair_evidence` may reuse (``rows``, ``content``,
         ``urls``)."""
         languages = [article.language for article in articles]
-        # The centred cosines go into the evidence as it is made (`with_centred` would copy each).
-        means = getattr(self, "language_means_", None)
-        centred = (
-            means.centred_cosines(vectors, languages, i, j)
-            if means is not None and len(i) and (getattr(means, "means_", None) or {})
-            else None
+        # The centred and learnt cosines go into the evidence as it is made (`_centred` copies each).
+        centred = centred_pairs(
+            getattr(self, "language_means_", None), vectors, languages, i, j, getattr(self, "pair_map_", None)
         )
         evidences = indexed_pair_evidence(
             articles, vectors, i, j, self.idf, languages=self._uses_languages(), centred=centred, **kept
