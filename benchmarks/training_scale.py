@@ -170,7 +170,11 @@ def child(args: argparse.Namespace) -> int:
         model = fit_news_model(corpus, embedder, options)
         fit_cpu = time.process_time() - cpu
     for name, seconds in options.timings.items():
-        steps[name] = {"seconds": seconds, "peak_rss_mb": options.peak_rss_mb.get(name, 0.0)}
+        steps[name] = {
+            "seconds": seconds,
+            "cpu_seconds": options.cpu_s.get(name, 0.0),
+            "peak_rss_mb": options.peak_rss_mb.get(name, 0.0),
+        }
     steps["fit_cpu_seconds"] = {"seconds": round(fit_cpu, 2)}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         wall, cpu = time.perf_counter(), time.process_time()

@@ -635,6 +635,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             metrics=fitted.metrics,
             training={
                 "timings_s": fitted.timings,
+                "cpu_s": fitted.cpu_s,
                 "peak_rss_mb": fitted.peak_rss_mb,
                 "story_window_days": args.story_window_days,
                 # Which engine ran the read and embed batches (the fits are the same code either way).

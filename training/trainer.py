@@ -58,6 +58,9 @@ class TrainingOptions:
     progress: bool = True
     fit_cache: FitCache | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # The process's CPU seconds (all its threads) in each timed step: steadier than wall seconds
+    # on a shared machine.
+    cpu_s: dict[str, float] = field(default_factory=dict)
     # The process's peak resident memory (MB) when each timed step ended.
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     # Fit memory budget (GB): sizes the topic head's example sample (`examples_within`); None:
@@ -84,8 +87,14 @@ def peak_rss_mb() -> float:
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
-def _timed(options: TrainingOptions, name: str, started: float) -> None:
-    options.timings[name] = round(time.perf_counter() - started, 3)
+def _now() -> tuple[float, float]:
+    """(wall, CPU) clocks: where a timed step starts."""
+    return time.perf_counter(), time.process_time()
+
+
+def _timed(options: TrainingOptions, name: str, started: tuple[float, float]) -> None:
+    options.timings[name] = round(time.perf_counter() - started[0], 3)
+    options.cpu_s[name] = round(time.process_time() - started[1], 3)
     options.peak_rss_mb[name] = peak_rss_mb()
     logger.info("%s: %.1fs (peak RSS %.0f MB)", name, options.timings[name], options.peak_rss_mb[name])
 
@@ -184,14 +193,14 @@ def fit_news_model(
     articles = list(corpus.articles.values())
     if not articles:
         raise ValueError("the seeds hold no articles")
-    started = time.perf_counter()
+    started = _now()
     vectors = embed_articles(embedder, articles, options.progress)
     _timed(options, "embed", started)
 
     labelled = [i for i, article in enumerate(articles) if article.topics]
     topics = None
     if labelled:
-        started = time.perf_counter()
+        started = _now()
         tagger = TopicTagger(max_examples=examples_within(options.max_memory_gb))
         topics = _fit_head(options, tagger, [articles[i] for i in labelled], vectors[labelled])
         topics.fit_label_gate(embedder.encode)
@@ -206,11 +215,11 @@ def fit_news_model(
         if not ScoreHead.can_fit(articles, name, head.min_samples):
             logger.info("%s: %d values (need %d), no %s model", name, len(have), head.min_samples, name)
             continue
-        started = time.perf_counter()
+        started = _now()
         scores[name] = _fit_head(options, head, [articles[i] for i in have], vectors[have])
         _timed(options, f"score_{name}", started)
 
-    started = step = time.perf_counter()
+    started = step = _now()
     # The bundle's own articles give the centred cosine's language means (and the IDF).
     pair_scorer = fit_pair_scorer(
         options.pairs,
@@ -220,13 +229,13 @@ def fit_news_model(
         corpus_languages=[article.language for article in articles],
     )
     _timed(options, "pair_scorer", step)
-    step = time.perf_counter()
+    step = _now()
     stories = StoryClusterer(window_days=options.story_window_days)
     story_ids = cluster_stories(articles, vectors, pair_scorer, window_days=options.story_window_days)
     for article, vector, story_id in zip(articles, vectors, story_ids, strict=True):
         stories.restore(article, vector, story_id)
     _timed(options, "stories", step)
-    step = time.perf_counter()
+    step = _now()
     index = ArticleIndex()
     index.add(articles, vectors, story_ids)
     _timed(options, "index", step)
@@ -373,6 +382,8 @@ class FitOutcome:
     eval_pairs: Sequence[Path] | Path | None = None
     # The process's peak resident memory (MB) when each step of the last fit ended.
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    # The process's CPU seconds in each step of the last fit.
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 def fit_and_evaluate(
@@ -405,7 +416,7 @@ def fit_and_evaluate(
     progress = options.progress
 
     def fit(seeds: SeedCorpus) -> tuple[NewsModel, TrainingOptions]:
-        run = replace(options, timings={}, peak_rss_mb={})
+        run = replace(options, timings={}, cpu_s={}, peak_rss_mb={})
         return fit_news_model(seeds, embedder, run), run
 
     metrics: dict[str, Any] = {}
@@ -448,6 +459,7 @@ def fit_and_evaluate(
         metrics=metrics,
         eval_split=eval_split,
         timings=run.timings,
+        cpu_s=run.cpu_s,
         peak_rss_mb=run.peak_rss_mb,
         evaluated=evaluated,
         eval_corpus=eval_corpus if evaluated is not None else None,
