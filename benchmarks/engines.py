@@ -60,17 +60,33 @@ def fit(
         "seconds": round(seconds, 1),
         "cpu_s": round(cpu_s, 1),
         "steps_s": manifest["training"]["timings_s"],
+        "steps_cpu_s": manifest["training"].get("cpu_s", {}),
         "topics_micro_f1": summary["metrics"].get("topics", {}).get("micro_f1"),
         "load_avg_1m_before": load,
         "load_avg_1m_after": load_avg_1m(),
     }
 
 
+def _first_files(folders: list[Path], n: int | None, work: Path) -> list[Path]:
+    """``folders`` as they are, or (``n``) a folder of links to the first ``n`` files of each."""
+    if not n:
+        return folders
+    out = []
+    for folder in folders:
+        files = sorted(p for p in folder.iterdir() if p.is_file())[:n] if folder.is_dir() else [folder]
+        target = work / folder.name
+        target.mkdir(parents=True, exist_ok=True)
+        for path in files:
+            (target / path.name).symlink_to(path.resolve())
+        out.append(target)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=Path, nargs="+", required=True, help="seed folders or files")
     parser.add_argument("--eval", type=Path, nargs="*", default=[], help="held-out seeds (fit --eval)")
-    parser.add_argument("--n", type=int, help="only the first N seed files of each folder")
+    parser.add_argument("--n", type=int, help="only the first N seed files of each folder (--eval's too)")
     parser.add_argument("--cache", choices=("cold", "warm"), default="cold")
     parser.add_argument(
         "--cache-from", type=Path, help="--cache warm: an embeddings.sqlite to start from (no filling run)"
@@ -82,33 +98,21 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-engines-"))
     try:
-        seeds = args.seeds
-        if args.n:
-            seeds = []
-            for folder in args.seeds:
-                files = (
-                    sorted(p for p in folder.iterdir() if p.is_file())[: args.n]
-                    if folder.is_dir()
-                    else [folder]
-                )
-                target = work / "seeds" / folder.name
-                target.mkdir(parents=True, exist_ok=True)
-                for path in files:
-                    (target / path.name).symlink_to(path.resolve())
-                seeds.append(target)
+        seeds = _first_files(args.seeds, args.n, work / "seeds")
+        eval_seeds = _first_files(args.eval, args.n, work / "eval")
         warm = work / "warm-cache"
         if args.cache == "warm" and args.cache_from:
             warm.mkdir()
             shutil.copy(args.cache_from, warm / "embeddings.sqlite")
         elif args.cache == "warm":  # one unmeasured run fills the shared cache
-            fit(seeds, args.eval, work / "out-fill", warm, "local", 1)
+            fit(seeds, eval_seeds, work / "out-fill", warm, "local", 1)
         order = [
             e for k in range(args.rounds) for e in (("local", "ray") if k % 2 == 0 else ("ray", "local"))
         ]
         runs = []
         for k, engine in enumerate(order):
             cache = warm if args.cache == "warm" else work / f"cache-{k}"
-            runs.append(fit(seeds, args.eval, work / f"out-{k}", cache, engine, args.workers))
+            runs.append(fit(seeds, eval_seeds, work / f"out-{k}", cache, engine, args.workers))
         by_engine = {e: [r["seconds"] for r in runs if r["engine"] == e] for e in ("local", "ray")}
         result = {
             "seeds": [str(p) for p in args.seeds],

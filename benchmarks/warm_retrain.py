@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import load_avg_1m, machine_info
-from benchmarks.training_scale import corpus_dir, fill_cache_static, synthesise
+from benchmarks.training_scale import corpus_dir, fill_cache_static, move_engine_start, synthesise
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +58,7 @@ def child(args: argparse.Namespace) -> int:
         wall, cpu = time.perf_counter(), time.process_time()
         corpus = engine.read(args.seeds, skip_invalid=False, progress=False)
         mark("read", wall, cpu)
+        move_engine_start(steps, engine.start_seconds)
         cache = EmbeddingCache(args.cache / "embeddings.sqlite")
         embedder = engine.embedder(make_encoder(DEFAULT_ENCODER, cache=cache))
         articles = list(corpus.articles.values())

@@ -151,7 +151,7 @@ def _fit(root: Path, name: str, seeds: str, *extra: str) -> tuple[dict, dict, st
 @needs_ray
 def test_a_ray_fit_on_parquet_shards_matches_a_local_fit_on_the_files(small_seeds):
     root, folder, shards = small_seeds
-    local, local_manifest, _ = _fit(root, "local", str(folder))
+    local, local_manifest, local_log = _fit(root, "local", str(folder))
     ray, ray_manifest, log = _fit(root, "ray", str(shards / "*.parquet"), "--engine", "ray", "--workers", "2")
     assert (
         local_manifest["seed_fingerprint"]["articles"] == ray_manifest["seed_fingerprint"]["articles"] == 90
@@ -164,6 +164,8 @@ def test_a_ray_fit_on_parquet_shards_matches_a_local_fit_on_the_files(small_seed
     assert ray_manifest["training"]["engine"] == {"name": "ray", "workers": 2}
     assert ray["engine"] == "ray"
     assert "texts on 2 actors" in log  # the seeds went through the actor pool, not the driver
+    # The label gate's texts too: the driver never loads the encoder.
+    assert "loading embedding model" not in log and "loading embedding model" in local_log
     # The engine's own costs are timed beside the fit steps: a local Ray's start, the reads.
     assert ray_manifest["training"]["timings_s"]["engine_start"] > 0
     assert (
@@ -171,6 +173,22 @@ def test_a_ray_fit_on_parquet_shards_matches_a_local_fit_on_the_files(small_seed
         < ray_manifest["training"]["timings_s"]["engine_start"]
     )
     assert {"read", "embed", "topics"} <= set(ray_manifest["training"]["timings_s"])
+
+
+@needs_ray
+def test_a_ray_fit_with_nothing_for_ray_to_do_never_starts_it(small_seeds):
+    """Seed files and every vector cached: no batch needs Ray, so none starts (a local Ray's start
+    is seconds), and the bundle is the one the local fit made."""
+    root, folder, _ = small_seeds
+    if not (root / "local").exists():
+        _fit(root, "local", str(folder))
+    shutil.copytree(root / "cache-local", root / "cache-ray-warm", ignore=shutil.ignore_patterns("fits"))
+    local = json.loads((sorted((root / "local").glob("*/" + MANIFEST))[-1]).read_text())
+    _, manifest, log = _fit(root, "ray-warm", str(folder), "--engine", "ray", "--workers", "2")
+    assert manifest["training"]["engine"] == {"name": "ray", "workers": 2}
+    assert manifest["training"]["timings_s"]["engine_start"] == 0
+    assert "ray: a local cluster" not in log and "actors" not in log
+    assert manifest["metrics"]["topics"]["micro_f1"] == local["metrics"]["topics"]["micro_f1"]
 
 
 @needs_ray

@@ -13,14 +13,18 @@ once (`EncodeBatch`). The driver keeps the SQLite cache: it looks texts up befor
 and stores the returned vectors, so the cache stays one file shared by later runs (local or ray)
 and the actors (possibly on other machines, without the driver's disk) never write it. Articles
 with their vectors are classified by another actor pool (`ClassifyBatch`), each actor taking the
-bundle's heads (`Heads`: no encoder, no index) from Ray's object store once.
+bundle's heads (`Heads`: no encoder, no index) from Ray's object store once. Ray is started
+(or joined) when the first such batch comes, not before: a run with every vector cached and its
+seeds in local files never starts it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import pickle
+import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +76,7 @@ class LocalEngine:
     name = "local"
     # Articles a caller embeds and classifies per call (a backfill's chunk).
     chunk = 4096
+    start_seconds = 0.0
 
     def __enter__(self) -> LocalEngine:
         return self
@@ -216,6 +221,9 @@ class RayEngine:
         self.gpus_per_worker = gpus_per_worker
         self.cpus_per_worker = cpus_per_worker
         self._started = False
+        self._ready = False
+        # Seconds spent starting (or joining) Ray; 0 while no batch has needed it.
+        self.start_seconds = 0.0
         self._ray: Any = None
         self._wrapped: list[Any] = []
         self._here: dict[str, Encoder] = {}
@@ -223,15 +231,26 @@ class RayEngine:
     def __enter__(self) -> RayEngine:
         # No usage report (the machine may be offline) and no dashboard; set before ray is imported.
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-        try:
-            import ray
-            import ray.data  # configures its loggers on import: quieted below, after it
-        except ImportError:
+        # Checked now, imported when first needed (importing Ray Data costs 1-2 s).
+        if importlib.util.find_spec("ray") is None:
             from model.errors import NewsDeskError
 
             raise NewsDeskError(
                 "--engine ray needs Ray; install it with: pip install -e '.[ray]' (or use --engine local)"
-            ) from None
+            )
+        return self
+
+    def _start(self) -> Any:
+        """Ray, started (or joined) the first time a batch needs it: a run whose every vector is
+        cached and whose seeds are local files has no batch for Ray, and a local Ray's start cost
+        3-25 s here. ``ray.init`` cannot run in a second thread while the driver reads (it fails to
+        reach its own GCS), so the start is not overlapped, only skipped where nothing needs it."""
+        if self._ready:
+            return self._ray
+        started = time.perf_counter()
+        import ray
+        import ray.data  # configures its loggers on import: quieted below, after it
+
         self._ray = ray
         if not ray.is_initialized():
             address = os.environ.get("RAY_ADDRESS") or None
@@ -253,15 +272,18 @@ class RayEngine:
         context.print_on_execution_start = False
         # Seeds in file order, so a file's rows keep their numbers and the corpus matches `local`.
         context.execution_options.preserve_order = True
-        return self
+        self._ready = True
+        self.start_seconds = time.perf_counter() - started
+        return ray
 
     def __exit__(self, *exc: object) -> None:
         for embedder in self._wrapped:  # the model outlives the pool: it embeds here again
             embedder.runner = None
         self._wrapped.clear()
-        if self._started:
+        if self._started:  # only a Ray this engine started or joined: one already running stays
             self._ray.shutdown()
             self._started = False
+        self._ready = False
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -288,7 +310,7 @@ class RayEngine:
         """(file, record) for every row of ``shards``, in file then row order."""
         if not shards:
             return
-        ray = self._ray
+        ray = self._start()
         dataset = ray.data.read_parquet([str(p.resolve()) for p in shards], include_paths=True)
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=4096):
             for row in batch.to_pylist():
@@ -305,7 +327,7 @@ class RayEngine:
     def actor_cpus(self) -> float:
         if self.cpus_per_worker is not None:
             return self.cpus_per_worker
-        cpus = float(self._ray.cluster_resources().get("CPU", 1.0))
+        cpus = float(self._start().cluster_resources().get("CPU", 1.0))
         return round(min(1.0, max(0.1, (cpus - 1.0) / self.workers)), 2)
 
     def _runner(self, spec: dict[str, Any]) -> Callable[[list[str]], npt.NDArray[np.float32]]:
@@ -323,7 +345,7 @@ class RayEngine:
             if key not in self._here:
                 self._here[key] = build_encoder(spec)
             return self._here[key].encode(texts, show_progress_bar=False)
-        ray = self._ray
+        ray = self._start()
         # Longest first, in blocks of whole batches: each batch pads little and the two slowest
         # blocks start first.
         order = np.argsort([-len(text) for text in texts], kind="stable")
@@ -376,7 +398,7 @@ class RayEngine:
 
         if len(articles) < RAY_MIN_CLASSIFY:
             return classify_batches(heads, articles, vectors, all_scores=all_scores)
-        ray = self._ray
+        ray = self._start()
         vectors = np.asarray(vectors, dtype=np.float32)
         starts = range(0, len(articles), CLASSIFY_BATCH)
         payloads = [

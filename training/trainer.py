@@ -36,6 +36,7 @@ from model.evaluation.split import EvalSplit
 from model.evaluation.tagging import score_metrics, topic_metrics
 from model.ledger import LEDGER, record_event
 from model.news_model import NewsModel
+from model.tagging.label_gate import BACKGROUND_NEWS, label_texts
 from model.tagging.scores import ScoreHead
 from model.tagging.topic_tagger import TopicTagger, examples_within
 from training.engine import Engine, LocalEngine
@@ -103,6 +104,14 @@ def embed_articles(
     embedder: Embedder, articles: Sequence[Article], progress: bool
 ) -> npt.NDArray[np.float32]:
     return embedder.encode([article.text for article in articles], show_progress_bar=progress)
+
+
+def label_gate_texts(articles: Sequence[Article]) -> list[str]:
+    """Every text the topic head's label gate may embed for these seeds (each label's name texts and
+    the background news; the gate takes the thinly-trained labels among them): a batch engine
+    embeds them with the seeds, so the driver never loads the encoder for a few dozen texts."""
+    labels = sorted({label for article in articles for label in article.topics})
+    return [text for label in labels for text in label_texts(label)] + list(BACKGROUND_NEWS)
 
 
 def _pair_files(pairs: Sequence[Path] | Path | None) -> list[Path]:
