@@ -118,6 +118,42 @@ def test_a_glob_that_matches_nothing_is_an_error(tmp_path):
         read_seeds([str(tmp_path / "*.parquet")])
 
 
+@needs_ray
+def test_parquet_read_as_a_ray_dataset_matches_the_local_reader_and_names_a_bad_row(tmp_path):
+    from training.engine import RayEngine
+
+    shards = write_shards(RECORDS, tmp_path / "shards", per_shard=2)
+    (tmp_path / "bad").mkdir()
+    bad = _bad_shard(tmp_path / "bad")
+    expected = read_seeds([shards])
+    with RayEngine(1, read_on_ray=True) as engine:
+        corpus = engine.read([shards], skip_invalid=False, progress=False)
+        with pytest.raises(SeedFormatError) as error:
+            engine.read([bad], skip_invalid=False, progress=False)
+        skipped = engine.read([bad], skip_invalid=True, progress=False)
+    assert engine.start_seconds > 0  # read on Ray, which started for it
+    assert _without_source(corpus) == _without_source(expected)
+    assert corpus.main_ids == expected.main_ids and corpus.links == expected.links
+    assert str(error.value) == f"{bad}:3: quality: expected a number from 0 to 100, got 140"
+    assert len(skipped.errors) == 1 and len(skipped.main_ids) == 3
+
+
+@needs_ray
+def test_a_ray_of_its_own_reads_parquet_here_without_starting(tmp_path, monkeypatch):
+    """Every row comes to the driver for the seed rules: on a Ray it starts on this machine the
+    engine reads the shards itself, and Ray starts only for a batch that needs it."""
+    from training.engine import RayEngine
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    shards = write_shards(RECORDS, tmp_path / "shards", per_shard=2)
+    with RayEngine(2) as engine:
+        corpus = engine.read([shards], skip_invalid=False, progress=False)
+    assert not engine.reads_on_ray() and engine.start_seconds == 0
+    assert _without_source(corpus) == _without_source(read_seeds([shards]))
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # joining a cluster: the read goes to it
+    assert RayEngine(2).reads_on_ray()
+
+
 def _seed_records(paths: list[Path]) -> list[dict]:
     return [_as_jsonable(yaml.safe_load(split_front_matter(p.read_text(encoding="utf-8"), p))) for p in paths]
 

@@ -7,9 +7,10 @@ call) and classify through the same call (`model.news_model.Heads.classify`, ``C
 articles at a time either way, so both engines hand it the same batches); the fits are the same
 code either way.
 
-``ray``: Parquet seeds come in through ``ray.data.read_parquet``; texts the embedding cache lacks
-are embedded by a Ray Data ``map_batches`` over an actor pool, each actor building the encoder
-once (`EncodeBatch`). The driver keeps the SQLite cache: it looks texts up before dispatching
+``ray``: Parquet seeds come in through ``ray.data.read_parquet`` on a cluster it joins (with a Ray
+of its own on this machine the local reader reads them: every row comes to the driver for the seed
+rules either way); texts the embedding cache lacks are embedded by a Ray Data ``map_batches`` over
+an actor pool, each actor building the encoder once (`EncodeBatch`). The driver keeps the SQLite cache: it looks texts up before dispatching
 and stores the returned vectors, so the cache stays one file shared by later runs (local or ray)
 and the actors (possibly on other machines, without the driver's disk) never write it. Articles
 with their vectors are classified by another actor pool (`ClassifyBatch`), each actor taking the
@@ -207,6 +208,8 @@ class RayEngine:
     gpus_per_worker : GPUs each actor asks for (0: CPU only); the actor then encodes on ``cuda``.
     cpus_per_worker : CPUs each actor asks for; default: a share that leaves one CPU of the
         cluster to the read tasks (on 2 cores, two 1-CPU actors starve the read task and hang).
+    read_on_ray : read Parquet shards as a Ray Dataset (True) or with the local reader (False);
+        default: on Ray when joining a cluster through ``RAY_ADDRESS`` (`reads_on_ray`).
     """
 
     name = "ray"
@@ -215,9 +218,15 @@ class RayEngine:
     chunk = RAY_MIN_CLASSIFY
 
     def __init__(
-        self, workers: int, *, gpus_per_worker: float = 0.0, cpus_per_worker: float | None = None
+        self,
+        workers: int,
+        *,
+        gpus_per_worker: float = 0.0,
+        cpus_per_worker: float | None = None,
+        read_on_ray: bool | None = None,
     ) -> None:
         self.workers = max(1, int(workers))
+        self.read_on_ray = read_on_ray
         self.gpus_per_worker = gpus_per_worker
         self.cpus_per_worker = cpus_per_worker
         self._started = False
@@ -287,8 +296,20 @@ class RayEngine:
 
     # --- reading -----------------------------------------------------------------------------
 
+    def reads_on_ray(self) -> bool:
+        """Whether Parquet shards are read as a Ray Dataset: on a cluster this engine joins, whose
+        read tasks run where the shards are; with a Ray of its own on this machine the local reader
+        reads them here, as every row comes to this process for the seed rules either way, and Ray
+        Data's read cost a constant 15-40 s beside it (`docs/scale.md`)."""
+        if self.read_on_ray is not None:
+            return self.read_on_ray
+        return bool(os.environ.get("RAY_ADDRESS"))
+
     def read(self, paths: Sequence[Path], *, skip_invalid: bool, progress: bool) -> SeedCorpus:
-        """Seed files in the local reader's order; the Parquet ones as one Ray Dataset."""
+        """Seed files in the local reader's order; the Parquet ones as one Ray Dataset where
+        `reads_on_ray`."""
+        if not self.reads_on_ray():
+            return read_seeds(paths, skip_invalid=skip_invalid, progress=progress)
         files = list(iter_seed_files(paths))
         shards = [f for f in files if f.suffix.lower() in PARQUET_SUFFIXES]
         rows = self._parquet_rows(shards)
