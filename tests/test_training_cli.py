@@ -76,6 +76,9 @@ def test_fit_writes_a_complete_versioned_bundle(trained, seeds):
     # each step's peak resident memory sits beside its seconds
     assert set(manifest["training"]["peak_rss_mb"]) <= set(manifest["training"]["timings_s"])
     assert manifest["training"]["peak_rss_mb"]["topics"] > 0
+    # Each fit step's CPU seconds beside its wall seconds.
+    assert set(manifest["training"]["cpu_s"]) <= set(manifest["training"]["timings_s"])
+    assert manifest["training"]["cpu_s"]["topics"] > 0
     for name in manifest["files"]:
         assert (folder / name).is_file()
     card = (folder / "README.md").read_text()

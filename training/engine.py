@@ -10,13 +10,13 @@ code either way.
 ``ray``: Parquet seeds come in through ``ray.data.read_parquet`` on a cluster it joins (with a Ray
 of its own on this machine the local reader reads them: every row comes to the driver for the seed
 rules either way); texts the embedding cache lacks are embedded by a Ray Data ``map_batches`` over
-an actor pool, each actor building the encoder once (`EncodeBatch`). The driver keeps the SQLite cache: it looks texts up before dispatching
-and stores the returned vectors, so the cache stays one file shared by later runs (local or ray)
-and the actors (possibly on other machines, without the driver's disk) never write it. Articles
-with their vectors are classified by another actor pool (`ClassifyBatch`), each actor taking the
-bundle's heads (`Heads`: no encoder, no index) from Ray's object store once. Ray is started
-(or joined) when the first such batch comes, not before: a run with every vector cached and its
-seeds in local files never starts it.
+an actor pool, each actor building the encoder once (`EncodeBatch`). The driver keeps the SQLite
+cache: it looks texts up before dispatching and stores the returned vectors, so the cache stays one
+file shared by later runs (local or ray) and the actors (possibly on other machines, without the
+driver's disk) never write it. Articles with their vectors are classified by another actor pool
+(`ClassifyBatch`), each actor taking the bundle's heads (`Heads`: no encoder, no index) from Ray's
+object store once. Ray is started (or joined) when the first such batch comes, not before: a run
+with every vector cached and its seeds in local files never starts it.
 """
 
 from __future__ import annotations
