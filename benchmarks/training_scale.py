@@ -133,11 +133,12 @@ def fill_cache_static(seeds: Path, cache: Path, static_dir: Path) -> dict[str, A
     return {"texts": len(texts), "seconds": round(time.perf_counter() - started, 1)}
 
 
-def move_engine_start(steps: dict[str, dict[str, float]], seconds: float) -> None:
-    """Ray starts when a batch first needs it (here: the Parquet read): its seconds move from the
-    read to ``engine_start``."""
-    steps["engine_start"]["seconds"] = round(seconds, 2)
-    steps["read"]["seconds"] = round(steps["read"]["seconds"] - seconds, 2)
+def move_engine_start(steps: dict[str, dict[str, float]], step: str, seconds: float) -> None:
+    """Ray starts when a batch first needs it: the ``seconds`` it took within ``step`` (the
+    engine's ``start_seconds`` after the step less before it) move from that step to ``engine_start``."""
+    if seconds:
+        steps["engine_start"]["seconds"] = round(steps["engine_start"]["seconds"] + seconds, 2)
+        steps[step]["seconds"] = round(steps[step]["seconds"] - seconds, 2)
 
 
 def child(args: argparse.Namespace) -> int:
@@ -169,7 +170,7 @@ def child(args: argparse.Namespace) -> int:
         wall, cpu = time.perf_counter(), time.process_time()
         corpus = engine.read([args.seeds], skip_invalid=False, progress=False)
         mark("read", wall, cpu)
-        move_engine_start(steps, engine.start_seconds)
+        move_engine_start(steps, "read", engine.start_seconds)
         embedder = engine.embedder(
             make_encoder(DEFAULT_ENCODER, cache=EmbeddingCache(args.cache / "embeddings.sqlite"))
         )

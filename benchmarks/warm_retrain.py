@@ -58,13 +58,14 @@ def child(args: argparse.Namespace) -> int:
         wall, cpu = time.perf_counter(), time.process_time()
         corpus = engine.read(args.seeds, skip_invalid=False, progress=False)
         mark("read", wall, cpu)
-        move_engine_start(steps, engine.start_seconds)
+        move_engine_start(steps, "read", engine.start_seconds)
         cache = EmbeddingCache(args.cache / "embeddings.sqlite")
         embedder = engine.embedder(make_encoder(DEFAULT_ENCODER, cache=cache))
         articles = list(corpus.articles.values())
-        wall, cpu = time.perf_counter(), time.process_time()
+        wall, cpu, before = time.perf_counter(), time.process_time(), engine.start_seconds
         vectors = embed_articles(embedder, articles, progress=False)
         mark("embed", wall, cpu)
+        move_engine_start(steps, "embed", engine.start_seconds - before)
         assert len(vectors) == len(articles)
         if args.fit:
             options = TrainingOptions(progress=False, fit_cache=None)
@@ -72,7 +73,7 @@ def child(args: argparse.Namespace) -> int:
             fit_news_model(corpus, embedder, options)
             mark("fits", wall, cpu)
             for name, seconds in options.timings.items():
-                steps[f"fit.{name}"] = {"seconds": seconds}
+                steps[f"fit.{name}"] = {"seconds": seconds, "cpu_seconds": options.cpu_s.get(name, 0.0)}
     print(json.dumps({"articles": len(articles), "steps": steps}))
     return 0
 
