@@ -208,7 +208,7 @@ def test_a_ray_fit_on_parquet_shards_matches_a_local_fit_on_the_files(small_seed
         local_manifest["training"]["timings_s"]["engine_start"]
         < ray_manifest["training"]["timings_s"]["engine_start"]
     )
-    assert {"read", "embed", "topics"} <= set(ray_manifest["training"]["timings_s"])
+    assert {"read", "embed", "embed_all", "topics"} <= set(ray_manifest["training"]["timings_s"])
 
 
 @needs_ray
