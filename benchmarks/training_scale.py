@@ -153,7 +153,7 @@ def child(args: argparse.Namespace) -> int:
     from model.encoders.registry import DEFAULT_ENCODER, make_encoder
     from training.engine import make_engine
     from training.fingerprint import seed_fingerprint
-    from training.trainer import TrainingOptions, fit_news_model, peak_rss_mb
+    from training.trainer import TrainingOptions, embed_articles, fit_news_model, fit_topic_head, peak_rss_mb
 
     steps: dict[str, dict[str, float]] = {}
 
@@ -176,7 +176,13 @@ def child(args: argparse.Namespace) -> int:
         )
         options = TrainingOptions(progress=False, fit_cache=None)
         wall, cpu = time.perf_counter(), time.process_time()
-        model = fit_news_model(corpus, embedder, options)
+        if args.topics_only:  # the topic head alone, as `fit` fits it
+            articles = list(corpus.articles.values())
+            vectors = embed_articles(embedder, articles, progress=False)
+            fit_topic_head(articles, vectors, embedder, options)
+            model = None
+        else:
+            model = fit_news_model(corpus, embedder, options)
         fit_cpu = time.process_time() - cpu
     for name, seconds in options.timings.items():
         steps[name] = {
@@ -185,6 +191,9 @@ def child(args: argparse.Namespace) -> int:
             "peak_rss_mb": options.peak_rss_mb.get(name, 0.0),
         }
     steps["fit_cpu_seconds"] = {"seconds": round(fit_cpu, 2)}
+    if model is None:
+        print(json.dumps({"articles": len(corpus.articles), "steps": steps}))
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         wall, cpu = time.perf_counter(), time.process_time()
         path = model.save(Path(tmp) / "bundles", seed_fingerprint=seed_fingerprint(corpus))
@@ -196,9 +205,12 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_child(seeds: Path, cache: Path, engine: str, workers: int) -> dict[str, Any]:
+def run_child(
+    seeds: Path, cache: Path, engine: str, workers: int, topics_only: bool = False
+) -> dict[str, Any]:
     command = [sys.executable, "-m", "benchmarks.training_scale", "--child", "--seeds", str(seeds)]
     command += ["--cache", str(cache), "--engine", engine, "--workers", str(workers)]
+    command += ["--topics-only"] if topics_only else []
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -227,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / ".cache/benchmarks/training_scale")
     parser.add_argument("--corpus-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/training_scale.json")
+    parser.add_argument(
+        "--topics-only", action="store_true", help="fit the topic head alone (read, embed, topics)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seeds", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
@@ -257,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         for engine in args.engines:
             workers = 1 if engine == "local" else args.workers
             run = {"size": n, "cache": "warm", "engine": engine, "workers": workers} | filled
-            results.append(run | run_child(seeds, cache, engine, workers))
+            results.append(run | run_child(seeds, cache, engine, workers, args.topics_only))
             print(json.dumps(results[-1]), file=sys.stderr)
     report = {
         "benchmark": "training_scale",

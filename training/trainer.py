@@ -194,6 +194,25 @@ def _language_means(
     return LanguageMeans().fit(np.vstack(parts), languages).updated(built_in)
 
 
+def fit_topic_head(
+    articles: Sequence[Article],
+    vectors: npt.NDArray[np.float32],
+    embedder: Embedder,
+    options: TrainingOptions,
+) -> TopicTagger | None:
+    """The topic head on the seeds that carry topics, with its label gate (timed as ``topics``)."""
+    labelled = [i for i, article in enumerate(articles) if article.topics]
+    if not labelled:
+        logger.warning("no seed carries topics: the bundle will tag no topics")
+        return None
+    started = _now()
+    tagger = TopicTagger(max_examples=examples_within(options.max_memory_gb))
+    topics = _fit_head(options, tagger, [articles[i] for i in labelled], vectors[labelled])
+    topics.fit_label_gate(embedder.encode)
+    _timed(options, "topics", started)
+    return topics
+
+
 def fit_news_model(
     corpus: SeedCorpus, embedder: Embedder, options: TrainingOptions | None = None
 ) -> NewsModel:
@@ -206,16 +225,7 @@ def fit_news_model(
     vectors = embed_articles(embedder, articles, options.progress)
     _timed(options, "embed", started)
 
-    labelled = [i for i, article in enumerate(articles) if article.topics]
-    topics = None
-    if labelled:
-        started = _now()
-        tagger = TopicTagger(max_examples=examples_within(options.max_memory_gb))
-        topics = _fit_head(options, tagger, [articles[i] for i in labelled], vectors[labelled])
-        topics.fit_label_gate(embedder.encode)
-        _timed(options, "topics", started)
-    else:
-        logger.warning("no seed carries topics: the bundle will tag no topics")
+    topics = fit_topic_head(articles, vectors, embedder, options)
 
     scores: dict[str, ScoreHead] = {}
     for name, log_scale in options.score_fields.items():
