@@ -37,6 +37,23 @@ def test_interval_contains_about_the_coverage_share_of_new_targets():
     assert np.all(wider[:, 1] - wider[:, 0] > high - low)
 
 
+def test_the_penalty_search_uses_a_capped_sample_and_the_interval_every_row():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(3000, 5))
+    y = X @ np.array([1.0, -2.0, 0.5, 0.0, 0.0]) + rng.gumbel(size=3000)
+    capped = ScoreRegressor(coverage=0.8, cv_max_samples=1000).fit(X[:2000], y[:2000])
+    full = ScoreRegressor(coverage=0.8, cv_max_samples=None).fit(X[:2000], y[:2000])
+    # the penalty is chosen on 1,000 rows; the residuals and the model come from all 2,000, so
+    # with the same penalty they are the ones the uncapped search gives
+    assert capped.alpha_ == full.alpha_
+    np.testing.assert_allclose(capped.cv_residuals_, full.cv_residuals_)
+    np.testing.assert_allclose(capped.coef_, full.coef_)
+    low, high = capped.predict_interval(X[2000:]).T
+    assert 0.75 < np.mean((y[2000:] >= low) & (y[2000:] <= high)) < 0.85
+    with pytest.raises(ValueError, match="cv_max_samples must be"):
+        ScoreRegressor(cv_max_samples=3).fit(X, y)
+
+
 def test_coverage_outside_zero_one_is_rejected():
     with pytest.raises(ValueError, match=r"coverage must be in \(0, 1\), got 1.5"):
         ScoreRegressor(coverage=1.5).fit(np.zeros((5, 2)), np.zeros(5))
