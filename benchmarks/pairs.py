@@ -45,7 +45,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.common import corpus_dir
+from benchmarks.common import EMBEDDING_CACHE, corpus_dir
 from model.articles.article import Article
 from model.articles.seeds import read_seeds
 from model.coverage.pair_evidence import FEATURE_NAMES, HashedIdf, indexed_pair_evidence, pair_feature_matrix
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cache",
         type=Path,
-        default=Path.home() / ".cache/news-desk/embeddings.sqlite",
+        default=EMBEDDING_CACHE,
         help="embedding cache (SQLite); default ~/.cache/news-desk/embeddings.sqlite",
     )
     parser.add_argument("--variants", action="store_true", help="also score the feature variants tried")

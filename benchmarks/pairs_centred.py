@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import pearsonr
 
-from benchmarks.common import corpus_dir, emit
+from benchmarks.common import EMBEDDING_CACHE, corpus_dir, emit
 from benchmarks.pairs_out_of_set import (
     MIN_PAIRS_PER_LANGUAGE,
     SETS,
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cache",
         type=Path,
-        default=Path.home() / ".cache/news-desk/embeddings.sqlite",
+        default=EMBEDDING_CACHE,
         help="embedding cache (SQLite); default ~/.cache/news-desk/embeddings.sqlite",
     )
     parser.add_argument("--repeats", type=int, default=20, help="random half splits per language pair (20)")

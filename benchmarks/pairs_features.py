@@ -55,7 +55,7 @@ import numpy.typing as npt
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.common import corpus_dir, emit
+from benchmarks.common import EMBEDDING_CACHE, corpus_dir, emit
 from benchmarks.pairs_out_of_set import SETS
 from model.coverage.pair_evidence import FEATURE_INDEX, HashedIdf, pair_feature_matrix
 from model.coverage.pair_files import GradedPair, graded_pair_evidence, pair_texts, read_pairs_tsv
@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cache",
         type=Path,
-        default=Path.home() / ".cache/news-desk/embeddings.sqlite",
+        default=EMBEDDING_CACHE,
         help="embedding cache",
     )
     parser.add_argument("--out", type=Path, default=None)

@@ -39,7 +39,7 @@ import numpy.typing as npt
 from scipy.stats import pearsonr
 from sklearn.model_selection import GroupKFold
 
-from benchmarks.common import corpus_dir, emit
+from benchmarks.common import EMBEDDING_CACHE, corpus_dir, emit
 from benchmarks.pairs_out_of_set import MIN_PAIRS_PER_LANGUAGE, SETS, HeldSet, load_set, make_encode
 from model.coverage.pair_centring import LanguageMeans
 from model.coverage.pair_evidence import FEATURE_INDEX
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cache",
         type=Path,
-        default=Path.home() / ".cache/news-desk/embeddings.sqlite",
+        default=EMBEDDING_CACHE,
         help="embedding cache (SQLite); default ~/.cache/news-desk/embeddings.sqlite",
     )
     parser.add_argument(

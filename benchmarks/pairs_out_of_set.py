@@ -42,7 +42,7 @@ import numpy.typing as npt
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.common import corpus_dir, emit
+from benchmarks.common import EMBEDDING_CACHE, corpus_dir, emit
 from model.coverage.pair_centring import LanguageMeans
 from model.coverage.pair_evidence import FEATURE_INDEX, HashedIdf, pair_feature_matrix
 from model.coverage.pair_files import RELATED_MAX_OVERALL, graded_pair_evidence, pair_texts, read_pairs_tsv
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cache",
         type=Path,
-        default=Path.home() / ".cache/news-desk/embeddings.sqlite",
+        default=EMBEDDING_CACHE,
         help="embedding cache (SQLite); default ~/.cache/news-desk/embeddings.sqlite",
     )
     parser.add_argument("--boot", type=int, default=200, help="bootstrap resamples for the noise (200)")

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import corpus_dir, emit
+from benchmarks.common import EMBEDDING_CACHE, corpus_dir, emit
 from model.coverage.pair_files import SAME_STORY_MAX_OVERALL, GradedPair, read_pairs_tsv
 from model.coverage.pair_scorer import language_pair
 from model.encoders.cache import EmbeddingCache
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cache",
         type=Path,
-        default=Path.home() / ".cache/news-desk/embeddings.sqlite",
+        default=EMBEDDING_CACHE,
         help="embedding cache",
     )
     parser.add_argument("--out", type=Path, default=None)

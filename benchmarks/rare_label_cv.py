@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import KFold
 
-from benchmarks.common import corpus_dir
+from benchmarks.common import EMBEDDING_CACHE, corpus_dir
 from model.articles.seeds import read_seeds
 from model.encoders.embedder import Embedder, EmbeddingCache
 from model.evaluation.tagging import topic_metrics
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--settings", type=int, nargs="+", default=[50, 1_000_000], help="rare_calibration_support values"
     )
-    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache/news-desk/embeddings.sqlite")
+    parser.add_argument("--cache", type=Path, default=EMBEDDING_CACHE)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/rare_label_cv.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
