@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from model.articles.article import Article
 from model.coverage.article_index import _timestamp
-from model.coverage.neardup import Shingled, shingled
+from model.coverage.neardup import Shingled, duplicate_scores_from, shingled
 from model.coverage.pair_evidence import HashedIdf, content_words
 from model.coverage.pair_scorer import PairScorer
 from model.coverage.search import ArticleSearch, KnownArticle
@@ -173,6 +173,14 @@ class BatchLinker:
         if not left:
             return [[] for _ in articles]
         words, chars, content, urls, shingles = self._rows(entries)
+        kept: dict[str, Any] = {"shingled": shingles}
+        if "near_duplicate" not in getattr(self.scorer, "feature_names_", ()):
+            # The rule reads the duplicate score only against its threshold (the verdict, and the
+            # probability a copy is lifted to): pairs that cannot reach it skip the exact Jaccard.
+            kept["near_duplicate"] = duplicate_scores_from(
+                [(shingles[p], shingles[q]) for p, q in zip(left, right, strict=True)],
+                self.scorer.duplicate_threshold,
+            )
         comparisons = self.scorer.compare_pairs(
             entries,
             np.vstack(entry_vectors),
@@ -181,7 +189,7 @@ class BatchLinker:
             rows=(words, chars),
             content=content,
             urls=urls,
-            shingled=shingles,
+            **kept,
         )
         out: list[list[Comparison]] = [[] for _ in articles]
         for i, comparison in zip(left, comparisons, strict=True):

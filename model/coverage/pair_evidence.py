@@ -235,6 +235,7 @@ def indexed_pair_evidence(
     urls: Sequence[str | None] | None = None,
     shingled: Sequence[neardup.Shingled] | None = None,
     centred: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None,
+    near_duplicate: Sequence[float] | None = None,
 ) -> list[PairEvidence]:
     """Evidence of the pairs ``(articles[i[k]], articles[j[k]])``: every text is hashed once.
 
@@ -246,6 +247,8 @@ def indexed_pair_evidence(
     `neardup.shingled`, when the caller kept them from an earlier batch (a backfill meets the same
     candidates again). ``centred``: each pair's centred and learnt cosines
     (`model.coverage.pair_centring.centred_pairs`; NaN: none, the raw cosine is read).
+    ``near_duplicate``: each pair's duplicate score, where the caller scored them (a backfill's
+    batch: `neardup.duplicate_scores_from`); else from ``shingled``.
     """
     own_languages = languages == "same_language" and all(getattr(a, "language", None) for a in articles)
     if own_languages:
@@ -254,7 +257,7 @@ def indexed_pair_evidence(
     j = np.asarray(j, dtype=np.intp)
     vectors = np.asarray(vectors, dtype=np.float32)
     texts: list[str] = []  # a property that joins title and excerpt on every read: only if needed
-    if rows is None or languages or content is None or shingled is None:
+    if rows is None or languages or content is None or (shingled is None and near_duplicate is None):
         texts = [a.text for a in articles]
     words, chars = rows if rows is not None else (idf or HashedIdf()).transform(texts)
     tfidf = row_cosines(words[i], words[j])
@@ -268,8 +271,13 @@ def indexed_pair_evidence(
         scripts = [dominant_script(t) for t in texts]
     if content is None:
         content = [content_words(t) for t in texts]
-    if shingled is None:
-        shingled = [neardup.shingled(t, a.excerpt) for t, a in zip(texts, articles, strict=True)]
+    if near_duplicate is None:
+        if shingled is None:
+            shingled = [neardup.shingled(t, a.excerpt) for t, a in zip(texts, articles, strict=True)]
+        near_duplicate = [
+            neardup.duplicate_score(shingled[p], shingled[q])
+            for p, q in zip(i.tolist(), j.tolist(), strict=True)
+        ]
     # Once per article, not per pair: a canonical URL is parsed on every read.
     if urls is None:
         urls = [a.canonical_url for a in articles]
@@ -295,7 +303,7 @@ def indexed_pair_evidence(
             PairEvidence(
                 cosine=max(-1.0, min(1.0, float(cosines[k]))),
                 lexical=_dice(content[p], content[q]),
-                near_duplicate=neardup.duplicate_score(shingled[p], shingled[q]),
+                near_duplicate=near_duplicate[k],
                 time_gap_hours=gap,
                 same_provider=(pa == pb) if pa and pb else None,
                 url_match=bool(ua and ub and ua == ub),
