@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -42,8 +43,11 @@ from model.results import Comparison, SearchFilters
 # Over-fetch: the rule keeps the nearest by its own dot products, so a superset is always safe
 # (a matrix product may round the last bit differently from the rule's one dot at a time).
 _MARGIN = 5
-# Hashed texts kept between batches (FIFO): a few hundred bytes (a headline) to ~10 KB (a long
-# excerpt's character 4-grams) each, so at most a few hundred MB; candidates are mostly recent.
+# Hashed texts kept between batches, the least recently used dropped first: a few hundred bytes (a
+# headline) to ~10 KB (a long excerpt's character 4-grams) each, so at most a few hundred MB.
+# Candidates are mostly recent articles, but the duplicate search reaches any age and the same
+# originals come back for many batches (at 10,000 articles with 2,000 kept, dropping the oldest
+# made each later batch hash 2.6 older candidates an article again).
 KEPT_TEXTS = 20_000
 
 
@@ -217,15 +221,19 @@ class BatchLinker:
                     article.canonical_url,
                     shingled(text, article.excerpt, cached=False),  # kept here, not in the shared cache
                 )
-        kept = [self._texts[a.id] for a in articles]
+        kept = []
+        for article in articles:  # each one used moves to the back: the least recently used go first
+            item = self._texts.pop(article.id)
+            self._texts[article.id] = item
+            kept.append(item)
         n_features = self._idf.n_features
         words = _csr([k[0] for k in kept], [k[1] for k in kept], n_features)
         chars = _csr([k[2] for k in kept], [k[3] for k in kept], n_features)
         content = [k[4] for k in kept]
         urls = [k[5] for k in kept]
         shingles = [k[6] for k in kept]
-        for article_id in list(self._texts)[: max(0, len(self._texts) - self.kept_texts)]:
-            del self._texts[article_id]  # oldest first: candidates are mostly recent articles
+        for article_id in list(islice(self._texts, max(0, len(self._texts) - self.kept_texts))):
+            del self._texts[article_id]
         return words, chars, content, urls, shingles
 
 
