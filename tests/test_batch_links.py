@@ -97,10 +97,18 @@ def _day(i: int) -> datetime:
     return datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=i)
 
 
+def _reposted_excerpt(excerpt: str, k: int) -> str:
+    if k % 2:
+        return f"LONDON (Wires) - {excerpt}"
+    return f"{excerpt} (Reporting by Jane Doe; Editing by Sam Roe)" if k % 4 == 2 else excerpt
+
+
 def _thousands() -> list[Article]:
     """About 1,900 articles: AG News items dated over four months (every tenth undated), storychains'
     storylines, and for every twelfth AG News item a re-post (a day later, a new headline and
-    dateline: a copy by its excerpt) or a word-for-word copy a year later."""
+    dateline: a copy by its excerpt), a word-for-word copy a year later, or every fourth a copy with
+    a credit line added (its shingle sets a little larger: Jaccards on both sides of the duplicate
+    threshold, where the batch skips the pairs whose sizes alone keep them under it)."""
     files = sorted(corpus_path("agnews").glob("*.md"))[:1600]
     start = datetime(2024, 1, 1, tzinfo=UTC)
     news = [
@@ -114,7 +122,7 @@ def _thousands() -> list[Article]:
             Article(
                 id=f"repost-{k}",
                 title=original.title if k % 2 == 0 else f"UPDATE: {original.title}",
-                excerpt=original.excerpt if k % 2 == 0 else f"LONDON (Wires) - {original.excerpt}",
+                excerpt=_reposted_excerpt(original.excerpt, k),
                 published_at=moved,
                 urls={"webUrl": f"https://reposts.example/{k}"},
             )
