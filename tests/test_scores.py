@@ -54,6 +54,29 @@ def test_the_penalty_search_uses_a_capped_sample_and_the_interval_every_row():
         ScoreRegressor(cv_max_samples=3).fit(X, y)
 
 
+def test_many_sparse_features_are_solved_by_conjugate_gradients_to_the_exact_ridge():
+    import scipy.sparse as sp
+    from sklearn.linear_model import Ridge
+
+    from model.tagging.scores import DIRECT_MAX_FEATURES
+
+    rng = np.random.default_rng(2)
+    n, d = 1500, DIRECT_MAX_FEATURES + 500  # above the direct solve's limit: the CG path
+    dense = rng.normal(size=(n, 20)) * 3.0  # columns on very different scales, as in the heat design
+    words = sp.random(n, d - 20, density=0.01, random_state=3, format="csr") * 0.1
+    X = sp.hstack([sp.csr_matrix(dense), words], format="csr").astype(np.float32)
+    y = dense[:, 0] - dense[:, 1] + np.asarray(words.sum(axis=1)).ravel() * 5 + rng.normal(size=n)
+    reg = ScoreRegressor(alpha=3.0, tol=1e-8).fit(X, y)
+    exact = Ridge(alpha=3.0, solver="lsqr", tol=1e-10).fit(X.astype(np.float64), y)
+    np.testing.assert_allclose(reg.coef_, exact.coef_, atol=1e-4)
+    assert reg.intercept_ == pytest.approx(exact.intercept_, abs=1e-4)
+    # a start near the answer (the penalty search's) changes the steps taken, not the answer
+    searched = ScoreRegressor(alphas=(1.0, 3.0), tol=1e-8).fit(X, y)
+    again = ScoreRegressor(alpha=searched.alpha_, tol=1e-8).fit(X, y)
+    np.testing.assert_allclose(searched.coef_, again.coef_, atol=1e-4)
+    np.testing.assert_allclose(searched.cv_residuals_, again.cv_residuals_, atol=1e-3)
+
+
 def test_coverage_outside_zero_one_is_rejected():
     with pytest.raises(ValueError, match=r"coverage must be in \(0, 1\), got 1.5"):
         ScoreRegressor(coverage=1.5).fit(np.zeros((5, 2)), np.zeros(5))
