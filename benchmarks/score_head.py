@@ -25,7 +25,7 @@ import numpy as np
 
 from benchmarks.common import corpus_dir, emit
 from benchmarks.report import machine_info
-from benchmarks.training_scale import ROOT, synthesise
+from benchmarks.training_scale import ROOT, cached_vectors, synthesise
 from model.articles.seeds import read_seeds
 from model.tagging.scores import ScoreHead, ScoreRegressor
 
@@ -87,22 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
     )
     return 0
-
-
-def cached_vectors(articles: list, cache_path: Path) -> np.ndarray:
-    """Each article's text vector from an embedding cache (MiniLM's key); all must be there."""
-    from model.encoders.cache import EmbeddingCache, text_key
-    from model.encoders.registry import DEFAULT_ENCODER, make_encoder
-
-    model_id = make_encoder(DEFAULT_ENCODER).model_id
-    keys = [text_key(model_id, article.text) for article in articles]
-    cache = EmbeddingCache(cache_path)
-    found = cache.get_many(list(dict.fromkeys(keys)), 384)
-    cache.close()
-    missing = sum(key not in found for key in keys)
-    if missing:
-        raise SystemExit(f"{missing} of {len(keys)} texts are not in {cache_path}")
-    return np.stack([found[key] for key in keys])
 
 
 if __name__ == "__main__":

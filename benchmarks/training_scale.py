@@ -133,6 +133,25 @@ def fill_cache_static(seeds: Path, cache: Path, static_dir: Path) -> dict[str, A
     return {"texts": len(texts), "seconds": round(time.perf_counter() - started, 1)}
 
 
+def cached_vectors(articles: list[Any], cache_path: Path) -> Any:
+    """Each article's text vector from an embedding cache under MiniLM's key (a warm cache this
+    benchmark filled, e.g. by its static encoder); every text must be there."""
+    import numpy as np
+
+    from model.encoders.cache import EmbeddingCache, text_key
+    from model.encoders.registry import DEFAULT_ENCODER, make_encoder
+
+    encoder = make_encoder(DEFAULT_ENCODER)
+    keys = [text_key(encoder.model_id, article.text) for article in articles]
+    cache = EmbeddingCache(cache_path)
+    found = cache.get_many(list(dict.fromkeys(keys)), encoder.dim)
+    cache.close()
+    missing = sum(key not in found for key in keys)
+    if missing:
+        raise SystemExit(f"{missing} of {len(keys)} texts are not in {cache_path}")
+    return np.stack([found[key] for key in keys])
+
+
 def move_engine_start(steps: dict[str, dict[str, float]], step: str, seconds: float) -> None:
     """Ray starts when a batch first needs it: the ``seconds`` it took within ``step`` (the
     engine's ``start_seconds`` after the step less before it) move from that step to ``engine_start``."""

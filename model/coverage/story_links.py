@@ -111,7 +111,7 @@ def cluster_stories(
         if graphs is None:
             sims = vectors[rows] @ vectors.T  # (block, n): every earlier article, exactly
         else:
-            found, _ = graphs.every.search_many(vectors[rows], max(neighbours, DUPLICATE_CANDIDATES))
+            found = graphs.nearest(vectors[rows], max(neighbours, DUPLICATE_CANDIDATES))
         for r, i in enumerate(rows.tolist()):
             position = start + r
             if graphs is None:
@@ -211,31 +211,53 @@ def _graph(dim: int) -> Any:
 
 
 class _Graphs:
-    """HNSW graphs over the articles of the blocks decided so far (keys: row numbers): one over
-    all of them (the any-age candidates) and one per ``window``-wide slice of time, so an
-    article's window candidates come from the two slices its window overlaps, never from a scan
-    of the whole window."""
+    """HNSW graphs over the articles of the blocks decided so far: one over all of them (the
+    any-age candidates) and one per ``window``-wide slice of time, so an article's window
+    candidates come from the two slices its window overlaps, never from a scan of the whole
+    window.
+
+    Each graph is keyed by insertion position (0, 1, 2, ...: `AnnIndex` then keeps no key array)
+    and maps positions to row numbers itself: with row numbers as keys every block's add checked
+    and copied the keys of every article before it, a cost that grew with the batch at each block.
+    """
 
     def __init__(
         self, vectors: npt.NDArray[np.float32], hours: npt.NDArray[np.float64], window: float
     ) -> None:
         self.vectors, self.hours, self.window = vectors, hours, window
         self.every = _graph(vectors.shape[1])
-        self.slices: dict[int, tuple[Any, npt.NDArray[np.float64]]] = {}  # slice -> (graph, hours)
+        self.every_rows = np.zeros(len(vectors), dtype=np.int64)  # position -> row
+        # slice -> (graph, its rows in published order, their hours)
+        self.slices: dict[int, tuple[Any, npt.NDArray[np.int64], npt.NDArray[np.float64]]] = {}
 
     def _slice(self, hour: float) -> int:
         return int(np.floor(hour / self.window)) if self.window > 0 else 0
 
     def add(self, rows: npt.NDArray[np.int64]) -> None:
         """Add a decided block (rows in published order)."""
-        self.every.add(rows, self.vectors[rows])
+        size = len(self.every)
+        self.every.add(np.arange(size, size + len(rows)), self.vectors[rows])
+        self.every_rows[size : size + len(rows)] = rows
         dated = rows[np.isfinite(self.hours[rows])]
         slices = np.array([self._slice(h) for h in self.hours[dated]], dtype=np.int64)
         for key in np.unique(slices).tolist():
             members = dated[slices == key]
-            graph, hours = self.slices.get(key) or (_graph(self.vectors.shape[1]), np.zeros(0))
-            graph.add(members, self.vectors[members])
-            self.slices[key] = (graph, np.concatenate([hours, self.hours[members]]))
+            graph, known, hours = self.slices.get(key) or (
+                _graph(self.vectors.shape[1]),
+                np.zeros(0, dtype=np.int64),
+                np.zeros(0),
+            )
+            graph.add(np.arange(len(known), len(known) + len(members)), self.vectors[members])
+            self.slices[key] = (
+                graph,
+                np.concatenate([known, members]),
+                np.concatenate([hours, self.hours[members]]),
+            )
+
+    def nearest(self, queries: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
+        """(m, k) rows of the nearest decided articles at any age, -1 where fewer exist."""
+        found, _ = self.every.search_many(queries, k)
+        return np.where(found >= 0, self.every_rows[found.clip(0)], -1)
 
     def in_window(self, row: int, k: int) -> npt.NDArray[np.int64]:
         """Up to ``k`` nearest decided articles per slice the window of dated ``row`` overlaps."""
@@ -244,7 +266,7 @@ class _Graphs:
         for key in {self._slice(hour - self.window), self._slice(hour)}:
             if key not in self.slices:
                 continue
-            graph, hours = self.slices[key]
+            graph, rows, hours = self.slices[key]
             lo = int(np.searchsorted(hours, hour - self.window - 1e-6, side="left"))  # published order
             if lo >= len(hours):
                 continue
@@ -252,8 +274,8 @@ class _Graphs:
             if lo > 0:
                 allowed = np.zeros(len(hours), dtype=bool)
                 allowed[lo:] = True
-            keys, _ = graph.search(self.vectors[row], k, allowed=allowed)
-            found.append(keys)
+            positions, _ = graph.search(self.vectors[row], k, allowed=allowed)
+            found.append(rows[positions])
         return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
