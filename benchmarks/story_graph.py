@@ -11,7 +11,10 @@ article, the load average around each run, the number of stories and a hash of t
         --ann-threshold 0 --embedding-cache CACHE/embeddings.sqlite --out benchmarks/results/story_graph.json
 
 ``--ann-threshold 0`` takes the graph path at every size (by default it starts past
-`model.coverage.story_links.ANN_THRESHOLD` articles).
+`model.coverage.story_links.ANN_THRESHOLD` articles). On the graph path each run also records the
+CPU ms an article of every 10,000 articles in published order (``segments``: the graph-adding
+step after each block is timed from the outside), which tells a cost that grows with the articles
+from one that settles once the graphs hold a window.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from benchmarks.common import corpus_dir, emit
 from benchmarks.report import machine_info
 from benchmarks.training_scale import ROOT, cached_vectors, synthesise
 from model.articles.seeds import read_seeds
+from model.coverage import story_links
 from model.coverage.pair_evidence import HashedIdf
 from model.coverage.pair_scorer import PairScorer
 from model.coverage.story_links import ANN_THRESHOLD, cluster_stories
@@ -45,12 +49,26 @@ def main(argv: list[str] | None = None) -> int:
     articles = list(read_seeds([seeds], progress=False).articles.values())
     vectors = cached_vectors(articles, args.embedding_cache)
     runs = []
+    marks: list[tuple[int, float]] = []
+    add = story_links._Graphs.add
+
+    def timed_add(self: story_links._Graphs, rows: object) -> None:
+        add(self, rows)  # type: ignore[arg-type]
+        marks.append((len(self.every), time.process_time()))
+
+    story_links._Graphs.add = timed_add  # type: ignore[method-assign]
     for n in args.sizes:
+        marks.clear()
         texts = [article.text for article in articles[:n]]
         scorer = PairScorer.default(idf=HashedIdf().fit(texts), encoder=DEFAULT_ENCODER)
         load = os.getloadavg()[0]
         cpu, wall = time.process_time(), time.perf_counter()
         story_ids = cluster_stories(articles[:n], vectors[:n], scorer, ann_threshold=args.ann_threshold)
+        segments, last_count, last_cpu = [], 0, cpu
+        for count, at in marks:
+            if count // 10_000 > last_count // 10_000 or count == n:
+                segments.append(round(1000 * (at - last_cpu) / (count - last_count), 2))
+                last_count, last_cpu = count, at
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         runs.append(
             {
@@ -61,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 "load_1min": [round(load, 2), round(os.getloadavg()[0], 2)],
                 "stories": len(set(story_ids)),
                 "partition_sha256": hashlib.sha256(json.dumps(story_ids).encode()).hexdigest()[:16],
+                "segments_cpu_ms_per_article": segments,
             }
         )
         print(json.dumps(runs[-1]), flush=True)
