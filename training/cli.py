@@ -222,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let the encoder learn from the training seeds' topics and the labelled pairs (--pairs, "
         "editors' corrections and graded pairs) before the heads are fitted: MiniLM's body is trained "
-        "(then exported to int8 ONNX and checked as usual), e5-multilingual gets a small adapter after "
-        "its frozen vectors; the bundle carries the result, whose vectors are a new generation (its own "
+        "(then exported to int8 ONNX and checked as usual), so are e5-multilingual's top layers (its "
+        "weights in torch; a small adapter after its frozen vectors where torch or transformers is "
+        "missing); the bundle carries the result, whose vectors are a new generation (its own "
         "embedding.vectors_id). Uses a GPU when torch sees one (docs/training.md)",
     )
     fit.add_argument(
@@ -627,12 +628,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
         # A local Ray's start, or joining a cluster, when the first batch needed it (0: none did).
         fitted.timings["engine_start"] = round(engine.start_seconds, 3)
         fitted.timings["total"] = round(time.perf_counter() - started, 3)
-        # The int8 ONNX export is MiniLM's; other encoders serve with their own runtime.
-        encoder_dir = (
-            None
-            if args.no_onnx or args.encoder != DEFAULT_ENCODER
-            else _export_encoder(args, fitted.model.embedder, scratch)
-        )
+        # The int8 ONNX export is MiniLM's and a fine-tuned e5's; a frozen e5 builds its own graph
+        # into the cache folder.
+        embedder = fitted.model.embedder
+        encoder_dir = None
+        if not args.no_onnx and args.encoder == DEFAULT_ENCODER:
+            encoder_dir = _export_encoder(args, embedder, scratch)
+        elif not args.no_onnx and getattr(embedder, "tuned", None):
+            encoder_dir = _export_e5_tuned(embedder, scratch)
         if encoder_dir is not None:
             _check_export(args, fitted, corpus, encoder_dir)
         fingerprint = seed_fingerprint(corpus)
@@ -780,14 +783,32 @@ def _export_encoder(args: argparse.Namespace, encoder: Encoder, scratch: Path) -
         return None
 
 
+def _export_e5_tuned(encoder: Any, scratch: Path) -> Path | None:
+    """A fine-tuned e5's int8 ONNX graph (its trained layers in), built in the fit's scratch folder."""
+    from model.encoders.e5_torch import export_e5_onnx_int8
+
+    try:
+        return export_e5_onnx_int8(scratch / "e5-onnx-int8-fine-tuned", tuned=encoder.tuned)
+    except (NewsDeskError, ImportError, RuntimeError, OSError) as error:
+        logger.warning("no int8 ONNX encoder in this bundle (%s); servers will embed with torch", error)
+        return None
+
+
 def _check_export(
     args: argparse.Namespace, fitted: FitOutcome, corpus: SeedCorpus, encoder_dir: Path
 ) -> None:
     """Measure the exported encoder the bundle will serve with; record it in the metrics, or refuse."""
+    from model.encoders.e5_torch import E5TorchEncoder
     from model.encoders.onnx import OnnxEncoder
     from training.export_check import check_export, drift_problems
 
-    record = check_export(fitted, corpus, OnnxEncoder(encoder_dir), progress=not args.no_progress)
+    trained = fitted.model.embedder
+    exported: Encoder = (
+        E5TorchEncoder(prefix=trained.prefix, backend="onnx-int8", onnx_dir=encoder_dir, tuned=trained.tuned)
+        if isinstance(trained, E5TorchEncoder)
+        else OnnxEncoder(encoder_dir)
+    )
+    record = check_export(fitted, corpus, exported, progress=not args.no_progress)
     record["tolerance"] = {"max_drop": args.export_tolerance, "min_cosine": args.export_min_cosine}
     fitted.timings["export_check"] = record["seconds"]
     problems = drift_problems(record, max_drop=args.export_tolerance, min_cosine=args.export_min_cosine)

