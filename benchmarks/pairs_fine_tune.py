@@ -22,7 +22,8 @@ Texts are what the service embeds (``passage: `` + title + excerpt, first 2,000 
 window of 510 tokens): the longest pair text is 311 tokens, so none is cut. The frozen lower layers
 run once per text (`FrozenStates`) and each fold trains only the top ``k``.
 
-    nice -n 10 python -m benchmarks.pairs_fine_tune --out benchmarks/results/pairs_fine_tune_e5.json
+    nice -n 10 python -m benchmarks.pairs_fine_tune --ks 2 --steps 100 \
+        --out benchmarks/results/pairs_fine_tune_e5_k2.json
 """
 
 from __future__ import annotations
