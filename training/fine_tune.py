@@ -46,6 +46,7 @@ import numpy as np
 from model.articles.article import Article
 from model.articles.seeds import SeedCorpus
 from model.coverage.pair_files import GradedPair, read_pairs_tsv
+from model.coverage.pair_map import cosent
 from model.encoders.adapter import AdaptedEncoder
 from model.encoders.base import Encoder
 from model.encoders.embedder import Embedder
@@ -456,18 +457,6 @@ def fine_tune_adapter(
         record["loss_last"],
     )
     return adapted
-
-
-def cosent(cosines: Any, targets: Any, scale: float = 20.0) -> Any:
-    """CoSENT: log(1 + sum over pairs i, j with target_i > target_j of exp(scale (cos_j - cos_i)))
-    (`sentence_transformers` `CoSENTLoss`, on given cosines)."""
-    import torch
-
-    scaled = cosines * scale
-    diff = scaled[None, :] - scaled[:, None]  # diff[i, j] = s_j - s_i, a loss where target_i > target_j
-    mask = targets[:, None] > targets[None, :]
-    values = torch.cat([torch.zeros(1, device=cosines.device), diff[mask]])
-    return torch.logsumexp(values, dim=0)
 
 
 def _loss_ends(losses: Sequence[float]) -> dict[str, float]:

@@ -10,7 +10,7 @@ cached states, then the service's mean pooling over every token. On 2 cores that
 16 pairs ~0.4 s with 2 layers learning, ~0.9 s with 4 (unloaded, ~100 tokens a text), instead of
 the whole 12-layer pass for every text of every step.
 
-The loss is CoSENT on the pairs' targets (`training.fine_tune.cosent`), AdamW, linear warm-up then
+The loss is CoSENT on the pairs' targets (`model.coverage.pair_map.cosent`), AdamW, linear warm-up then
 a constant rate, gradients clipped to norm 1, as MiniLM's body learns (`fine_tune_body`).
 """
 
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from model.coverage.pair_map import cosent
 from model.encoders.e5_file import E5File
 from model.encoders.e5_torch import E5TorchEncoder, build_body
 
@@ -172,8 +173,6 @@ def train_top_layers(
     target; a higher target ranks more alike) for ``steps`` steps of ``batch_size`` pairs drawn
     with probability ``weights`` (default: uniform), or until ``deadline`` (perf_counter)."""
     import torch
-
-    from training.fine_tune import cosent
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
