@@ -267,6 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
         "the manifest's metrics.export (docs/training.md)",
     )
     fit.add_argument(
+        "--warm-start",
+        nargs="?",
+        const="live",
+        default=None,
+        metavar="BUNDLE",
+        help="keep the stories a bundle decided (a version folder, or a folder of versions: its live "
+        "one; without BUNDLE, the live one under --out) for the articles published before the earliest "
+        "new, changed or removed one, and decide only the rest, with that bundle's pair scorer; used "
+        "when the encoder's vectors, the pair files and the story window are unchanged, else every "
+        "story is decided again (the manifest's training.warm_start says which; docs/scale.md)",
+    )
+    fit.add_argument(
         "--story-window-days",
         type=float,
         default=STORY_WINDOW_DAYS,
@@ -549,6 +561,7 @@ def _fit(args: argparse.Namespace, engine: Engine, scratch: Path) -> tuple[Any, 
 
     corrections = load_corrections(args.corrections, scratch) if args.corrections else CorrectionData()
     pairs = [*(args.pairs or []), *([corrections.pairs] if corrections.pairs else [])] or None
+    warm_start = _warm_start_bundle(args)
     read_started = time.perf_counter()
     corpus = _read([*args.seeds, *corrections.seeds], args, engine)
     seeds_only = seed_fingerprint(_read(args.seeds, args, engine)) if corrections.seeds else None
@@ -578,6 +591,7 @@ def _fit(args: argparse.Namespace, engine: Engine, scratch: Path) -> tuple[Any, 
             story_window_days=args.story_window_days,
             progress=not args.no_progress,
             max_memory_gb=getattr(args, "max_memory_gb", None),
+            warm_start=warm_start,
         ),
         eval_corpus=eval_corpus,
         eval_name=", ".join(str(p) for p in args.eval or []),
@@ -592,6 +606,21 @@ def _fit(args: argparse.Namespace, engine: Engine, scratch: Path) -> tuple[Any, 
     if embed_all_s is not None:  # the one pool job before the fit (its embed step then finds the cache)
         fitted.timings["embed_all"] = round(embed_all_s, 3)
     return fitted, corpus, seeds_only, corrections
+
+
+def _warm_start_bundle(args: argparse.Namespace) -> Path | None:
+    """The bundle ``--warm-start`` names (None: not asked for, or no bundle under --out yet)."""
+    from model.bundle import resolve_bundle
+
+    if getattr(args, "warm_start", None) is None:
+        return None
+    try:
+        return resolve_bundle(args.out if args.warm_start == "live" else Path(args.warm_start))
+    except NewsDeskError as error:
+        if args.warm_start != "live":
+            raise
+        logger.info("no bundle to warm-start from (%s): every story is decided", error)
+        return None
 
 
 def _fine_tune(
@@ -653,6 +682,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
                 "engine": {"name": args.engine, "workers": _workers(args)},
                 "invalid_seeds": len(corpus.errors),
                 "pairs": [str(p) for p in args.pairs] if args.pairs else None,
+                # What a later --warm-start compares: the pair scorer's labelled pairs, corrections' too.
+                "pairs_sha256": fitted.pairs_sha256,
+                "warm_start": fitted.warm_start or None,
                 "corrections": corrections.to_record() if args.corrections else None,
                 # What `check-seeds` compares: the seed files alone, corrections left out.
                 "seeds_sha256": (seeds_only or fingerprint)["sha256"],

@@ -30,7 +30,7 @@ from model.coverage.stories import StoryClusterer
 from model.coverage.story_links import cluster_stories
 from model.coverage.story_rule import STORY_WINDOW_DAYS
 from model.encoders.embedder import Embedder
-from model.encoders.registry import encoder_name
+from model.encoders.registry import encoder_name, vectors_id
 from model.evaluation.coverage import pair_metrics, pearson_by_language, related_retrieval_metrics
 from model.evaluation.split import EvalSplit
 from model.evaluation.tagging import score_metrics, topic_metrics
@@ -41,6 +41,8 @@ from model.tagging.scores import ScoreHead
 from model.tagging.topic_tagger import TopicTagger, examples_within
 from training.engine import Engine, LocalEngine
 from training.fit_cache import FitCache, data_digest
+from training.warm_start import pairs_sha256
+from training.warm_start import prepare as prepare_warm_start
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,10 @@ class TrainingOptions:
     # Fit memory budget (GB): sizes the topic head's example sample (`examples_within`); None:
     # the head's default cap.
     max_memory_gb: float | None = None
+    # A bundle version folder to warm-start the stories from (`training.warm_start`); None: cold.
+    warm_start: Path | None = None
+    # What the last fit did with it (the manifest's ``training.warm_start``); set by the fit.
+    warm_start_record: dict[str, Any] = field(default_factory=dict)
 
 
 def _fit_head(
@@ -239,18 +245,39 @@ def fit_news_model(
         _timed(options, f"score_{name}", started)
 
     started = step = _now()
-    # The bundle's own articles give the centred cosine's language means (and the IDF).
-    pair_scorer = fit_pair_scorer(
-        options.pairs,
-        embedder,
-        [article.text for article in articles],
-        corpus_vectors=vectors,
-        corpus_languages=[article.language for article in articles],
-    )
+    warm = None
+    if options.warm_start is not None:
+        warm, options.warm_start_record = prepare_warm_start(
+            options.warm_start,
+            articles,
+            vectors,
+            vectors_id=vectors_id(embedder),
+            pairs=options.pairs,
+            window_days=options.story_window_days,
+        )
+    if warm is not None:  # the scorer the prefix's stories were decided with
+        pair_scorer = warm.scorer
+    else:
+        # The bundle's own articles give the centred cosine's language means (and the IDF).
+        pair_scorer = fit_pair_scorer(
+            options.pairs,
+            embedder,
+            [article.text for article in articles],
+            corpus_vectors=vectors,
+            corpus_languages=[article.language for article in articles],
+        )
     _timed(options, "pair_scorer", step)
     step = _now()
     stories = StoryClusterer(window_days=options.story_window_days)
-    story_ids = cluster_stories(articles, vectors, pair_scorer, window_days=options.story_window_days)
+    story_ids = cluster_stories(
+        articles,
+        vectors,
+        pair_scorer,
+        window_days=options.story_window_days,
+        known=warm.known if warm is not None else None,
+    )
+    if warm is not None:
+        options.warm_start_record = warm.record(decided=len(articles) - len(warm.known))
     for article, vector, story_id in zip(articles, vectors, story_ids, strict=True):
         stories.restore(article, vector, story_id)
     _timed(options, "stories", step)
@@ -403,6 +430,11 @@ class FitOutcome:
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     # The process's CPU seconds in each step of the last fit.
     cpu_s: dict[str, float] = field(default_factory=dict)
+    # The last fit's warm start from the live bundle (`training.warm_start`); empty: none asked.
+    warm_start: dict[str, Any] = field(default_factory=dict)
+    # The labelled pair files' contents (`training.warm_start.pairs_sha256`): what a later warm
+    # start compares before reusing this bundle's pair scorer.
+    pairs_sha256: str | None = None
 
 
 def fit_and_evaluate(
@@ -435,7 +467,7 @@ def fit_and_evaluate(
     progress = options.progress
 
     def fit(seeds: SeedCorpus) -> tuple[NewsModel, TrainingOptions]:
-        run = replace(options, timings={}, cpu_s={}, peak_rss_mb={})
+        run = replace(options, timings={}, cpu_s={}, peak_rss_mb={}, warm_start_record={})
         return fit_news_model(seeds, embedder, run), run
 
     metrics: dict[str, Any] = {}
@@ -480,6 +512,8 @@ def fit_and_evaluate(
         timings=run.timings,
         cpu_s=run.cpu_s,
         peak_rss_mb=run.peak_rss_mb,
+        warm_start=run.warm_start_record,
+        pairs_sha256=pairs_sha256(options.pairs),
         evaluated=evaluated,
         eval_corpus=eval_corpus if evaluated is not None else None,
         eval_pairs=eval_pairs,

@@ -10,7 +10,7 @@ related coverage why a ``same_story`` hit is not in the query's story.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -63,8 +63,15 @@ def cluster_stories(
     neighbours: int = STORY_CANDIDATES,
     block: int = 512,
     ann_threshold: int = ANN_THRESHOLD,
+    known: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Story ids (input order) for a batch, articles taken in published order (undated last).
+
+    ``known`` (article id -> story id) are decisions already made for the first articles of the
+    published order (a warm retrain's unchanged prefix, `training.warm_start`): they are kept as
+    they are and only the articles after them are decided, with the prefix as candidates exactly
+    as in a run that decided everything. Each decision depends only on earlier articles, so with
+    the same vectors and scorer the result is the one a run deciding everything gives.
 
     Each article is decided as if ingested after the ones before it: its ``neighbours`` most
     cosine-similar earlier articles within ``window_days`` and its `DUPLICATE_CANDIDATES` most
@@ -105,15 +112,21 @@ def cluster_stories(
     story: list[str | None] = [None] * n
     window = window_days * 24.0
     col = {name: k for k, name in enumerate(FEATURE_NAMES)}
-    graphs = _Graphs(vectors, hours, window) if n > ann_threshold else None
-    for start in range(0, n, block):
+    prefix = _use_known(story, articles, order, known or {})
+    # The first block with an article to decide (a block of the prefix holds none); the blocks
+    # before it go into the graphs as they would have been decided, for later blocks to search.
+    first = _first_block(prefix, n, block)
+    graphs = _Graphs(vectors, hours, window, order[:first], block) if n > ann_threshold else None
+    for start in range(first, n, block):
         rows = order[start : start + block]
+        skip = max(prefix - start, 0)  # the prefix's end inside this block
+        todo = rows[skip:]
         if graphs is None:
-            sims = vectors[rows] @ vectors.T  # (block, n): every earlier article, exactly
+            sims = vectors[todo] @ vectors.T  # (block, n): every earlier article, exactly
         else:
-            found = graphs.nearest(vectors[rows], max(neighbours, DUPLICATE_CANDIDATES))
-        for r, i in enumerate(rows.tolist()):
-            position = start + r
+            found = graphs.nearest(vectors[todo], max(neighbours, DUPLICATE_CANDIDATES))
+        for r, i in enumerate(todo.tolist()):
+            position = start + skip + r
             if graphs is None:
                 sim: Any = sims[r]
                 inside, anywhere = _exact_candidates(
@@ -181,6 +194,26 @@ def cluster_stories(
     return result
 
 
+def _use_known(
+    story: list[str | None],
+    articles: Sequence[Article],
+    order: npt.NDArray[np.int64],
+    known: Mapping[str, str],
+) -> int:
+    """Put ``known``'s stories in ``story``; how many: they must be the first of the published order."""
+    count = sum(1 for a in articles if a.id in known)
+    if any(articles[i].id not in known for i in order[:count].tolist()):
+        raise ValueError("known stories must be a prefix of the published order")
+    for i in order[:count].tolist():
+        story[i] = known[articles[i].id]
+    return count
+
+
+def _first_block(prefix: int, n: int, block: int) -> int:
+    """Where the first block with an article after the ``prefix`` starts (``n``: none has one)."""
+    return n if prefix >= n else prefix - prefix % block
+
+
 def _exact_candidates(
     i: int,
     earlier: npt.NDArray[np.int64],
@@ -222,13 +255,21 @@ class _Graphs:
     """
 
     def __init__(
-        self, vectors: npt.NDArray[np.float32], hours: npt.NDArray[np.float64], window: float
+        self,
+        vectors: npt.NDArray[np.float32],
+        hours: npt.NDArray[np.float64],
+        window: float,
+        decided: npt.NDArray[np.int64] | None = None,
+        block: int = 512,
     ) -> None:
         self.vectors, self.hours, self.window = vectors, hours, window
         self.every = _graph(vectors.shape[1])
         self.every_rows = np.zeros(len(vectors), dtype=np.int64)  # position -> row
         # slice -> (graph, its rows in published order, their hours)
         self.slices: dict[int, tuple[Any, npt.NDArray[np.int64], npt.NDArray[np.float64]]] = {}
+        decided = np.zeros(0, dtype=np.int64) if decided is None else decided
+        for start in range(0, len(decided), block):  # block by block, as `cluster_stories` adds them
+            self.add(decided[start : start + block])
 
     def _slice(self, hour: float) -> int:
         return int(np.floor(hour / self.window)) if self.window > 0 else 0
