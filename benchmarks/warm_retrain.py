@@ -10,10 +10,21 @@ text through the cache (``engine.embedder``: only the missing texts reach MiniLM
 pool for ``ray``). ``--fit`` adds the fits (`training.trainer.fit_news_model`, fit cache off), whose
 growth with N `benchmarks.training_scale` measures.
 
+``--stories`` measures instead the stories step of a retrain cold against warm (`fit --warm-start`,
+`training.warm_start`) in one process: a "live bundle" of the N cached seeds (its pair scorer and
+stories decided cold), then the N + new seeds decided cold (the pair scorer refitted, every story
+decided) and warm (the live scorer, the live stories kept for the unchanged prefix of the published
+order), CPU and wall seconds side by side, and how far the two partitions lie apart (B-cubed and
+pair agreement of warm against cold). The new seeds' vectors come from the static encoder too.
+``--storychains`` runs the same on the storychains set (the newest 10% or a random 10% new),
+scored against its gold chains.
+
 Example::
 
     PYTHONPATH=. nice -n 10 .venv/bin/python -m benchmarks.warm_retrain --n 100000 --new-percent 1 \\
         --engines local ray --out benchmarks/results/warm_retrain_100000.json
+    PYTHONPATH=. nice -n 10 .venv/bin/python -m benchmarks.warm_retrain --n 100000 --new-percent 1 \\
+        --stories --work W --out benchmarks/results/warm_stories_100000.json
 """
 
 from __future__ import annotations
@@ -28,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from benchmarks.report import load_avg_1m, machine_info
 from benchmarks.training_scale import corpus_dir, fill_cache_static, move_engine_start, synthesise
@@ -78,6 +91,189 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
+def partition_agreement(reference: list[str], other: list[str]) -> dict[str, float]:
+    """B-cubed precision / recall / F1 of ``other`` against ``reference`` and the share of article
+    pairs grouped together by either that both group together (linear in the articles)."""
+    ref = np.unique(np.asarray(reference, dtype=object), return_inverse=True)[1]
+    oth = np.unique(np.asarray(other, dtype=object), return_inverse=True)[1]
+    cells, both = np.unique(np.stack([ref, oth], axis=1), axis=0, return_counts=True)
+    ref_size, oth_size = np.bincount(ref), np.bincount(oth)
+    joint = both.astype(np.float64)
+    # Each item of a (ref, other) cell of size c: c / |its other cluster|, c / |its ref cluster|.
+    precision = float((joint * joint / oth_size[cells[:, 1]]).sum() / len(ref))
+    recall = float((joint * joint / ref_size[cells[:, 0]]).sum() / len(ref))
+    pairs_both = float((joint * (joint - 1) / 2).sum())
+    pairs_ref = float((ref_size * (ref_size - 1) / 2).sum())
+    pairs_oth = float((oth_size * (oth_size - 1) / 2).sum())
+    union = pairs_ref + pairs_oth - pairs_both
+    return {
+        "bcubed_precision": round(precision, 6),
+        "bcubed_recall": round(recall, 6),
+        "bcubed_f1": round(2 * precision * recall / max(precision + recall, 1e-12), 6),
+        "pair_agreement": round(pairs_both / union, 6) if union else 1.0,
+        "articles_in_another_story": _moved(ref, oth),
+    }
+
+
+def _moved(ref: np.ndarray, oth: np.ndarray) -> int:
+    """Articles not in their reference story's best-matching other story."""
+    cells, both = np.unique(np.stack([ref, oth], axis=1), axis=0, return_counts=True)
+    best = np.zeros(ref.max() + 1 if len(ref) else 0, dtype=np.int64)
+    np.maximum.at(best, cells[:, 0], both)
+    return int(len(ref) - best.sum())
+
+
+def _live_bundle(
+    folder: Path, articles: list[Any], vectors: Any, scorer: Any, stories: list[str], vid: str
+) -> None:
+    """The parts of a bundle a warm start reads: manifest, pair scorer, index (articles, stories, vectors)."""
+    from model.bundle import FORMAT_VERSION, MANIFEST, save_part
+    from model.coverage.article_index import ArticleIndex
+    from model.coverage.story_rule import STORY_WINDOW_DAYS
+
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "version": "live",
+        "embedding": {"name": "minilm", "vectors_id": vid},
+        "training": {"story_window_days": STORY_WINDOW_DAYS, "pairs_sha256": None},
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    save_part(scorer, folder / "pairs.joblib")
+    index = ArticleIndex()
+    index.add(articles, vectors, stories)
+    index.save(folder / "index")
+
+
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _since(started: tuple[float, float]) -> dict[str, float]:
+    return {
+        "seconds": round(time.perf_counter() - started[0], 2),
+        "cpu_seconds": round(time.process_time() - started[1], 2),
+    }
+
+
+def stories_run(base: Path, new: Path, cache: Path, static_dir: Path, work: Path) -> dict[str, Any]:
+    """The stories step of a retrain of ``base`` + ``new``, cold and warm from a live bundle of ``base``."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from benchmarks.static_encoder import StaticEncoder, distill_model2vec
+    from model.articles.seeds import read_seeds
+    from model.coverage.story_links import cluster_stories
+    from model.encoders.cache import EmbeddingCache
+    from model.encoders.registry import DEFAULT_ENCODER, make_encoder, vectors_id
+    from training.trainer import fit_pair_scorer
+    from training.warm_start import prepare
+
+    old = list(read_seeds([base], skip_invalid=False, progress=False).articles.values())
+    added = list(read_seeds([new], skip_invalid=False, progress=False).articles.values())
+    encoder = make_encoder(DEFAULT_ENCODER, cache=EmbeddingCache(cache / "embeddings.sqlite"))
+    old_vectors = encoder.encode([a.text for a in old], show_progress_bar=False)  # every one cached
+    static = StaticEncoder(distill_model2vec(static_dir, pca_dims=None))
+    added_vectors = static.encode([a.text for a in added])
+    articles, vectors = old + added, np.vstack([old_vectors, added_vectors]).astype(np.float32)
+
+    def scorer_of(part: list[Any], part_vectors: Any) -> Any:
+        return fit_pair_scorer(
+            None,
+            encoder,
+            [a.text for a in part],
+            corpus_vectors=part_vectors,
+            corpus_languages=[a.language for a in part],
+        )
+
+    steps: dict[str, Any] = {}
+    started = _clock()
+    live_scorer = scorer_of(old, old_vectors)
+    live = cluster_stories(old, old_vectors, live_scorer)
+    steps["live_fit_pair_scorer_and_stories"] = _since(started)
+    folder = work / "live-bundle"
+    shutil.rmtree(folder, ignore_errors=True)
+    _live_bundle(folder, old, old_vectors, live_scorer, live, vectors_id(encoder))
+
+    started = _clock()
+    cold = cluster_stories(articles, vectors, scorer_of(articles, vectors))
+    steps["cold"] = _since(started)  # the pair scorer refitted and every story decided, as `fit` does
+    started = _clock()
+    warm_start, why = prepare(folder, articles, vectors, vectors_id=vectors_id(encoder), pairs=None,
+                              window_days=30.0)  # fmt: skip
+    if warm_start is None:
+        raise SystemExit(f"no warm start: {why}")
+    steps["warm.prepare"] = _since(started)
+    decide = _clock()
+    warm = cluster_stories(articles, vectors, warm_start.scorer, known=warm_start.known)
+    steps["warm.decide"] = _since(decide)
+    steps["warm"] = _since(started)
+    kept = sum(warm[i] == live[i] for i in range(len(old)))
+    return {
+        "articles": len(articles),
+        "new": len(added),
+        "reused": len(warm_start.known),
+        "decided": len(articles) - len(warm_start.known),
+        "live_story_ids_kept": kept,
+        "steps": steps,
+        "cpu_ratio_cold_to_warm": round(
+            steps["cold"]["cpu_seconds"] / max(steps["warm"]["cpu_seconds"], 1e-9), 1
+        ),
+        "warm_against_cold": partition_agreement(cold, warm),
+        "stories": {"cold": len(set(cold)), "warm": len(set(warm))},
+    }
+
+
+def _published_key(article: Any) -> tuple[bool, float, str]:
+    """`cluster_stories`'s published order (undated last)."""
+    when = article.published_at
+    return when is None, when.timestamp() if when else 0.0, article.id
+
+
+def storychains_run(data_dir: Path, cache: Path) -> dict[str, Any]:
+    """Warm against cold on storychains (its scorer fitted as `benchmarks.stories` fits it), 10% of
+    it new: the newest tenth, or a random tenth (the prefix then ends at the earliest of them)."""
+    from benchmarks.pairs import SETS, load_set, pool
+    from benchmarks.stories import _gold, bcubed
+    from model.coverage.pair_evidence import HashedIdf
+    from model.coverage.pair_scorer import PairScorer
+    from model.coverage.story_links import cluster_stories
+    from model.encoders.cache import EmbeddingCache
+    from model.encoders.embedder import Embedder
+
+    sets = {name: load_set(data_dir, name) for name in SETS}
+    chains = sets["storychains"]
+    embedder = Embedder(cache=EmbeddingCache(cache))
+    pooled = pool([sets[o] for o in SETS if o != "storychains"], embedder)
+    articles = list(chains.articles)
+    vectors = np.asarray(embedder.encode([a.text for a in articles]), dtype=np.float32)
+    gold, n = _gold(chains), len(articles)
+
+    def scorer_of(rows: list[int]) -> PairScorer:  # the IDF of the bundle's own articles
+        return PairScorer(idf=HashedIdf().fit([articles[i].text for i in rows])).fit(pooled.X, pooled.y)
+
+    cold = cluster_stories(articles, vectors, scorer_of(list(range(n))))
+    published = sorted(range(n), key=lambda i: _published_key(articles[i]))
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {"articles": n, "cold": bcubed(cold, gold)}
+    for label, new in (
+        ("newest_10pct", set(published[-(n // 10) :])),
+        ("random_10pct", {int(i) for i in rng.choice(n, n // 10, replace=False)}),
+    ):
+        rows = [i for i in range(n) if i not in new]
+        live_scorer = scorer_of(rows)
+        live = cluster_stories([articles[i] for i in rows], vectors[rows], live_scorer)
+        live_of = {articles[i].id: story for i, story in zip(rows, live, strict=True)}
+        first_new = min(published.index(i) for i in new)
+        known = {articles[i].id: live_of[articles[i].id] for i in published[:first_new]}
+        warm = cluster_stories(articles, vectors, live_scorer, known=known)
+        out[label] = {
+            "reused": len(known),
+            "decided": n - len(known),
+            "warm": bcubed(warm, gold),
+            "warm_against_cold": partition_agreement(cold, warm),
+        }
+    return out
+
+
 def run_child(seeds: list[Path], cache: Path, engine: str, workers: int, fit: bool) -> dict[str, Any]:
     command = [sys.executable, "-m", "benchmarks.warm_retrain", "--child", "--seeds", *map(str, seeds),
                "--cache", str(cache), "--engine", engine, "--workers", str(workers)]  # fmt: skip
@@ -114,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit", action="store_true", help="also run the fits")
     parser.add_argument("--work", type=Path, help="a folder to keep the seeds and cache in")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--stories", action="store_true", help="the stories step cold against warm")
+    parser.add_argument(
+        "--storychains", action="store_true", help="warm against cold on storychains' gold chains"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seeds", type=Path, nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
@@ -121,6 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         return child(args)
+    if args.storychains:
+        from benchmarks.common import EMBEDDING_CACHE
+
+        result = {"storychains": storychains_run(corpus_dir(), EMBEDDING_CACHE), "machine": machine_info()}
+        return _write(result, args.out)
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-warm-retrain-"))
     try:
@@ -131,6 +336,17 @@ def main(argv: list[str] | None = None) -> int:
         filled = {"cache_filled_by": "static"}
         if not (warm / "embeddings.sqlite").is_file():
             filled |= fill_cache_static(base, warm, work / "static-384")
+        if args.stories:
+            result = {
+                "cached_seeds": args.n,
+                "new_seeds": new_n,
+                "cache": filled,
+                "load_avg_1m_before": load_avg_1m(),
+                "stories": stories_run(base, new, warm, work / "static-384", work),
+                "load_avg_1m_after": load_avg_1m(),
+                "machine": machine_info(),
+            }
+            return _write(result, args.out)
         runs = []
         for engine in args.engines:
             cache = work / f"cache-{engine}"  # each engine finds the same 1% missing
@@ -148,10 +364,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
+    return _write(result, args.out)
+
+
+def _write(result: dict[str, Any], out: Path | None) -> int:
     text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
     print(text)
     return 0
 
