@@ -255,6 +255,8 @@ def fit_news_model(
             pairs=options.pairs,
             window_days=options.story_window_days,
         )
+        _timed(options, "warm_start", step)  # reading the live bundle's stories and comparing
+        step = _now()
     if warm is not None:  # the scorer the prefix's stories were decided with
         pair_scorer = warm.scorer
     else:
