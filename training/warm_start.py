@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model import bundle
-from model.articles.article import URL_FIELDS, Article
+from model.articles.article import URL_FIELDS, Article, record_provider_key
 from model.coverage.pair_scorer import PairScorer
 from model.coverage.story_links import ANN_THRESHOLD
 from model.encoders.registry import manifest_encoder
@@ -80,13 +80,16 @@ def _published(record: dict[str, Any]) -> str | None:
 
 
 def _key(record: dict[str, Any]) -> tuple[Any, ...]:
-    """What the story rule reads of an article (id, title, excerpt, time, URLs), from its record."""
+    """What the story rule reads of an article (id, title, excerpt, time, URLs, outlet, language),
+    from its record: a change in any of them may change a pair's evidence, so it ends the prefix."""
     return (
         record["id"],
         record.get("title", ""),
         record.get("excerpt", ""),
         _published(record),
         tuple(record.get(name) for name in URL_FIELDS),
+        record_provider_key(record),
+        record.get("language"),
     )
 
 
@@ -98,6 +101,8 @@ def _article_key(article: Article) -> tuple[Any, ...]:
         article.excerpt,
         published,
         tuple(article.urls.get(name) for name in URL_FIELDS),
+        article.provider_key,
+        article.language,
     )
 
 
