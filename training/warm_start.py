@@ -33,7 +33,7 @@ import numpy.typing as npt
 from model import bundle
 from model.articles.article import URL_FIELDS, Article, record_provider_key
 from model.coverage.pair_scorer import PairScorer
-from model.coverage.story_links import ANN_THRESHOLD
+from model.coverage.story_links import ANN_THRESHOLD, published_order_key
 from model.encoders.registry import manifest_encoder
 
 logger = logging.getLogger(__name__)
@@ -109,8 +109,8 @@ def _article_key(article: Article) -> tuple[Any, ...]:
 def _order_key(record: dict[str, Any]) -> tuple[bool, float, str]:
     """`cluster_stories`'s published order (undated last) from a record."""
     published = _published(record)
-    stamp = datetime.fromisoformat(published.replace("Z", "+00:00")).timestamp() if published else 0.0
-    return published is None, stamp, record["id"]
+    when = datetime.fromisoformat(published.replace("Z", "+00:00")) if published else None
+    return published_order_key(when, record["id"])
 
 
 def prepare(
@@ -149,12 +149,7 @@ def prepare(
         return cold("the live bundle's stories were found with the other candidate search")
     live_order = sorted(range(len(records)), key=lambda r: _order_key(records[r]))
     new_order = sorted(
-        range(len(articles)),
-        key=lambda i: (
-            articles[i].published_at is None,
-            articles[i].published_at.timestamp() if articles[i].published_at else 0.0,
-            articles[i].id,
-        ),
+        range(len(articles)), key=lambda i: published_order_key(articles[i].published_at, articles[i].id)
     )
     prefix = 0
     for r, i in zip(live_order, new_order, strict=False):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,12 @@ def story_note(verdict: str, query_story: str | None, hit_story: str | None, que
     )
 
 
+def published_order_key(published_at: datetime | None, article_id: str) -> tuple[bool, float, str]:
+    """Where an article falls in the order stories are decided in: by publication time, undated
+    last, ties by id (a warm start's unchanged prefix is counted in this same order)."""
+    return published_at is None, published_at.timestamp() if published_at else 0.0, article_id
+
+
 def cluster_stories(
     articles: Sequence[Article],
     vectors: npt.ArrayLike,
@@ -91,14 +98,7 @@ def cluster_stories(
     if n != len(vectors):
         raise ValueError(f"{n} articles but {len(vectors)} vectors")
     order = np.array(
-        sorted(
-            range(n),
-            key=lambda i: (
-                articles[i].published_at is None,
-                articles[i].published_at.timestamp() if articles[i].published_at else 0.0,
-                articles[i].id,
-            ),
-        ),
+        sorted(range(n), key=lambda i: published_order_key(articles[i].published_at, articles[i].id)),
         dtype=np.int64,
     )
     hours = np.array(
